@@ -1,0 +1,291 @@
+"""Robot spec (`robot.yaml`): the single source of truth for joints, gains and limits.
+
+Training, export and deployment all read it. `load_robot(name)` parses and validates
+the YAML against the MJCF model next to it; any inconsistency (unknown joint, missing
+field, default pose outside limits, safety limits looser than the hardware limits) is
+refused with a `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from roboreal.config import ConfigError, from_dict, load_yaml
+
+ROBOTS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    position_limits: tuple[float, float]  # rad (or m for prismatic joints)
+    velocity_limit: float  # rad/s
+    torque_limit: float  # Nm (or N); the actuator's force range
+    default: float = 0.0  # default pose
+    kp: float | None = None  # PD gains for position-controlled joints
+    kd: float | None = None
+    actuated: bool = True
+    actuator: str | None = None  # MJCF actuator name; defaults to the joint name
+
+
+@dataclass(frozen=True)
+class WatchdogSpec:
+    joint_states: float = 0.1  # s without a JointState before the robot is made safe
+    imu: float | None = None  # quadrupeds only
+    command: float = 0.5  # s without a command/goal before it is dropped
+
+
+@dataclass(frozen=True)
+class SafetySpec:
+    """Limits a deployment enforces. A deployment may tighten these, never loosen them."""
+
+    joint_position_margin: float = 0.05  # kept inside the hardware position limits
+    velocity_scale: float = 0.8  # fraction of each joint's velocity limit
+    torque_scale: float = 0.9  # fraction of each joint's torque limit
+    max_target_rate: float = 2.0  # rad/s: fastest a joint target may move
+    fault_mode: Literal["hold", "damping"] = "hold"
+    damping_kd: float = 1.0  # kd used in damping mode
+    tilt_limit: float | None = None  # rad of roll/pitch (quadrupeds)
+    workspace_min: tuple[float, float, float] | None = None  # end-effector box (manipulators), m
+    workspace_max: tuple[float, float, float] | None = None
+    startup_ramp_time: float = 2.0  # s from the measured pose to the default pose
+    fade_in_time: float = 1.0  # s over which the policy's actions are blended in
+    watchdog: WatchdogSpec = field(default_factory=WatchdogSpec)
+
+
+@dataclass(frozen=True)
+class SitesSpec:
+    imu: str | None = None
+    end_effector: str | None = None
+    feet: tuple[str, ...] = ()
+    base_body: str | None = None
+
+
+@dataclass(frozen=True)
+class RosSpec:
+    joint_states: str = "/joint_states"
+    joint_commands: str = "/forward_position_controller/commands"
+    command_interface: Literal["forward_command", "joint_trajectory"] = "forward_command"
+    imu: str | None = None
+    cmd_vel: str | None = None
+    goal: str | None = None
+    gripper_commands: str | None = None
+
+
+@dataclass(frozen=True)
+class GripperSpec:
+    joints: tuple[str, ...]
+    open: float
+    closed: float
+    force_limit: float
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    name: str
+    kind: Literal["quadruped", "manipulator", "cartpole"]
+    model: str  # MJCF file, relative to the robot folder
+    control_mode: Literal["position", "force"]
+    joints: tuple[JointSpec, ...]
+    safety: SafetySpec = field(default_factory=SafetySpec)
+    sites: SitesSpec = field(default_factory=SitesSpec)
+    ros: RosSpec = field(default_factory=RosSpec)
+    gripper: GripperSpec | None = None
+    description: str = ""
+    # Filled by the loader, not the YAML.
+    directory: str = ""
+    checksum: str = ""
+
+    # ----- convenient arrays (in joint order) -----
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    @property
+    def actuated_joints(self) -> list[JointSpec]:
+        return [j for j in self.joints if j.actuated]
+
+    @property
+    def actuated_names(self) -> list[str]:
+        return [j.name for j in self.actuated_joints]
+
+    def array(self, attr: str, actuated_only: bool = True) -> np.ndarray:
+        joints = self.actuated_joints if actuated_only else self.joints
+        return np.array([getattr(j, attr) for j in joints], dtype=np.float64)
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.array([j.position_limits[0] for j in self.actuated_joints])
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.array([j.position_limits[1] for j in self.actuated_joints])
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.directory) / self.model
+
+
+def _check_finite(path: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(path, f"must be finite, got {value}")
+
+
+def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
+    """Check internal consistency, and against the MJCF `model` when given."""
+
+    def err(field_path: str, msg: str) -> ConfigError:
+        return ConfigError(field_path, msg, source)
+
+    if not spec.joints:
+        raise err("joints", "at least one joint is required")
+    seen = set()
+    for i, j in enumerate(spec.joints):
+        p = f"joints[{i}]"
+        if j.name in seen:
+            raise err(f"{p}.name", f"duplicate joint {j.name!r}")
+        seen.add(j.name)
+        lo, hi = j.position_limits
+        for k, v in (("position_limits", lo), ("position_limits", hi), ("velocity_limit", j.velocity_limit),
+                     ("torque_limit", j.torque_limit), ("default", j.default)):
+            try:
+                _check_finite(f"{p}.{k}", v)
+            except ConfigError as e:
+                raise err(e.field, str(e).split(": ", 1)[1]) from None
+        if not lo < hi:
+            raise err(f"{p}.position_limits", f"lower {lo} must be below upper {hi}")
+        if not lo <= j.default <= hi:
+            raise err(f"{p}.default", f"{j.default} is outside position_limits [{lo}, {hi}]")
+        if j.velocity_limit <= 0:
+            raise err(f"{p}.velocity_limit", f"must be positive, got {j.velocity_limit}")
+        if j.torque_limit <= 0:
+            raise err(f"{p}.torque_limit", f"must be positive, got {j.torque_limit}")
+        if j.actuated and spec.control_mode == "position":
+            for gain in ("kp", "kd"):
+                v = getattr(j, gain)
+                if v is None:
+                    raise err(f"{p}.{gain}", "missing: position-controlled joints need PD gains")
+                if not (math.isfinite(v) and v >= 0):
+                    raise err(f"{p}.{gain}", f"must be a finite non-negative number, got {v}")
+    s = spec.safety
+    if not 0 <= s.joint_position_margin:
+        raise err("safety.joint_position_margin", "must be >= 0")
+    for k in ("velocity_scale", "torque_scale"):
+        v = getattr(s, k)
+        if not 0 < v <= 1:
+            raise err(f"safety.{k}", f"must be in (0, 1] (a deployment cannot exceed the hardware), got {v}")
+    if not s.max_target_rate > 0:
+        raise err("safety.max_target_rate", "must be positive")
+    for i, j in enumerate(spec.actuated_joints):
+        lo, hi = j.position_limits
+        if hi - lo <= 2 * s.joint_position_margin:
+            raise err("safety.joint_position_margin", f"leaves no range for joint {j.name!r}")
+    if (s.workspace_min is None) != (s.workspace_max is None):
+        raise err("safety.workspace_max" if s.workspace_max is None else "safety.workspace_min",
+                  "workspace_min and workspace_max go together")
+    if s.workspace_min is not None and not all(a < b for a, b in zip(s.workspace_min, s.workspace_max)):
+        raise err("safety.workspace_min", "must be below workspace_max on every axis")
+    if spec.kind == "quadruped":
+        if s.tilt_limit is None:
+            raise err("safety.tilt_limit", "missing: quadrupeds need a tilt limit")
+        if spec.sites.imu is None:
+            raise err("sites.imu", "missing: quadrupeds need an IMU site")
+        if spec.ros.imu is None:
+            raise err("ros.imu", "missing: quadrupeds need an IMU topic")
+        if s.watchdog.imu is None:
+            raise err("safety.watchdog.imu", "missing: quadrupeds need an IMU timeout")
+    if spec.kind == "manipulator" and spec.sites.end_effector is None:
+        raise err("sites.end_effector", "missing: manipulators need an end-effector site")
+    if s.watchdog.joint_states <= 0 or s.watchdog.command <= 0:
+        raise err("safety.watchdog", "timeouts must be positive")
+
+    if model is None:
+        return
+    import mujoco
+
+    def name_of(obj, id_) -> str:
+        return mujoco.mj_id2name(model, obj, id_)
+
+    model_joints = [name_of(mujoco.mjtObj.mjOBJ_JOINT, i) for i in range(model.njnt)]
+    model_acts = [name_of(mujoco.mjtObj.mjOBJ_ACTUATOR, i) for i in range(model.nu)]
+    for i, j in enumerate(spec.joints):
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j.name)
+        if jid < 0:
+            raise err(f"joints[{i}].name", f"{j.name!r} is not a joint of {spec.model} (joints: {model_joints})")
+        if j.actuated:
+            act = j.actuator or j.name
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, act) < 0:
+                raise err(f"joints[{i}].actuator", f"{act!r} is not an actuator of {spec.model} (actuators: {model_acts})")
+        if model.jnt_limited[jid]:
+            mlo, mhi = model.jnt_range[jid]
+            lo, hi = j.position_limits
+            if lo < mlo - 1e-6 or hi > mhi + 1e-6:
+                raise err(f"joints[{i}].position_limits",
+                          f"[{lo}, {hi}] is wider than the model's range [{mlo:.4f}, {mhi:.4f}]")
+    sites = [("sites.imu", spec.sites.imu), ("sites.end_effector", spec.sites.end_effector)]
+    sites += [(f"sites.feet[{i}]", f) for i, f in enumerate(spec.sites.feet)]
+    for fpath, site in sites:
+        if site is not None and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site) < 0:
+            raise err(fpath, f"{site!r} is not a site of {spec.model}")
+    if spec.sites.base_body is not None and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, spec.sites.base_body) < 0:
+        raise err("sites.base_body", f"{spec.sites.base_body!r} is not a body of {spec.model}")
+    if spec.gripper is not None:
+        for i, g in enumerate(spec.gripper.joints):
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, g) < 0:
+                raise err(f"gripper.joints[{i}]", f"{g!r} is not a joint of {spec.model}")
+
+
+def spec_checksum(robot_dir: Path, spec_file: Path) -> str:
+    """sha256 over robot.yaml and the MJCF files it uses: any edit changes it."""
+    h = hashlib.sha256()
+    for p in [spec_file, *sorted(robot_dir.glob("*.xml"))]:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def load_robot_file(spec_file: str | Path, check_model: bool = True) -> RobotSpec:
+    """Load and validate a robot.yaml (and its MJCF model)."""
+    spec_file = Path(spec_file).resolve()
+    data = load_yaml(spec_file)
+    source = str(spec_file)
+    spec = from_dict(RobotSpec, data, source=source)
+    if "directory" in (data or {}) or "checksum" in (data or {}):
+        raise ConfigError("directory" if "directory" in data else "checksum", "is set by the loader, not the YAML", source)
+    object.__setattr__(spec, "directory", str(spec_file.parent))
+    object.__setattr__(spec, "checksum", spec_checksum(spec_file.parent, spec_file))
+    model = None
+    if check_model:
+        import mujoco
+
+        if not spec.model_path.exists():
+            raise ConfigError("model", f"file not found: {spec.model_path}", source)
+        try:
+            model = mujoco.MjModel.from_xml_path(str(spec.model_path))
+        except ValueError as e:
+            raise ConfigError("model", f"MJCF failed to load: {e}", source) from None
+    validate(spec, model, source)
+    return spec
+
+
+def available_robots() -> list[str]:
+    return sorted(p.parent.name for p in ROBOTS_DIR.glob("*/robot.yaml"))
+
+
+@lru_cache(maxsize=None)
+def load_robot(name: str) -> RobotSpec:
+    """Load a robot shipped in `robots/<name>/` (or a path to a robot.yaml)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return load_robot_file(path)
+    spec_file = ROBOTS_DIR / name / "robot.yaml"
+    if not spec_file.exists():
+        raise ConfigError("robot", f"unknown robot {name!r} (available: {available_robots()})")
+    return load_robot_file(spec_file)
