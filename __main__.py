@@ -1,0 +1,5 @@
+import sys
+
+from roboreal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,340 @@
+"""Base class for MuJoCo tasks: a task is named terms over a batched simulation.
+
+A task subclass declares (mjlab/Isaac Lab manager style, in plain methods):
+
+- observation terms: `_observation_terms()` -> {group: [ObsTerm, ...]} (ordered),
+- reward terms: methods `_reward_<name>()` -> (N,) tensors, weighted by `cfg.rewards`,
+- termination terms: `_terminations()` -> {name: (N,) bool},
+- how actions become actuator controls: `_action_to_ctrl(actions)`,
+- the initial state and per-episode sampling: `_initial_state(env_ids)`, `_reset_task(env_ids)`.
+
+The base class does everything shared: physics stepping, action latency, auto-reset
+with the true final observation kept, per-term reward logging, episode statistics,
+observation noise, pushes and domain randomization events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import mujoco
+import numpy as np
+import torch
+
+from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
+from roboreal.envs.randomization import RandomizationCfg, Randomizer
+from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
+from roboreal.robots.spec import RobotSpec, load_robot
+from roboreal.sim2real.action_mapping import ActionMapping
+
+
+@dataclass
+class TaskCfg:
+    """Fields every MuJoCo task has. Task configs subclass this."""
+
+    episode_length_s: float = 10.0
+    decimation: int = 4  # physics steps per control step
+    physics_dt: float | None = None  # None: the MJCF's timestep
+    rewards: dict[str, float] = field(default_factory=dict)  # term -> weight (0 disables)
+    reward_dt_scaled: bool = False  # multiply the weighted sum by the control dt (legged_gym style)
+    observation_noise: dict[str, float] = field(default_factory=dict)  # policy term -> uniform noise half-width
+    randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(enabled=False))
+
+
+@dataclass
+class ObsTerm:
+    """One named observation term. `fn` returns the raw (N, k) value in physical units."""
+
+    name: str
+    fn: Callable[[], torch.Tensor]
+    scale: float = 1.0
+    clip: float | None = None
+    source: str = ""  # what feeds it on the real robot (for the bundle manifest)
+
+
+class MujocoTaskEnv(BatchedEnv):
+    task_name: str = ""
+    robot_name: str = ""
+    goal_conditioned: bool = False
+
+    def __init__(self, cfg: TaskCfg, num_envs: int = 1, device: str | torch.device = "cpu", seed: int = 0,
+                 nthread: int | None = None):
+        self.cfg = cfg
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.robot: RobotSpec = load_robot(self.robot_name)
+        self.model = mujoco.MjModel.from_xml_path(str(self.robot.model_path))
+        if cfg.physics_dt is not None:
+            self.model.opt.timestep = cfg.physics_dt
+        self.physics_dt = float(self.model.opt.timestep)
+        self.control_dt = self.physics_dt * cfg.decimation
+        self.max_episode_steps = max(1, int(round(cfg.episode_length_s / self.control_dt)))
+        self.sim = MujocoBatchSim(self.model, self.num_envs, cfg.decimation, nthread=nthread)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        self._sensor_slices = {
+            mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_SENSOR, i):
+                slice(self.model.sensor_adr[i], self.model.sensor_adr[i] + self.model.sensor_dim[i])
+            for i in range(self.model.nsensor)
+        }
+        self.actuated = self.robot.actuated_joints
+        self.joint_qpos_idx = torch.tensor([self.model.jnt_qposadr[self._jid(j.name)] for j in self.actuated],
+                                           device=self.device)
+        self.joint_qvel_idx = torch.tensor([self.model.jnt_dofadr[self._jid(j.name)] for j in self.actuated],
+                                           device=self.device)
+        self.default_joint_pos = torch.tensor(self.robot.array("default"), dtype=torch.float32, device=self.device)
+        self.has_free_base = self.model.njnt > 0 and self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE
+
+        self.action_mapping = self._action_mapping()
+        self.action_size = self._action_size()
+        self.randomizer = Randomizer(cfg.randomization, self.sim, self.num_envs, seed, self.device,
+                                     actuator_joint_ids=self.model.jnt_dofadr[
+                                         [self._jid(j.name) for j in self.actuated]])
+        latency = cfg.randomization.action_latency if cfg.randomization.enabled else None
+        self.max_latency = int(latency.range[1]) if latency is not None else 0
+        self.action_history = torch.zeros(self.num_envs, self.max_latency + 1, self.action_size, device=self.device)
+        self.actions = torch.zeros(self.num_envs, self.action_size, device=self.device)
+        self.last_actions = torch.zeros_like(self.actions)
+        self.episode_step = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.sim_time = 0.0
+        self.tracker = EpisodeTracker(self.num_envs, self.device)
+        self._push_next = cfg.randomization.push.interval_s if (cfg.randomization.enabled and cfg.randomization.push) else None
+
+        self.reward_names = [k for k, w in cfg.rewards.items() if w != 0.0]
+        for name in self.reward_names:
+            if not hasattr(self, f"_reward_{name}"):
+                raise ValueError(f"rewards.{name}: {self.task_name} has no reward term {name!r}")
+        self.episode_reward_sums = torch.zeros(self.num_envs, len(self.reward_names), device=self.device)
+
+        self._refresh()
+        self._init_task_buffers()
+        self.randomizer.on_startup()
+        self._obs_terms = self._observation_terms()
+        noisy_terms = {t.name for g in ("policy", "observation") for t in self._obs_terms.get(g, [])}
+        for name in cfg.observation_noise:
+            if name not in noisy_terms:
+                raise ValueError(f"observation_noise.{name}: {self.task_name} has no policy observation term {name!r}")
+        sizes = {g: sum(int(t.fn().shape[-1]) for t in terms) for g, terms in self._obs_terms.items()}
+        if self.goal_conditioned:
+            sizes["policy"] = sizes["observation"] + sizes["desired_goal"]
+        self.spec = EnvSpec(task=self.task_name, observation_sizes=sizes, action_size=self.action_size,
+                            action_type=self._action_type(), robot=self.robot.name, control_dt=self.control_dt,
+                            max_episode_steps=self.max_episode_steps, goal_conditioned=self.goal_conditioned)
+        self._renderers: dict = {}
+        self.reset()
+
+    # ----- helpers for tasks -----
+    def _jid(self, name: str) -> int:
+        jid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)
+        if jid < 0:
+            raise ValueError(f"{self.robot.name}: no joint {name!r} in the model")
+        return jid
+
+    def sensor(self, name: str) -> torch.Tensor:
+        return self.sensordata[:, self._sensor_slices[name]]
+
+    def rand(self, *shape: int, low: float | torch.Tensor = 0.0, high: float | torch.Tensor = 1.0) -> torch.Tensor:
+        u = torch.rand(*shape, generator=self.generator, device=self.device)
+        return low + (high - low) * u
+
+    @property
+    def joint_pos(self) -> torch.Tensor:
+        return self.qpos[:, self.joint_qpos_idx]
+
+    @property
+    def joint_vel(self) -> torch.Tensor:
+        return self.qvel[:, self.joint_qvel_idx]
+
+    def _refresh(self) -> None:
+        """Torch views of the simulation state (one host->device copy per step)."""
+        state = torch.from_numpy(self.sim.state).to(self.device, torch.float32)
+        self.qpos = state[:, self.sim.qpos_slice]
+        self.qvel = state[:, self.sim.qvel_slice]
+        self.sensordata = torch.from_numpy(self.sim.sensordata).to(self.device, torch.float32)
+
+    # ----- to be provided by tasks -----
+    def _init_task_buffers(self) -> None:
+        """Hook: allocate task state (commands, goals) before observations are evaluated."""
+
+    def _action_mapping(self) -> ActionMapping:
+        raise NotImplementedError
+
+    def _action_size(self) -> int:
+        return self.action_mapping.size
+
+    def _action_type(self) -> str:
+        return "continuous"
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        raise NotImplementedError
+
+    def _terminations(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _initial_state(self, env_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _reset_task(self, env_ids: torch.Tensor) -> None:
+        pass
+
+    def _post_physics_step(self) -> None:
+        pass
+
+    def _success(self) -> torch.Tensor | None:
+        return None
+
+    # ----- the contract -----
+    def reset(self, seed: int | None = None) -> tuple[Obs, dict]:
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self.tracker.reset_all()
+        self.episode_reward_sums.zero_()
+        self._reset_idx(torch.arange(self.num_envs, device=self.device))
+        return self._compute_observations(), {}
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        ids_np = env_ids.cpu().numpy()
+        qpos, qvel = self._initial_state(env_ids)
+        self.randomizer.on_reset(ids_np)
+        self.sim.set_state(ids_np, qpos.cpu().double().numpy(), qvel.cpu().double().numpy())
+        self.sim.forward(ids_np)
+        self._refresh()
+        self.episode_step[env_ids] = 0
+        self.action_history[env_ids] = 0.0
+        self.actions[env_ids] = 0.0
+        self.last_actions[env_ids] = 0.0
+        self._reset_task(env_ids)
+
+    def _prepare_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        actions = torch.as_tensor(actions, device=self.device, dtype=torch.float32).reshape(self.num_envs, -1)
+        # The contract: actions live in [-1, 1]; non-finite values are treated as 0.
+        return torch.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
+
+    def step(self, actions: torch.Tensor):
+        actions = self._prepare_actions(actions)
+        self.last_actions = self.actions
+        self.actions = actions
+        if self.max_latency > 0:
+            self.action_history = torch.roll(self.action_history, 1, dims=1)
+            self.action_history[:, 0] = actions
+            latency = self.randomizer.values["action_latency"][:, 0].long()
+            applied = self.action_history[torch.arange(self.num_envs, device=self.device), latency]
+        else:
+            applied = actions
+        ctrl = self._action_to_ctrl(applied)
+        self.sim.step(ctrl.detach().to("cpu", torch.float64).numpy())
+        self.sim_time += self.control_dt
+        self._refresh()
+        self.episode_step += 1
+        self._post_physics_step()
+        self._events()
+
+        terms = self._terminations()
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        for v in terms.values():
+            terminated |= v
+        truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
+        reward, reward_terms = self._compute_reward()
+        obs = self._compute_observations()
+        success = self._success()
+        done = terminated | truncated
+        stats = self.tracker.update(reward, done, success)
+        info: dict = {"reward_terms": reward_terms,
+                      "terminations": {k: v.float().mean() for k, v in terms.items()}}
+        if success is not None:
+            info["is_success"] = success
+        if done.any():
+            ids = done.nonzero(as_tuple=False).squeeze(-1)
+            info["final_observation"] = {k: v.clone() for k, v in obs.items()}
+            stats["reward_terms"] = {n: self.episode_reward_sums[ids, i].clone()
+                                     for i, n in enumerate(self.reward_names)}
+            self.episode_reward_sums[ids] = 0.0
+            self._reset_idx(ids)
+            fresh = self._compute_observations()
+            obs = {k: v.clone() for k, v in obs.items()}
+            for k in obs:  # only the reset envs get new observations
+                obs[k][ids] = fresh[k][ids]
+        else:
+            info["final_observation"] = obs
+        info["episode"] = stats
+        return obs, reward, terminated, truncated, info
+
+    def _compute_reward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        reward = torch.zeros(self.num_envs, device=self.device)
+        logged = {}
+        scale = self.control_dt if self.cfg.reward_dt_scaled else 1.0
+        for i, name in enumerate(self.reward_names):
+            value = getattr(self, f"_reward_{name}")() * (self.cfg.rewards[name] * scale)
+            reward += value
+            self.episode_reward_sums[:, i] += value
+            logged[name] = value.mean()
+        return reward, logged
+
+    def _compute_observations(self) -> Obs:
+        obs = {}
+        noise_cfg = self.cfg.observation_noise
+        for group, terms in self._obs_terms.items():
+            parts = []
+            for t in terms:
+                v = t.fn()
+                if group in ("policy", "observation") and noise_cfg.get(t.name, 0.0) > 0:
+                    n = noise_cfg[t.name]
+                    v = v + self.rand(*v.shape, low=-n, high=n)
+                v = v * t.scale
+                if t.clip is not None:
+                    v = v.clamp(-t.clip, t.clip)
+                parts.append(v)
+            obs[group] = torch.cat(parts, dim=-1)
+        if self.goal_conditioned:
+            obs["policy"] = torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
+        return obs
+
+    def _events(self) -> None:
+        self.randomizer.on_time(self.sim_time)
+        if self._push_next is not None and self.sim_time >= self._push_next and self.has_free_base:
+            push = self.cfg.randomization.push
+            vmax = torch.tensor(push.max_velocity, device=self.device)
+            kick = self.rand(self.num_envs, 2, low=-vmax, high=vmax)
+            self.sim.state[:, self.sim.qvel_slice.start:self.sim.qvel_slice.start + 2] += kick.cpu().double().numpy()
+            self._push_next += push.interval_s
+            self._refresh()
+
+    # ----- observation term details for export -----
+    def observation_layout(self, group: str = "policy") -> list[dict]:
+        """Ordered terms of an observation group: name, size, scale, clip, source."""
+        groups = ["observation", "desired_goal"] if (self.goal_conditioned and group == "policy") else [group]
+        out = []
+        for g in groups:
+            for t in self._obs_terms[g]:
+                out.append({"name": t.name, "size": int(t.fn().shape[-1]), "scale": t.scale, "clip": t.clip,
+                            "source": t.source, "noise": self.cfg.observation_noise.get(t.name, 0.0)})
+        return out
+
+    # ----- rendering -----
+    def _render_setup(self, data: mujoco.MjData, env_id: int) -> None:
+        """Hook: e.g. move a goal marker (mocap body) before rendering."""
+
+    def render(self, env_id: int = 0, width: int = 320, height: int = 240, camera: str | None = None) -> np.ndarray:
+        key = (env_id if self.sim.models is not None else -1, width, height)
+        if key not in self._renderers:
+            model = self.sim.model_of(env_id)
+            self._renderers[key] = (mujoco.Renderer(model, height, width), mujoco.MjData(model))
+        renderer, data = self._renderers[key]
+        self.sim.data_for(env_id, data)
+        self._render_setup(data, env_id)
+        mujoco.mj_forward(self.sim.model_of(env_id), data)
+        cam = camera if camera is not None else ("track" if mujoco.mj_name2id(
+            self.model, mujoco.mjtObj.mjOBJ_CAMERA, "track") >= 0 else -1)
+        renderer.update_scene(data, camera=cam)
+        return renderer.render()
+
+    def close(self) -> None:
+        for renderer, _ in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+        self.sim.close()

@@ -1,0 +1,240 @@
+"""Domain randomization: per-env, seeded, inspectable, configured in YAML.
+
+Each parameter is a `RangeTerm`: a range to sample from uniformly, when to sample
+(`startup`, `reset` or every `interval_s` seconds) and which model elements it targets
+(geom/body/joint/actuator names; empty = all that apply). The sampled values live in
+`Randomizer.values[name]` as ``(num_envs, k)`` tensors so a user can see what env 17
+got (`Randomizer.describe(17)`).
+
+Backend support (a parameter a backend cannot randomize is an error, not a no-op):
+
+| parameter            | what it changes                                   | mujoco (C, CPU) |
+|----------------------|---------------------------------------------------|-----------------|
+| friction             | sliding friction of the target geoms (absolute)  | yes |
+| mass_scale           | body mass and inertia scale                       | yes |
+| added_mass           | kg added to target bodies (inertia scaled along)  | yes |
+| com_offset           | body centre-of-mass shift, m, per axis            | yes |
+| kp_scale / kd_scale  | PD gains of position actuators                    | yes |
+| motor_strength       | scale of actuator force (gain, bias, force range) | yes |
+| joint_damping_scale  | dof damping scale                                 | yes |
+| armature_scale       | dof armature scale                                | yes |
+| gravity_tilt         | gravity direction tilted by up to this angle, rad | yes |
+| action_latency       | whole control steps of action delay (integer)     | yes (env layer) |
+| push                 | random base velocity kicks every interval_s       | yes (env layer) |
+| observation noise    | per-term uniform noise, set in `observation_noise`| yes (env layer) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import mujoco
+import numpy as np
+import torch
+
+
+@dataclass
+class RangeTerm:
+    range: tuple[float, float]
+    mode: Literal["startup", "reset", "interval"] = "startup"
+    interval_s: float = 10.0
+    targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        lo, hi = self.range
+        if not lo <= hi:
+            raise ValueError(f"range: lower {lo} must not exceed upper {hi}")
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+
+
+@dataclass
+class PushTerm:
+    interval_s: float = 8.0
+    max_velocity: tuple[float, float] = (0.5, 0.5)  # m/s kick of the base in x, y
+
+
+@dataclass
+class RandomizationCfg:
+    enabled: bool = True
+    friction: RangeTerm | None = None
+    mass_scale: RangeTerm | None = None
+    added_mass: RangeTerm | None = None
+    com_offset: RangeTerm | None = None
+    kp_scale: RangeTerm | None = None
+    kd_scale: RangeTerm | None = None
+    motor_strength: RangeTerm | None = None
+    joint_damping_scale: RangeTerm | None = None
+    armature_scale: RangeTerm | None = None
+    gravity_tilt: RangeTerm | None = None
+    action_latency: RangeTerm | None = None
+    push: PushTerm | None = None
+
+    def active(self) -> dict[str, RangeTerm]:
+        if not self.enabled:
+            return {}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("enabled", "push") and getattr(self, f.name) is not None}
+
+
+MODEL_PARAMS = ("friction", "mass_scale", "added_mass", "com_offset", "kp_scale", "kd_scale", "motor_strength",
+                "joint_damping_scale", "armature_scale", "gravity_tilt")
+BACKEND_SUPPORT = {"mujoco": set(MODEL_PARAMS) | {"action_latency"}}
+
+
+def _ids(model: mujoco.MjModel, obj: mujoco.mjtObj, names: tuple[str, ...], count: int, what: str,
+         default: list[int] | None = None) -> np.ndarray:
+    if not names:
+        return np.array(default if default is not None else range(count), dtype=int)
+    out = []
+    for n in names:
+        i = mujoco.mj_name2id(model, obj, n)
+        if i < 0:
+            raise ValueError(f"randomization targets: {n!r} is not a {what} of the model")
+        out.append(i)
+    return np.array(out, dtype=int)
+
+
+class Randomizer:
+    """Samples and applies the randomization of a `MujocoBatchSim`'s worlds."""
+
+    def __init__(self, cfg: RandomizationCfg, sim, num_envs: int, seed: int, device: torch.device,
+                 backend: str = "mujoco", actuator_joint_ids: np.ndarray | None = None):
+        self.cfg = cfg
+        self.sim = sim
+        self.num_envs = num_envs
+        self.device = device
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD0A1]))
+        self.terms = cfg.active()
+        unsupported = [k for k in self.terms if k not in BACKEND_SUPPORT.get(backend, set())]
+        if unsupported:
+            raise ValueError(f"randomization.{unsupported[0]}: not supported by backend {backend!r}")
+        m = sim.model
+        body_default = [i for i in range(1, m.nbody) if m.body_mass[i] > 0]
+        self.targets = {
+            "friction": _ids(m, mujoco.mjtObj.mjOBJ_GEOM, self._names("friction"), m.ngeom, "geom"),
+            "mass_scale": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("mass_scale"), m.nbody, "body", body_default),
+            "added_mass": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("added_mass"), m.nbody, "body", body_default[:1]),
+            "com_offset": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("com_offset"), m.nbody, "body", body_default[:1]),
+            "actuators": np.arange(m.nu),
+            "dofs": (np.asarray(actuator_joint_ids) if actuator_joint_ids is not None else np.arange(m.nv)),
+        }
+        # Nominal values, so scales are applied to the original model, not compounded.
+        self.nominal = {
+            "geom_friction": m.geom_friction.copy(), "body_mass": m.body_mass.copy(),
+            "body_inertia": m.body_inertia.copy(), "body_ipos": m.body_ipos.copy(),
+            "gainprm": m.actuator_gainprm.copy(), "biasprm": m.actuator_biasprm.copy(),
+            "forcerange": m.actuator_forcerange.copy(), "dof_damping": m.dof_damping.copy(),
+            "dof_armature": m.dof_armature.copy(), "gravity": m.opt.gravity.copy(),
+        }
+        self.values: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            width = {"com_offset": 3, "gravity_tilt": 2}.get(name, 1)
+            self.values[name] = torch.zeros(num_envs, width, device=device)
+        if any(k in MODEL_PARAMS for k in self.terms):
+            sim.ensure_per_world_models()
+        self._next_interval = {k: t.interval_s for k, t in self.terms.items() if t.mode == "interval"}
+
+    def _names(self, key: str) -> tuple[str, ...]:
+        term = getattr(self.cfg, key)
+        return term.targets if term is not None else ()
+
+    # ----- sampling -----
+    def _sample(self, name: str, env_ids: np.ndarray) -> None:
+        term = self.terms[name]
+        lo, hi = term.range
+        n = len(env_ids)
+        if name == "action_latency":
+            v = self.rng.integers(int(lo), int(hi) + 1, size=(n, 1)).astype(np.float32)
+        elif name == "com_offset":
+            v = self.rng.uniform(lo, hi, size=(n, 3))
+        elif name == "gravity_tilt":
+            angle = self.rng.uniform(lo, hi, size=n)
+            azimuth = self.rng.uniform(-np.pi, np.pi, size=n)
+            v = np.stack([angle, azimuth], axis=1)
+        else:
+            v = self.rng.uniform(lo, hi, size=(n, 1))
+        self.values[name][torch.as_tensor(env_ids, device=self.device)] = torch.as_tensor(
+            v, dtype=torch.float32, device=self.device)
+
+    def _apply(self, env_ids: np.ndarray) -> None:
+        """Write the sampled model parameters of `env_ids` into their world models."""
+        model_terms = [k for k in self.terms if k in MODEL_PARAMS]
+        if not model_terms:
+            return
+        vals = {k: self.values[k][torch.as_tensor(env_ids, device=self.device)].cpu().numpy().astype(np.float64)
+                for k in model_terms}
+        nom = self.nominal
+        t = self.targets
+        for row, i in enumerate(env_ids):
+            m = self.sim.models[int(i)]
+            if "friction" in vals:
+                m.geom_friction[t["friction"], 0] = vals["friction"][row, 0]
+            if "mass_scale" in vals or "added_mass" in vals:
+                mass = nom["body_mass"].copy()
+                inertia = nom["body_inertia"].copy()
+                if "mass_scale" in vals:
+                    s = vals["mass_scale"][row, 0]
+                    mass[t["mass_scale"]] *= s
+                    inertia[t["mass_scale"]] *= s
+                if "added_mass" in vals:
+                    b = t["added_mass"]
+                    ratio = (mass[b] + vals["added_mass"][row, 0]) / np.maximum(mass[b], 1e-9)
+                    ratio = np.maximum(ratio, 0.05)
+                    mass[b] *= ratio
+                    inertia[b] *= ratio[:, None]
+                m.body_mass[:] = mass
+                m.body_inertia[:] = inertia
+            if "com_offset" in vals:
+                m.body_ipos[:] = nom["body_ipos"]
+                m.body_ipos[t["com_offset"]] += vals["com_offset"][row]
+            if {"kp_scale", "kd_scale", "motor_strength"} & vals.keys():
+                kp = vals["kp_scale"][row, 0] if "kp_scale" in vals else 1.0
+                kd = vals["kd_scale"][row, 0] if "kd_scale" in vals else 1.0
+                strength = vals["motor_strength"][row, 0] if "motor_strength" in vals else 1.0
+                a = t["actuators"]
+                m.actuator_gainprm[a, 0] = nom["gainprm"][a, 0] * kp * strength
+                m.actuator_biasprm[a, 1] = nom["biasprm"][a, 1] * kp * strength
+                m.actuator_biasprm[a, 2] = nom["biasprm"][a, 2] * kd * strength
+                m.actuator_forcerange[a] = nom["forcerange"][a] * strength
+            if "joint_damping_scale" in vals:
+                d = t["dofs"]
+                m.dof_damping[d] = nom["dof_damping"][d] * vals["joint_damping_scale"][row, 0]
+            if "armature_scale" in vals:
+                d = t["dofs"]
+                m.dof_armature[d] = nom["dof_armature"][d] * vals["armature_scale"][row, 0]
+            if "gravity_tilt" in vals:
+                angle, azimuth = vals["gravity_tilt"][row]
+                g = np.linalg.norm(nom["gravity"])
+                m.opt.gravity[:] = g * np.array([np.sin(angle) * np.cos(azimuth), np.sin(angle) * np.sin(azimuth),
+                                                 -np.cos(angle)])
+
+    # ----- events -----
+    def on_startup(self) -> None:
+        ids = np.arange(self.num_envs)
+        for name in self.terms:
+            self._sample(name, ids)  # every term gets an initial value
+        self._apply(ids)
+
+    def on_reset(self, env_ids: np.ndarray) -> None:
+        names = [k for k, t in self.terms.items() if t.mode == "reset"]
+        for name in names:
+            self._sample(name, env_ids)
+        if names:
+            self._apply(env_ids)
+
+    def on_time(self, sim_time: float) -> None:
+        """Interval terms: resample for all envs when their interval elapses (global clock)."""
+        due = [k for k, t in self._next_interval.items() if sim_time >= t]
+        if not due:
+            return
+        ids = np.arange(self.num_envs)
+        for name in due:
+            self._sample(name, ids)
+            self._next_interval[name] += self.terms[name].interval_s
+        self._apply(ids)
+
+    def describe(self, env_id: int) -> dict[str, list[float]]:
+        """What env `env_id` got, e.g. ``{"friction": [0.83], "action_latency": [1.0]}``."""
+        return {k: [float(x) for x in v[env_id].tolist()] for k, v in self.values.items()}

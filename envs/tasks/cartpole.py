@@ -1,0 +1,98 @@
+"""cartpole-balance: keep the pole upright by pushing the cart (the lecture slides' cart-pole).
+
+State (observation): cart position, cart velocity, pole angle, pole angular velocity.
+Action: force on the cart (continuous, scaled to +-10 N), or two discrete actions
+(push left / push right with 10 N) in `cartpole-balance-discrete`.
+Episode ends when the pole tilts beyond 12 degrees or the cart leaves +-2.4 m
+(terminated), or after 500 control steps at 50 Hz (truncated).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.sim2real.action_mapping import ActionMapping
+
+
+@dataclass
+class CartpoleCfg(TaskCfg):
+    episode_length_s: float = 10.0
+    decimation: int = 2  # 0.01 s physics, 50 Hz control
+    rewards: dict[str, float] = field(default_factory=lambda: {"alive": 1.0, "pole_angle": 0.0, "cart_position": 0.0})
+    max_force: float = 10.0
+    pole_angle_limit: float = 12.0 * math.pi / 180.0
+    cart_position_limit: float = 2.4
+    initial_state_range: float = 0.05  # uniform +- on all four state variables
+    discrete: bool = False
+
+
+class CartpoleEnv(MujocoTaskEnv):
+    task_name = "cartpole-balance"
+    robot_name = "cartpole"
+    cfg: CartpoleCfg
+
+    def _action_mapping(self) -> ActionMapping:
+        return ActionMapping("force", ("slider",), (self.cfg.max_force,), (0.0,))
+
+    def _action_size(self) -> int:
+        return 2 if self.cfg.discrete else 1
+
+    def _action_type(self) -> str:
+        return "discrete" if self.cfg.discrete else "continuous"
+
+    def _prepare_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.cfg.discrete:
+            a = torch.as_tensor(actions, device=self.device).reshape(self.num_envs).long()
+            if ((a < 0) | (a > 1)).any():
+                raise ValueError("cartpole-balance-discrete: actions must be 0 (left) or 1 (right)")
+            # Stored as a one-hot so last-action buffers keep a fixed float layout.
+            return torch.nn.functional.one_hot(a, 2).float()
+        return super()._prepare_actions(actions)
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.cfg.discrete:
+            force = (actions[:, 1] - actions[:, 0]) * self.cfg.max_force
+            return force[:, None]
+        return actions * self.cfg.max_force
+
+    @property
+    def pole_angle(self) -> torch.Tensor:
+        # wrap to (-pi, pi]
+        return torch.atan2(torch.sin(self.qpos[:, 1]), torch.cos(self.qpos[:, 1]))
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        return {"policy": [
+            ObsTerm("cart_position", lambda: self.qpos[:, 0:1], source="joint_states.position[slider]"),
+            ObsTerm("cart_velocity", lambda: self.qvel[:, 0:1], source="joint_states.velocity[slider]"),
+            ObsTerm("pole_angle", lambda: self.pole_angle[:, None], source="joint_states.position[hinge]"),
+            ObsTerm("pole_angular_velocity", lambda: self.qvel[:, 1:2], source="joint_states.velocity[hinge]"),
+        ]}
+
+    def _initial_state(self, env_ids: torch.Tensor):
+        r = self.cfg.initial_state_range
+        n = len(env_ids)
+        return self.rand(n, 2, low=-r, high=r), self.rand(n, 2, low=-r, high=r)
+
+    def _terminations(self) -> dict[str, torch.Tensor]:
+        return {
+            "pole_fell": self.pole_angle.abs() > self.cfg.pole_angle_limit,
+            "cart_out_of_bounds": self.qpos[:, 0].abs() > self.cfg.cart_position_limit,
+        }
+
+    def _success(self) -> torch.Tensor:
+        # Success = the pole is still up at the end of the episode.
+        return self.episode_step >= self.max_episode_steps
+
+    # ----- reward terms -----
+    def _reward_alive(self) -> torch.Tensor:
+        return torch.ones(self.num_envs, device=self.device)
+
+    def _reward_pole_angle(self) -> torch.Tensor:
+        return self.pole_angle.square()
+
+    def _reward_cart_position(self) -> torch.Tensor:
+        return self.qpos[:, 0].square()
