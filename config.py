@@ -58,6 +58,9 @@ def _convert(value: Any, tp: Any, path: str, hints_ns: dict | None = None) -> An
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:  # Optional[X]: X's own error names the exact field
+            return _convert(value, candidates[0], path, hints_ns)
         errors = []
         for arg in args:
             if arg is type(None):

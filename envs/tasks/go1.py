@@ -1,0 +1,227 @@
+"""go1-walk: track a commanded base velocity (vx, vy, yaw rate) on flat ground.
+
+The usual legged-locomotion recipe (Rudin et al. 2022, "Learning to walk in minutes"):
+PD joint-position targets around the default pose at 50 Hz, velocity commands
+resampled during the episode, reward terms for tracking and regularization (scaled by
+the control dt), terminations on base contact or excessive tilt, time-outs flagged as
+truncation. The policy sees only what the real robot senses (IMU, joint encoders, the
+command, its last action); the critic additionally gets privileged simulator state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import torch
+
+from roboreal.envs.math_utils import projected_gravity, quat_rotate_inverse
+from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.envs.randomization import PushTerm, RandomizationCfg, RangeTerm
+from roboreal.sim2real.action_mapping import ActionMapping
+
+
+def _default_randomization() -> RandomizationCfg:
+    return RandomizationCfg(
+        enabled=True,
+        friction=RangeTerm(range=(0.5, 1.25), mode="startup", targets=("floor",)),
+        added_mass=RangeTerm(range=(-1.0, 1.0), mode="startup", targets=("trunk",)),
+        motor_strength=RangeTerm(range=(0.9, 1.1), mode="startup"),
+        push=PushTerm(interval_s=8.0, max_velocity=(0.5, 0.5)),
+    )
+
+
+@dataclass
+class Go1WalkCfg(TaskCfg):
+    episode_length_s: float = 20.0
+    decimation: int = 4  # 0.005 s physics, 50 Hz control
+    action_scale: float = 0.25  # rad per unit action around the default pose
+    command_resample_s: float = 10.0
+    command_vx: tuple[float, float] = (-1.0, 1.0)
+    command_vy: tuple[float, float] = (-0.5, 0.5)
+    command_yaw_rate: tuple[float, float] = (-1.0, 1.0)
+    tracking_sigma: float = 0.25
+    base_height_target: float = 0.30
+    feet_air_time_target: float = 0.5
+    contact_force_threshold: float = 1.0  # N, a foot touching the ground
+    reward_dt_scaled: bool = True
+    rewards: dict[str, float] = field(default_factory=lambda: {
+        "tracking_lin_vel": 1.0,
+        "tracking_ang_vel": 0.5,
+        "lin_vel_z": -2.0,
+        "ang_vel_xy": -0.05,
+        "orientation": -1.0,
+        "base_height": -10.0,
+        "torques": -2e-4,
+        "dof_acc": -2.5e-7,
+        "action_rate": -0.01,
+        "feet_air_time": 1.0,
+        "dof_pos_limits": -10.0,
+    })
+    observation_noise: dict[str, float] = field(default_factory=lambda: {
+        "base_ang_vel": 0.2, "projected_gravity": 0.05, "joint_pos": 0.01, "joint_vel": 1.5})
+    randomization: RandomizationCfg = field(default_factory=_default_randomization)
+
+
+class Go1WalkEnv(MujocoTaskEnv):
+    task_name = "go1-walk"
+    robot_name = "go1"
+    cfg: Go1WalkCfg
+
+    def _action_mapping(self) -> ActionMapping:
+        n = len(self.actuated)
+        return ActionMapping("joint_position_absolute", tuple(self.robot.actuated_names),
+                             (self.cfg.action_scale,) * n, tuple(self.robot.array("default")))
+
+    def _init_task_buffers(self) -> None:
+        n = self.num_envs
+        self.commands = torch.zeros(n, 3, device=self.device)
+        self.command_time = torch.zeros(n, device=self.device)
+        self.feet_air_time = torch.zeros(n, 4, device=self.device)
+        self.last_contacts = torch.zeros(n, 4, dtype=torch.bool, device=self.device)
+        self.last_joint_vel = torch.zeros(n, len(self.actuated), device=self.device)
+        self.targets = self.default_joint_pos.repeat(n, 1)
+        self.kp = torch.tensor(self.robot.array("kp"), dtype=torch.float32, device=self.device)
+        self.kd = torch.tensor(self.robot.array("kd"), dtype=torch.float32, device=self.device)
+        self.torque_limit = torch.tensor(self.robot.array("torque_limit"), dtype=torch.float32, device=self.device)
+        self.soft_lower = torch.tensor(self.robot.lower, dtype=torch.float32, device=self.device)
+        self.soft_upper = torch.tensor(self.robot.upper, dtype=torch.float32, device=self.device)
+        self.foot_sensors = [f.replace("_foot", "_touch") for f in self.robot.sites.feet]
+        self.has_trunk_touch = "trunk_touch" in self._sensor_slices
+        key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        qpos0 = self.model.key_qpos[key] if key >= 0 else self.model.qpos0
+        self.home_qpos = torch.tensor(qpos0, dtype=torch.float32, device=self.device)
+        self.command_steps = max(1, int(round(self.cfg.command_resample_s / self.control_dt)))
+
+    # ----- state helpers -----
+    @property
+    def base_quat(self) -> torch.Tensor:
+        return self.qpos[:, 3:7]
+
+    @property
+    def base_lin_vel(self) -> torch.Tensor:
+        # free-joint linear velocity is in the world frame; express it in the body frame
+        return quat_rotate_inverse(self.base_quat, self.qvel[:, 0:3])
+
+    @property
+    def base_ang_vel(self) -> torch.Tensor:
+        return self.qvel[:, 3:6]  # free-joint angular velocity is already in the body frame
+
+    @property
+    def foot_contacts(self) -> torch.Tensor:
+        forces = torch.cat([self.sensor(s) for s in self.foot_sensors], dim=-1)
+        return forces > self.cfg.contact_force_threshold
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        self.targets = self.default_joint_pos + self.cfg.action_scale * actions
+        return self.targets
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        policy = [
+            ObsTerm("base_ang_vel", lambda: self.sensor("imu_gyro"), scale=0.25, source="imu.angular_velocity"),
+            ObsTerm("projected_gravity", lambda: projected_gravity(self.sensor("imu_quat")),
+                    source="imu.orientation"),
+            ObsTerm("velocity_command", lambda: self.commands, source="cmd_vel"),
+            ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+            ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.05, source="joint_states.velocity"),
+            ObsTerm("last_action", lambda: self.actions, source="policy.last_action"),
+        ]
+        critic = [
+            *[ObsTerm(t.name, t.fn, t.scale, t.clip, t.source) for t in policy],
+            ObsTerm("base_lin_vel", lambda: self.base_lin_vel, scale=2.0, source="privileged"),
+            ObsTerm("base_height", lambda: self.qpos[:, 2:3], source="privileged"),
+            ObsTerm("foot_contacts", lambda: self.foot_contacts.float(), source="privileged"),
+        ]
+        return {"policy": policy, "critic": critic}
+
+    def _initial_state(self, env_ids: torch.Tensor):
+        n = len(env_ids)
+        qpos = self.home_qpos.repeat(n, 1)
+        qpos[:, self.joint_qpos_idx] += self.rand(n, len(self.actuated), low=-0.1, high=0.1)
+        qvel = torch.zeros(n, self.model.nv, device=self.device)
+        qvel[:, 0:6] = self.rand(n, 6, low=-0.3, high=0.3)
+        return qpos, qvel
+
+    def _reset_task(self, env_ids: torch.Tensor) -> None:
+        self._resample_commands(env_ids)
+        self.feet_air_time[env_ids] = 0.0
+        self.last_contacts[env_ids] = False
+        self.last_joint_vel[env_ids] = 0.0
+        self.targets[env_ids] = self.default_joint_pos
+
+    def _resample_commands(self, env_ids: torch.Tensor) -> None:
+        n = len(env_ids)
+        c = self.cfg
+        self.commands[env_ids, 0] = self.rand(n, low=c.command_vx[0], high=c.command_vx[1])
+        self.commands[env_ids, 1] = self.rand(n, low=c.command_vy[0], high=c.command_vy[1])
+        self.commands[env_ids, 2] = self.rand(n, low=c.command_yaw_rate[0], high=c.command_yaw_rate[1])
+        # tiny commands are "stand still"
+        small = self.commands[env_ids, :2].norm(dim=-1) < 0.2
+        self.commands[env_ids[small], :2] = 0.0
+
+    def _post_physics_step(self) -> None:
+        due = (self.episode_step % self.command_steps == 0).nonzero(as_tuple=False).squeeze(-1)
+        if len(due):
+            self._resample_commands(due)
+
+    def _terminations(self) -> dict[str, torch.Tensor]:
+        up = projected_gravity(self.base_quat)[:, 2]
+        terms = {"tilt": up > -torch.cos(torch.tensor(self.robot.safety.tilt_limit))}
+        if self.has_trunk_touch:
+            terms["base_contact"] = self.sensor("trunk_touch")[:, 0] > 1.0
+        else:
+            terms["base_contact"] = self.qpos[:, 2] < 0.12
+        return terms
+
+    # ----- reward terms (raw values; weights and dt scaling in cfg) -----
+    def _reward_tracking_lin_vel(self) -> torch.Tensor:
+        err = (self.commands[:, :2] - self.base_lin_vel[:, :2]).square().sum(-1)
+        return torch.exp(-err / self.cfg.tracking_sigma)
+
+    def _reward_tracking_ang_vel(self) -> torch.Tensor:
+        err = (self.commands[:, 2] - self.base_ang_vel[:, 2]).square()
+        return torch.exp(-err / self.cfg.tracking_sigma)
+
+    def _reward_lin_vel_z(self) -> torch.Tensor:
+        return self.base_lin_vel[:, 2].square()
+
+    def _reward_ang_vel_xy(self) -> torch.Tensor:
+        return self.base_ang_vel[:, :2].square().sum(-1)
+
+    def _reward_orientation(self) -> torch.Tensor:
+        return projected_gravity(self.base_quat)[:, :2].square().sum(-1)
+
+    def _reward_base_height(self) -> torch.Tensor:
+        return (self.qpos[:, 2] - self.cfg.base_height_target).square()
+
+    def _torques(self) -> torch.Tensor:
+        tau = self.kp * (self.targets - self.joint_pos) - self.kd * self.joint_vel
+        return torch.maximum(torch.minimum(tau, self.torque_limit), -self.torque_limit)
+
+    def _reward_torques(self) -> torch.Tensor:
+        return self._torques().square().sum(-1)
+
+    def _reward_dof_acc(self) -> torch.Tensor:
+        acc = (self.joint_vel - self.last_joint_vel) / self.control_dt
+        self.last_joint_vel = self.joint_vel.clone()
+        return acc.square().sum(-1)
+
+    def _reward_action_rate(self) -> torch.Tensor:
+        return (self.actions - self.last_actions).square().sum(-1)
+
+    def _reward_feet_air_time(self) -> torch.Tensor:
+        contact = self.foot_contacts
+        first_contact = (self.feet_air_time > 0) & contact
+        self.feet_air_time += self.control_dt
+        reward = ((self.feet_air_time - self.cfg.feet_air_time_target) * first_contact).sum(-1)
+        reward *= self.commands[:, :2].norm(dim=-1) > 0.1  # no reward for stepping in place
+        self.feet_air_time *= ~contact
+        return reward
+
+    def _reward_dof_pos_limits(self) -> torch.Tensor:
+        q = self.joint_pos
+        return ((self.soft_lower - q).clamp(min=0) + (q - self.soft_upper).clamp(min=0)).sum(-1)
+
+    def velocity_tracking_error(self) -> torch.Tensor:
+        """|commanded - actual| planar velocity (m/s), per env: the figure benchmarks report."""
+        return (self.commands[:, :2] - self.base_lin_vel[:, :2]).norm(dim=-1)

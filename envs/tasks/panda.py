@@ -1,0 +1,244 @@
+"""Panda manipulation tasks, goal-conditioned (observation / achieved_goal / desired_goal).
+
+- `panda-reach`: move the end-effector (TCP) to a random target; dense reward
+  (-distance, m) or sparse (`panda-reach-sparse`: -1 per step until within 5 cm).
+  Success = within 5 cm at the end of the episode.
+- `panda-pick`: pick the cube out of the bin and bring it to a goal position; sparse.
+
+Actions are joint-position *deltas* added to the previous joint targets (the command a
+ros2_control forward position controller takes), plus a gripper command for pick.
+The reward is a function of (achieved_goal, desired_goal) only, so `compute_reward`
+recomputes it exactly for hindsight relabeling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import mujoco
+import torch
+
+from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.sim2real.action_mapping import ActionMapping
+
+
+@dataclass
+class PandaCfg(TaskCfg):
+    decimation: int = 8  # 0.005 s physics, 25 Hz control
+    action_scale: float = 0.05  # rad of joint-target change per step per unit action
+    distance_threshold: float = 0.05  # m: success radius
+    initial_joint_noise: float = 0.1  # rad around the default pose
+    # Goal box in the robot base frame (m). Defaults keep targets above the table, in reach.
+    goal_low: tuple[float, float, float] = (0.3, -0.3, 0.15)
+    goal_high: tuple[float, float, float] = (0.65, 0.3, 0.55)
+
+
+@dataclass
+class PandaReachCfg(PandaCfg):
+    episode_length_s: float = 2.0  # 50 control steps
+    rewards: dict[str, float] = field(default_factory=lambda: {"distance": -1.0, "not_reached": 0.0})
+
+
+@dataclass
+class PandaPickCfg(PandaCfg):
+    episode_length_s: float = 4.0  # 100 control steps
+    rewards: dict[str, float] = field(default_factory=lambda: {"distance": 0.0, "not_reached": -1.0})
+    goal_in_air_fraction: float = 0.5  # the rest of the goals lie on the table
+    goal_air_height: tuple[float, float] = (0.05, 0.25)  # m above the table top
+    object_xy_noise: float = 0.04  # m around the bin centre
+
+
+class PandaEnv(MujocoTaskEnv):
+    robot_name = "panda"
+    goal_conditioned = True
+    cfg: PandaCfg
+
+    def _action_mapping(self) -> ActionMapping:
+        n = len(self.actuated)
+        return ActionMapping("joint_position_delta", tuple(self.robot.actuated_names),
+                             (self.cfg.action_scale,) * n, (0.0,) * n)
+
+    def _init_task_buffers(self) -> None:
+        n = self.num_envs
+        m = self.model
+        self.targets = self.default_joint_pos.repeat(n, 1)
+        self.lower = torch.tensor(self.robot.lower, dtype=torch.float32, device=self.device)
+        self.upper = torch.tensor(self.robot.upper, dtype=torch.float32, device=self.device)
+        self.goal = torch.zeros(n, 3, device=self.device)
+        self.arm_act = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name) for j in self.actuated]
+        self.gripper_act = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, "gripper")
+        self.gripper_open = self.robot.gripper.open if self.robot.gripper else 0.04
+        self.gripper_closed = self.robot.gripper.closed if self.robot.gripper else 0.0
+        self.gripper_cmd = torch.full((n,), self.gripper_open, device=self.device)
+        self.finger_qpos_idx = torch.tensor([m.jnt_qposadr[self._jid(g)] for g in self.robot.gripper.joints],
+                                            device=self.device) if self.robot.gripper else None
+        base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "panda_link0")
+        data = mujoco.MjData(m)
+        mujoco.mj_kinematics(m, data)
+        self.base_pos = torch.tensor(data.xpos[base] if base >= 0 else [0, 0, 0], dtype=torch.float32,
+                                     device=self.device)
+        self.goal_low = self.base_pos + torch.tensor(self.cfg.goal_low, device=self.device)
+        self.goal_high = self.base_pos + torch.tensor(self.cfg.goal_high, device=self.device)
+        self.goal_mocap = m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "goal")]
+
+    @property
+    def ee_pos(self) -> torch.Tensor:
+        return self.sensor("ee_pos")
+
+    def _arm_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        ctrl = torch.zeros(self.num_envs, self.model.nu, device=self.device)
+        self.targets = torch.maximum(torch.minimum(self.targets + self.cfg.action_scale * actions[:, :7], self.upper),
+                                     self.lower)
+        ctrl[:, self.arm_act] = self.targets
+        if self.gripper_act >= 0:
+            ctrl[:, self.gripper_act] = self.gripper_cmd
+        return ctrl
+
+    def _initial_arm(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        qpos = torch.tensor(self.model.qpos0, dtype=torch.float32, device=self.device).repeat(n, 1)
+        noise = self.cfg.initial_joint_noise
+        arm = self.default_joint_pos + self.rand(n, len(self.actuated), low=-noise, high=noise)
+        qpos[:, self.joint_qpos_idx] = torch.maximum(torch.minimum(arm, self.upper), self.lower)
+        if self.finger_qpos_idx is not None:
+            qpos[:, self.finger_qpos_idx] = self.gripper_open
+        return qpos, torch.zeros(n, self.model.nv, device=self.device)
+
+    def _reset_arm_buffers(self, env_ids: torch.Tensor) -> None:
+        self.targets[env_ids] = self.joint_pos[env_ids]
+        self.gripper_cmd[env_ids] = self.gripper_open
+
+    # ----- goals and rewards -----
+    def achieved_goal(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor, info: dict | None = None):
+        """Vectorized reward from goals alone (what HER relabels with)."""
+        d = (achieved_goal - desired_goal).norm(dim=-1)
+        reward = torch.zeros_like(d)
+        w = self.cfg.rewards
+        if w.get("distance", 0.0):
+            reward = reward + w["distance"] * d
+        if w.get("not_reached", 0.0):
+            reward = reward + w["not_reached"] * (d > self.cfg.distance_threshold).float()
+        return reward
+
+    def _goal_distance(self) -> torch.Tensor:
+        return (self.achieved_goal() - self.goal).norm(dim=-1)
+
+    def _reward_distance(self) -> torch.Tensor:
+        return self._goal_distance()
+
+    def _reward_not_reached(self) -> torch.Tensor:
+        return (self._goal_distance() > self.cfg.distance_threshold).float()
+
+    def _success(self) -> torch.Tensor:
+        return self._goal_distance() <= self.cfg.distance_threshold
+
+    def _render_setup(self, data: mujoco.MjData, env_id: int) -> None:
+        if self.goal_mocap >= 0:
+            data.mocap_pos[self.goal_mocap] = self.goal[env_id].cpu().numpy()
+
+
+class PandaReachEnv(PandaEnv):
+    task_name = "panda-reach"
+    cfg: PandaReachCfg
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        return self._arm_ctrl(actions)
+
+    def achieved_goal(self) -> torch.Tensor:
+        return self.ee_pos
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        return {
+            "observation": [
+                ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+                ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
+                ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
+            ],
+            "achieved_goal": [ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector")],
+            "desired_goal": [ObsTerm("goal", lambda: self.goal, source="goal_pose.position")],
+        }
+
+    def _initial_state(self, env_ids: torch.Tensor):
+        return self._initial_arm(len(env_ids))
+
+    def _reset_task(self, env_ids: torch.Tensor) -> None:
+        self._reset_arm_buffers(env_ids)
+        self.goal[env_ids] = self.rand(len(env_ids), 3, low=self.goal_low, high=self.goal_high)
+
+
+class PandaPickEnv(PandaEnv):
+    task_name = "panda-pick"
+    cfg: PandaPickCfg
+
+    def _action_size(self) -> int:
+        return len(self.actuated) + 1  # + gripper: > 0 opens, < 0 closes (width proportional)
+
+    def _init_task_buffers(self) -> None:
+        super()._init_task_buffers()
+        m = self.model
+        self.object_joint = self._jid("object_joint")
+        self.object_qpos = int(m.jnt_qposadr[self.object_joint])
+        self.object_qvel = int(m.jnt_dofadr[self.object_joint])
+        bin_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "bin")
+        data = mujoco.MjData(m)
+        mujoco.mj_forward(m, data)
+        obj_body = m.jnt_bodyid[self.object_joint]
+        self.object_rest = torch.tensor(m.qpos0[self.object_qpos:self.object_qpos + 7], dtype=torch.float32,
+                                        device=self.device)
+        self.bin_center = torch.tensor(data.xpos[bin_id] if bin_id >= 0 else data.xpos[obj_body],
+                                       dtype=torch.float32, device=self.device)
+        self.rest_z = float(self.object_rest[2])  # the cube's centre height resting in the bin
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
+        width = self.gripper_closed + (actions[:, 7] + 1.0) * 0.5 * (self.gripper_open - self.gripper_closed)
+        self.gripper_cmd = width
+        return self._arm_ctrl(actions)
+
+    @property
+    def object_pos(self) -> torch.Tensor:
+        return self.sensor("object_pos")
+
+    def achieved_goal(self) -> torch.Tensor:
+        return self.object_pos
+
+    def _gripper_width(self) -> torch.Tensor:
+        return self.qpos[:, self.finger_qpos_idx].sum(-1, keepdim=True)
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        return {
+            "observation": [
+                ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+                ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
+                ObsTerm("gripper_width", self._gripper_width, source="joint_states.position[gripper]"),
+                ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
+                ObsTerm("object_pos", lambda: self.object_pos, source="object_pose.position"),
+                ObsTerm("object_rel_pos", lambda: self.object_pos - self.ee_pos, source="object_pose.position"),
+                ObsTerm("object_vel", lambda: self.qvel[:, self.object_qvel:self.object_qvel + 3], scale=0.1,
+                        source="object_pose.velocity"),
+            ],
+            "achieved_goal": [ObsTerm("object_pos", lambda: self.object_pos, source="object_pose.position")],
+            "desired_goal": [ObsTerm("goal", lambda: self.goal, source="goal_pose.position")],
+        }
+
+    def _initial_state(self, env_ids: torch.Tensor):
+        n = len(env_ids)
+        qpos, qvel = self._initial_arm(n)
+        obj = self.object_rest.repeat(n, 1)
+        r = self.cfg.object_xy_noise
+        obj[:, 0:2] = self.bin_center[0:2] + self.rand(n, 2, low=-r, high=r)
+        qpos[:, self.object_qpos:self.object_qpos + 7] = obj
+        return qpos, qvel
+
+    def _reset_task(self, env_ids: torch.Tensor) -> None:
+        self._reset_arm_buffers(env_ids)
+        n = len(env_ids)
+        goal = self.rand(n, 3, low=self.goal_low, high=self.goal_high)
+        lo, hi = self.cfg.goal_air_height
+        in_air = self.rand(n) < self.cfg.goal_in_air_fraction
+        height = torch.where(in_air, self.rand(n, low=lo, high=hi), torch.zeros(n, device=self.device))
+        goal[:, 2] = self.rest_z + height
+        self.goal[env_ids] = goal
+
+    def _terminations(self) -> dict[str, torch.Tensor]:
+        return {"object_dropped": self.object_pos[:, 2] < self.rest_z - 0.1}

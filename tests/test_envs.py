@@ -1,0 +1,185 @@
+"""The batched env contract: shapes, auto-reset semantics, randomization, config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import roboreal
+from roboreal.config import ConfigError
+from roboreal.envs import task_names
+
+ALL_TASKS = task_names()
+
+
+def zero_actions(env) -> torch.Tensor:
+    if env.spec.action_type == "discrete":
+        return torch.zeros(env.num_envs, dtype=torch.long)
+    return torch.zeros(env.num_envs, env.spec.action_size)
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_observation_groups_shapes_and_dtypes(task):
+    env = roboreal.make(task, num_envs=3, seed=0)
+    obs, _ = env.reset()
+    expected = {"policy"} | ({"observation", "achieved_goal", "desired_goal"} if env.spec.goal_conditioned else set())
+    assert expected <= set(obs)
+    for group, size in env.spec.observation_sizes.items():
+        assert obs[group].shape == (3, size), group
+        assert obs[group].dtype == torch.float32
+        assert torch.isfinite(obs[group]).all()
+    obs, reward, terminated, truncated, info = env.step(zero_actions(env))
+    assert reward.shape == terminated.shape == truncated.shape == (3,)
+    assert terminated.dtype == truncated.dtype == torch.bool
+    assert set(info["final_observation"]) == set(obs)
+    assert set(info["reward_terms"]) == set(env.reward_names)
+    if env.spec.goal_conditioned:
+        # the reward is recomputable from goals alone (what HER relies on)
+        torch.testing.assert_close(env.compute_reward(obs["achieved_goal"], obs["desired_goal"], None), reward)
+        assert torch.equal(obs["policy"], torch.cat([obs["observation"], obs["desired_goal"]], -1))
+    env.close()
+
+
+def test_uncontrolled_pole_falls_and_autoresets_in_the_same_step():
+    env = roboreal.make("cartpole-balance", num_envs=4, seed=1)
+    env.reset()
+    for step in range(1, 300):
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 1))
+        if terminated.any():
+            break
+    else:
+        pytest.fail("an uncontrolled pole never fell")
+    done = terminated.nonzero().squeeze(-1)
+    final = info["final_observation"]["policy"]
+    # the finished episode's last observation: pole beyond 12 degrees
+    assert (final[done, 2].abs() > env.cfg.pole_angle_limit).all()
+    # the returned observation already starts the next episode (near upright)
+    assert (obs["policy"][done, 2].abs() <= env.cfg.initial_state_range + 1e-6).all()
+    assert not truncated[done].any()
+    assert torch.equal(info["episode"]["length"], torch.full((len(done),), step))
+    assert torch.allclose(info["episode"]["return"], torch.full((len(done),), float(step)))
+    # envs that did not finish: final observation == observation
+    alive = (~terminated).nonzero().squeeze(-1)
+    assert torch.equal(final[alive], obs["policy"][alive])
+
+
+def test_time_out_is_truncation_not_termination():
+    # a pole that cannot "fall" (limit 180 deg) on a long rail: only the time limit ends it
+    env = roboreal.make("cartpole-balance", num_envs=2, seed=0, episode_length_s=0.2,
+                        pole_angle_limit=4.0, cart_position_limit=100.0)
+    env.reset()
+    for step in range(1, 11):
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 1))
+        assert not terminated.any()
+        assert truncated.all() == (step == 10)
+    assert not torch.equal(info["final_observation"]["policy"], obs["policy"])
+    assert torch.equal(env.episode_step, torch.zeros(2, dtype=torch.long))
+
+
+def test_same_seed_same_rollout_and_different_seed_differs():
+    def rollout(seed):
+        env = roboreal.make("cartpole-balance", num_envs=5, seed=seed)
+        obs, _ = env.reset()
+        gen = torch.Generator().manual_seed(0)
+        trace = [obs["policy"]]
+        for _ in range(80):
+            obs, *_ = env.step(torch.rand(5, 1, generator=gen) * 2 - 1)
+            trace.append(obs["policy"])
+        return torch.stack(trace)
+
+    a, b, c = rollout(3), rollout(3), rollout(4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+DR = {"enabled": True,
+      "mass_scale": {"range": [0.5, 2.0], "targets": ["pole"]},
+      "joint_damping_scale": {"range": [0.0, 1.0]},
+      "action_latency": {"range": [0, 2]}}
+
+
+def test_randomization_changes_each_env_model_and_is_reproducible():
+    env = roboreal.make("cartpole-balance", num_envs=6, seed=7, randomization=DR)
+    pole = env.model.body("pole").id
+    masses = np.array([env.sim.models[i].body_mass[pole] for i in range(6)])
+    sampled = env.randomizer.values["mass_scale"][:, 0].numpy()
+    np.testing.assert_allclose(masses, env.model.body_mass[pole] * sampled, rtol=1e-6)
+    assert len(np.unique(masses.round(6))) == 6  # every env got its own
+    assert set(env.randomizer.describe(4)) == {"mass_scale", "joint_damping_scale", "action_latency"}
+    assert env.randomizer.describe(4)["mass_scale"] == [pytest.approx(float(sampled[4]))]
+    latency = env.randomizer.values["action_latency"][:, 0]
+    assert set(latency.tolist()) <= {0.0, 1.0, 2.0}
+
+    again = roboreal.make("cartpole-balance", num_envs=6, seed=7, randomization=DR)
+    other = roboreal.make("cartpole-balance", num_envs=6, seed=8, randomization=DR)
+    for k in env.randomizer.values:
+        assert torch.equal(env.randomizer.values[k], again.randomizer.values[k])
+    assert not torch.equal(env.randomizer.values["mass_scale"], other.randomizer.values["mass_scale"])
+
+
+def test_randomized_mass_changes_the_dynamics():
+    heavy = {"enabled": True, "mass_scale": {"range": [4.0, 4.0], "targets": ["cart"]}}
+    nominal = roboreal.make("cartpole-balance", num_envs=1, seed=0)
+    randomized = roboreal.make("cartpole-balance", num_envs=1, seed=0, randomization=heavy)
+    for env in (nominal, randomized):
+        env.reset(seed=0)
+        for _ in range(5):
+            obs, *_ = env.step(torch.ones(1, 1))
+    # same push, four times the cart mass: much less cart velocity
+    v_nominal = nominal.qvel[0, 0].item()
+    v_heavy = randomized.qvel[0, 0].item()
+    assert v_heavy < 0.5 * v_nominal
+
+
+def test_action_latency_delays_actions_by_whole_steps():
+    lag = {"enabled": True, "action_latency": {"range": [2, 2]}}
+    env = roboreal.make("cartpole-balance", num_envs=1, seed=0, randomization=lag, pole_angle_limit=4.0)
+    env.reset()
+    env.sim.state[:, env.sim.qvel_slice] = 0.0
+    env.sim.state[:, env.sim.qpos_slice] = 0.0
+    env.step(torch.ones(1, 1))
+    env.step(torch.zeros(1, 1))
+    assert env.qvel[0, 0].item() == pytest.approx(0.0, abs=1e-9)  # the push has not arrived yet
+    env.step(torch.zeros(1, 1))
+    assert env.qvel[0, 0].item() > 0.1  # two steps later it does
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"episode_lenght_s": 3.0}, "episode_lenght_s"),
+    ({"rewards": {"no_such_term": 1.0}}, "rewards.no_such_term"),
+    ({"randomization": {"friction": {"rang": [0, 1]}}}, "randomization.friction.rang"),
+    ({"randomization": {"friction": {"range": "high"}}}, "randomization.friction.range"),
+    ({"decimation": 2.5}, "decimation"),
+    ({"observation_noise": {"nope": 0.1}}, "observation_noise.nope"),
+])
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises((ConfigError, ValueError), match=field.replace(".", r"\.")):
+        roboreal.make("cartpole-balance", num_envs=1, **overrides)
+
+
+def test_unknown_task_and_backend_are_refused():
+    with pytest.raises(ConfigError, match="unknown task"):
+        roboreal.make("cartpole-balanse")
+    with pytest.raises(ConfigError, match="backend"):
+        roboreal.make("cartpole-balance", backend="physx")
+
+
+def test_config_file_is_validated_with_the_file_named(tmp_path):
+    f = tmp_path / "task.yaml"
+    f.write_text("episode_length_s: 1.0\nrandomization:\n  enabled: true\n  mass_scale: {range: [2, 1]}\n")
+    with pytest.raises(ConfigError, match="task.yaml.*randomization.mass_scale"):
+        roboreal.make("cartpole-balance", config_file=f)
+    f.write_text("episode_length_s: 1.0\n")
+    env = roboreal.make("cartpole-balance", config_file=f)
+    assert env.spec.max_episode_steps == 50
+
+
+def test_discrete_cartpole_pushes_both_ways():
+    env = roboreal.make("cartpole-balance-discrete", num_envs=2, seed=0)
+    env.reset()
+    for _ in range(3):
+        env.step(torch.tensor([0, 1]))
+    assert env.qvel[0, 0] < 0 < env.qvel[1, 0]
+    with pytest.raises(ValueError):
+        env.step(torch.tensor([0, 2]))
