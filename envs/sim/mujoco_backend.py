@@ -36,7 +36,10 @@ class MujocoBatchSim:
         self.model = model
         self.num_envs = num_envs
         self.decimation = decimation
-        self.nthread = max(1, min(nthread or os.cpu_count() or 1, num_envs))
+        if nthread is None:
+            # Thread dispatch costs more than it saves for a handful of worlds.
+            nthread = 1 if num_envs < 16 else (os.cpu_count() or 1)
+        self.nthread = max(1, min(nthread, num_envs))
         self.models: list[mujoco.MjModel] | None = None  # per-world copies, made on demand
         self._shared_models = [model] * num_envs  # rollout with skip_checks wants one entry per world
         self._datas = [mujoco.MjData(model) for _ in range(self.nthread)]

@@ -41,7 +41,7 @@ class Go1WalkCfg(TaskCfg):
     command_vy: tuple[float, float] = (-0.5, 0.5)
     command_yaw_rate: tuple[float, float] = (-1.0, 1.0)
     tracking_sigma: float = 0.25
-    base_height_target: float = 0.30
+    base_height_target: float = 0.28
     feet_air_time_target: float = 0.5
     contact_force_threshold: float = 1.0  # N, a foot touching the ground
     reward_dt_scaled: bool = True
