@@ -183,3 +183,109 @@ def test_discrete_cartpole_pushes_both_ways():
     assert env.qvel[0, 0] < 0 < env.qvel[1, 0]
     with pytest.raises(ValueError):
         env.step(torch.tensor([0, 2]))
+
+
+def test_go1_stands_on_its_default_pose_through_the_env():
+    env = roboreal.make("go1-walk", num_envs=4, seed=0, randomization={"enabled": False})
+    env.reset()
+    for _ in range(100):  # 2 s at 50 Hz, zero action = default joint targets
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 12))
+        assert not terminated.any()
+    assert (env.qpos[:, 2] > 0.2).all()
+    assert env.foot_contacts.all()
+    # projected gravity in the policy observation says "upright"
+    assert (obs["policy"][:, 5] < -0.95).all()
+
+
+def test_go1_tilted_base_terminates():
+    env = roboreal.make("go1-walk", num_envs=2, seed=0)
+    env.reset()
+    tilt = 1.2  # rad of roll, beyond the spec's tilt limit
+    env.sim.state[1, env.sim.qpos_slice.start + 3:env.sim.qpos_slice.start + 7] = [
+        np.cos(tilt / 2), np.sin(tilt / 2), 0, 0]
+    obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 12))
+    assert terminated.tolist() == [False, True]
+    assert info["terminations"]["tilt"] == pytest.approx(0.5)
+
+
+def test_go1_randomization_is_on_by_default_and_inspectable():
+    env = roboreal.make("go1-walk", num_envs=3, seed=5)
+    got = env.randomizer.describe(2)
+    assert {"friction", "added_mass", "motor_strength"} <= set(got)
+    floor = env.model.geom("floor").id
+    assert env.sim.models[2].geom_friction[floor, 0] == pytest.approx(got["friction"][0])
+
+
+def test_panda_holds_pose_with_zero_action_and_goal_reward_is_consistent():
+    env = roboreal.make("panda-reach-sparse", num_envs=2, seed=0)
+    obs, _ = env.reset()
+    start = env.joint_pos.clone()
+    for _ in range(25):
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 7))
+    assert (env.joint_pos - start).abs().max() < 0.02
+    d = (obs["achieved_goal"] - obs["desired_goal"]).norm(dim=-1)
+    assert torch.equal(reward, -(d > 0.05).float())
+    assert torch.equal(info["is_success"], d <= 0.05)
+
+
+def test_panda_pick_gripper_action_moves_the_fingers():
+    env = roboreal.make("panda-pick", num_envs=2, seed=0)
+    env.reset()
+    act = torch.zeros(2, 8)
+    act[0, 7], act[1, 7] = 1.0, -1.0  # open / close
+    for _ in range(15):
+        env.step(act)
+    width = env._gripper_width()[:, 0]
+    assert width[0] > 0.06 and width[1] < 0.01
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_single_env_passes_the_gymnasium_checker(task):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    from roboreal.envs.gym_adapters import GymEnv
+
+    env = GymEnv(task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unbounded Box observations are fine
+        check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_batched_env_as_gymnasium_vector_env_and_sb3_vec_env():
+    from roboreal.envs.gym_adapters import GymVectorEnv, make_sb3_vec_env
+
+    venv = GymVectorEnv(roboreal.make("cartpole-balance", num_envs=4, seed=0))
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (4, 4)
+    seen_final = False
+    for _ in range(200):
+        obs, reward, terminated, truncated, info = venv.step(np.ones((4, 1), dtype=np.float32))
+        if "final_obs" in info:
+            i = int(np.flatnonzero(info["_final_obs"])[0])
+            assert abs(info["final_obs"][i][2]) > 0.2  # the pole fell in that final observation
+            seen_final = True
+    assert seen_final
+
+    from stable_baselines3 import PPO
+
+    sb3_env = make_sb3_vec_env("cartpole-balance", num_envs=4, seed=0)
+    model = PPO("MlpPolicy", sb3_env, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+
+
+def test_any_gymnasium_env_wraps_into_the_batched_contract():
+    env = roboreal.make("gym:Pendulum-v1", num_envs=3, seed=0)
+    obs, _ = env.reset()
+    assert obs["policy"].shape == (3, 3) and env.spec.action_size == 1
+    for step in range(1, 201):
+        obs, reward, terminated, truncated, info = env.step(torch.ones(3, 1))
+    assert truncated.all() and not terminated.any()  # Pendulum's 200-step time limit
+    assert info["episode"]["length"].tolist() == [200, 200, 200]
+    # the final observation is the last one of the old episode, not the reset one
+    assert not torch.equal(info["final_observation"]["policy"], obs["policy"])
+    discrete = roboreal.make("gym:CartPole-v1", num_envs=2)
+    assert discrete.spec.action_type == "discrete" and discrete.spec.action_size == 2
