@@ -18,7 +18,9 @@ from roboreal.config import ConfigError
 COMMAND_MODULES = [
     "roboreal.envs.cli",
     "roboreal.agents.cli",
+    "roboreal.agents.imitation_cli",
     "roboreal.sim2real.cli",
+    "roboreal.sim2real.nodes.cli",
 ]
 
 
