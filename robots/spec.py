@@ -77,6 +77,7 @@ class RosSpec:
     cmd_vel: str | None = None
     goal: str | None = None
     gripper_commands: str | None = None
+    object_pose: str | None = None  # an object tracker's geometry_msgs/PoseStamped (pick tasks)
 
 
 @dataclass(frozen=True)
