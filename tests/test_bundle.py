@@ -1,0 +1,170 @@
+"""Policy bundles: exported models equal the training policy; mismatches are refused by name."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from roboreal.agents.policy import load_policy
+from roboreal.agents.runner import resolve_config, train
+from roboreal.robots.spec import ROBOTS_DIR, load_robot_file
+from roboreal.sim2real.bundle import BundleError, check_layout, check_robot, export_bundle, load_bundle
+
+# one run per policy type: Gaussian (PPO), tanh-Gaussian (SAC), greedy Q (DQN)
+RUNS = {
+    "gaussian": ("go1-walk", "ppo", 4, 200),
+    "tanh_gaussian": ("panda-reach", "sac", 4, 64),
+    "q_argmax": ("cartpole-balance-discrete", "dqn", 4, 128),
+    "tanh_gaussian_pick": ("panda-pick", "sac", 2, 32),
+}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for kind, (task, algo, num_envs, steps) in RUNS.items():
+        run_dir = root / kind
+        train(resolve_config(task, algo, num_envs=num_envs, total_steps=steps, seed=0), run_dir, progress=False)
+        out[kind] = (run_dir, export_bundle(run_dir))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "tanh_gaussian", "q_argmax"])
+@pytest.mark.parametrize("runtime", ["onnx", "torchscript"])
+def test_exported_models_equal_the_training_policy(bundles, kind, runtime):
+    run_dir, bundle_dir = bundles[kind]
+    module, info = load_policy(run_dir)
+    bundle = load_bundle(bundle_dir, runtime=runtime)
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.randn(512, info["obs_size"], generator=gen) * 3.0
+    expected = module(obs).numpy()
+    got = bundle.act(obs.numpy())
+    assert got.shape == expected.shape
+    if bundle.discrete:
+        assert np.array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    # single observation vectors work too
+    np.testing.assert_allclose(bundle.act(obs[0].numpy()), expected[0], atol=1e-5)
+
+
+def test_manifest_describes_the_deployment(bundles):
+    _, bundle_dir = bundles["gaussian"]
+    m = yaml.safe_load((bundle_dir / "manifest.yaml").read_text())
+    assert m["robot"]["name"] == "go1"
+    assert m["joints"][:3] == ["FR_hip_joint", "FR_thigh_joint", "FR_calf_joint"]
+    assert m["action"]["type"] == "joint_position_absolute" and m["action"]["scale"] == [0.25] * 12
+    assert m["action"]["offset"] == m["default_pose"]
+    assert m["control"] == {"dt": pytest.approx(0.02), "physics_dt": pytest.approx(0.005), "decimation": 4}
+    names = [t["name"] for t in m["observation"]["terms"]]
+    assert names == ["base_ang_vel", "projected_gravity", "velocity_command", "joint_pos", "joint_vel", "last_action"]
+    assert sum(t["size"] for t in m["observation"]["terms"]) == m["observation"]["size"] == 45
+    assert m["inputs"]["command"]["topic"] == "/cmd_vel"
+    assert m["safety"]["tilt_limit"] == pytest.approx(0.8)
+    assert set(m["files"]) == {"policy.onnx", "policy.pt"}
+
+
+def test_bundle_for_another_robot_is_refused(bundles):
+    _, bundle_dir = bundles["gaussian"]
+    with pytest.raises(BundleError, match="bundle is for robot 'go1', not 'panda'"):
+        load_bundle(bundle_dir, robot="panda")
+    load_bundle(bundle_dir, robot="go1")  # the right robot loads
+
+
+def _robot_copy(tmp_path: Path, name: str, edit) -> "RobotSpec":  # noqa: F821
+    dst = tmp_path / name
+    shutil.copytree(ROBOTS_DIR / name, dst)
+    data = yaml.safe_load((dst / "robot.yaml").read_text())
+    edit(data)
+    (dst / "robot.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_robot_file(dst / "robot.yaml")
+
+
+def test_different_joint_order_is_refused_naming_the_joint(bundles, tmp_path):
+    _, bundle_dir = bundles["gaussian"]
+
+    def swap(data):
+        data["joints"][0], data["joints"][3] = data["joints"][3], data["joints"][0]
+
+    robot = _robot_copy(tmp_path, "go1", swap)
+    with pytest.raises(BundleError, match="joint order differs at index 0: bundle has 'FR_hip_joint', robot go1 has 'FL_hip_joint'"):
+        check_robot(load_bundle(bundle_dir).manifest, robot)
+
+
+def test_changed_robot_spec_is_refused_by_checksum(bundles, tmp_path):
+    _, bundle_dir = bundles["gaussian"]
+
+    def stiffer(data):
+        for j in data["joints"]:
+            j["kp"] = 25.0
+
+    robot = _robot_copy(tmp_path, "go1", stiffer)
+    with pytest.raises(BundleError, match="robot spec checksum changed"):
+        check_robot(load_bundle(bundle_dir).manifest, robot)
+
+
+def test_missing_sensor_is_refused_naming_it(bundles, tmp_path):
+    _, bundle_dir = bundles["tanh_gaussian_pick"]
+
+    def no_tracker(data):
+        data["ros"].pop("object_pose")
+
+    robot = _robot_copy(tmp_path, "panda", no_tracker)
+    with pytest.raises(BundleError, match="'object_pos' needs an object pose topic"):
+        check_robot(load_bundle(bundle_dir).manifest, robot)
+
+
+def test_different_observation_layout_is_refused(bundles):
+    _, bundle_dir = bundles["gaussian"]
+    manifest = load_bundle(bundle_dir).manifest
+    layout = [dict(t) for t in manifest["observation"]["terms"]]
+    check_layout(manifest, layout)
+    layout[3], layout[4] = layout[4], layout[3]
+    with pytest.raises(BundleError, match="observation term 3 differs: bundle has joint_pos"):
+        check_layout(manifest, layout)
+    layout = [dict(t) for t in manifest["observation"]["terms"]]
+    layout[4]["scale"] = 0.1
+    with pytest.raises(BundleError, match=r"observation term 4 \(joint_vel\) scale differs"):
+        check_layout(manifest, layout)
+
+
+@pytest.mark.parametrize("name", ["policy.onnx", "policy.pt"])
+def test_tampered_model_file_fails_the_checksum(bundles, tmp_path, name):
+    _, bundle_dir = bundles["q_argmax"]
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{name}: sha256 does not match"):
+        load_bundle(copy)
+
+
+def test_not_a_bundle_and_wrong_format_are_refused(bundles, tmp_path):
+    with pytest.raises(BundleError, match="no manifest.yaml"):
+        load_bundle(tmp_path)
+    _, bundle_dir = bundles["q_argmax"]
+    copy = tmp_path / "b"
+    shutil.copytree(bundle_dir, copy)
+    m = yaml.safe_load((copy / "manifest.yaml").read_text())
+    m["format"] = "roboreal-bundle/0"
+    (copy / "manifest.yaml").write_text(yaml.safe_dump(m))
+    with pytest.raises(BundleError, match="format 'roboreal-bundle/0'"):
+        load_bundle(copy)
+
+
+def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
+    from roboreal.sim2real.sim2sim import run_sim2sim
+
+    _, bundle_dir = bundles["gaussian"]
+    result = run_sim2sim(bundle_dir, "heavy", episodes=2, seed=0)
+    for key in ("nominal", "perturbed"):
+        assert result[key]["episodes"] == 2
+        assert np.isfinite(result[key]["mean_return"])
+        assert "velocity_tracking_error" in result[key]
