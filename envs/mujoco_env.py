@@ -51,6 +51,7 @@ class ObsTerm:
     scale: float = 1.0
     clip: float | None = None
     source: str = ""  # what feeds it on the real robot (for the bundle manifest)
+    offset: str | None = None  # "default_pose": the default joint pose is subtracted from the raw value
 
 
 class MujocoTaskEnv(BatchedEnv):
@@ -282,6 +283,8 @@ class MujocoTaskEnv(BatchedEnv):
             parts = []
             for t in terms:
                 v = t.fn()
+                if t.offset == "default_pose":
+                    v = v - self.default_joint_pos
                 if group in ("policy", "observation") and noise_cfg.get(t.name, 0.0) > 0:
                     n = noise_cfg[t.name]
                     v = v + self.rand(*v.shape, low=-n, high=n)
@@ -312,7 +315,8 @@ class MujocoTaskEnv(BatchedEnv):
         for g in groups:
             for t in self._obs_terms[g]:
                 out.append({"name": t.name, "size": int(t.fn().shape[-1]), "scale": t.scale, "clip": t.clip,
-                            "source": t.source, "noise": self.cfg.observation_noise.get(t.name, 0.0)})
+                            "source": t.source, "offset": t.offset,
+                            "noise": self.cfg.observation_noise.get(t.name, 0.0)})
         return out
 
     # ----- rendering -----

@@ -102,7 +102,8 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         "control": {"dt": float(env.control_dt), "physics_dt": float(env.physics_dt),
                     "decimation": int(env.cfg.decimation)},
         "observation": {"group": policy_info["obs_group"], "size": int(policy_info["obs_size"]),
-                        "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source")} for t in layout]},
+                        "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source", "offset")}
+                                  for t in layout]},
         "inputs": inputs,
         "safety": to_dict(robot.safety),
         "training": {"task": policy_info["task"], "algo": policy_info["algo"], "run_dir": str(run_dir),
@@ -242,7 +243,7 @@ def check_layout(manifest: dict, expected: list[dict]) -> None:
         if a["name"] != b["name"] or int(a["size"]) != int(b["size"]):
             raise BundleError(f"observation term {i} differs: bundle has {a['name']} ({a['size']}), "
                               f"expected {b['name']} ({b['size']})")
-        for key in ("scale", "clip"):
+        for key in ("scale", "clip", "offset"):
             if a.get(key) != b.get(key):
                 raise BundleError(f"observation term {i} ({a['name']}) {key} differs: bundle {a.get(key)}, "
                                   f"expected {b.get(key)}")

@@ -120,14 +120,14 @@ class Go1WalkEnv(MujocoTaskEnv):
         policy = [
             ObsTerm("base_ang_vel", lambda: self.sensor("imu_gyro"), scale=0.25, source="imu.angular_velocity"),
             ObsTerm("projected_gravity", lambda: projected_gravity(self.sensor("imu_quat")),
-                    source="imu.orientation"),
+                    source="imu.projected_gravity"),
             ObsTerm("velocity_command", lambda: self.commands, source="cmd_vel"),
-            ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+            ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
             ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.05, source="joint_states.velocity"),
             ObsTerm("last_action", lambda: self.actions, source="policy.last_action"),
         ]
         critic = [
-            *[ObsTerm(t.name, t.fn, t.scale, t.clip, t.source) for t in policy],
+            *policy,
             ObsTerm("base_lin_vel", lambda: self.base_lin_vel, scale=2.0, source="privileged"),
             ObsTerm("base_height", lambda: self.qpos[:, 2:3], source="privileged"),
             ObsTerm("foot_contacts", lambda: self.foot_contacts.float(), source="privileged"),

@@ -151,7 +151,7 @@ class PandaReachEnv(PandaEnv):
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         return {
             "observation": [
-                ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+                ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
                 ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
                 ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
             ],
@@ -208,7 +208,7 @@ class PandaPickEnv(PandaEnv):
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         return {
             "observation": [
-                ObsTerm("joint_pos", lambda: self.joint_pos - self.default_joint_pos, source="joint_states.position"),
+                ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
                 ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
                 ObsTerm("gripper_width", self._gripper_width, source="joint_states.position[gripper]"),
                 ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
