@@ -79,7 +79,8 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
     action = {**mapping.to_dict(), "size": int(policy_info["action_size"]),
               "space": policy_info["action_type"]}
     if policy_info["action_type"] == "discrete":
-        action["discrete_forces"] = "one-hot [left, right] -> (right - left) * scale"
+        # the normalized continuous action each discrete index stands for
+        action["discrete_values"] = env.discrete_action_values().tolist()
     elif policy_info["action_size"] > mapping.size:
         action["extra"] = ["gripper"] if robot.gripper else [f"extra_{i}" for i in
                                                               range(policy_info["action_size"] - mapping.size)]
@@ -181,6 +182,16 @@ class BundlePolicy:
     def action_mapping(self) -> ActionMapping:
         a = self.manifest["action"]
         return ActionMapping(a["type"], tuple(a["joints"]), tuple(a["scale"]), tuple(a["offset"]))
+
+    def normalized_action(self, obs: np.ndarray) -> np.ndarray:
+        """The action as the safety chain takes it: continuous, normalized, (A,) for one observation.
+
+        Discrete policies map their index through the manifest's ``discrete_values``.
+        """
+        a = self.act(obs)
+        if self.discrete:
+            return np.asarray(self.manifest["action"]["discrete_values"], dtype=np.float64)[int(a)]
+        return np.asarray(a, dtype=np.float64)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """(k,) or (B, k) float observation -> (A,) / (B, A) action (discrete: int index)."""

@@ -53,6 +53,10 @@ class CartpoleEnv(MujocoTaskEnv):
             return torch.nn.functional.one_hot(a, 2).float()
         return super()._prepare_actions(actions)
 
+    def discrete_action_values(self) -> torch.Tensor:
+        """The normalized force each discrete action stands for: left -1, right +1."""
+        return torch.tensor([[-1.0], [1.0]])
+
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         if self.cfg.discrete:
             force = (actions[:, 1] - actions[:, 0]) * self.cfg.max_force
