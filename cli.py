@@ -13,6 +13,23 @@ import sys
 
 from roboreal.config import ConfigError
 
+
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets options and positionals mix (``TASK --algo sac key=value --seed 1 env.key=value``):
+    a plain parser stops filling the ``overrides`` positional at the first option."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 # Modules that add subcommands. A module that fails to import because an optional
 # extra is missing (e.g. rclpy for the ROS 2 nodes) leaves its commands out.
 COMMAND_MODULES = [

@@ -174,6 +174,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     return key, value
 
 

@@ -20,6 +20,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=360)
     p.add_argument("overrides", nargs="*", help="task config overrides key=value")
     p.set_defaults(handler=cmd_view)
+    from roboreal.cli import IntermixedParser
+
+    p.__class__ = IntermixedParser  # overrides may follow options
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

@@ -1,0 +1,194 @@
+"""Deep Q-Network (Mnih et al. 2015) with the usual improvements, for discrete-action tasks.
+
+One iteration = ``steps_per_iteration`` steps of all envs; after each env step the
+agent does ``utd_ratio * num_envs`` gradient updates (fractions carry over). The
+Q-learning tricks, each where it happens below:
+
+1. Experience replay (a time-major buffer on the training device).
+2. Epsilon-greedy exploration, epsilon annealed linearly from ``eps_start`` to
+   ``eps_end`` over ``exploration_fraction`` of the run, drawn per env.
+3. n-step returns (Sutton 1988; Rainbow): ``R = sum_{k<m} gamma^k r_{t+k}``, cut at the
+   first episode end, bootstrapped with ``gamma^m Q(s_{t+m})`` unless that end was a
+   termination; time-outs bootstrap from the true final observation.
+4. A target network, copied every ``target_update_interval`` gradient steps (or
+   Polyak-averaged with ``tau < 1``).
+5. Double Q-learning (van Hasselt et al. 2016): the online net picks the next action,
+   the target net evaluates it.
+6. Huber (smooth L1) loss instead of the squared TD error; gradient-norm clipping.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
+from roboreal.agents.buffers import ReplayBuffer
+from roboreal.agents.networks import QNetwork, adam
+from roboreal.agents.normalizer import make_normalizer
+from roboreal.config import ConfigError
+from roboreal.envs.core import BatchedEnv
+
+
+@dataclass
+class DQNConfig:
+    buffer_size: int = 100_000
+    batch_size: int = 128
+    gamma: float = 0.99
+    n_step: int = 3
+    learning_rate: float = 5e-4
+    double_q: bool = True
+    huber: bool = True
+    target_update_interval: int = 250  # gradient steps between target updates
+    tau: float = 1.0  # 1: hard copy; < 1: Polyak average at each target update
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    exploration_fraction: float = 0.3  # of the run's total steps
+    learning_starts: int = 2000  # transitions before the first update
+    steps_per_iteration: int = 50
+    utd_ratio: float = 0.25  # gradient updates per collected transition
+    max_grad_norm: float = 10.0
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    activation: str = "relu"
+    normalize_obs: bool = False
+    obs_clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.n_step < 1:
+            raise ConfigError("n_step", f"must be >= 1, got {self.n_step}")
+        if self.utd_ratio <= 0:
+            raise ConfigError("utd_ratio", f"must be > 0, got {self.utd_ratio}")
+
+
+class DQN(Algorithm):
+    name = "dqn"
+
+    def __init__(self, env: BatchedEnv, cfg: DQNConfig, device: str | torch.device = "cpu", total_steps: int = 0,
+                 dist: DistContext | None = None):
+        super().__init__(env, cfg, device, total_steps, dist)
+        if self.dist.enabled:
+            raise ConfigError("algo", "data-parallel training is implemented for ppo only")
+        spec = env.spec
+        if spec.action_type != "discrete":
+            raise ConfigError("algo", f"dqn needs discrete actions; {spec.task} has continuous actions "
+                                      "(use --algo ppo or sac)")
+        self.num_actions = spec.action_size
+        self.obs_size = spec.observation_sizes["policy"]
+        self.q = QNetwork(self.obs_size, self.num_actions, cfg.hidden, cfg.activation).to(self.device)
+        self.q_target = copy.deepcopy(self.q)
+        for p in self.q_target.parameters():
+            p.requires_grad_(False)
+        self.normalizer = make_normalizer(self.obs_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
+        self.optimizer = adam(self.q.parameters(), lr=cfg.learning_rate)
+        self.buffer = ReplayBuffer(cfg.buffer_size, self.num_envs, {"policy": self.obs_size}, (), self.device,
+                                   action_dtype=torch.long)
+        self.updates = 0
+        self.update_debt = 0.0
+        self.iterations = 0
+        obs, _ = env.reset()
+        self.obs = obs_to(obs, self.device)
+        self.normalizer.update(self.obs["policy"])
+
+    def epsilon(self) -> float:
+        """Linear annealing from eps_start to eps_end over exploration_fraction of the run."""
+        cfg = self.cfg
+        horizon = max(1.0, cfg.exploration_fraction * self.total_steps)
+        frac = min(1.0, self.global_step / horizon)
+        return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+    def iteration(self) -> dict[str, float]:
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _ in range(cfg.steps_per_iteration):
+            # Epsilon-greedy, one coin per env.
+            eps = self.epsilon()
+            with torch.no_grad():
+                greedy = self.q(self.normalizer(self.obs["policy"])).argmax(-1)
+            random_actions = torch.randint(0, self.num_actions, (self.num_envs,), device=self.device)
+            explore = torch.rand(self.num_envs, device=self.device) < eps
+            actions = torch.where(explore, random_actions, greedy)
+            next_obs, rewards, terminated, truncated, info = self.step_env(actions)
+            real_next = obs_to(info.get("final_observation", next_obs), self.device)
+            self.buffer.add({"policy": self.obs["policy"]}, actions, rewards.to(self.device).float(),
+                            {"policy": real_next["policy"]}, terminated.to(self.device), truncated.to(self.device))
+            self.obs = obs_to(next_obs, self.device)
+            self.normalizer.update(self.obs["policy"])
+            if self.global_step >= cfg.learning_starts and self.buffer.filled_rows >= cfg.n_step:
+                self.update_debt += cfg.utd_ratio * self.num_envs
+                while self.update_debt >= 1.0:
+                    for k, v in self.update().items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_updates += 1
+                    self.update_debt -= 1.0
+        self.iterations += 1
+        metrics = {k: v / n_updates for k, v in sums.items()} if n_updates else {}
+        metrics["dqn/epsilon"] = self.epsilon()
+        metrics["dqn/updates"] = float(self.updates)
+        return metrics
+
+    def update(self) -> dict[str, float]:
+        cfg = self.cfg
+        batch = self.buffer.sample(cfg.batch_size, cfg.n_step, cfg.gamma)
+        x = self.normalizer(batch["obs"]["policy"])
+        next_x = self.normalizer(batch["next_obs"]["policy"])
+        with torch.no_grad():
+            if cfg.double_q:  # online net selects, target net evaluates
+                next_actions = self.q(next_x).argmax(-1, keepdim=True)
+                next_q = self.q_target(next_x).gather(-1, next_actions).squeeze(-1)
+            else:
+                next_q = self.q_target(next_x).max(-1).values
+            # n-step target; `discounts` = gamma^m * (1 - terminated at the window's end)
+            target = batch["rewards"] + batch["discounts"] * next_q
+        q = self.q(x).gather(-1, batch["actions"].long()[:, None]).squeeze(-1)
+        loss = nn.functional.smooth_l1_loss(q, target) if cfg.huber else nn.functional.mse_loss(q, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.q.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % cfg.target_update_interval == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), cfg.tau)
+        return {"loss/td": loss.item(), "dqn/q": q.mean().item()}
+
+    @torch.no_grad()
+    def act_deterministic(self, obs: Obs) -> torch.Tensor:
+        return self.q(self.normalizer(obs["policy"].to(self.device))).argmax(-1)
+
+    def state_dict(self, include_replay: bool = True) -> dict:
+        state = {
+            "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+            "normalizer": self.normalizer.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "obs": self.obs, "global_step": self.global_step, "updates": self.updates,
+            "update_debt": self.update_debt, "iterations": self.iterations,
+        }
+        if include_replay:
+            state["replay"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q.load_state_dict(state["q"])
+        self.q_target.load_state_dict(state["q_target"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs = obs_to(state["obs"], self.device)
+        self.global_step = int(state["global_step"])
+        self.updates = int(state["updates"])
+        self.update_debt = float(state["update_debt"])
+        self.iterations = int(state["iterations"])
+        if "replay" in state:
+            self.buffer.load_state_dict(state["replay"])
+
+    def policy_state(self) -> dict:
+        cfg = self.cfg
+        return {
+            "kind": "q_argmax", "obs_group": "policy", "obs_size": self.obs_size,
+            "action_size": self.num_actions, "action_type": "discrete",
+            "args": {"hidden": list(cfg.hidden), "activation": cfg.activation, "normalize_obs": cfg.normalize_obs,
+                     "obs_clip": cfg.obs_clip},
+            "actor": self.q.state_dict(), "normalizer": self.normalizer.state_dict(),
+        }

@@ -1,0 +1,146 @@
+"""The policy-export hook: rebuild a trained deterministic actor as a plain `nn.Module`.
+
+Every checkpoint (``best.pt``, ``last.pt``, periodic) holds a ``policy`` entry written by
+the algorithm's ``policy_state()``. `build_policy` turns it into a `DeterministicPolicy`:
+
+    module(obs[info["obs_group"]]) -> action
+
+- input: the raw (un-normalized) observation group ``info["obs_group"]`` (``policy``),
+  shape ``(B, info["obs_size"])``, float32; the running normalizer is inside the module;
+- output: continuous tasks: ``(B, action_size)`` in [-1, 1] (PPO: the Gaussian mean,
+  clipped; SAC: ``tanh`` of the mean); discrete tasks (DQN): ``(B,)`` int64 indices
+  (greedy ``argmax Q``).
+
+The module holds no Python-side state, so ``torch.jit.trace``/``torch.onnx.export``
+work on it (the bundle exporter of `roboreal.sim2real` builds on this).
+
+    module, info = load_policy("runs/cartpole")   # best.pt if present, else last.pt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from roboreal.agents.networks import GaussianActor, QNetwork, TanhGaussianActor
+from roboreal.agents.normalizer import make_normalizer
+
+
+class DeterministicPolicy(nn.Module):
+    def __init__(self, normalizer: nn.Module, actor: nn.Module, head: str):
+        super().__init__()
+        self.normalizer = normalizer
+        self.actor = actor
+        self.head = head  # "clamp" | "tanh" (already inside the actor) | "argmax"
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.actor(self.normalizer(obs))
+        if self.head == "argmax":
+            return out.argmax(dim=-1)
+        return out.clamp(-1.0, 1.0)
+
+
+def build_policy(state: dict) -> DeterministicPolicy:
+    """A `DeterministicPolicy` from a checkpoint's ``policy`` entry (see `Algorithm.policy_state`)."""
+    kind, args = state["kind"], state["args"]
+    obs_size, action_size = int(state["obs_size"]), int(state["action_size"])
+    normalizer = make_normalizer(obs_size, bool(args.get("normalize_obs", False)), float(args.get("obs_clip", 10.0)))
+    if kind == "gaussian":
+        actor: nn.Module = GaussianActor(obs_size, action_size, args["hidden"], args["activation"])
+        head = "clamp"
+    elif kind == "tanh_gaussian":
+        actor = TanhGaussianActor(obs_size, action_size, args["hidden"], args["activation"])
+        head = "tanh"
+    elif kind == "q_argmax":
+        actor = QNetwork(obs_size, action_size, args["hidden"], args["activation"])
+        head = "argmax"
+    else:
+        raise ValueError(f"unknown policy kind {kind!r}")
+    actor.load_state_dict(state["actor"])
+    normalizer.load_state_dict(state["normalizer"])
+    module = DeterministicPolicy(normalizer, actor, head)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
+    """A checkpoint file from a run directory (``best`` falls back to ``last``) or a file path."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    ckpt_dir = path / "checkpoints"
+    for name in ([which, "last"] if which == "best" else [which]):
+        candidate = ckpt_dir / (name if name.endswith(".pt") else f"{name}.pt")
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no checkpoint {which!r} in {ckpt_dir}")
+
+
+def load_policy(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[DeterministicPolicy, dict]:
+    """``(module, info)``: the deterministic actor (normalizer included) and what it reads/writes.
+
+    ``info`` has ``obs_group``, ``obs_size``, ``action_size``, ``action_type``, ``task``,
+    ``algo``, ``env`` (the task overrides used in training), ``control_dt``, ``step`` and
+    ``checkpoint`` (the file it came from).
+    """
+    ckpt_path = resolve_checkpoint(run_dir, which)
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    state = ckpt["policy"]
+    module = build_policy(state).to(device)
+    meta = ckpt.get("meta", {})
+    info = {
+        "obs_group": state["obs_group"], "obs_size": int(state["obs_size"]),
+        "action_size": int(state["action_size"]), "action_type": state["action_type"],
+        "task": meta.get("task"), "algo": meta.get("algo"), "env": meta.get("env", {}),
+        "control_dt": meta.get("control_dt"), "step": meta.get("global_step"), "checkpoint": str(ckpt_path),
+    }
+    return module, info
+
+
+@torch.no_grad()
+def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str = "policy",
+             max_steps: int | None = None, on_step=None, before_step=None) -> dict:
+    """Run the deterministic `policy` until every env finished its first episode.
+
+    Returns mean/std return, mean length, success rate (NaN when the task reports none)
+    and the per-episode returns. ``episodes`` defaults to ``env.num_envs`` (one per env).
+    ``on_step(env)`` is called after every step; ``before_step(env, finished)`` before every
+    step (``finished``: envs whose first episode is over), e.g. to record a video.
+    """
+    n = env.num_envs
+    episodes = n if episodes is None else min(episodes, n)
+    obs, _ = env.reset()
+    returns = torch.zeros(n)
+    lengths = torch.zeros(n, dtype=torch.long)
+    finished = torch.zeros(n, dtype=torch.bool)
+    success = torch.full((n,), float("nan"))
+    limit = max_steps or env.spec.max_episode_steps + 1
+    for _ in range(limit):
+        if before_step is not None:  # e.g. render a frame of the state the action is computed from
+            before_step(env, finished.clone())
+        actions = policy(obs[obs_group])
+        obs, reward, terminated, truncated, info = env.step(actions)
+        if on_step is not None:
+            on_step(env)
+        running = ~finished
+        returns += torch.where(running, reward.float().cpu(), torch.zeros(n))
+        lengths += running.long()
+        done = (terminated | truncated).cpu() & running
+        if done.any():
+            if "is_success" in info:
+                success[done] = info["is_success"].float().cpu()[done]
+            finished |= done
+        if finished[:episodes].all():
+            break
+    sel = slice(0, episodes)
+    succ = success[sel]
+    return {
+        "mean_return": float(returns[sel].mean()), "std_return": float(returns[sel].std()) if episodes > 1 else 0.0,
+        "mean_length": float(lengths[sel].float().mean()),
+        "success_rate": float(succ[~succ.isnan()].mean()) if (~succ.isnan()).any() else float("nan"),
+        "returns": returns[sel].tolist(), "episodes": episodes,
+    }

@@ -1,0 +1,275 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) for batched envs, with HER for goal tasks.
+
+One iteration = ``steps_per_iteration`` steps of all envs; after each env step the
+agent does ``utd_ratio * num_envs`` gradient updates (the update-to-data ratio counts
+gradient updates per collected transition; fractions carry over). The details:
+
+1. Collection from many envs at once into a replay buffer that lives on the training
+   device; uniform random actions for the first ``learning_starts`` transitions.
+2. Truncation handling (Pardo et al. 2018): the buffer stores the *true* next
+   observation (``info["final_observation"]`` at episode ends) and the target
+   bootstraps through time-outs; only ``terminated`` cuts the bootstrap.
+3. Tanh-squashed Gaussian policy with the change-of-variables log-prob correction
+   (`roboreal.agents.networks.TanhGaussianActor`).
+4. Clipped double Q (twin critics, min of the two targets; Fujimoto et al. 2018) with
+   Polyak-averaged target networks (``tau``).
+5. Automatic entropy tuning: ``alpha`` is learned so the policy entropy tracks
+   ``target_entropy`` (default ``-action_size``).
+6. Goal-conditioned tasks (``env.spec.goal_conditioned``): the actor and critics read
+   ``concat(observation, desired_goal)`` (the layout of the env's ``policy`` group), and
+   the replay buffer is a `HerReplayBuffer` (hindsight relabeling with the env's
+   vectorized ``compute_reward``; strategy ``future``/``final``/``episode``, ``k``
+   relabels per real transition).
+7. Optional running observation normalization (off by default), applied when sampling
+   so relabeled goals are normalized consistently; it is part of the exported policy.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
+from roboreal.agents.buffers import ReplayBuffer
+from roboreal.agents.her import HerReplayBuffer
+from roboreal.agents.networks import QCritic, TanhGaussianActor, adam
+from roboreal.agents.normalizer import make_normalizer
+from roboreal.config import ConfigError
+from roboreal.envs.core import BatchedEnv
+
+
+@dataclass
+class HerConfig:
+    enabled: bool = True  # used on goal-conditioned tasks only
+    strategy: Literal["future", "final", "episode"] = "future"
+    k: int = 4  # relabeled transitions per real one: relabel probability k / (k + 1)
+
+
+@dataclass
+class SACConfig:
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    autotune: bool = True
+    alpha: float = 0.2  # initial (autotune) or fixed entropy coefficient
+    target_entropy: float | None = None  # None: -action_size
+    learning_starts: int = 5000  # transitions collected with uniform random actions before learning
+    steps_per_iteration: int = 50  # env steps (of all envs) per runner iteration
+    utd_ratio: float = 0.25  # gradient updates per collected transition
+    actor_update_interval: int = 1  # delayed policy updates (TD3 style) when > 1
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
+    normalize_obs: bool = False
+    obs_clip: float = 10.0
+    target_q_clip: list[float] | None = None  # e.g. [-1/(1-gamma), 0] for -1/0 sparse rewards (HER paper)
+    her: HerConfig = field(default_factory=HerConfig)
+
+    def __post_init__(self) -> None:
+        if self.utd_ratio <= 0:
+            raise ConfigError("utd_ratio", f"must be > 0, got {self.utd_ratio}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError("tau", f"must be in (0, 1], got {self.tau}")
+        if self.target_q_clip is not None and len(self.target_q_clip) != 2:
+            raise ConfigError("target_q_clip", "expected [low, high]")
+
+
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * online``."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+class SAC(Algorithm):
+    name = "sac"
+
+    def __init__(self, env: BatchedEnv, cfg: SACConfig, device: str | torch.device = "cpu", total_steps: int = 0,
+                 dist: DistContext | None = None):
+        super().__init__(env, cfg, device, total_steps, dist)
+        if self.dist.enabled:
+            raise ConfigError("algo", "data-parallel training is implemented for ppo only")
+        spec = env.spec
+        if spec.action_type != "continuous":
+            raise ConfigError("algo", f"sac needs continuous actions; {spec.task} has discrete actions "
+                                      "(use --algo dqn)")
+        self.goal = bool(spec.goal_conditioned)
+        self.use_her = self.goal and cfg.her.enabled
+        self.action_size = spec.action_size
+        sizes = spec.observation_sizes
+        if self.goal:
+            self.groups = ["observation", "achieved_goal", "desired_goal"]
+            obs_size = sizes["observation"] + sizes["desired_goal"]
+            if sizes.get("policy") != obs_size:
+                raise ConfigError("task", f"{spec.task}: goal tasks must expose policy = observation ++ desired_goal "
+                                          f"(sizes {sizes})")
+        else:
+            self.groups = ["policy"]
+            obs_size = sizes["policy"]
+        self.obs_size = obs_size
+
+        self.actor = TanhGaussianActor(obs_size, self.action_size, cfg.hidden, cfg.activation).to(self.device)
+        self.q1 = QCritic(obs_size, self.action_size, cfg.hidden, cfg.activation).to(self.device)
+        self.q2 = QCritic(obs_size, self.action_size, cfg.hidden, cfg.activation).to(self.device)
+        self.q1_target = copy.deepcopy(self.q1)
+        self.q2_target = copy.deepcopy(self.q2)
+        for p in list(self.q1_target.parameters()) + list(self.q2_target.parameters()):
+            p.requires_grad_(False)
+        self.normalizer = make_normalizer(obs_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_optimizer = adam(list(self.q1.parameters()) + list(self.q2.parameters()), lr=cfg.critic_lr)
+        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -self.action_size)
+        self.log_alpha = torch.tensor(float(torch.log(torch.tensor(cfg.alpha))), device=self.device,
+                                      requires_grad=cfg.autotune)
+        self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
+
+        buffer_sizes = {g: sizes[g] for g in self.groups}
+        if self.use_her:
+            self.buffer: ReplayBuffer = HerReplayBuffer(cfg.buffer_size, self.num_envs, buffer_sizes,
+                                                        (self.action_size,), self.device, env.compute_reward,
+                                                        cfg.her.strategy, cfg.her.k)
+        else:
+            self.buffer = ReplayBuffer(cfg.buffer_size, self.num_envs, buffer_sizes, (self.action_size,), self.device)
+        self.updates = 0
+        self.update_debt = 0.0
+        self.iterations = 0
+
+        obs, _ = env.reset()
+        self.obs = obs_to(obs, self.device)
+        self.normalizer.update(self.policy_input(self.obs))
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    def policy_input(self, obs: Obs) -> torch.Tensor:
+        """What the actor and critics read (un-normalized): ``policy``, or ``observation ++ desired_goal``."""
+        if self.goal:
+            return torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
+        return obs["policy"]
+
+    # ----- one iteration: collect with updates interleaved -----
+    def iteration(self) -> dict[str, float]:
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        n_updates = 0
+        for _ in range(cfg.steps_per_iteration):
+            if self.global_step < cfg.learning_starts:
+                actions = torch.rand(self.num_envs, self.action_size, device=self.device) * 2.0 - 1.0
+            else:
+                with torch.no_grad():
+                    actions, _ = self.actor.sample(self.normalizer(self.policy_input(self.obs)))
+            next_obs, rewards, terminated, truncated, info = self.step_env(actions)
+            real_next = obs_to(info.get("final_observation", next_obs), self.device)  # true next observation
+            self.buffer.add({g: self.obs[g] for g in self.groups}, actions, rewards.to(self.device).float(),
+                            {g: real_next[g] for g in self.groups}, terminated.to(self.device),
+                            truncated.to(self.device))
+            self.obs = obs_to(next_obs, self.device)
+            self.normalizer.update(self.policy_input(self.obs))
+            if self.global_step >= cfg.learning_starts:
+                self.update_debt += cfg.utd_ratio * self.num_envs
+                while self.update_debt >= 1.0:
+                    for k, v in self.update().items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_updates += 1
+                    self.update_debt -= 1.0
+        self.iterations += 1
+        metrics = {k: v / n_updates for k, v in sums.items()} if n_updates else {}
+        metrics["sac/alpha"] = float(self.alpha)
+        metrics["sac/updates"] = float(self.updates)
+        return metrics
+
+    def update(self) -> dict[str, float]:
+        cfg = self.cfg
+        batch = self.buffer.sample(cfg.batch_size, 1, cfg.gamma)
+        x = self.normalizer(self.policy_input(batch["obs"]))
+        next_x = self.normalizer(self.policy_input(batch["next_obs"]))
+        actions = batch["actions"]
+        alpha = self.alpha
+
+        # Soft Bellman target with clipped double Q; `discounts` = gamma * (1 - terminated).
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor.sample(next_x)
+            q_next = torch.min(self.q1_target(next_x, next_actions), self.q2_target(next_x, next_actions))
+            target = batch["rewards"] + batch["discounts"] * (q_next - alpha * next_log_prob)
+            if cfg.target_q_clip is not None:
+                target = target.clamp(cfg.target_q_clip[0], cfg.target_q_clip[1])
+        q1, q2 = self.q1(x, actions), self.q2(x, actions)
+        q_loss = 0.5 * ((q1 - target).square().mean() + (q2 - target).square().mean())
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.critic_optimizer.step()
+        metrics = {"loss/q": q_loss.item(), "sac/q": q1.mean().item()}
+
+        if self.updates % cfg.actor_update_interval == 0:
+            new_actions, log_prob = self.actor.sample(x)
+            q_pi = torch.min(self.q1(x, new_actions), self.q2(x, new_actions))
+            actor_loss = (alpha * log_prob - q_pi).mean()
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            metrics["loss/actor"] = actor_loss.item()
+            metrics["sac/entropy"] = -log_prob.mean().item()
+            if cfg.autotune:  # automatic entropy tuning
+                alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
+                self.alpha_optimizer.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_optimizer.step()
+                metrics["loss/alpha"] = alpha_loss.item()
+
+        polyak_update(self.q1_target, self.q1, cfg.tau)
+        polyak_update(self.q2_target, self.q2, cfg.tau)
+        self.updates += 1
+        return metrics
+
+    # ----- acting, checkpointing, export -----
+    @torch.no_grad()
+    def act_deterministic(self, obs: Obs) -> torch.Tensor:
+        return self.actor(self.normalizer(self.policy_input(obs_to(obs, self.device))))
+
+    def state_dict(self, include_replay: bool = True) -> dict:
+        state = {
+            "actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
+            "q1_target": self.q1_target.state_dict(), "q2_target": self.q2_target.state_dict(),
+            "normalizer": self.normalizer.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "obs": self.obs, "global_step": self.global_step, "updates": self.updates,
+            "update_debt": self.update_debt, "iterations": self.iterations,
+        }
+        if include_replay:
+            state["replay"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("actor", "q1", "q2", "q1_target", "q2_target", "normalizer"):
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.obs = obs_to(state["obs"], self.device)
+        self.global_step = int(state["global_step"])
+        self.updates = int(state["updates"])
+        self.update_debt = float(state["update_debt"])
+        self.iterations = int(state["iterations"])
+        if "replay" in state:
+            self.buffer.load_state_dict(state["replay"])
+
+    def policy_state(self) -> dict:
+        cfg = self.cfg
+        return {
+            "kind": "tanh_gaussian", "obs_group": "policy", "obs_size": self.obs_size,
+            "action_size": self.action_size, "action_type": "continuous",
+            "args": {"hidden": list(cfg.hidden), "activation": cfg.activation, "normalize_obs": cfg.normalize_obs,
+                     "obs_clip": cfg.obs_clip},
+            "actor": self.actor.state_dict(), "normalizer": self.normalizer.state_dict(),
+        }

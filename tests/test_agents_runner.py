@@ -1,0 +1,219 @@
+"""The training runner: run directory, safe checkpoints, exact resume, determinism, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from roboreal.agents.policy import load_policy
+from roboreal.agents.runner import resolve_config, resume, train
+from roboreal.cli import main
+
+
+def _flatten(obj, prefix=""):
+    """{dotted path: tensor or number} of a nested checkpoint entry."""
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    fa, fb = _flatten(a), _flatten(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if isinstance(fa[k], torch.Tensor):
+            assert torch.equal(fa[k], fb[k]), k
+        else:
+            assert fa[k] == fb[k], k
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_run_directory_and_safe_checkpoints(tmp_path):
+    cfg = resolve_config("cartpole-balance", "ppo", ["runner.save_interval=2", "num_steps=16"], num_envs=8,
+                         total_steps=8 * 16 * 3, seed=0)
+    result = train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert result["iterations"] == 3 and result["global_step"] == 384
+    for name in ("config.yaml", "progress.csv", "metrics.json", "learning_curve.png", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "checkpoints/iter_000002.pt"):
+        assert (run / name).is_file(), name
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+    assert {"train/return", "train/success_rate", "reward_terms/alive", "loss/policy", "loss/value", "policy/kl",
+            "policy/learning_rate", "perf/sps"} <= set(tags)
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        data = torch.load(ckpt, weights_only=True)  # the safe unpickler loads every checkpoint
+        assert data["meta"]["task"] == "cartpole-balance" and "policy" in data
+    last = _load(run / "checkpoints/last.pt")
+    assert {"algorithm", "rng", "env", "runner", "config"} <= last.keys()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 384 and metrics["iterations"] == 3
+    header = (run / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "train/return", "loss/policy", "loss/value", "policy/kl", "perf/sps",
+            "reward_terms/alive"} <= set(header)
+    # the export hook: a plain module, raw policy observation -> action in [-1, 1], normalizer inside
+    module, info = load_policy(run, "last")
+    assert info["obs_group"] == "policy" and info["obs_size"] == 4 and info["action_size"] == 1
+    assert isinstance(module, torch.nn.Module)
+    obs = torch.randn(16, 4) * 5
+    action = module(obs)
+    assert action.shape == (16, 1) and action.abs().max() <= 1.0
+    traced = torch.jit.trace(module, obs[:1])
+    torch.testing.assert_close(traced(obs), action)
+    # it is the training actor: same output as the mean of the Gaussian with the checkpoint's normalizer
+    state = last["algorithm"]
+    norm = state["actor_norm"]
+    x = ((obs - norm["mean"].float()) / torch.sqrt(norm["var"] + 1e-8).float()).clamp(-10, 10)
+    from roboreal.agents.networks import GaussianActor
+
+    actor = GaussianActor(4, 1, cfg.algorithm["actor_hidden"], cfg.algorithm["activation"])
+    actor.load_state_dict(state["actor"])
+    torch.testing.assert_close(action, actor(x).clamp(-1, 1))
+
+
+RESUME_CASES = {
+    # name: (task, algo, overrides, num_envs, iterations)
+    "ppo": ("cartpole-balance", "ppo", ["num_steps=16"], 8, 6),
+    "ppo-go1-randomized": ("go1-walk", "ppo", ["num_steps=8", "actor_hidden=[32,32]", "critic_hidden=[32,32]"], 4, 6),
+    "sac": ("cartpole-balance", "sac", ["steps_per_iteration=10", "learning_starts=40", "hidden=[32,32]",
+                                       "batch_size=32", "buffer_size=1000"], 4, 6),
+    "sac-her-panda": ("panda-reach-sparse", "sac", ["steps_per_iteration=10", "learning_starts=40", "hidden=[32,32]",
+                                                    "batch_size=32", "buffer_size=1000"], 4, 6),
+    "dqn": ("cartpole-balance-discrete", "dqn", ["steps_per_iteration=10", "learning_starts=40", "hidden=[32,32]",
+                                                 "batch_size=32", "buffer_size=1000", "target_update_interval=7"],
+            4, 6),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, case):
+    task, algo, overrides, num_envs, iterations = RESUME_CASES[case]
+    cfg = resolve_config(task, algo, overrides + ["runner.save_interval=2"], num_envs=num_envs, seed=3)
+    per_iter = num_envs * (cfg.algorithm["num_steps"] if algo == "ppo" else cfg.algorithm["steps_per_iteration"])
+    cfg = resolve_config(task, algo, overrides + ["runner.save_interval=2"], num_envs=num_envs, seed=3,
+                         total_steps=per_iter * iterations)
+    full = train(cfg, tmp_path / "full", progress=False)
+    # "killed" after iteration 3: its last checkpoint is from iteration 2, iteration 3 is lost and redone
+    train(cfg, tmp_path / "killed", progress=False, stop_after_iterations=3)
+    assert _load(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
+    resumed = resume(tmp_path / "killed", progress=False)
+    assert resumed["resumed_exact"] and resumed["iterations"] == full["iterations"] == iterations
+    a = _load(tmp_path / "full/checkpoints/last.pt")
+    b = _load(tmp_path / "killed/checkpoints/last.pt")
+    assert_same_state(a["algorithm"], b["algorithm"])  # parameters, optimizers, normalizers, replay, obs
+    assert_same_state(a["env"], b["env"])
+    assert_same_state(a["rng"], b["rng"])
+    strip = [{k: v for k, v in row.items() if k not in ("time_s", "perf/sps")} for row in a["runner"]["history"]]
+    strip_b = [{k: v for k, v in row.items() if k not in ("time_s", "perf/sps")} for row in b["runner"]["history"]]
+    assert strip == strip_b
+    if algo != "ppo":
+        assert b["algorithm"]["updates"] > 0
+
+
+def test_same_seed_same_result_and_seed_matters(tmp_path):
+    def run(name, seed):
+        cfg = resolve_config("cartpole-balance", "ppo", ["num_steps=16"], num_envs=8, seed=seed, total_steps=8 * 16 * 3)
+        train(cfg, tmp_path / name, progress=False)
+        return _load(tmp_path / name / "checkpoints/last.pt")["algorithm"]
+
+    a, b, c = run("a", 5), run("b", 5), run("c", 6)
+    assert_same_state(a, b)
+    assert not torch.equal(a["actor"]["mean_net.0.weight"], c["actor"]["mean_net.0.weight"])
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    cfg = resolve_config("cartpole-balance", "ppo", ["num_steps=8"], num_envs=4, total_steps=32)
+    train(cfg, tmp_path / "run", progress=False)
+    from roboreal.config import ConfigError
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_cli_train_resume_play(tmp_path, capsys):
+    run = tmp_path / "dqn"
+    args = ["train", "cartpole-balance-discrete", "--algo", "dqn", "--num-envs", "4", "--steps", "400",
+            "--run-dir", str(run), "--no-progress", "learning_starts=100", "steps_per_iteration=25",
+            "--seed", "2", "runner.save_interval=2", "env.max_force=9.0"]
+    assert main(args) == 0
+    cfg = (run / "config.yaml").read_text()
+    assert "max_force: 9.0" in cfg and "learning_starts: 100" in cfg and "seed: 2" in cfg
+    assert main(["train", "--resume", str(run), "--steps", "600", "--no-progress"]) == 0
+    assert _load(run / "checkpoints/last.pt")["meta"]["global_step"] == 600
+    capsys.readouterr()
+    video = tmp_path / "play.mp4"
+    assert main(["play", str(run), "--episodes", "3", "--video", str(video), "--width", "64", "--height", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "mean return" in out and "3 episodes" in out
+    assert video.stat().st_size > 0
+    # errors name their cause and exit 2
+    assert main(["train", "cartpole-balance", "--algo", "ppo", "lerning_rate=0.1", "--run-dir",
+                 str(tmp_path / "x")]) == 2
+    assert "lerning_rate: unknown field" in capsys.readouterr().err
+    assert main(["train", "cartpole-balance", "--algo", "dqn", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "dqn needs discrete actions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """A real `kill -9` of `roboreal train` at an arbitrary moment, then `--resume`."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    iterations = 40
+
+    def cmd(run):
+        return [sys.executable, "-m", "roboreal", "train", "cartpole-balance", "--algo", "ppo", "--num-envs", "8",
+                "--steps", str(8 * 64 * iterations), "--seed", "1", "--threads", "1", "--run-dir", str(run),
+                "--no-progress", "num_steps=64", "runner.save_interval=1", "runner.keep_periodic=false"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = killed / "checkpoints/last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and _load(last)["meta"]["iteration"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, proc.stderr.read().decode()[-2000:]
+    stopped_at = _load(last)["meta"]["iteration"]
+    assert 3 <= stopped_at < iterations
+    resumed = subprocess.run([sys.executable, "-m", "roboreal", "train", "--resume", str(killed), "--threads", "1",
+                              "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    a = _load(tmp_path / "full/checkpoints/last.pt")
+    b = _load(last)
+    assert b["meta"]["iteration"] == iterations
+    assert_same_state(a["algorithm"], b["algorithm"])
+    assert_same_state(a["env"], b["env"])
+
+
+def test_gym_task_trains_and_resumes_with_reseeded_envs(tmp_path, capsys):
+    pytest.importorskip("gymnasium")
+    cfg = resolve_config("gym:Pendulum-v1", "ppo", ["num_steps=16", "runner.save_interval=1"], num_envs=2,
+                         total_steps=2 * 16 * 3)
+    train(cfg, tmp_path / "run", progress=False, stop_after_iterations=2)
+    result = resume(tmp_path / "run", progress=False)
+    assert result["iterations"] == 3 and not result["resumed_exact"]
+    assert "re-seeded" in capsys.readouterr().out
