@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "roboreal.agents.imitation_cli",
     "roboreal.sim2real.cli",
     "roboreal.sim2real.nodes.cli",
+    "roboreal.sim2real.nodes.deploy_cli",
 ]
 
 
