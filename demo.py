@@ -78,7 +78,7 @@ class GoalClient:
 
     def send_goal(self, xyz) -> None:
         msg = self.PoseStamped()
-        msg.header.frame_id = "panda_link0"
+        msg.header.frame_id = "world"  # the robot base frame (the policy node accepts its goal_frame_ids)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, xyz)
         msg.pose.orientation.w = 1.0
@@ -99,12 +99,15 @@ def deploy_and_measure(bundle: Path, seconds_per_goal: float, startup_timeout: f
     client = GoalClient()
     try:
         t0 = time.monotonic()
+        # Goals stream from the start: without a fresh goal the policy node holds (command watchdog).
         while client.diag.get("mode") != "policy" or client.ee is None:  # after the startup ramp
+            client.send_goal(GOALS[0])
             if launch.poll() is not None:
                 print(f"   the launch exited early with code {launch.returncode}")
                 return 1
             if time.monotonic() - t0 > startup_timeout:
-                print("   timed out waiting for the policy node")
+                print(f"   timed out waiting for the policy node (mode {client.diag.get('mode')!r}, "
+                      f"end-effector pose {'received' if client.ee is not None else 'not received'})")
                 return 1
             time.sleep(0.2)
         print("\n== 4. driving the arm to goals")

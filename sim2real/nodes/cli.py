@@ -1,0 +1,67 @@
+"""`roboreal sim-bridge` and `roboreal launch`.
+
+rclpy is imported only inside the handlers (never here), so `roboreal --help` works
+on a machine without ROS 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim-bridge", help="run the MuJoCo simulation as the robot over ROS 2 (joint states, IMU, commands)",
+        description="The simulated robot over ROS 2, speaking the topics of a real robot driver. Every option is "
+                    "a ROS parameter (see roboreal/sim2real/nodes/sim_bridge.py); the flags below are shortcuts "
+                    "that override params files and --ros-args. Standard ROS arguments go after --ros-args, "
+                    "e.g. --ros-args -r __node:=bridge -p joint_position_noise:=0.01.")
+    p.add_argument("--robot", help="robot name (robots/NAME) or a robot.yaml; or -p robot:=NAME")
+    p.add_argument("--rate", type=float, help="publish_rate, Hz")
+    p.add_argument("--params", action="append", default=[], metavar="FILE.yaml",
+                   help="ROS 2 params file (repeatable; later files win)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--randomize", action="store_true", default=None, help="randomize friction and masses")
+    p.add_argument("--initial-pose", help="'default' or an MJCF keyframe name")
+    p.add_argument("--latency", type=float, help="s of delay on outgoing sensor messages")
+    p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
+                   help="standard ROS 2 arguments (-r from:=to, -p name:=value, --params-file F, --log-level L)")
+    p.set_defaults(handler=cmd_sim_bridge)
+
+    p = sub.add_parser(
+        "launch", help="run a ROS 2 launch file (XML format) without ros2 launch",
+        description="Runs a ROS 2 XML launch file: each node its own process (pkg=\"roboreal\" exec=CMD runs "
+                    "`python -m roboreal CMD --ros-args ...`). Ctrl-C stops every process (SIGINT, then SIGTERM, "
+                    "then SIGKILL). FILE is a path, a file in roboreal's launch/ folder, or `roboreal FILE`.")
+    p.add_argument("file")
+    p.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments")
+    p.add_argument("--dry-run", action="store_true", help="print the commands it would run, start nothing")
+    p.add_argument("-s", "--show-args", action="store_true", help="list the launch file's arguments")
+    p.add_argument("--sigterm-timeout", type=float, default=5.0, help="s after SIGINT before SIGTERM (default 5)")
+    p.add_argument("--sigkill-timeout", type=float, default=5.0, help="s after SIGTERM before SIGKILL (default 5)")
+    p.set_defaults(handler=cmd_launch)
+
+
+def cmd_sim_bridge(args: argparse.Namespace) -> int:
+    ros_args: list[str] = []
+    for f in args.params:
+        ros_args += ["--params-file", f]
+    ros_args += list(args.ros_args)
+    flags = {"robot": args.robot, "publish_rate": args.rate, "seed": args.seed, "initial_pose": args.initial_pose,
+             "latency": args.latency, "randomize": "true" if args.randomize else None}
+    # A new --ros-args section (valid even after a `--`), last so the flags win.
+    ros_args.append("--ros-args")
+    for name, value in flags.items():
+        if value is not None:
+            ros_args += ["-p", f"{name}:={value}"]
+
+    from roboreal.sim2real.nodes.sim_bridge import run  # imports rclpy
+
+    return run(ros_args)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from roboreal.sim2real.launch_runner import launch_main
+
+    return launch_main(args.file, args.launch_args, dry_run=args.dry_run, show_args=args.show_args,
+                       sigterm_timeout=args.sigterm_timeout, sigkill_timeout=args.sigkill_timeout)

@@ -1,0 +1,275 @@
+"""One MuJoCo world that behaves like the robot a ROS 2 driver talks to (no ROS here).
+
+`SimRobot` owns a single `MjModel`/`MjData` built from a `RobotSpec`, holds joint
+targets (position robots: the MJCF position servos, whose kp/kv are the spec's gains)
+or efforts (force robots), and reads back what a real robot's driver would report:
+joint positions/velocities/efforts, the IMU (orientation, angular velocity, linear
+acceleration including gravity, like a real accelerometer) and the end-effector pose.
+`sim_bridge.py` wraps it in a ROS 2 node; tests can drive it directly.
+
+`TrajectoryFollower` turns a `trajectory_msgs/JointTrajectory`-like list of points into
+position targets over time (linear interpolation, see its docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from roboreal.config import ConfigError
+from roboreal.robots.spec import RobotSpec
+
+
+@dataclass
+class ImuReading:
+    orientation_wxyz: np.ndarray  # (4,) world-frame orientation of the IMU site
+    angular_velocity: np.ndarray  # (3,) rad/s, IMU frame
+    linear_acceleration: np.ndarray  # (3,) m/s^2, IMU frame, includes the reaction to gravity
+
+
+class SimRobot:
+    """A MuJoCo simulation of `spec`'s robot, commanded like the real one."""
+
+    def __init__(self, spec: RobotSpec, *, initial_pose: str = "default", randomize: bool = False,
+                 friction_scale_range: tuple[float, float] = (0.8, 1.2),
+                 mass_scale_range: tuple[float, float] = (0.9, 1.1), seed: int = 0):
+        self.spec = spec
+        self.model = mujoco.MjModel.from_xml_path(str(spec.model_path))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.position_control = spec.control_mode == "position"
+        self.rng = np.random.default_rng(seed)
+
+        def joint_id(name: str) -> int:
+            jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+            if jid < 0:
+                raise ConfigError("joints", f"{name!r} is not a joint of {spec.model}")
+            return jid
+
+        # Joints reported in JointState: the spec's joints, then the gripper's fingers.
+        gripper_joints = [g for g in (spec.gripper.joints if spec.gripper else ()) if g not in spec.joint_names]
+        self.joint_names: list[str] = spec.joint_names + gripper_joints
+        jids = [joint_id(n) for n in self.joint_names]
+        self._qadr = np.array([m.jnt_qposadr[j] for j in jids])
+        self._vadr = np.array([m.jnt_dofadr[j] for j in jids])
+
+        # Actuators of the actuated joints, in spec order.
+        self.actuated_names = spec.actuated_names
+        self._act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
+                              for j in spec.actuated_joints])
+        self._act_qadr = np.array([m.jnt_qposadr[joint_id(n)] for n in self.actuated_names])
+        if self.position_control:
+            self._ctrl_lo = np.maximum(m.actuator_ctrlrange[self._act, 0], spec.lower)
+            self._ctrl_hi = np.minimum(m.actuator_ctrlrange[self._act, 1], spec.upper)
+            no_range = ~m.actuator_ctrllimited[self._act].astype(bool)
+            self._ctrl_lo[no_range] = spec.lower[no_range]
+            self._ctrl_hi[no_range] = spec.upper[no_range]
+        else:
+            limit = spec.array("torque_limit")
+            self._ctrl_lo, self._ctrl_hi = -limit, limit
+
+        # Gripper: the one actuator that drives none of the spec's joints.
+        self._gripper_act: int | None = None
+        if spec.gripper is not None:
+            others = [a for a in range(m.nu) if a not in set(self._act.tolist())]
+            if not others:
+                raise ConfigError("gripper", f"{spec.model} has no actuator for the gripper")
+            self._gripper_act = others[0]
+            self._gripper_qadr = np.array([m.jnt_qposadr[joint_id(g)] for g in spec.gripper.joints])
+            g = spec.gripper
+            self.gripper_range = (min(g.open, g.closed), max(g.open, g.closed))
+
+        # IMU sensors on the IMU site (quadrupeds).
+        self._imu: dict[str, slice] | None = None
+        if spec.sites.imu is not None:
+            site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.imu)
+            want = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
+                    "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
+            found: dict[str, slice] = {}
+            for key, typ in want.items():
+                for s in range(m.nsensor):
+                    on_site = m.sensor_objtype[s] == mujoco.mjtObj.mjOBJ_SITE and m.sensor_objid[s] == site
+                    if m.sensor_type[s] == typ and on_site:
+                        found[key] = slice(m.sensor_adr[s], m.sensor_adr[s] + m.sensor_dim[s])
+                        break
+                else:
+                    raise ConfigError("sites.imu", f"{spec.model} has no {typ.name} sensor on site {spec.sites.imu!r}")
+            self._imu = found
+        self._ee_site = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.end_effector)
+                         if spec.sites.end_effector else -1)
+
+        self.randomization: dict[str, float] = {}
+        if randomize:
+            self._randomize(friction_scale_range, mass_scale_range)
+
+        self.initial_pose = initial_pose
+        self._init_qpos, self._init_targets, self._init_gripper = self._initial_state(initial_pose)
+        self.targets = self._init_targets.copy()  # position targets (position robots) or efforts (force robots)
+        self.gripper_target = self._init_gripper
+        self.reset()
+
+    # ----- setup -----
+    def _randomize(self, friction_range: tuple[float, float], mass_range: tuple[float, float]) -> None:
+        """Modest physical randomization, sampled once: one friction scale for every geom, a
+        mass (and inertia) scale per body."""
+        m = self.model
+        for name, (lo, hi) in (("friction_scale_range", friction_range), ("mass_scale_range", mass_range)):
+            if not 0 < lo <= hi:
+                raise ConfigError(name, f"expected 0 < lower <= upper, got [{lo}, {hi}]")
+        f = float(self.rng.uniform(*friction_range))
+        m.geom_friction[:, 0] *= f
+        bodies = np.nonzero(m.body_mass > 0)[0]
+        scales = self.rng.uniform(*mass_range, size=len(bodies))
+        m.body_mass[bodies] *= scales
+        m.body_inertia[bodies] *= scales[:, None]
+        self.randomization = {"friction_scale": f, "mass_scale_min": float(scales.min()),
+                              "mass_scale_max": float(scales.max())}
+
+    def _initial_state(self, pose: str) -> tuple[np.ndarray, np.ndarray, float]:
+        m, d = self.model, self.data
+        keys = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_KEY, k) for k in range(m.nkey)]
+        if pose == "default":
+            # The `home` keyframe (if any) places the base and the scene; the joints then
+            # take the spec's default pose.
+            if "home" in keys:
+                mujoco.mj_resetDataKeyframe(m, d, keys.index("home"))
+            else:
+                mujoco.mj_resetData(m, d)
+            for j in self.spec.joints:
+                d.qpos[m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)]] = j.default
+            gripper = self.spec.gripper.open if self.spec.gripper else 0.0
+            if self.spec.gripper:
+                d.qpos[self._gripper_qadr] = gripper
+        elif pose in keys:
+            mujoco.mj_resetDataKeyframe(m, d, keys.index(pose))
+            gripper = float(np.mean(d.qpos[self._gripper_qadr])) if self.spec.gripper else 0.0
+        else:
+            raise ConfigError("initial_pose", f"{pose!r} is neither 'default' nor a keyframe of {self.spec.model} "
+                              f"(keyframes: {keys})")
+        qpos = d.qpos.copy()
+        if self.position_control:
+            targets = np.clip(qpos[self._act_qadr], self._ctrl_lo, self._ctrl_hi)
+        else:
+            targets = np.zeros(len(self._act))
+        return qpos, targets, gripper
+
+    # ----- commands -----
+    def reset(self) -> None:
+        """Back to the initial pose, at rest, holding it (position robots) / zero force."""
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = self._init_qpos
+        self.targets = self._init_targets.copy()
+        self.gripper_target = self._init_gripper
+        self._apply_ctrl()
+        mujoco.mj_forward(m, d)
+
+    def set_targets(self, values: np.ndarray) -> None:
+        """Position targets (position robots) or efforts (force robots) of the actuated joints."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self.targets.shape:
+            raise ValueError(f"expected {self.targets.size} values (actuated joints {self.actuated_names}), "
+                             f"got {values.size}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("command contains NaN or inf")
+        self.targets = np.clip(values, self._ctrl_lo, self._ctrl_hi)
+
+    def set_gripper(self, opening: float) -> None:
+        if self._gripper_act is None:
+            raise ValueError(f"robot {self.spec.name!r} has no gripper")
+        if not np.isfinite(opening):
+            raise ValueError("gripper command is NaN or inf")
+        self.gripper_target = float(np.clip(opening, *self.gripper_range))
+
+    def _apply_ctrl(self) -> None:
+        self.data.ctrl[self._act] = self.targets
+        if self._gripper_act is not None:
+            self.data.ctrl[self._gripper_act] = self.gripper_target
+
+    def step(self, n: int = 1) -> None:
+        if n > 0:
+            self._apply_ctrl()
+            mujoco.mj_step(self.model, self.data, nstep=n)
+
+    # ----- state -----
+    @property
+    def timestep(self) -> float:
+        return float(self.model.opt.timestep)
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def has_gripper(self) -> bool:
+        return self._gripper_act is not None
+
+    @property
+    def has_imu(self) -> bool:
+        return self._imu is not None
+
+    @property
+    def has_end_effector(self) -> bool:
+        return self._ee_site >= 0
+
+    def actuated_positions(self) -> np.ndarray:
+        return self.data.qpos[self._act_qadr].copy()
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position, velocity, effort) of `joint_names`; effort = actuator force on the joint."""
+        d = self.data
+        return d.qpos[self._qadr].copy(), d.qvel[self._vadr].copy(), d.qfrc_actuator[self._vadr].copy()
+
+    def imu(self) -> ImuReading:
+        if self._imu is None:
+            raise ValueError(f"robot {self.spec.name!r} has no IMU")
+        s = self.data.sensordata
+        return ImuReading(s[self._imu["quat"]].copy(), s[self._imu["gyro"]].copy(), s[self._imu["acc"]].copy())
+
+    def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position (3,), orientation wxyz (4,)) of the end-effector site in the world frame."""
+        if self._ee_site < 0:
+            raise ValueError(f"robot {self.spec.name!r} has no end-effector site")
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._ee_site])
+        return self.data.site_xpos[self._ee_site].copy(), quat
+
+
+class TrajectoryFollower:
+    """Position targets from a `JointTrajectory`: linear interpolation in time.
+
+    Starting from the targets held when the trajectory arrives (time 0), the target moves
+    linearly to each point's positions at its `time_from_start`, then holds the last
+    point. Joints the message does not name keep their targets. A point at time 0 is a
+    jump. Velocities/accelerations in the points are ignored (this is a simple
+    interpolating forward controller, not ros2_control's spline trajectory controller).
+    """
+
+    def __init__(self, start: np.ndarray, joint_index: np.ndarray, times: np.ndarray, positions: np.ndarray,
+                 t0: float):
+        self.start = np.asarray(start, dtype=np.float64).copy()
+        self.joint_index = np.asarray(joint_index, dtype=int)
+        order = np.argsort(times, kind="stable")
+        self.times = np.concatenate([[0.0], np.asarray(times, dtype=np.float64)[order]])
+        first = self.start[self.joint_index]
+        self.positions = np.vstack([first[None], np.asarray(positions, dtype=np.float64)[order]])
+        self.t0 = t0
+
+    def targets(self, t: float) -> np.ndarray:
+        out = self.start.copy()
+        tau = t - self.t0
+        times, pos = self.times, self.positions
+        if tau >= times[-1]:
+            out[self.joint_index] = pos[-1]
+            return out
+        k = int(np.searchsorted(times, tau, side="right"))  # times[k-1] <= tau < times[k]
+        k = max(k, 1)
+        span = times[k] - times[k - 1]
+        w = 1.0 if span <= 0 else (tau - times[k - 1]) / span
+        out[self.joint_index] = pos[k - 1] + w * (pos[k] - pos[k - 1])
+        return out
+
+    def done(self, t: float) -> bool:
+        return t - self.t0 >= self.times[-1]

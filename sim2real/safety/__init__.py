@@ -1,0 +1,60 @@
+"""The safety chain: what stands between a learned policy and a real robot.
+
+Pure numpy (MuJoCo only for a manipulator's workspace check), no ROS import. Nothing
+leaves a policy node that has not passed `SafetyChain.step`::
+
+    from roboreal.sim2real.safety import SafetyChain, RobotState, SafetyLimits
+
+    limits = SafetyLimits.from_spec(spec).tighten(velocity_scale=0.5)  # optional; loosening -> ConfigError
+    chain = SafetyChain(spec, mapping, dt=0.02, limits=limits)
+    chain.reset(state, now)                    # clears faults, starts the ramp from the measured pose
+    cmd = chain.step(action, state, now)       # SafetyCommand(position|force, kp, kd, mode, interventions)
+    chain.estop("operator"); chain.reset_estop(state, now)
+    chain.report()                             # {filter: {"count", "last_time", "max_magnitude"}}
+
+Filters, in order (each a small class in `filters.py`):
+
+ 1. `NonFiniteGuard`  NaN/inf/wrong shape in action, state or clock -> latched fault mode
+ 2. `ActionClip`      action -> [-1, 1]
+ 3. `ActionMap`       action -> targets/forces (bundle's ActionMapping), policy fade-in blend
+    `RateLimit`       |target - previous target| <= max_target_rate * dt
+ 4. `PositionLimit`   targets inside the position limits shrunk by the margin (absolute)
+ 5. `VelocityLimit`   |target - measured| <= velocity_limit * velocity_scale * dt
+ 6. `TorqueLimit`     |kp (target - q) - kd dq| <= torque_limit * torque_scale (target, then gains)
+ 7. `WorkspaceLimit`  end-effector (MuJoCo FK of the target) inside the workspace box
+ 8. `TiltGuard`       roll/pitch beyond tilt_limit -> latched damping
+ 9. `Watchdog`        stale joint states / IMU -> latched fault mode; stale command -> hold
+10. `EStop`           latched until `reset_estop`;  `StartupRamp`: ramp, then fade-in
+
+Modes: startup_ramp | policy | hold | damping | estop (estop behaves as the spec's
+fault_mode). hold = PD to the last safe target (quadruped on a stale command: the default
+pose); damping = kp 0, kd damping_kd, target = measured position — for a ros2_control
+position interface, which carries no gains, the node sends `cmd.position` as is, which in
+damping mode *is* the measured position (clipped into the limits), so the robot is not
+driven. Force-controlled robots: hold/ramp = zero force, damping = -damping_kd * dq.
+"""
+
+from roboreal.sim2real.safety.chain import SafetyChain
+from roboreal.sim2real.safety.filters import (
+    ActionClip,
+    ActionMap,
+    EStop,
+    NonFiniteGuard,
+    PositionLimit,
+    RateLimit,
+    SafetyFilter,
+    StartupRamp,
+    TiltGuard,
+    TorqueLimit,
+    VelocityLimit,
+    Watchdog,
+    WorkspaceLimit,
+)
+from roboreal.sim2real.safety.limits import SafetyLimits
+from roboreal.sim2real.safety.types import MODES, RobotState, SafetyCommand, StepContext
+
+__all__ = [
+    "SafetyChain", "SafetyLimits", "RobotState", "SafetyCommand", "StepContext", "MODES",
+    "SafetyFilter", "NonFiniteGuard", "ActionClip", "ActionMap", "RateLimit", "PositionLimit",
+    "VelocityLimit", "TorqueLimit", "WorkspaceLimit", "TiltGuard", "Watchdog", "EStop", "StartupRamp",
+]

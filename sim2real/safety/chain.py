@@ -1,0 +1,285 @@
+"""`SafetyChain`: the ordered filters between a policy and a real robot."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from roboreal.config import ConfigError
+from roboreal.robots.spec import RobotSpec
+from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.sim2real.safety.filters import (
+    ActionClip,
+    ActionMap,
+    EStop,
+    NonFiniteGuard,
+    PositionLimit,
+    RateLimit,
+    SafetyFilter,
+    StartupRamp,
+    TiltGuard,
+    TorqueLimit,
+    VelocityLimit,
+    Watchdog,
+    WorkspaceLimit,
+    as_vector,
+)
+from roboreal.sim2real.safety.limits import SafetyLimits
+from roboreal.sim2real.safety.types import RobotState, SafetyCommand, StepContext
+
+FINAL_GUARD = "final_guard"
+
+
+@lru_cache(maxsize=8)
+def _load_model(path: str):
+    import mujoco
+
+    return mujoco.MjModel.from_xml_path(path)
+
+
+class SafetyChain:
+    """Ordered safety filters, configured from a `RobotSpec` (and optional tighter limits).
+
+    >>> chain = SafetyChain(spec, mapping, dt=0.02)
+    >>> chain.reset(state, now)               # clears faults, starts the ramp from the measured pose
+    >>> cmd = chain.step(action, state, now)  # every control period, on a timer
+    >>> chain.estop("operator"); chain.reset_estop(state, now)
+
+    Guarantees, for any action / state / time (NaN, inf, huge, wrong shapes):
+    the command is finite; position targets are within the position limits shrunk by the
+    margin; forces are within the torque bound. Whenever the measured state is finite,
+    the PD torque |kp*(target - q) - kd*dq| is within the torque bound (the gains are
+    scaled down if needed), targets are within v_max*dt of the measured position (if that
+    interval reaches into the position limits at all), and, outside damping and
+    workspace back-off, within max_target_rate*dt of the previous target (if compatible
+    with the two before). Damping mode commands the measured position with kp = 0.
+    """
+
+    def __init__(self, spec: RobotSpec, mapping: ActionMapping, dt: float, limits: SafetyLimits | None = None):
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
+            raise ConfigError("dt", f"control period must be a positive finite number, got {dt!r}")
+        self.spec, self.mapping, self.dt = spec, mapping, float(dt)
+        base = SafetyLimits.from_spec(spec)
+        if limits is None:
+            limits = base
+        limits.check_within(base)
+        self.limits = limits
+        self.position_control = spec.control_mode == "position"
+        self._check_mapping(spec, mapping)
+
+        act = spec.actuated_joints
+        self.joint_names = tuple(j.name for j in act)
+        self.n = len(act)
+        m = limits.joint_position_margin
+        for j in act:
+            if j.position_limits[1] - j.position_limits[0] <= 2 * m:
+                raise ConfigError("safety.joint_position_margin", f"{m} leaves no range for joint {j.name!r}")
+        self.lower = spec.lower + m
+        self.upper = spec.upper - m
+        self.default = np.clip(spec.array("default"), self.lower, self.upper)
+        self.v_max = spec.array("velocity_limit") * limits.velocity_scale
+        self.tau_max = spec.array("torque_limit") * limits.torque_scale
+        self.max_rate = np.full(self.n, limits.max_target_rate)
+        if self.position_control:
+            self.kp = spec.array("kp").astype(np.float64)
+            self.kd = spec.array("kd").astype(np.float64)
+        else:
+            self.kp = self.kd = np.zeros(self.n)
+        self.fault_mode = spec.safety.fault_mode
+        self.damping_kd = float(spec.safety.damping_kd)
+        self._all_index = np.array([i for i, j in enumerate(spec.joints) if j.actuated], dtype=int)
+
+        # ----- the chain, in order -----
+        index = np.array([self.joint_names.index(j) for j in mapping.joints], dtype=int)
+        has_command = spec.ros.cmd_vel is not None or spec.ros.goal is not None
+        self.torque = TorqueLimit(self.tau_max)
+        self.ramp = StartupRamp(
+            limits.startup_ramp_time, limits.fade_in_time,
+            end=self.default if self.position_control else None,
+            speed=0.9 * np.minimum(self.max_rate, self.v_max) if self.position_control else None,
+            lower=self.lower, upper=self.upper)
+        self._estop = EStop()
+        filters: list[SafetyFilter] = [
+            NonFiniteGuard(self.fault_mode, mapping.size, len(spec.joints), self.n,
+                           needs_orientation=limits.tilt_limit is not None),  # 1
+            ActionClip(),  # 2
+            ActionMap(mapping, index, self.default, self.position_control),  # 3
+            RateLimit(self.max_rate),  # 3
+            PositionLimit(self.lower, self.upper),  # 4
+            VelocityLimit(self.v_max),  # 5
+            self.torque,  # 6
+        ]
+        if limits.workspace_min is not None:  # 7
+            if not self.position_control or spec.sites.end_effector is None:
+                raise ConfigError("safety.workspace_min",
+                                  "a workspace box needs a position-controlled robot with sites.end_effector")
+            filters.append(WorkspaceLimit(_load_model(str(spec.model_path)), spec.sites.end_effector,
+                                          self.joint_names, limits.workspace_min, limits.workspace_max))
+        if limits.tilt_limit is not None:  # 8
+            filters.append(TiltGuard(limits.tilt_limit))
+        filters += [
+            Watchdog(self.fault_mode, limits.watchdog.joint_states, limits.watchdog.imu,
+                     limits.watchdog.command if has_command else None),  # 9
+            self._estop,  # 10
+            self.ramp,  # 10
+        ]
+        self.filters: tuple[SafetyFilter, ...] = tuple(filters)
+        self._report = {name: {"count": 0, "last_time": None, "max_magnitude": 0.0}
+                        for name in [f.name for f in self.filters] + [FINAL_GUARD]}
+        self._prev = self.default.copy() if self.position_control else np.zeros(self.n)
+        self._prev_behaviour = "ramp"
+        self.mode = "startup_ramp"
+
+    @staticmethod
+    def _check_mapping(spec: RobotSpec, mapping: ActionMapping) -> None:
+        force = spec.control_mode == "force"
+        if (mapping.type == "force") != force:
+            raise ConfigError("action_mapping.type",
+                              f"{mapping.type!r} does not fit a {spec.control_mode}-controlled robot")
+        names = spec.actuated_names
+        seen = set()
+        for i, j in enumerate(mapping.joints):
+            if j not in names:
+                raise ConfigError(f"action_mapping.joints[{i}]", f"{j!r} is not an actuated joint of {spec.name} "
+                                  f"({names})")
+            if j in seen:
+                raise ConfigError(f"action_mapping.joints[{i}]", f"duplicate joint {j!r}")
+            seen.add(j)
+        for key in ("scale", "offset"):
+            for i, v in enumerate(getattr(mapping, key)):
+                if not math.isfinite(v):
+                    raise ConfigError(f"action_mapping.{key}[{i}]", f"must be finite, got {v}")
+
+    # ------------------------------------------------------------------ control
+    def reset(self, state: RobotState | None = None, now: float | None = None) -> None:
+        """Clear latched faults (non-finite, tilt, watchdog; NOT the e-stop) and restart the
+        startup ramp from the measured pose of `state` at `now` (or, without them, from the
+        pose measured at the next step)."""
+        for f in self.filters:
+            f.reset()
+        q = self._measured(state)[0]
+        start = None
+        if state is not None and np.isfinite(q).all() and now is not None and math.isfinite(now):
+            start = np.clip(q, self.lower, self.upper) if self.position_control else self._prev * 0.0
+            self._prev = start.copy()
+        self.ramp.restart(start, now)
+        self._prev_behaviour = "ramp"
+
+    def estop(self, reason: str = "e-stop") -> None:
+        """Latch the e-stop: every following command is "estop" until `reset_estop`."""
+        self._estop.trigger(reason)
+
+    def reset_estop(self, state: RobotState | None = None, now: float | None = None) -> None:
+        """Release the e-stop, then `reset` (clears faults, restarts the startup ramp)."""
+        self._estop.clear()
+        self.reset(state, now)
+
+    @property
+    def faults(self) -> dict[str, str]:
+        """Latched states holding the robot safe: filter name -> reason."""
+        return {f.name: f.latched for f in self.filters if f.latched is not None}
+
+    def filter(self, name: str) -> SafetyFilter:
+        for f in self.filters:
+            if f.name == name:
+                return f
+        raise KeyError(f"no filter {name!r} (have {[f.name for f in self.filters]})")
+
+    def step(self, action, state: RobotState | None, now: float) -> SafetyCommand:
+        """One control step. See the class docstring for what the output guarantees."""
+        ctx = self._context(action, state, now)
+        for f in self.filters:
+            f.supervise(ctx)
+        self._choose_source(ctx)
+        for f in self.filters:
+            f.apply(ctx)
+        return self._finish(ctx)
+
+    def report(self) -> dict[str, dict]:
+        """Per filter: {"count": steps intervened, "last_time": now of the last one,
+        "max_magnitude": largest magnitude}. "final_guard" should stay at 0: it counts
+        outputs the filters left out of bounds (a bug) that the last clip caught."""
+        return {k: dict(v) for k, v in self._report.items()}
+
+    # ------------------------------------------------------------------ internals
+    def _measured(self, state) -> tuple[np.ndarray, np.ndarray]:
+        lengths = (len(self.spec.joints), self.n)
+        out = []
+        for attr in ("position", "velocity"):
+            v = as_vector(getattr(state, attr, None), lengths)
+            if v is None:
+                out.append(np.full(self.n, np.nan))
+            else:
+                out.append(v[self._all_index] if len(v) == len(self.spec.joints) else v.copy())
+        return out[0], out[1]
+
+    def _context(self, action, state, now) -> StepContext:
+        try:
+            now = float(now)
+        except (TypeError, ValueError, OverflowError):
+            now = math.nan
+        q, dq = self._measured(state)
+        return StepContext(
+            now=now, dt=self.dt, action=as_vector(action, (self.mapping.size,)), q=q, dq=dq, state=state,
+            prev=self._prev.copy(), position_control=self.position_control, kp=self.kp.copy(),
+            kd=self.kd.copy(), prev_behaviour=self._prev_behaviour)
+
+    def _choose_source(self, ctx: StepContext) -> None:
+        """Map the mode to a behaviour and the target it starts from."""
+        mode = ctx.mode
+        behaviour = {"estop": self.fault_mode, "soft_hold": "hold", "startup_ramp": "ramp"}.get(mode, mode)
+        ctx.mode = "hold" if mode == "soft_hold" else mode
+        ctx.behaviour = behaviour
+        finite_q = np.isfinite(ctx.q)
+        if not self.position_control:
+            if behaviour == "damping":
+                with np.errstate(all="ignore"):
+                    ctx.value = np.where(np.isfinite(ctx.dq), -self.damping_kd * ctx.dq, 0.0)
+            elif behaviour == "policy":
+                ctx.value = np.zeros(self.n)  # set by ActionMap
+            else:  # hold, ramp: no force
+                ctx.value = np.zeros(self.n)
+            return
+        if behaviour == "damping":
+            ctx.kp = np.zeros(self.n)
+            ctx.kd = np.full(self.n, self.damping_kd)
+            ctx.value = np.where(finite_q, np.clip(ctx.q, self.lower, self.upper), ctx.prev)
+        elif behaviour == "hold":
+            quadruped_stand = mode == "soft_hold" and self.spec.kind == "quadruped"
+            ctx.value = self.default.copy() if quadruped_stand else ctx.prev.copy()
+        elif behaviour == "ramp":
+            ctx.value = self.ramp.target(ctx.now) if self.ramp.start is not None else ctx.prev.copy()
+        else:
+            ctx.value = ctx.prev.copy()  # replaced by ActionMap
+
+    def _finish(self, ctx: StepContext) -> SafetyCommand:
+        v = np.asarray(ctx.value, dtype=np.float64)
+        if self.position_control:
+            out = np.clip(np.where(np.isfinite(v), v, ctx.prev), self.lower, self.upper)
+            self.torque.bound_gains(ctx, out)
+            kp = np.nan_to_num(np.maximum(ctx.kp, 0.0), nan=0.0, posinf=0.0)
+            kd = np.nan_to_num(np.maximum(ctx.kd, 0.0), nan=0.0, posinf=0.0)
+            position, force = out, None
+        else:
+            out = np.clip(np.where(np.isfinite(v), v, 0.0), -self.tau_max, self.tau_max)
+            kp = kd = np.zeros(self.n)
+            position, force = None, out
+        with np.errstate(all="ignore"):
+            fixed = np.abs(out - v)
+        if not (fixed <= 1e-12).all():
+            ctx.intervene(FINAL_GUARD, np.nan_to_num(fixed, nan=np.inf).max())
+        self._prev = out.copy()
+        self._prev_behaviour = ctx.behaviour
+        self.mode = ctx.mode
+        when = ctx.now if math.isfinite(ctx.now) else None
+        for name, mag in ctx.interventions.items():
+            r = self._report[name]
+            r["count"] += 1
+            r["last_time"] = when
+            r["max_magnitude"] = max(r["max_magnitude"], mag)
+        return SafetyCommand(mode=ctx.mode, position=None if position is None else position.copy(),
+                             force=None if force is None else force.copy(), kp=kp, kd=kd,
+                             interventions=dict(ctx.interventions), joint_names=self.joint_names)
+

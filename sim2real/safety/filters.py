@@ -1,0 +1,652 @@
+"""The filters of the safety chain, one job each, in chain order.
+
+Every filter has two hooks, both optional:
+
+- ``supervise(ctx)`` (first pass, all filters in order): inspect the inputs, latch a
+  fault, request a mode (`StepContext.request`; the most severe request wins).
+- ``apply(ctx)`` (second pass, all filters in order, after the mode has picked where the
+  target comes from): move the command toward the filter's limit.
+
+So a fault seen at step k already shapes step k's output, and every shaping filter sees
+the target the mode asked for (policy, ramp, hold pose or measured pose). A filter
+reports an intervention with ``ctx.intervene(name, magnitude)``; the chain accumulates
+``count``, ``last_time`` and ``max_magnitude`` per filter.
+
+Position targets are shaped by intervals (`StepContext.constrain`): rate, position,
+velocity and torque each add one, and the target is clipped into the feasible interval.
+Where two cannot both hold (e.g. the robot was pushed far from its previous target), the
+higher priority wins: position limits (absolute) > velocity bound > target rate > torque
+bound, and the torque bound is then met by scaling the gains (`TorqueLimit.bound_gains`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from roboreal.sim2real.safety.types import (
+    PRIO_POSITION,
+    PRIO_RATE,
+    PRIO_TORQUE,
+    PRIO_VELOCITY,
+    StepContext,
+)
+
+
+def as_vector(x, lengths: Sequence[int]) -> np.ndarray | None:
+    """`x` as a 1-D float array whose length is one of `lengths`, or None if it is not one."""
+    if x is None:
+        return None
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if a.ndim != 1 or len(a) not in lengths:
+        return None
+    return a
+
+
+def projected_gravity(state) -> np.ndarray | None:
+    """Unit gravity direction in the base frame from `state.gravity` or `state.orientation`
+    (quaternion w, x, y, z); None if neither is usable."""
+    if state is None:
+        return None
+    g = as_vector(getattr(state, "gravity", None), (3,))
+    if g is None or not np.isfinite(g).all():
+        quat = as_vector(getattr(state, "orientation", None), (4,))
+        if quat is None or not np.isfinite(quat).all():
+            return None
+        s = np.abs(quat).max()
+        if not s > 0:
+            return None
+        w, x, y, z = quat / s / np.linalg.norm(quat / s)
+        # R^T (0, 0, -1): minus the third row of R(quat).
+        g = -np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+    s = np.abs(g).max()
+    if not (np.isfinite(s) and s > 0):
+        return None
+    g = g / s
+    return g / np.linalg.norm(g)
+
+
+def roll_pitch(gravity: np.ndarray) -> tuple[float, float]:
+    """Roll and pitch (rad) from a unit projected gravity vector ((0, 0, -1) upright)."""
+    gx, gy, gz = gravity
+    return math.atan2(-gy, -gz), math.asin(max(-1.0, min(1.0, gx)))
+
+
+class SafetyFilter:
+    """Base class: a named step of the chain. Override `supervise` and/or `apply`."""
+
+    name = "filter"
+
+    def supervise(self, ctx: StepContext) -> None:
+        pass
+
+    def apply(self, ctx: StepContext) -> None:
+        pass
+
+    def reset(self) -> None:
+        """Clear latched state (called by `SafetyChain.reset`; the e-stop ignores it)."""
+
+    @property
+    def latched(self) -> str | None:
+        """Why this filter holds the robot in a safe mode until reset, or None."""
+        return None
+
+
+# --------------------------------------------------------------------------- 1
+class NonFiniteGuard(SafetyFilter):
+    """NaN/inf (or a wrong shape) in the action, the measured state or the clock latches
+    the spec's fault mode (hold for arms, damping for quadrupeds) until `reset`.
+
+    Checked: the action, joint positions and velocities (all joints given), the clock
+    `now`, and where a tilt limit is configured, a usable orientation or gravity vector.
+    Magnitude: how many bad values this step (0 while only latched).
+    """
+
+    name = "non_finite"
+
+    def __init__(self, fault_mode: str, action_size: int, n_joints: int, n_actuated: int,
+                 needs_orientation: bool):
+        self.fault_mode = fault_mode
+        self.action_size = action_size
+        self.lengths = tuple(sorted({n_joints, n_actuated}))
+        self.needs_orientation = needs_orientation
+        self._reason: str | None = None
+
+    @property
+    def latched(self) -> str | None:
+        return self._reason
+
+    def reset(self) -> None:
+        self._reason = None
+
+    def problems(self, ctx: StepContext) -> tuple[int, list[str]]:
+        bad, why = 0, []
+        if not math.isfinite(ctx.now):
+            bad, why = bad + 1, why + ["now is not finite"]
+        if ctx.action is None:
+            bad, why = bad + 1, why + [f"action is not a vector of {self.action_size} numbers"]
+        else:
+            n = int((~np.isfinite(ctx.action)).sum())
+            if n:
+                bad, why = bad + n, why + [f"{n} non-finite action value(s)"]
+        st = ctx.state
+        for attr in ("position", "velocity"):
+            v = as_vector(getattr(st, attr, None), self.lengths)
+            if v is None:
+                bad, why = bad + 1, why + [f"state.{attr} is not a vector of {' or '.join(map(str, self.lengths))}"]
+            else:
+                n = int((~np.isfinite(v)).sum())
+                if n:
+                    bad, why = bad + n, why + [f"{n} non-finite state.{attr} value(s)"]
+        if self.needs_orientation:
+            for attr, size in (("orientation", 4), ("gravity", 3)):
+                raw = getattr(st, attr, None)
+                if raw is not None:
+                    v = as_vector(raw, (size,))
+                    if v is None or not np.isfinite(v).all():
+                        bad, why = bad + 1, why + [f"state.{attr} is malformed or not finite"]
+            if projected_gravity(st) is None:
+                bad, why = bad + 1, why + ["no usable state.orientation or state.gravity"]
+        return bad, why
+
+    def supervise(self, ctx: StepContext) -> None:
+        bad, why = self.problems(ctx)
+        if bad and self._reason is None:
+            self._reason = "; ".join(why)
+        if self._reason is not None:
+            ctx.request(self.fault_mode)
+            ctx.intervene(self.name, bad)
+
+
+# --------------------------------------------------------------------------- 2
+class ActionClip(SafetyFilter):
+    """Clips the policy's action to the trained range [-1, 1].
+    Magnitude: the largest amount an action value was clipped by."""
+
+    name = "action_clip"
+
+    def apply(self, ctx: StepContext) -> None:
+        if ctx.behaviour != "policy" or ctx.action is None:
+            return
+        clipped = np.clip(ctx.action, -1.0, 1.0)
+        moved = np.abs(ctx.action - clipped)
+        if moved.size and moved.max() > 0:
+            ctx.intervene(self.name, moved.max())
+        ctx.action = clipped
+
+
+# --------------------------------------------------------------------------- 3
+class ActionMap(SafetyFilter):
+    """Maps the clipped action to joint targets / forces with the bundle's `ActionMapping`
+    and blends the policy in over the fade-in (weight ``ctx.fade`` from `StartupRamp`).
+
+    absolute: target = anchor + w * (mapped - anchor)   (anchor: the pose when the policy
+              took over, the default pose after the startup ramp)
+    delta:    target = previous target + w * scale * action
+    force:    force  = w * mapped
+    Actuated joints the mapping does not drive get the default pose (zero force).
+    Never intervenes.
+    """
+
+    name = "action_map"
+
+    def __init__(self, mapping, index: np.ndarray, default: np.ndarray, position_control: bool):
+        self.mapping = mapping
+        self.index = index  # actuated-joint index of each mapped joint
+        self.scale = np.asarray(mapping.scale, dtype=np.float64)
+        self.default = default
+        self.position_control = position_control
+
+    def apply(self, ctx: StepContext) -> None:
+        if ctx.behaviour != "policy" or ctx.action is None:
+            return
+        w = ctx.fade
+        if not self.position_control:
+            full = np.zeros(len(ctx.prev))
+            full[self.index] = self.mapping.to_command(ctx.action)
+            ctx.value = w * full
+            return
+        anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
+        full = self.default.copy()
+        if self.mapping.type == "joint_position_delta":
+            target = anchor + w * (full - anchor)
+            target[self.index] = ctx.prev[self.index] + w * self.scale * ctx.action
+        else:
+            full[self.index] = self.mapping.to_command(ctx.action)
+            target = anchor + w * (full - anchor)
+        ctx.value = target
+
+
+class RateLimit(SafetyFilter):
+    """Limits how fast a joint target moves: |target - previous target| <= max_target_rate * dt.
+    Position control only; not in damping (the target is then the measured pose).
+    Magnitude: the largest change removed (rad)."""
+
+    name = "rate_limit"
+
+    def __init__(self, max_rate: np.ndarray):
+        self.max_rate = max_rate
+
+    def apply(self, ctx: StepContext) -> None:
+        if not ctx.position_control or ctx.behaviour == "damping":
+            return
+        step = self.max_rate * ctx.dt
+        lo, hi = ctx.constrain(PRIO_RATE, ctx.prev - step, ctx.prev + step)
+        ctx.clip_to(self.name, lo, hi)
+
+
+# --------------------------------------------------------------------------- 4
+class PositionLimit(SafetyFilter):
+    """Keeps targets inside the hardware position limits shrunk by joint_position_margin.
+    Absolute: no other filter may move a target out again.
+    Force control: a force that pushes a joint at/beyond a limit further out is zeroed.
+    Magnitude: the largest distance moved (rad) / force removed."""
+
+    name = "position_limit"
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray):
+        self.lower, self.upper = lower, upper
+
+    def apply(self, ctx: StepContext) -> None:
+        if ctx.position_control:
+            lo, hi = ctx.constrain(PRIO_POSITION, self.lower, self.upper)
+            ctx.clip_to(self.name, lo, hi)
+            return
+        q, f = ctx.q, ctx.value
+        out = np.where((q >= self.upper) & (f > 0), 0.0, np.where((q <= self.lower) & (f < 0), 0.0, f))
+        _record_force(ctx, self.name, f, out)
+
+
+# --------------------------------------------------------------------------- 5
+class VelocityLimit(SafetyFilter):
+    """A target may not lead the measured position by more than v_max * dt
+    (v_max = velocity_limit * velocity_scale), so the PD never chases a far-away target.
+    Force control: while |dq| > v_max, a force that speeds the joint up further is zeroed.
+    Joints whose measured state is not finite are left alone (the fault is latched anyway).
+    Magnitude: the largest distance moved (rad) / force removed."""
+
+    name = "velocity_limit"
+
+    def __init__(self, v_max: np.ndarray):
+        self.v_max = v_max
+
+    def apply(self, ctx: StepContext) -> None:
+        if ctx.position_control:
+            if ctx.behaviour == "damping":
+                return
+            d = self.v_max * ctx.dt
+            ok = np.isfinite(ctx.q)
+            lo = np.where(ok, ctx.q - d, -np.inf)
+            hi = np.where(ok, ctx.q + d, np.inf)
+            lo, hi = ctx.constrain(PRIO_VELOCITY, lo, hi)
+            ctx.clip_to(self.name, lo, hi)
+            return
+        dq, f = ctx.dq, ctx.value
+        out = np.where((dq > self.v_max) & (f > 0), 0.0, np.where((dq < -self.v_max) & (f < 0), 0.0, f))
+        _record_force(ctx, self.name, f, out)
+
+
+# --------------------------------------------------------------------------- 6
+class TorqueLimit(SafetyFilter):
+    """Bounds the torque the PD will produce: |kp * (target - q) - kd * dq| <= tau_max
+    (tau_max = torque_limit * torque_scale).
+
+    `apply` clips the target into the interval q + (kd*dq +- tau_max) / kp where that is
+    compatible with the higher-priority bounds; `bound_gains` (run by the chain on the
+    final target) scales kp and kd down where the bound still does not hold, so it holds
+    for every output whose measured state is finite. Force control: |force| <= tau_max.
+    Magnitude: the largest target move (rad), force removed, or torque excess (Nm).
+    """
+
+    name = "torque_limit"
+
+    def __init__(self, tau_max: np.ndarray):
+        self.tau_max = tau_max
+
+    def apply(self, ctx: StepContext) -> None:
+        if not ctx.position_control:
+            f = ctx.value
+            _record_force(ctx, self.name, f, np.clip(f, -self.tau_max, self.tau_max))
+            return
+        if ctx.behaviour == "damping":
+            return
+        kp, kd, q, dq = ctx.kp, ctx.kd, ctx.q, ctx.dq
+        ok = np.isfinite(q) & np.isfinite(dq) & (kp > 0)
+        with np.errstate(all="ignore"):
+            safe_kp = np.where(kp > 0, kp, 1.0)
+            centre = q + kd * dq / safe_kp
+            half = self.tau_max / safe_kp
+            lo, hi = centre - half, centre + half
+        lo = np.where(ok & ~np.isnan(lo), lo, -np.inf)
+        hi = np.where(ok & ~np.isnan(hi), hi, np.inf)
+        lo, hi = ctx.constrain(PRIO_TORQUE, lo, hi)
+        ctx.clip_to(self.name, lo, hi)
+
+    def bound_gains(self, ctx: StepContext, target: np.ndarray) -> None:
+        """Scale ctx.kp/kd per joint so the PD torque at `target` is within tau_max."""
+        ok = np.isfinite(ctx.q) & np.isfinite(ctx.dq)
+        with np.errstate(all="ignore"):
+            tau = ctx.kp * (target - ctx.q) - ctx.kd * ctx.dq
+            over = ok & ~(np.abs(tau) <= self.tau_max)  # NaN (inf - inf) counts as over
+            scale = np.where(np.isfinite(tau), self.tau_max / np.abs(tau) * (1 - 1e-12), 0.0)
+        if over.any():
+            s = np.where(over, scale, 1.0)
+            kp, kd = ctx.kp * s, ctx.kd * s
+            with np.errstate(all="ignore"):  # absurd magnitudes can round past the bound: no gains then
+                still = ok & ~(np.abs(kp * (target - ctx.q) - kd * ctx.dq) <= self.tau_max)
+            ctx.kp, ctx.kd = np.where(still, 0.0, kp), np.where(still, 0.0, kd)
+            excess = np.where(over, np.abs(tau) - self.tau_max, 0.0)
+            ctx.intervene(self.name, np.nan_to_num(excess, nan=0.0).max())
+
+
+# --------------------------------------------------------------------------- 7
+class WorkspaceLimit(SafetyFilter):
+    """Keeps a manipulator's end-effector site inside [workspace_min, workspace_max].
+
+    Forward kinematics of the *target* joint positions on the robot's own MuJoCo model
+    (`mj_kinematics` on one MjData). A target outside the box is backed off along the
+    segment from a safe anchor to the target (bisection, keeping the furthest point that
+    is no further outside the box than the anchor). Anchors, first inside the box wins:
+    the measured pose and the previous target clipped into the feasible interval of the
+    earlier filters, then the measured pose clipped into the position/velocity bounds.
+    So the result is inside the box whenever the measured pose is (and is within the
+    position limits), and never leaves the position limits or the velocity bound.
+    Magnitude: the largest joint move (rad).
+    """
+
+    name = "workspace"
+
+    def __init__(self, model, site: str, joint_names: Sequence[str], box_min, box_max, iterations: int = 16):
+        import mujoco
+
+        self._mujoco = mujoco
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site)
+        if self.site < 0:
+            raise ValueError(f"site {site!r} not in the model")
+        ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in joint_names]
+        self.qpos_adr = np.array([model.jnt_qposadr[i] for i in ids], dtype=int)
+        self.box_min = np.asarray(box_min, dtype=np.float64)
+        self.box_max = np.asarray(box_max, dtype=np.float64)
+        self.iterations = iterations
+
+    def __deepcopy__(self, memo):
+        """Copies share the (read-only) model and get their own MjData."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.data = self._mujoco.MjData(self.model)
+        memo[id(self)] = new
+        return new
+
+    def end_effector(self, joints: np.ndarray) -> np.ndarray:
+        d = self.data
+        d.qpos[:] = self.model.qpos0
+        d.qpos[self.qpos_adr] = joints
+        self._mujoco.mj_kinematics(self.model, d)
+        return d.site_xpos[self.site].copy()
+
+    def outside(self, joints: np.ndarray) -> float:
+        """How far (m, max over axes) the end-effector is outside the box; 0 inside."""
+        p = self.end_effector(joints)
+        return float(max(0.0, (self.box_min - p).max(), (p - self.box_max).max()))
+
+    def apply(self, ctx: StepContext) -> None:
+        if not ctx.position_control or ctx.behaviour == "damping":
+            return
+        target = ctx.value
+        if self.outside(target) == 0.0:
+            return
+        flo, fhi = ctx.feasible()
+        plo, phi = ctx.feasible(max_priority=PRIO_VELOCITY)
+        candidates = []
+        if np.isfinite(ctx.q).all():
+            candidates.append(np.clip(ctx.q, flo, fhi))
+        candidates.append(np.clip(ctx.prev, flo, fhi))
+        if np.isfinite(ctx.q).all():
+            candidates.append(np.clip(ctx.q, plo, phi))
+        anchor, worst = None, math.inf
+        for c in candidates:
+            v = self.outside(c)
+            if v < worst:
+                anchor, worst = c, v
+            if v == 0.0:
+                break
+        if self.outside(target) <= worst:
+            return
+        good, bad = 0.0, 1.0
+        for _ in range(self.iterations):
+            mid = 0.5 * (good + bad)
+            if self.outside(anchor + mid * (target - anchor)) <= worst:
+                good = mid
+            else:
+                bad = mid
+        new = anchor + good * (target - anchor)
+        ctx.intervene(self.name, np.abs(new - target).max())
+        ctx.value = new
+
+
+# --------------------------------------------------------------------------- 8
+class TiltGuard(SafetyFilter):
+    """Fall detection: |roll| or |pitch| of the base beyond tilt_limit latches damping
+    until `reset`. Reads `state.gravity` or `state.orientation`.
+    Magnitude: rad beyond the limit (0 while only latched)."""
+
+    name = "tilt"
+
+    def __init__(self, tilt_limit: float):
+        self.tilt_limit = tilt_limit
+        self._reason: str | None = None
+
+    @property
+    def latched(self) -> str | None:
+        return self._reason
+
+    def reset(self) -> None:
+        self._reason = None
+
+    def tilt(self, state) -> float | None:
+        g = projected_gravity(state)
+        if g is None:
+            return None
+        roll, pitch = roll_pitch(g)
+        return max(abs(roll), abs(pitch))
+
+    def supervise(self, ctx: StepContext) -> None:
+        tilt = self.tilt(ctx.state)
+        beyond = 0.0
+        if tilt is not None and tilt > self.tilt_limit:
+            beyond = tilt - self.tilt_limit
+            if self._reason is None:
+                self._reason = f"base tilt {tilt:.3f} rad beyond tilt_limit {self.tilt_limit} rad"
+        if self._reason is not None:
+            ctx.request("damping")
+            ctx.intervene(self.name, beyond)
+
+
+# --------------------------------------------------------------------------- 9
+class Watchdog(SafetyFilter):
+    """Stale inputs make the robot safe.
+
+    - Joint states (and IMU, where a timeout is configured) older than their timeout latch
+      the fault mode (hold for arms, damping for quadrupeds) until `reset`.
+    - A stale command (cmd_vel / goal; only for robots with such a topic) is not latched:
+      the robot holds (arms: the last safe target; quadrupeds: the default standing pose)
+      until commands come back, then the policy fades in again. Holding, rather than
+      feeding the policy a zero command, keeps this decision inside the chain.
+
+    A stamp of None (never received), non-finite, or in the future by more than the
+    timeout (clock mismatch) counts as stale. The check is ``now - stamp > timeout`` on
+    every step, so it trips on the first step after the timeout: within one control
+    period, provided the node calls `step` on a timer rather than on message arrival.
+    Magnitude: seconds past the timeout (0 for a message never received).
+    """
+
+    name = "watchdog"
+
+    def __init__(self, fault_mode: str, joint_states: float, imu: float | None, command: float | None):
+        self.fault_mode = fault_mode
+        self.timeouts = {"joint_states": joint_states, "imu": imu}
+        self.command_timeout = command
+        self._reason: str | None = None
+
+    @property
+    def latched(self) -> str | None:
+        return self._reason
+
+    def reset(self) -> None:
+        self._reason = None
+
+    @staticmethod
+    def age(stamp, now: float, timeout: float) -> float:
+        try:
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            return math.inf
+        if not (math.isfinite(stamp) and math.isfinite(now)) or stamp - now > timeout:
+            return math.inf
+        return now - stamp
+
+    def supervise(self, ctx: StepContext) -> None:
+        st = ctx.state
+        stamps = {"joint_states": getattr(st, "joint_state_stamp", None), "imu": getattr(st, "imu_stamp", None)}
+        beyond, stale = 0.0, []
+        for key, timeout in self.timeouts.items():
+            if timeout is None:
+                continue
+            age = self.age(stamps[key], ctx.now, timeout)
+            if age > timeout:
+                stale.append(key)
+                beyond = max(beyond, age - timeout if math.isfinite(age) else 0.0)
+        if stale and self._reason is None:
+            self._reason = f"stale {' and '.join(stale)} at t={ctx.now}"
+        tripped = self._reason is not None
+        if tripped:
+            ctx.request(self.fault_mode)
+        if self.command_timeout is not None:
+            age = self.age(getattr(st, "command_stamp", None), ctx.now, self.command_timeout)
+            if age > self.command_timeout:
+                tripped = True
+                ctx.request("soft_hold")
+                beyond = max(beyond, age - self.command_timeout if math.isfinite(age) else 0.0)
+        if tripped:
+            ctx.intervene(self.name, beyond)
+
+
+# --------------------------------------------------------------------------- 10
+class EStop(SafetyFilter):
+    """Emergency stop: latched by `trigger(reason)`; only `clear()` (SafetyChain.reset_estop)
+    releases it, never `reset`. Behaves as the spec's fault mode, reported as "estop"."""
+
+    name = "estop"
+
+    def __init__(self):
+        self._reason: str | None = None
+
+    @property
+    def latched(self) -> str | None:
+        return self._reason
+
+    def trigger(self, reason: str = "e-stop") -> None:
+        if self._reason is None:
+            self._reason = str(reason) or "e-stop"
+
+    def clear(self) -> None:
+        self._reason = None
+
+    def supervise(self, ctx: StepContext) -> None:
+        if self._reason is not None:
+            ctx.request("estop")
+            ctx.intervene(self.name, 1.0)
+
+
+class StartupRamp(SafetyFilter):
+    """Startup ramp and fade-in: how the policy takes over.
+
+    After `restart` the target moves linearly from the measured pose to the default pose
+    (clipped into the position limits) over max(startup_ramp_time, the time the rate and
+    velocity limits need); the policy takes over once the time is up *and* the previous
+    target is the default pose. Then the policy's targets are blended in over fade_in_time
+    (weight 0 -> 1, see `ActionMap`); the fade also restarts whenever the policy resumes
+    after a (non-latched) hold. Force control: zero force during the ramp, then the force
+    fades in. Magnitude: the fraction of the policy withheld (1 during the ramp).
+    """
+
+    name = "startup_ramp"
+
+    def __init__(self, ramp_time: float, fade_time: float, end: np.ndarray | None, speed: np.ndarray | None,
+                 lower: np.ndarray | None, upper: np.ndarray | None):
+        self.ramp_time, self.fade_time = ramp_time, fade_time
+        self.end, self.speed, self.lower, self.upper = end, speed, lower, upper
+        self.phase = "pending"  # pending -> ramp -> policy
+        self.start: np.ndarray | None = None
+        self.t0 = 0.0
+        self.duration = 0.0
+        self.fade_start = 0.0
+        self.fade_anchor: np.ndarray | None = None
+
+    def restart(self, start: np.ndarray | None = None, now: float | None = None) -> None:
+        """Begin the ramp from `start` at `now`, or at the next step (from the measured pose)."""
+        if start is None or now is None or not math.isfinite(now):
+            self.phase = "pending"
+            return
+        self.phase, self.t0 = "ramp", float(now)
+        if self.end is None:  # force control
+            self.start, self.duration = None, self.ramp_time
+            return
+        self.start = np.asarray(start, dtype=np.float64).copy()
+        need = np.max(np.abs(self.end - self.start) / self.speed) if len(self.end) else 0.0
+        self.duration = max(self.ramp_time, float(need))
+
+    def start_pose(self, ctx: StepContext) -> np.ndarray:
+        """The measured pose clipped into the limits, or the last target if not finite."""
+        if self.end is None:
+            return ctx.prev
+        return np.where(np.isfinite(ctx.q), np.clip(ctx.q, self.lower, self.upper), ctx.prev)
+
+    def target(self, now: float) -> np.ndarray:
+        if self.duration <= 0 or not math.isfinite(now):
+            alpha = 1.0 if self.duration <= 0 else 0.0
+        else:
+            alpha = min(1.0, max(0.0, (now - self.t0) / self.duration))
+        return self.start + alpha * (self.end - self.start)
+
+    def supervise(self, ctx: StepContext) -> None:
+        if self.phase == "pending" and math.isfinite(ctx.now):
+            start = self.start_pose(ctx)
+            self.restart(start, ctx.now)
+            if self.end is not None:
+                ctx.prev = start.copy()  # the rate limit continues from the measured pose
+            ctx.prev_behaviour = "ramp"
+        if self.phase != "policy":
+            elapsed = ctx.now - self.t0
+            reached = self.end is None or bool(np.all(np.abs(ctx.prev - self.end) <= 1e-9))
+            if not (elapsed >= self.duration and reached):
+                ctx.request("startup_ramp")
+                ctx.intervene(self.name, 1.0)
+                return
+            self.phase = "policy"
+        if ctx.rank > 0:  # something else holds the robot: no policy this step
+            return
+        if ctx.prev_behaviour != "policy":
+            self.fade_start, self.fade_anchor = ctx.now, ctx.prev.copy()
+        w = 1.0
+        if self.fade_time > 0:
+            w = min(1.0, max(0.0, (ctx.now - self.fade_start) / self.fade_time))
+        ctx.fade, ctx.fade_anchor = w, self.fade_anchor
+        if w < 1.0:
+            ctx.intervene(self.name, 1.0 - w)
+
+
+def _record_force(ctx: StepContext, name: str, before: np.ndarray, after: np.ndarray) -> None:
+    with np.errstate(all="ignore"):
+        moved = np.abs(after - before)
+    moved = np.where(np.isnan(moved), np.inf, moved)
+    if moved.size and moved.max() > 0:
+        ctx.intervene(name, moved.max())
+    ctx.value = after

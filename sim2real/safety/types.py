@@ -1,0 +1,153 @@
+"""Data passed through the safety chain: the measured state in, the command out, and the
+per-step context the filters work on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Mode = Literal["startup_ramp", "policy", "hold", "damping", "estop"]
+MODES: tuple[str, ...] = ("startup_ramp", "policy", "hold", "damping", "estop")
+
+# How a step's mode is decided: every supervising filter may request a mode; the most
+# severe request wins. A stale *command* asks for a "soft" hold that the startup ramp
+# outranks (the ramp needs no command); every latched fault outranks the ramp.
+RANK = {"policy": 0.0, "soft_hold": 0.5, "startup_ramp": 1.0, "hold": 2.0, "damping": 3.0, "estop": 4.0}
+
+# Priorities of the target constraints (lower wins where two cannot both hold; see
+# `StepContext.constrain`): position limits are absolute, then the measured-velocity
+# bound, then the target rate, then the torque bound (which the gains also enforce).
+PRIO_POSITION, PRIO_VELOCITY, PRIO_RATE, PRIO_TORQUE = 0, 1, 2, 3
+
+_BIG = float(np.finfo(np.float64).max)  # reported instead of an infinite magnitude
+
+
+@dataclass
+class RobotState:
+    """What the robot measured, as the node last received it.
+
+    position, velocity: joint positions / velocities in spec joint order, either for all
+        `spec.joints` or for the actuated joints only. May contain NaN/inf (treated as a fault).
+    orientation: base quaternion (w, x, y, z), world <- base. Quadrupeds: this or `gravity`.
+    gravity: projected gravity in the base frame, (0, 0, -1) upright (legged_gym convention;
+        any norm). An accelerometer reading (+g up) would look upside-down: fails safe.
+    *_stamp: time (same clock as `now`) the last JointState / Imu / command (cmd_vel or
+        goal) message arrived. None means "never received" and counts as stale.
+    """
+
+    position: np.ndarray
+    velocity: np.ndarray
+    orientation: np.ndarray | None = None
+    gravity: np.ndarray | None = None
+    joint_state_stamp: float | None = None
+    imu_stamp: float | None = None
+    command_stamp: float | None = None
+
+
+@dataclass(frozen=True)
+class SafetyCommand:
+    """What leaves the chain: the only thing a node may send to the robot.
+
+    position: joint position targets (actuated joints, spec order) for position-controlled
+        robots, else None. In damping mode it is the measured position (clipped into the
+        position limits): a ros2_control position interface, which carries no gains, is
+        sent exactly this, so the robot stays where it is instead of being driven.
+    force: joint forces/torques for force-controlled robots (e.g. cartpole), else None.
+    kp, kd: the PD gains for this step (damping: kp = 0, kd = damping_kd). The chain may
+        scale them down so that |kp*(target - q) - kd*dq| stays within the torque bound.
+    mode: startup_ramp | policy | hold | damping | estop.
+    interventions: filter name -> magnitude, for each filter that intervened this step.
+    """
+
+    mode: str
+    position: np.ndarray | None
+    force: np.ndarray | None
+    kp: np.ndarray
+    kd: np.ndarray
+    interventions: dict[str, float]
+    joint_names: tuple[str, ...] = ()
+
+    @property
+    def values(self) -> np.ndarray:
+        """`position` or `force`, whichever this robot uses."""
+        return self.position if self.position is not None else self.force
+
+
+@dataclass
+class StepContext:
+    """One control step as it passes through the filters (mutable, per step).
+
+    `behaviour` is what the robot does this step (policy | ramp | hold | damping); `mode`
+    is the label reported (e-stop behaves as the spec's fault_mode, labelled "estop").
+    `value` holds the joint targets (position control) or forces (force control).
+    """
+
+    now: float
+    dt: float
+    action: np.ndarray | None  # raw action (None: unusable, e.g. wrong shape)
+    q: np.ndarray  # measured actuated positions; NaN where unknown
+    dq: np.ndarray
+    state: RobotState | None
+    prev: np.ndarray  # last output (targets or forces); always finite and within limits
+    position_control: bool
+    kp: np.ndarray
+    kd: np.ndarray
+    mode: str = "policy"
+    rank: float = 0.0
+    behaviour: str = "policy"
+    value: np.ndarray | None = None
+    fade: float = 1.0  # policy fade-in weight in [0, 1]
+    fade_anchor: np.ndarray | None = None  # blended from this pose
+    prev_behaviour: str = "policy"
+    interventions: dict[str, float] = field(default_factory=dict)
+    constraints: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    # ----- mode -----
+    def request(self, mode: str, rank: float | None = None) -> None:
+        rank = RANK[mode] if rank is None else rank
+        if rank > self.rank:
+            self.rank, self.mode = rank, mode
+
+    # ----- bookkeeping -----
+    def intervene(self, name: str, magnitude: float) -> None:
+        magnitude = float(np.nan_to_num(float(magnitude), nan=0.0, posinf=_BIG, neginf=_BIG))
+        self.interventions[name] = max(self.interventions.get(name, 0.0), magnitude)
+
+    @property
+    def measured_finite(self) -> bool:
+        return bool(np.isfinite(self.q).all() and np.isfinite(self.dq).all())
+
+    # ----- target constraints -----
+    def constrain(self, priority: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the interval [lo, hi] (per joint) and return the feasible interval.
+
+        The feasible interval folds all constraints in priority order; where one cannot be
+        met together with the higher-priority ones, the interval collapses to the point of
+        the higher-priority interval nearest to it (it is met as far as possible, and no
+        lower-priority constraint can move the target further away from it).
+        """
+        self.constraints.append((priority, lo, hi))
+        return self.feasible()
+
+    def feasible(self, max_priority: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.prev)
+        flo, fhi = np.full(n, -np.inf), np.full(n, np.inf)
+        for prio, lo, hi in sorted(self.constraints, key=lambda c: c[0]):
+            if max_priority is not None and prio > max_priority:
+                continue
+            nlo, nhi = np.maximum(flo, lo), np.minimum(fhi, hi)
+            above, below = lo > fhi, hi < flo  # disjoint: the constraint lies above / below
+            nlo = np.where(above, fhi, np.where(below, flo, nlo))
+            nhi = np.where(above, fhi, np.where(below, flo, nhi))
+            flo, fhi = nlo, nhi
+        return flo, fhi
+
+    def clip_to(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Clip `value` into [lo, hi] and record the change as `name`'s intervention."""
+        new = np.clip(self.value, lo, hi)
+        moved = np.abs(new - self.value)
+        if moved.size and moved.max() > 0:
+            self.intervene(name, moved.max())
+        self.value = new

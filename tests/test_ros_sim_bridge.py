@@ -1,0 +1,413 @@
+"""The simulated robot over ROS 2 (`roboreal sim-bridge`), over real DDS on loopback.
+
+Each bridge runs in a subprocess through the CLI, on its own ROS_DOMAIN_ID with
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (nothing leaves this host); a test node in this
+process subscribes and commands. The first tests drive `SimRobot` directly (no ROS).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roboreal.robots.spec import load_robot
+from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
+
+
+# ----------------------------------------------------------------------------------------
+# SimRobot without ROS
+# ----------------------------------------------------------------------------------------
+def test_sim_robot_holds_default_pose_and_tracks_position_targets():
+    spec = load_robot("panda")
+    sim = SimRobot(spec)
+    default = spec.array("default")
+    sim.step(200)  # 1 s, no command: holds the default pose
+    assert np.allclose(sim.actuated_positions(), default, atol=0.01)
+    pos, vel, eff = sim.joint_state()
+    assert sim.joint_names == spec.joint_names + ["panda_finger_joint1", "panda_finger_joint2"]
+    assert pos.shape == vel.shape == eff.shape == (9,)
+    target = default + np.array([0.3, 0.2, -0.2, 0.3, 0.3, -0.3, 0.4])
+    sim.set_targets(target)
+    sim.set_gripper(0.0)
+    sim.step(300)
+    assert np.allclose(sim.actuated_positions(), target, atol=0.02)
+    assert np.all(sim.joint_state()[0][7:] < 0.005)  # fingers closed
+    with pytest.raises(ValueError, match="expected 7 values"):
+        sim.set_targets(target[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        sim.set_targets(np.full(7, np.nan))
+    sim.set_targets(np.full(7, 100.0))  # clipped to the joint limits
+    assert np.all(sim.targets <= spec.upper + 1e-9)
+    sim.reset()
+    assert np.allclose(sim.actuated_positions(), default) and np.allclose(sim.targets, default)
+
+
+def test_sim_robot_quadruped_imu_and_force_robot_efforts():
+    go1 = SimRobot(load_robot("go1"), initial_pose="home")
+    go1.step(200)
+    imu = go1.imu()
+    w, x, y, z = imu.orientation_wxyz
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    assert abs(roll) < 0.05 and abs(pitch) < 0.05  # standing upright
+    assert imu.linear_acceleration[2] == pytest.approx(9.81, abs=0.3)  # gravity reaction, like a real IMU
+
+    cart = SimRobot(load_robot("cartpole"))
+    assert np.allclose(cart.targets, 0.0)  # zero force until commanded
+    cart.set_targets([50.0])  # clipped to the 10 N torque limit
+    assert cart.targets[0] == 10.0
+    cart.step(50)
+    pos, vel, eff = cart.joint_state()
+    assert pos[0] > 0.05 and vel[0] > 0 and eff[0] == pytest.approx(10.0)
+    with pytest.raises(Exception, match="keyframe"):
+        SimRobot(load_robot("go1"), initial_pose="nope")
+
+
+def test_trajectory_follower_interpolates_then_holds():
+    f = TrajectoryFollower(start=np.array([0.0, 1.0, 2.0]), joint_index=np.array([2, 0]),
+                           times=np.array([1.0, 2.0]), positions=np.array([[4.0, 1.0], [6.0, 3.0]]), t0=10.0)
+    assert np.allclose(f.targets(10.0), [0.0, 1.0, 2.0])
+    assert np.allclose(f.targets(10.5), [0.5, 1.0, 3.0])  # halfway to the first point
+    assert np.allclose(f.targets(11.5), [2.0, 1.0, 5.0])
+    assert np.allclose(f.targets(20.0), [3.0, 1.0, 6.0]) and f.done(20.0)  # holds the last point
+    jump = TrajectoryFollower(np.zeros(2), np.array([0]), np.array([0.0]), np.array([[1.0]]), t0=0.0)
+    assert np.allclose(jump.targets(0.0), [1.0, 0.0])
+
+
+def test_randomization_is_seeded_and_modest():
+    spec = load_robot("go1")
+    a = SimRobot(spec, randomize=True, seed=3)
+    b = SimRobot(spec, randomize=True, seed=3)
+    c = SimRobot(spec, randomize=True, seed=4)
+    assert a.randomization == b.randomization != c.randomization
+    assert 0.8 <= a.randomization["friction_scale"] <= 1.2
+    assert 0.9 <= a.randomization["mass_scale_min"] <= a.randomization["mass_scale_max"] <= 1.1
+
+
+# ----------------------------------------------------------------------------------------
+# Over DDS
+# ----------------------------------------------------------------------------------------
+def _domain(offset: int) -> int:
+    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
+    return 1 + (base + offset) % 200
+
+
+def _env(domain: int) -> dict[str, str]:
+    return {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "PYTHONUNBUFFERED": "1"}
+
+
+class Process:
+    """A subprocess whose merged output is collected by a thread."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]):
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=REPO)
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._t.join(2)
+        return self.proc.returncode
+
+
+class Probe:
+    """A test node on its own rclpy context and domain."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node("test_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, cond, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            self.executor.spin_once(timeout_sec=0.01)
+        return bool(cond())
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+class Recorder:
+    def __init__(self):
+        self.msgs: list = []
+        self.times: list[float] = []
+
+    def __call__(self, msg) -> None:
+        self.msgs.append(msg)
+        self.times.append(time.monotonic())
+
+    def count_since(self, t: float) -> int:
+        return sum(1 for x in self.times if x >= t)
+
+
+@contextmanager
+def running_bridge(robot: str, domain: int, node_name: str, *extra: str):
+    pytest.importorskip("rclpy")
+    bridge = Process([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", robot, *extra,
+                      "--ros-args", "-r", f"__node:={node_name}"], _env(domain))
+    probe = None
+    try:
+        probe = Probe(domain)
+        yield bridge, probe
+    finally:
+        if probe is not None:
+            probe.close()
+        rc = bridge.stop()
+        assert rc == 0, f"sim bridge exited with {rc}:\n{bridge.output}"
+
+
+def _subscribe(probe: Probe, msg_type, topic: str) -> Recorder:
+    from rclpy.qos import qos_profile_sensor_data
+
+    rec = Recorder()
+    probe.node.create_subscription(msg_type, topic, rec, qos_profile_sensor_data)
+    return rec
+
+
+def _wait_first(probe: Probe, rec: Recorder, bridge: Process, what: str, timeout: float = 25.0) -> None:
+    ok = probe.spin_until(lambda: rec.msgs or bridge.proc.poll() is not None, timeout)
+    assert ok and rec.msgs, f"no {what} within {timeout} s; bridge output:\n{bridge.output}"
+
+
+@pytest.mark.ros
+def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
+    """launch/sim_robot.launch.xml through `roboreal launch`: the bridge comes up with the
+    robot's params file and the launch arguments; Ctrl-C stops it cleanly."""
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import JointState
+
+    domain = _domain(50)
+    runner = Process([sys.executable, "-m", "roboreal.sim2real.launch_runner", "sim_robot.launch.xml",
+                      "robot:=cartpole", "node_name:=launched_bridge"], _env(domain))
+    probe = None
+    try:
+        probe = Probe(domain)
+        js = _subscribe(probe, JointState, "/joint_states")
+        _wait_first(probe, js, runner, "JointState from the launched bridge")
+        assert list(js.msgs[-1].name) == ["slider", "hinge"]
+    finally:
+        if probe is not None:
+            probe.close()
+        rc = runner.stop()
+    assert rc == 0, runner.output
+    assert "[launched_bridge]" in runner.output and "simulating cartpole" in runner.output
+    assert "publishing 100 Hz" in runner.output  # from config/sim_bridge_cartpole.yaml
+
+
+@pytest.fixture
+def node_context():
+    """An rclpy context (no DDS traffic needed) for SimBridge nodes built in this process."""
+    rclpy = pytest.importorskip("rclpy")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=_domain(150))
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+def _bridge_node(ctx, **params):
+    from rclpy.parameter import Parameter
+
+    from roboreal.sim2real.nodes.sim_bridge import SimBridge
+
+    return SimBridge(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+@pytest.mark.ros
+def test_bridge_node_joint_trajectory_interface(node_context):
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    node = _bridge_node(node_context, robot="panda", command_interface="joint_trajectory", publish_rate=100)
+    try:
+        default = node.spec.array("default")
+        msg = JointTrajectory(joint_names=["panda_joint7", "panda_joint1"], points=[
+            JointTrajectoryPoint(positions=[1.2, 0.4], time_from_start=Duration(sec=1))])
+        node._on_trajectory(msg)
+        node._apply_due_commands(time.monotonic() + 1)
+        node.sim.step(100)  # 0.5 s: halfway along the interpolation
+        node._apply_due_commands(time.monotonic() + 1)
+        expected = default.copy()
+        expected[[6, 0]] = default[[6, 0]] + 0.5 * (np.array([1.2, 0.4]) - default[[6, 0]])
+        assert np.allclose(node.sim.targets, expected, atol=0.02)
+        node.sim.step(120)
+        node._apply_due_commands(time.monotonic() + 1)
+        expected[[6, 0]] = [1.2, 0.4]  # then holds the last point; the other joints keep their targets
+        assert np.allclose(node.sim.targets, expected)
+        n = node.stats["ignored"]
+        node._on_trajectory(JointTrajectory(joint_names=["elbow"], points=[JointTrajectoryPoint(positions=[1.0])]))
+        node._on_trajectory(JointTrajectory(joint_names=["panda_joint1"], points=[JointTrajectoryPoint(positions=[])]))
+        assert node.stats["ignored"] == n + 2 and not node.pending_commands
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_bridge_node_parameters_are_checked(node_context):
+    from roboreal.config import ConfigError
+
+    with pytest.raises(ConfigError, match="robot: not set"):
+        _bridge_node(node_context)
+    with pytest.raises(ConfigError, match="joint_trajectory needs a position-controlled robot"):
+        _bridge_node(node_context, robot="cartpole", command_interface="joint_trajectory")
+    with pytest.raises(ConfigError, match="publish_rate"):
+        _bridge_node(node_context, robot="cartpole", publish_rate="fast")
+    node = _bridge_node(node_context, robot="go1", publish_rate=500, latency=0.02)  # ints are fine for floats
+    try:
+        assert node.publish_rate == 500.0 and node.latency == 0.02
+        assert node.sim.initial_pose == "home"  # from config/sim_bridge_go1.yaml
+    finally:
+        node.destroy_node()
+
+
+@pytest.fixture(scope="class")
+def go1_bridge():
+    with running_bridge("go1", _domain(0), "go1_bridge", "--rate", "200") as (bridge, probe):
+        from sensor_msgs.msg import Imu, JointState
+
+        js = _subscribe(probe, JointState, "/joint_states")
+        imu = _subscribe(probe, Imu, "/imu/data")
+        _wait_first(probe, js, bridge, "JointState")
+        yield bridge, probe, js, imu
+
+
+@pytest.fixture(scope="class")
+def panda_bridge():
+    with running_bridge("panda", _domain(100), "panda_bridge", "--rate", "250") as (bridge, probe):
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import JointState
+
+        js = _subscribe(probe, JointState, "/joint_states")
+        ee = _subscribe(probe, PoseStamped, "/panda_bridge/ee_pose")
+        _wait_first(probe, js, bridge, "JointState")
+        yield bridge, probe, js, ee
+
+
+@pytest.mark.ros
+class TestGo1Bridge:
+    """One go1 bridge (200 Hz) for these tests, stopped after them."""
+
+    def test_go1_joint_states_at_the_requested_rate_holding_default_pose(self, go1_bridge):
+        bridge, probe, js, _ = go1_bridge
+        spec = load_robot("go1")
+        probe.spin_for(0.3)
+        t0 = time.monotonic()
+        probe.spin_for(1.5)
+        n = js.count_since(t0)
+        assert 0.6 * 200 * 1.5 <= n <= 1.2 * 200 * 1.5, f"{n} JointStates in 1.5 s at 200 Hz requested"
+        msg = js.msgs[-1]
+        assert list(msg.name) == spec.joint_names
+        assert len(msg.position) == len(msg.velocity) == len(msg.effort) == 12
+        # No command was sent: the servos hold the default pose (the calves sag a little at kp 20).
+        assert np.allclose(msg.position, spec.array("default"), atol=0.3)
+        assert np.all(np.abs(msg.velocity) < 0.5)
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in js.msgs[-50:]]
+        assert np.all(np.diff(stamps) > 0)
+
+    def test_go1_imu_says_upright_while_standing(self, go1_bridge):
+        bridge, probe, _, imu = go1_bridge
+        assert probe.spin_until(lambda: len(imu.msgs) > 20, 5.0), bridge.output
+        m = imu.msgs[-1]
+        q = m.orientation
+        roll = math.atan2(2 * (q.w * q.x + q.y * q.z), 1 - 2 * (q.x ** 2 + q.y ** 2))
+        pitch = math.asin(max(-1.0, min(1.0, 2 * (q.w * q.y - q.z * q.x))))
+        assert abs(roll) < 0.1 and abs(pitch) < 0.1, (roll, pitch)
+        assert m.linear_acceleration.z == pytest.approx(9.81, abs=0.6)
+        assert abs(m.angular_velocity.x) + abs(m.angular_velocity.y) + abs(m.angular_velocity.z) < 0.3
+        assert m.header.frame_id == "imu"
+
+
+@pytest.mark.ros
+class TestPandaBridge:
+    """One panda bridge (250 Hz) for these tests, stopped after them."""
+
+    def test_panda_position_command_moves_joints_then_reset(self, panda_bridge):
+        from std_msgs.msg import Float64MultiArray
+        from std_srvs.srv import Trigger
+
+        bridge, probe, js, ee = panda_bridge
+        spec = load_robot("panda")
+        default = spec.array("default")
+
+        def arm() -> np.ndarray:
+            return np.array(js.msgs[-1].position[:7])
+
+        # Before any command: the default pose is held, the fingers open.
+        probe.spin_for(0.3)
+        assert list(js.msgs[-1].name) == spec.joint_names + ["panda_finger_joint1", "panda_finger_joint2"]
+        assert np.allclose(arm(), default, atol=0.02)
+        assert probe.spin_until(lambda: ee.msgs, 3.0), "no ~/ee_pose"
+        assert ee.msgs[-1].header.frame_id == "world" and ee.msgs[-1].pose.position.z > 0.1
+
+        pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
+        grip = probe.node.create_publisher(Float64MultiArray, spec.ros.gripper_commands, 10)
+        assert probe.spin_until(lambda: pub.get_subscription_count() > 0 and grip.get_subscription_count() > 0, 10.0)
+
+        # A command of the wrong length is ignored (with a warning).
+        pub.publish(Float64MultiArray(data=[0.5, 0.5, 0.5]))
+        probe.spin_for(0.4)
+        assert np.allclose(arm(), default, atol=0.02)
+
+        target = default + np.array([0.3, 0.2, -0.2, 0.3, 0.3, -0.3, 0.4])
+        pub.publish(Float64MultiArray(data=target.tolist()))
+        grip.publish(Float64MultiArray(data=[0.01]))
+        assert probe.spin_until(lambda: np.allclose(arm(), target, atol=0.03), 3.0), \
+            f"joints {arm()} did not reach {target}"
+        assert probe.spin_until(lambda: np.allclose(js.msgs[-1].position[7:], 0.01, atol=0.003), 2.0)
+        assert "ignoring command" in bridge.output and "has 3 values, expected 7" in bridge.output
+
+        client = probe.node.create_client(Trigger, "/panda_bridge/reset")
+        assert client.wait_for_service(timeout_sec=5.0)
+        future = client.call_async(Trigger.Request())
+        assert probe.spin_until(future.done, 5.0)
+        assert future.result().success
+        n = len(js.msgs)
+        assert probe.spin_until(lambda: len(js.msgs) > n + 5, 2.0)
+        assert np.allclose(arm(), default, atol=0.02)  # back at the initial pose, and holding it
+        assert np.allclose(js.msgs[-1].position[7:], spec.gripper.open, atol=0.003)
+        probe.spin_for(0.5)
+        assert np.allclose(arm(), default, atol=0.02)

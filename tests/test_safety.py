@@ -1,0 +1,815 @@
+"""The safety chain (`roboreal.sim2real.safety`): properties of every filter and of the
+whole chain, for every robot (cartpole always; panda and go1 once their robot.yaml
+exists, skipped before), and the behaviours the issue asks for.
+
+Property tests use hypothesis with NaN, inf and huge values everywhere. The number of
+cases tried is printed in the terminal summary ("hypothesis: N cases tried ..."); for
+hypothesis' own per-test statistics add ``--hypothesis-show-statistics``. Set
+ROBOREAL_SAFETY_EXAMPLES to scale the number of examples (default 300 for whole-chain
+properties, a third of that for the single-filter ones).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import functools
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import event as event_
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from roboreal.config import ConfigError
+from roboreal.robots import spec as spec_module
+from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.sim2real.safety import (
+    MODES,
+    ActionClip,
+    PositionLimit,
+    RateLimit,
+    RobotState,
+    SafetyChain,
+    SafetyLimits,
+    StepContext,
+    TiltGuard,
+    TorqueLimit,
+    VelocityLimit,
+)
+from roboreal.sim2real.safety.filters import projected_gravity, roll_pitch
+
+ROBOTS = ("cartpole", "panda", "go1")
+DT = 0.02
+EXAMPLES = int(os.environ.get("ROBOREAL_SAFETY_EXAMPLES", "300"))
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+WHOLE_CHAIN = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=_HEALTH, print_blob=True)
+ONE_FILTER = settings(max_examples=max(10, EXAMPLES // 3), deadline=None, suppress_health_check=_HEALTH,
+                      print_blob=True)
+SLOW = settings(max_examples=max(5, EXAMPLES // 10), deadline=None, suppress_health_check=_HEALTH,
+                print_blob=True)
+TOL = 1e-9
+
+# ----------------------------------------------------------------------------- cases tried
+_CASES: collections.Counter = collections.Counter()
+
+
+def counted(fn):
+    """Count the cases hypothesis runs through a test (goes under @given)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        key = fn.__name__ + (f"[{kwargs['name']}]" if "name" in kwargs else "")
+        _CASES[key] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class _CasesReport:
+    def pytest_terminal_summary(self, terminalreporter):
+        if not _CASES:
+            return
+        terminalreporter.write_sep("-", f"hypothesis: {sum(_CASES.values())} cases tried in "
+                                        f"{len(_CASES)} property tests (tests/test_safety.py)")
+        for key, n in sorted(_CASES.items()):
+            terminalreporter.write_line(f"{n:7d}  {key}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_cases(request):
+    pm = request.config.pluginmanager
+    if pm.get_plugin("safety-cases-report") is None:
+        pm.register(_CasesReport(), "safety-cases-report")
+    yield
+
+
+# ----------------------------------------------------------------------------- robots
+def robot_spec(name: str):
+    if not (spec_module.ROBOTS_DIR / name / "robot.yaml").exists():
+        pytest.skip(f"robots/{name}/robot.yaml is not there yet")
+    return spec_module.load_robot(name)
+
+
+def mapping_for(spec, kind: str = "absolute") -> ActionMapping:
+    names = tuple(spec.actuated_names)
+    n = len(names)
+    if spec.control_mode == "force":  # 1.5x the force limit: the torque filter must clip
+        return ActionMapping("force", names, tuple(1.5 * spec.array("torque_limit")), (0.0,) * n)
+    half = (spec.upper - spec.lower) / 2  # reaches past the limits from the default pose
+    if kind == "delta":
+        return ActionMapping("joint_position_delta", names, tuple(0.2 * half), tuple(spec.array("default")))
+    return ActionMapping("joint_position_absolute", names, tuple(half), tuple(spec.array("default")))
+
+
+def needs_imu(chain: SafetyChain) -> bool:
+    return chain.limits.tilt_limit is not None
+
+
+def nominal_state(chain: SafetyChain, q=None, now: float = 0.0, dq=None) -> RobotState:
+    """A healthy measurement: actuated joints at `q` (default pose), fresh stamps."""
+    n = chain.n
+    return RobotState(
+        position=np.array(chain.default if q is None else q, dtype=float),
+        velocity=np.zeros(n) if dq is None else np.asarray(dq, dtype=float),
+        orientation=np.array([1.0, 0.0, 0.0, 0.0]) if needs_imu(chain) else None,
+        joint_state_stamp=now, imu_stamp=now, command_stamp=now)
+
+
+def quat_from_roll_pitch(roll: float, pitch: float) -> np.ndarray:
+    cr, sr, cp, sp = math.cos(roll / 2), math.sin(roll / 2), math.cos(pitch / 2), math.sin(pitch / 2)
+    return np.array([cr * cp, sr * cp, cr * sp, -sr * sp])  # R = Ry(pitch) Rx(roll)
+
+
+def run_until_policy(chain: SafetyChain, action, now: float = 0.0, max_steps: int = 2000):
+    """Step a healthy, perfectly tracking robot until the policy has fully faded in."""
+    state = nominal_state(chain, now=now)
+    chain.reset(state, now)
+    cmd = None
+    for _ in range(max_steps):
+        cmd = chain.step(action, state, now)
+        if cmd.mode == "policy" and "startup_ramp" not in cmd.interventions:
+            return cmd, now
+        now += DT
+        state = nominal_state(chain, q=cmd.position if cmd.position is not None else state.position, now=now)
+    raise AssertionError(f"no policy after {max_steps} steps: {cmd}")
+
+
+@functools.lru_cache(maxsize=None)
+def _warm(name: str, kind: str):
+    spec = robot_spec(name)
+    chain = SafetyChain(spec, mapping_for(spec, kind), DT)
+    cmd, now = run_until_policy(chain, np.zeros(chain.mapping.size))
+    return chain, cmd, now
+
+
+def warm_chain(name: str, kind: str = "absolute"):
+    """A chain already in policy mode (deep copy of a cached one), its last command and time."""
+    chain, cmd, now = _warm(name, kind)
+    return copy.deepcopy(chain), cmd, now
+
+
+def fk(chain: SafetyChain, joints) -> np.ndarray:
+    return chain.filter("workspace").end_effector(np.asarray(joints, dtype=float))
+
+
+def inside_box(chain: SafetyChain, p: np.ndarray, tol: float = TOL) -> bool:
+    lo, hi = np.array(chain.limits.workspace_min), np.array(chain.limits.workspace_max)
+    return bool(np.all(p >= lo - tol) and np.all(p <= hi + tol))
+
+
+# ----------------------------------------------------------------------------- strategies
+WILD = st.floats(allow_nan=True, allow_infinity=True)  # anything a float can be, huge included
+SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 1e30, -1e30, 0.0])
+
+
+def values(lo: float, hi: float):
+    """Mostly plausible values, often wild ones."""
+    return st.one_of(st.floats(lo, hi), st.floats(lo, hi), st.floats(lo, hi), WILD, SPECIAL)
+
+
+def vec(n: int, elements):
+    return hnp.arrays(np.float64, n, elements=elements)
+
+
+FRESH = st.floats(0, 0.04)  # seconds since the message: younger than every timeout
+AGE = st.one_of(FRESH, st.floats(0, 1.0), st.floats(-1.0, 0.0), st.none(), SPECIAL)
+
+
+@st.composite
+def step_state(draw, chain: SafetyChain, prev_out: np.ndarray | None, now: float, wild: bool = True) -> RobotState:
+    """A measurement. Most steps are plausible (finite, fresh, near the last command) so the
+    chain stays in policy mode long enough to be tested there; the rest are wild: NaN, inf,
+    huge values, malformed shapes, stale / future / missing stamps."""
+    n, n_all = chain.n, len(chain.spec.joints)
+    act = [i for i, j in enumerate(chain.spec.joints) if j.actuated]
+    length = draw(st.sampled_from(sorted({n, n_all})))
+    plausible = not wild or draw(st.integers(0, 9)) < 7
+    elements = (lambda lo, hi: st.floats(lo, hi)) if plausible else values
+    kind = draw(st.sampled_from(["track", "track", "track", "raw"] + ([] if plausible else ["bad_shape"])))
+    if kind == "bad_shape":
+        q, dq = np.zeros(n_all + 2), draw(vec(length, values(-50, 50)))
+    else:
+        q = draw(vec(length, elements(-5, 5)))
+        if kind == "track" and chain.position_control:
+            base = chain.default if prev_out is None else prev_out
+            q[act if length == n_all else slice(None)] = base + draw(vec(n, st.floats(-0.3, 0.3)))
+        dq = draw(vec(length, elements(-50, 50)))
+    orientation = gravity = None
+    if needs_imu(chain):
+        rp = st.tuples(st.floats(-0.3, 0.3), st.floats(-0.3, 0.3))
+        if not plausible:
+            rp = st.tuples(st.floats(-1.5, 1.5), st.floats(-1.5, 1.5))
+        orientation = quat_from_roll_pitch(*draw(rp))
+        if not plausible:
+            orientation = draw(st.one_of(st.just(orientation), vec(4, values(-1, 1)), st.none()))
+            gravity = draw(st.one_of(st.none(), vec(3, values(-1, 1))))
+    ages = draw(st.tuples(*[FRESH if plausible else AGE] * 3))
+    stamps = [None if age is None else now - age for age in ages]
+    return RobotState(position=q, velocity=dq, orientation=orientation, gravity=gravity,
+                      joint_state_stamp=stamps[0], imu_stamp=stamps[1], command_stamp=stamps[2])
+
+
+def step_action(chain: SafetyChain, wild: bool = True):
+    a = chain.mapping.size
+    if not wild:
+        return vec(a, st.floats(-1.5, 1.5))
+    return st.one_of(vec(a, st.floats(-1.5, 1.5)), vec(a, st.floats(-1.5, 1.5)), vec(a, values(-1.5, 1.5)),
+                     vec(a + 1, WILD), st.just(None), st.just("not an action"))
+
+
+ADVANCE = st.one_of(st.just(DT), st.just(DT), st.just(DT), st.just(0.0), st.floats(0, 0.6))
+NOW_OVERRIDE = st.one_of(*[st.none()] * 12, SPECIAL)  # now itself NaN/inf/huge now and then
+EVENT = st.sampled_from(["none"] * 12 + ["estop", "reset", "reset_estop"])
+
+
+def measured(chain: SafetyChain, state: RobotState) -> tuple[np.ndarray, np.ndarray]:
+    """The actuated q, dq as the chain reads them (NaN where unusable)."""
+    out = []
+    for v in (state.position, state.velocity):
+        v = np.asarray(v, dtype=float)
+        if len(v) == len(chain.spec.joints):
+            v = v[[i for i, j in enumerate(chain.spec.joints) if j.actuated]]
+        elif len(v) != chain.n:
+            v = np.full(chain.n, np.nan)
+        out.append(v)
+    return out[0], out[1]
+
+
+# ----------------------------------------------------------------------------- the invariants
+def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarray | None,
+                  rate_checkable: bool) -> None:
+    """Everything the chain promises about one output, for any input."""
+    n = chain.n
+    assert cmd.mode in MODES
+    assert "final_guard" not in cmd.interventions, f"a filter left the output out of bounds: {cmd}"
+    assert cmd.kp.shape == cmd.kd.shape == (n,)
+    assert np.isfinite(cmd.kp).all() and np.isfinite(cmd.kd).all()
+    assert (cmd.kp >= 0).all() and (cmd.kd >= 0).all()
+    assert all(math.isfinite(m) for m in cmd.interventions.values())
+    q, dq = measured(chain, state)
+    finite = np.isfinite(q) & np.isfinite(dq)
+    if not chain.position_control:
+        assert cmd.position is None and cmd.force.shape == (n,)
+        assert np.isfinite(cmd.force).all()
+        assert (np.abs(cmd.force) <= chain.tau_max).all()
+        return
+    t = cmd.position
+    assert cmd.force is None and t.shape == (n,)
+    assert np.isfinite(t).all()
+    # position limits with the margin: always
+    assert (t >= chain.lower).all() and (t <= chain.upper).all(), (t, chain.lower, chain.upper)
+    # torque bound under the PD model with the output gains: whenever the state is finite
+    with np.errstate(all="ignore"):
+        tau = cmd.kp * (t - q) - cmd.kd * dq
+    ok = finite
+    assert (np.abs(tau[ok]) <= chain.tau_max[ok] * (1 + TOL) + TOL).all(), (tau, chain.tau_max)
+    # velocity: |t - q| <= v_max dt, wherever that interval reaches into the position limits
+    d = chain.v_max * chain.dt
+    reach = np.isfinite(q) & (q + d >= chain.lower) & (q - d <= chain.upper)
+    assert (np.abs(t - q)[reach] <= d[reach] * (1 + TOL) + TOL).all(), (t, q, d)
+    # rate: outside damping and workspace back-off, where compatible with position and velocity
+    behaviour = chain.fault_mode if cmd.mode == "estop" else cmd.mode
+    if rate_checkable and prev_out is not None and behaviour != "damping" and "workspace" not in cmd.interventions:
+        r = chain.max_rate * chain.dt
+        lo, hi = np.maximum(prev_out - r, chain.lower), np.minimum(prev_out + r, chain.upper)
+        vq = np.isfinite(q)
+        lo = np.where(vq, np.maximum(lo, q - d), lo)
+        hi = np.where(vq, np.minimum(hi, q + d), hi)
+        compatible = lo <= hi + TOL
+        assert (np.abs(t - prev_out)[compatible] <= r[compatible] * (1 + TOL) + TOL).all(), (t, prev_out, r)
+    # workspace: inside the box whenever the measured pose is (and within the position limits)
+    if chain.limits.workspace_min is not None and np.isfinite(q).all():
+        if (q >= chain.lower).all() and (q <= chain.upper).all() and inside_box(chain, fk(chain, q), 0.0):
+            assert inside_box(chain, fk(chain, t)), (fk(chain, q), fk(chain, t))
+
+
+# ============================================================================= whole chain
+@pytest.mark.parametrize("name", ROBOTS)
+@WHOLE_CHAIN
+@given(data=st.data())
+@counted
+def test_chain_output_is_finite_and_within_every_limit_for_any_input(name, data):
+    """Any sequence of actions, states, times, e-stops and resets: every output is finite
+    and within every configured limit; the e-stop stays latched until reset_estop."""
+    robot_spec(name)
+    kind = data.draw(st.sampled_from(["absolute", "delta"]), label="mapping")
+    if data.draw(st.booleans(), label="warm"):
+        chain, last, now = warm_chain(name, kind)
+        prev_out = last.position
+    else:
+        spec = robot_spec(name)
+        chain, now, prev_out = SafetyChain(spec, mapping_for(spec, kind), DT), 0.0, None
+        chain.reset(nominal_state(chain, now=now), now)
+    estopped = False
+    rate_checkable = prev_out is not None
+    wild = data.draw(st.booleans(), label="wild")  # else: only plausible inputs, no events
+    for _ in range(data.draw(st.integers(1, 5), label="steps")):
+        now += data.draw(ADVANCE)
+        override = data.draw(NOW_OVERRIDE) if wild else None
+        step_now = now if override is None else override
+        state = data.draw(step_state(chain, prev_out, now, wild), label="state")
+        event = data.draw(EVENT, label="event") if wild else "none"
+        if event == "estop":
+            chain.estop("test")
+            estopped = True
+        elif event == "reset":
+            chain.reset(state, step_now)
+        elif event == "reset_estop":
+            chain.reset_estop(state, step_now)
+            estopped = False
+        if event in ("reset", "reset_estop") or chain.ramp.phase == "pending":
+            rate_checkable = False
+        cmd = chain.step(data.draw(step_action(chain, wild), label="action"), state, step_now)
+        event_(f"mode={cmd.mode}")
+        for name_ in cmd.interventions:
+            event_(f"intervened: {name_}")
+        check_command(chain, cmd, state, prev_out, rate_checkable)
+        assert (cmd.mode == "estop") == estopped, (cmd.mode, estopped)
+        prev_out = cmd.position if cmd.position is not None else cmd.force
+        rate_checkable = True
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+@ONE_FILTER  # a simple property: fewer cases than the full output property
+@given(actions=st.lists(vec(8, WILD), min_size=1, max_size=6), garbage=st.lists(vec(20, WILD), min_size=1, max_size=3))
+@counted
+def test_estop_stays_latched_through_any_input_until_reset_estop(name, actions, garbage):
+    chain, _, now = warm_chain(name)
+    chain.estop("operator pressed the button")
+    assert chain.faults["estop"] == "operator pressed the button"
+    for i, a in enumerate(actions):
+        now += DT
+        g = garbage[i % len(garbage)]
+        state = RobotState(position=g[: chain.n], velocity=g[-chain.n:], orientation=g[:4], gravity=g[4:7],
+                           joint_state_stamp=g[7], imu_stamp=g[8], command_stamp=now)
+        if i % 3 == 2:
+            chain.reset(state, now)  # a plain reset does not release the e-stop
+        cmd = chain.step(a[: chain.mapping.size], state, now)
+        assert cmd.mode == "estop"
+        check_command(chain, cmd, state, None, False)
+    chain.reset_estop(nominal_state(chain, now=now), now)
+    assert "estop" not in chain.faults
+    assert chain.step(np.zeros(chain.mapping.size), nominal_state(chain, now=now), now).mode != "estop"
+
+
+# ============================================================================= single filters
+def make_ctx(chain: SafetyChain, value, q=None, dq=None, prev=None, behaviour="policy") -> StepContext:
+    n = chain.n
+    return StepContext(now=0.0, dt=chain.dt, action=None, state=None, position_control=chain.position_control,
+                       q=np.full(n, np.nan) if q is None else np.asarray(q, float),
+                       dq=np.full(n, np.nan) if dq is None else np.asarray(dq, float),
+                       prev=chain.default.copy() if prev is None else np.asarray(prev, float),
+                       kp=chain.kp.copy(), kd=chain.kd.copy(), behaviour=behaviour,
+                       value=np.asarray(value, dtype=float))
+
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)  # huge included
+FINITE_MIXED = st.one_of(st.floats(-5, 5), st.floats(-5, 5), FINITE, st.sampled_from([1e308, -1e308, 0.0]))
+
+
+@ONE_FILTER
+@given(action=vec(4, st.one_of(st.floats(-3, 3), FINITE)))
+@counted
+def test_action_clip_keeps_the_trained_range(action):
+    chain = SafetyChain(robot_spec("cartpole"), mapping_for(robot_spec("cartpole")), DT)
+    ctx = make_ctx(chain, np.zeros(chain.n))
+    ctx.action = action.copy()
+    ActionClip().apply(ctx)
+    assert (np.abs(ctx.action) <= 1).all()
+    inside = np.abs(action) <= 1
+    assert np.array_equal(ctx.action[inside], action[inside])
+    assert ("action_clip" in ctx.interventions) == (not inside.all())
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+@ONE_FILTER
+@given(data=st.data())
+@counted
+def test_each_target_filter_enforces_its_own_limit(name, data):
+    """Rate, position, velocity and torque filters, each alone, on any finite input."""
+    spec = robot_spec(name)
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    n = chain.n
+    value = data.draw(vec(n, FINITE_MIXED), label="value")
+    q = data.draw(vec(n, FINITE_MIXED), label="q")
+    dq = data.draw(vec(n, FINITE_MIXED), label="dq")
+    if not chain.position_control:
+        f = value
+        ctx = make_ctx(chain, f, q=q, dq=dq)
+        PositionLimit(chain.lower, chain.upper).apply(ctx)
+        assert not ((q >= chain.upper) & (ctx.value > 0)).any() and not ((q <= chain.lower) & (ctx.value < 0)).any()
+        ctx = make_ctx(chain, f, q=q, dq=dq)
+        VelocityLimit(chain.v_max).apply(ctx)
+        assert not ((dq > chain.v_max) & (ctx.value > 0)).any() and not ((dq < -chain.v_max) & (ctx.value < 0)).any()
+        ctx = make_ctx(chain, f, q=q, dq=dq)
+        TorqueLimit(chain.tau_max).apply(ctx)
+        assert (np.abs(ctx.value) <= chain.tau_max).all()
+        return
+    prev = np.clip(data.draw(vec(n, st.floats(-4, 4)), label="prev"), chain.lower, chain.upper)
+    ctx = make_ctx(chain, value, prev=prev)
+    RateLimit(chain.max_rate).apply(ctx)
+    assert (np.abs(ctx.value - prev) <= chain.max_rate * DT * (1 + TOL)).all()
+    ctx = make_ctx(chain, value)
+    PositionLimit(chain.lower, chain.upper).apply(ctx)
+    assert (ctx.value >= chain.lower).all() and (ctx.value <= chain.upper).all()
+    q_small = np.clip(q, -10, 10)  # |t - q| is only meaningful at plausible magnitudes
+    ctx = make_ctx(chain, value, q=q_small, dq=dq)
+    VelocityLimit(chain.v_max).apply(ctx)
+    assert (np.abs(ctx.value - q_small) <= chain.v_max * DT * (1 + TOL) + TOL).all()
+    ctx = make_ctx(chain, value, q=q_small, dq=np.clip(dq, -100, 100))
+    torque = TorqueLimit(chain.tau_max)
+    torque.apply(ctx)  # alone, the torque interval is always reachable
+    tau = ctx.kp * (ctx.value - ctx.q) - ctx.kd * ctx.dq
+    assert (np.abs(tau) <= chain.tau_max * (1 + 1e-6) + 1e-6).all()
+    # and for any target, bound_gains scales the gains until the bound holds
+    target = np.clip(value, chain.lower, chain.upper)  # outputs are always within the limits
+    ctx = make_ctx(chain, target, q=q, dq=dq)
+    torque.bound_gains(ctx, target)
+    with np.errstate(all="ignore"):
+        tau = ctx.kp * (target - q) - ctx.kd * dq
+    assert np.isfinite(ctx.kp).all() and (np.abs(tau) <= chain.tau_max * (1 + TOL) + TOL).all()
+
+
+@ONE_FILTER
+@given(intervals=st.lists(st.tuples(st.integers(0, 3), st.floats(-10, 10), st.floats(0, 5)), min_size=1, max_size=5),
+       value=st.floats(-1e6, 1e6))
+@counted
+def test_constraint_priorities(intervals, value):
+    """The feasible interval meets the highest-priority constraint, and each lower one
+    wherever it is compatible with all those above it."""
+    chain = SafetyChain(robot_spec("cartpole"), mapping_for(robot_spec("cartpole")), DT)
+    ctx = make_ctx(chain, [value])
+    for prio, lo, width in intervals:
+        ctx.constrain(prio, np.array([lo]), np.array([lo + width]))
+    flo, fhi = ctx.feasible()
+    assert flo[0] <= fhi[0]
+    ordered = sorted(intervals, key=lambda c: c[0])
+    alo, ahi = -math.inf, math.inf
+    for prio, lo, width in ordered:
+        hi = lo + width
+        if max(alo, lo) <= min(ahi, hi):  # compatible with everything above: met
+            alo, ahi = max(alo, lo), min(ahi, hi)
+            assert lo - TOL <= flo[0] and fhi[0] <= hi + TOL
+        else:  # incompatible: met as closely as the ones above allow
+            nearest = ahi if lo > ahi else alo
+            alo = ahi = nearest
+    assert math.isclose(flo[0], alo, abs_tol=TOL) and math.isclose(fhi[0], ahi, abs_tol=TOL)
+
+
+@SLOW
+@given(offset=vec(7, st.floats(-0.6, 0.6)), step=vec(7, st.floats(-2, 2)))
+@counted
+def test_workspace_keeps_the_end_effector_in_the_box(offset, step):
+    chain, _, _ = warm_chain("panda")
+    box = chain.filter("workspace")
+    q = np.clip(chain.default + offset, chain.lower, chain.upper)
+    assume(inside_box(chain, fk(chain, q), 0.0))
+    target = np.clip(q + step, chain.lower, chain.upper)
+    ctx = make_ctx(chain, target, q=q, dq=np.zeros(chain.n), prev=q)
+    ctx.constrain(0, chain.lower, chain.upper)
+    box.apply(ctx)
+    assert inside_box(chain, fk(chain, ctx.value))
+    assert (ctx.value >= chain.lower).all() and (ctx.value <= chain.upper).all()
+    if inside_box(chain, fk(chain, target), 0.0):
+        assert np.array_equal(ctx.value, target) and "workspace" not in ctx.interventions
+    else:
+        assert ctx.interventions["workspace"] > 0
+
+
+def test_workspace_backs_off_a_target_that_leaves_the_box():
+    chain, _, now = warm_chain("panda")
+    offset, scale = np.array(chain.mapping.offset), np.array(chain.mapping.scale)
+    for j in range(chain.n):  # one joint to an extreme until the hand leaves the box
+        for sign in (-1.0, 1.0):
+            action = np.zeros(chain.n)
+            action[j] = sign
+            goal = np.clip(offset + scale * action, chain.lower, chain.upper)
+            if not inside_box(chain, fk(chain, goal), 0.0):
+                break
+        else:
+            continue
+        break
+    else:
+        pytest.skip("no single-joint extreme leaves this workspace box")
+    q = chain.default.copy()
+    for _ in range(300):  # the rate limit walks towards the goal; the box stops it
+        now += DT
+        cmd = chain.step(action, nominal_state(chain, q=q, now=now), now)
+        q = cmd.position
+        assert inside_box(chain, fk(chain, q))
+    assert chain.report()["workspace"]["count"] > 0
+    assert np.abs(q - goal).max() > 1e-3  # it did not get there
+
+
+# ============================================================================= supervisors
+@pytest.mark.parametrize("name", ROBOTS)
+@ONE_FILTER
+@given(data=st.data())
+@counted
+def test_non_finite_anything_latches_the_fault_mode(name, data):
+    chain, _, now = warm_chain(name)
+    state = nominal_state(chain, now=now)
+    inputs = ["action", "position", "velocity"] + (["orientation"] if needs_imu(chain) else [])
+    what = data.draw(st.sampled_from(inputs))
+    bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    action = np.zeros(chain.mapping.size)
+    target = action if what == "action" else getattr(state, what)
+    target[data.draw(st.integers(0, len(target) - 1))] = bad
+    cmd = chain.step(action, state, now + DT)
+    fault = chain.spec.safety.fault_mode
+    assert cmd.mode == fault and "non_finite" in chain.faults
+    check_command(chain, cmd, state, None, False)
+    # latched: healthy inputs do not release it, reset does
+    zero = np.zeros(chain.mapping.size)
+    for k in range(2, 5):
+        assert chain.step(zero, nominal_state(chain, now=now + k * DT), now + k * DT).mode == fault
+    chain.reset(nominal_state(chain, now=now + 5 * DT), now + 5 * DT)
+    assert chain.step(np.zeros(chain.mapping.size), nominal_state(chain, now=now + 6 * DT), now + 6 * DT).mode != fault
+
+
+def test_non_finite_measured_state_holds_the_last_finite_target():
+    chain, last, now = warm_chain("panda")
+    state = nominal_state(chain, q=np.full(chain.n, np.nan), now=now + DT)
+    cmd = chain.step(np.zeros(chain.mapping.size), state, now + DT)
+    assert cmd.mode == "hold" and np.array_equal(cmd.position, last.position)
+    assert np.array_equal(cmd.kp, chain.kp)
+
+
+def test_damping_commands_the_measured_position_with_zero_kp():
+    chain, _, now = warm_chain("go1")
+    q = chain.default + 0.05
+    state = nominal_state(chain, q=q, now=now + DT, dq=np.full(chain.n, 0.5))
+    state.orientation = quat_from_roll_pitch(1.2, 0.0)  # fallen over
+    cmd = chain.step(np.zeros(chain.mapping.size), state, now + DT)
+    assert cmd.mode == "damping"
+    assert np.allclose(cmd.position, np.clip(q, chain.lower, chain.upper))
+    assert (cmd.kp == 0).all() and np.allclose(cmd.kd, chain.damping_kd)
+
+
+def test_cartpole_damping_force_opposes_the_motion():
+    spec = robot_spec("cartpole")
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    chain.reset(nominal_state(chain), 0.0)
+    chain.step(np.array([np.nan]), nominal_state(chain), 0.0)
+    for v in (-100.0, -1.0, 0.5, 3.0):
+        cmd = chain.step(np.zeros(1), nominal_state(chain, dq=[v], now=DT), DT)
+        assert cmd.mode == "damping"
+        assert np.isclose(cmd.force[0], np.clip(-spec.safety.damping_kd * v, -chain.tau_max[0], chain.tau_max[0]))
+
+
+@ONE_FILTER
+@given(roll=st.floats(-3.1, 3.1), pitch=st.floats(-1.5, 1.5), limit=st.floats(0.1, 1.4),
+       use_gravity=st.booleans())
+@counted
+def test_tilt_beyond_the_limit_latches_damping(roll, pitch, limit, use_gravity):
+    assume(abs(max(abs(roll), abs(pitch)) - limit) > 1e-6)
+    quat = quat_from_roll_pitch(roll, pitch)
+    state = RobotState(np.zeros(1), np.zeros(1), orientation=None if use_gravity else quat)
+    if use_gravity:
+        state.gravity = projected_gravity(RobotState(np.zeros(1), np.zeros(1), orientation=quat)) * 9.81
+    got_roll, got_pitch = roll_pitch(projected_gravity(state))
+    assert math.isclose(got_roll, roll, abs_tol=1e-6) and math.isclose(got_pitch, pitch, abs_tol=1e-6)
+    guard = TiltGuard(limit)
+    chain = SafetyChain(robot_spec("cartpole"), mapping_for(robot_spec("cartpole")), DT)
+    ctx = make_ctx(chain, np.zeros(1))
+    ctx.state = state
+    guard.supervise(ctx)
+    tripped = max(abs(roll), abs(pitch)) > limit
+    assert (ctx.mode == "damping") == tripped and (guard.latched is not None) == tripped
+    ctx = make_ctx(chain, np.zeros(1))
+    ctx.state = RobotState(np.zeros(1), np.zeros(1), orientation=np.array([1.0, 0, 0, 0]))  # upright again
+    guard.supervise(ctx)
+    assert (ctx.mode == "damping") == tripped  # latched
+    guard.reset()
+    ctx = make_ctx(chain, np.zeros(1))
+    ctx.state = RobotState(np.zeros(1), np.zeros(1), orientation=np.array([1.0, 0, 0, 0]))
+    guard.supervise(ctx)
+    assert ctx.mode == "policy"
+
+
+def test_go1_tilt_latches_damping_until_reset():
+    chain, _, now = warm_chain("go1")
+    limit = chain.limits.tilt_limit
+    state = nominal_state(chain, now=now + DT)
+    state.orientation = quat_from_roll_pitch(0.0, limit + 0.05)
+    assert chain.step(np.zeros(12), state, now + DT).mode == "damping"
+    assert "tilt" in chain.faults
+    assert chain.step(np.zeros(12), nominal_state(chain, now=now + 2 * DT), now + 2 * DT).mode == "damping"
+    chain.reset(nominal_state(chain, now=now + 3 * DT), now + 3 * DT)
+    assert chain.step(np.zeros(12), nominal_state(chain, now=now + 4 * DT), now + 4 * DT).mode == "startup_ramp"
+
+
+def _first_trip(chain, now, stamp, which, steps=200):
+    for _ in range(steps):
+        now += chain.dt
+        state = nominal_state(chain, now=now)
+        setattr(state, which, stamp)
+        cmd = chain.step(np.zeros(chain.mapping.size), state, now)
+        if cmd.mode != "policy":
+            return now, cmd
+    raise AssertionError("the watchdog never tripped")
+
+
+WATCHED = [("cartpole", "joint_state_stamp"), ("panda", "joint_state_stamp"), ("go1", "joint_state_stamp"),
+           ("go1", "imu_stamp"), ("panda", "command_stamp"), ("go1", "command_stamp")]
+
+
+@pytest.mark.parametrize("name,which", WATCHED)
+@SLOW
+@given(timeout_fraction=st.floats(0.2, 1.0), stamp_age=st.floats(0.0, 0.99), dt=st.sampled_from([0.005, 0.02, 0.03]))
+@counted
+def test_watchdog_trips_within_one_control_period_after_the_timeout(name, which, timeout_fraction, stamp_age, dt):
+    spec = robot_spec(name)
+    # the ramp is not under test here: a spec without one gets to the policy at once
+    spec = dataclasses.replace(spec, safety=dataclasses.replace(spec.safety, startup_ramp_time=0.0, fade_in_time=0.0))
+    key = {"joint_state_stamp": "joint_states", "imu_stamp": "imu", "command_stamp": "command"}[which]
+    limits = SafetyLimits.from_spec(spec)
+    timeout = getattr(limits.watchdog, key) * timeout_fraction
+    limits = limits.tighten(watchdog={key: timeout})
+    chain = SafetyChain(spec, mapping_for(spec), dt, limits=limits)
+    if which == "command_stamp" and chain.filter("watchdog").command_timeout is None:
+        pytest.skip(f"{name} has no command topic")
+    _, now = run_until_policy(chain, np.zeros(chain.mapping.size))
+    stamp = now - stamp_age * timeout  # the last message (still fresh now); none after it
+    tripped_at, cmd = _first_trip(chain, now, stamp, which)
+    late = tripped_at - (stamp + timeout)
+    assert 0 < late <= dt + 1e-9, (late, dt)
+    if which == "command_stamp":  # not latched: a hold that ends when commands return
+        assert cmd.mode == "hold" and "watchdog" not in chain.faults
+        back = chain.step(np.zeros(chain.mapping.size), nominal_state(chain, now=tripped_at + dt), tripped_at + dt)
+        assert back.mode == "policy"
+    else:  # latched fault mode until reset
+        assert cmd.mode == spec.safety.fault_mode and "watchdog" in chain.faults
+        again = chain.step(np.zeros(chain.mapping.size), nominal_state(chain, now=tripped_at + dt), tripped_at + dt)
+        assert again.mode == spec.safety.fault_mode
+
+
+def test_quadruped_holds_the_default_pose_when_commands_stop():
+    chain, _, now = warm_chain("go1")
+    q = chain.default.copy()
+    for _ in range(400):
+        now += DT
+        state = nominal_state(chain, q=q, now=now)
+        state.command_stamp = None  # never again
+        cmd = chain.step(np.ones(12), state, now)
+        q = cmd.position
+    assert cmd.mode == "hold" and np.allclose(cmd.position, chain.default)
+
+
+# ============================================================================= ramp and fade-in
+@pytest.mark.parametrize("name", ["panda", "go1"])
+def test_startup_ramp_starts_at_the_measured_pose_and_ends_at_the_default_pose(name):
+    spec = robot_spec(name)
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    rng = np.random.default_rng(0)
+    q0 = np.clip(chain.default + rng.uniform(-0.4, 0.4, chain.n), chain.lower, chain.upper)
+    chain.reset(nominal_state(chain, q=q0), 0.0)
+    now, q, outputs = 0.0, q0, []
+    while True:
+        cmd = chain.step(np.ones(chain.mapping.size), nominal_state(chain, q=q, now=now), now)
+        if cmd.mode != "startup_ramp":
+            break
+        outputs.append(cmd.position)
+        q, now = cmd.position, now + DT
+    assert np.allclose(outputs[0], q0, atol=1e-12)  # starts at the measured pose
+    assert np.allclose(outputs[-1], chain.default, atol=1e-9)  # ends at the default pose
+    assert now >= chain.limits.startup_ramp_time - 1e-9  # and takes at least the ramp time
+    dist = np.abs(np.array(outputs) - chain.default).max(axis=1)
+    assert (np.diff(dist) <= 1e-12).all()  # monotonically closer
+    assert cmd.mode == "policy" and np.allclose(cmd.position, chain.default)  # fade-in starts at the default
+
+
+@pytest.mark.parametrize("name", ["panda", "go1"])
+def test_fade_in_blends_from_the_default_pose_to_the_policy_target(name):
+    spec = robot_spec(name)
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    action = np.full(chain.mapping.size, 0.02)  # small enough for every rate limit
+    policy_target = np.array(chain.mapping.offset) + np.array(chain.mapping.scale) * action
+    fade = chain.limits.fade_in_time
+    chain.reset(nominal_state(chain), 0.0)
+    now, q, start = 0.0, chain.default, None
+    for _ in range(2000):
+        cmd = chain.step(action, nominal_state(chain, q=q, now=now), now)
+        if cmd.mode == "policy":
+            start = now if start is None else start
+            w = 1.0 if fade == 0 else min(1.0, (now - start) / fade)
+            assert np.allclose(cmd.position, chain.default + w * (policy_target - chain.default), atol=1e-9), w
+            if w >= 1:
+                break
+        q, now = cmd.position, now + DT
+    assert start is not None and w == 1.0
+
+
+def test_report_counts_when_and_how_much_each_filter_intervened():
+    spec = robot_spec("cartpole")
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    chain.reset(nominal_state(chain), 0.0)
+    chain.step(np.array([1.0]), nominal_state(chain, now=0.02), 0.02)  # 1.5x the limit: clipped
+    chain.step(np.array([3.0]), nominal_state(chain, now=0.04), 0.04)  # action clipped to 1
+    r = chain.report()
+    assert set(r) >= {"non_finite", "action_clip", "position_limit", "velocity_limit", "torque_limit",
+                      "watchdog", "estop", "startup_ramp", "final_guard"}
+    assert r["torque_limit"] == {"count": 2, "last_time": 0.04, "max_magnitude": pytest.approx(5.0)}
+    assert r["action_clip"] == {"count": 1, "last_time": 0.04, "max_magnitude": pytest.approx(2.0)}
+    assert r["non_finite"]["count"] == 0 and r["final_guard"]["count"] == 0
+
+
+# ============================================================================= configuration
+LOOSER = [
+    ("joint_position_margin", lambda s: s.joint_position_margin / 2 - 1e-3, "safety.joint_position_margin"),
+    ("velocity_scale", lambda s: min(1.0, s.velocity_scale + 0.05) if s.velocity_scale < 1 else 1.5,
+     "safety.velocity_scale"),
+    ("torque_scale", lambda s: 1.2, "safety.torque_scale"),
+    ("max_target_rate", lambda s: s.max_target_rate * 2, "safety.max_target_rate"),
+    ("startup_ramp_time", lambda s: s.startup_ramp_time - 0.5, "safety.startup_ramp_time"),
+    ("fade_in_time", lambda s: s.fade_in_time - 0.5, "safety.fade_in_time"),
+    ("watchdog", lambda s: {"joint_states": s.watchdog.joint_states * 2}, "safety.watchdog.joint_states"),
+    ("watchdog", lambda s: {"command": s.watchdog.command + 1}, "safety.watchdog.command"),
+]
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+@pytest.mark.parametrize("key,loose,field", LOOSER, ids=[f for _, _, f in LOOSER])
+def test_loosening_a_limit_is_refused_naming_the_field(name, key, loose, field):
+    spec = robot_spec(name)
+    base = SafetyLimits.from_spec(spec)
+    with pytest.raises(ConfigError) as e:
+        base.tighten(**{key: loose(spec.safety)})
+    assert e.value.field == field and field in str(e.value)
+    # a limits object built by hand is checked by the chain too
+    if key == "watchdog":
+        hand = dataclasses.replace(base, watchdog=dataclasses.replace(base.watchdog, **loose(spec.safety)))
+    else:
+        hand = dataclasses.replace(base, **{key: loose(spec.safety)})
+    with pytest.raises(ConfigError) as e:
+        SafetyChain(spec, mapping_for(spec), DT, limits=hand)
+    assert e.value.field == field
+
+
+def test_robot_specific_loosening_is_refused():
+    for name, overrides, field in [
+        ("go1", {"tilt_limit": 3.0}, "safety.tilt_limit"),
+        ("go1", {"tilt_limit": None}, "safety.tilt_limit"),
+        ("go1", {"watchdog": {"imu": None}}, "safety.watchdog.imu"),
+        ("panda", {"workspace_max": [5.0, 5.0, 5.0]}, "safety.workspace_max[0]"),
+        ("panda", {"workspace_min": None, "workspace_max": None}, "safety.workspace_min"),
+    ]:
+        if not (spec_module.ROBOTS_DIR / name / "robot.yaml").exists():
+            continue
+        with pytest.raises(ConfigError) as e:
+            SafetyLimits.from_spec(spec_module.load_robot(name)).tighten(**overrides)
+        assert e.value.field == field, (name, overrides, str(e.value))
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+def test_tightening_is_accepted_and_enforced(name):
+    spec = robot_spec(name)
+    base = SafetyLimits.from_spec(spec)
+    tight = base.tighten(velocity_scale=base.velocity_scale / 2, torque_scale=base.torque_scale / 2,
+                         joint_position_margin=base.joint_position_margin + 0.01,
+                         **{"watchdog.joint_states": base.watchdog.joint_states / 2})
+    assert tight.velocity_scale == base.velocity_scale / 2 and tight.watchdog.command == base.watchdog.command
+    chain = SafetyChain(spec, mapping_for(spec), DT, limits=tight)
+    assert np.allclose(chain.v_max, spec.array("velocity_limit") * tight.velocity_scale)
+    assert np.allclose(chain.lower, spec.lower + tight.joint_position_margin)
+    assert tight.tighten() == tight
+
+
+def test_bad_configuration_names_the_field():
+    spec = robot_spec("cartpole")
+    base = SafetyLimits.from_spec(spec)
+    cases = [
+        (lambda: base.tighten(velocity_scle=0.5), "safety.velocity_scle"),
+        (lambda: base.tighten(fault_mode="hold"), "safety.fault_mode"),
+        (lambda: base.tighten(max_target_rate="fast"), "safety.max_target_rate"),
+        (lambda: base.tighten(max_target_rate=math.nan), "safety.max_target_rate"),
+        (lambda: base.tighten(velocity_scale=0.0), "safety.velocity_scale"),
+        (lambda: base.tighten(joint_position_margin=2.4), "safety.joint_position_margin"),
+        (lambda: SafetyChain(spec, mapping_for(spec), 0.0), "dt"),
+        (lambda: SafetyChain(spec, ActionMapping("joint_position_absolute", ("slider",), (1.0,), (0.0,)), DT),
+         "action_mapping.type"),
+        (lambda: SafetyChain(spec, ActionMapping("force", ("hinge",), (1.0,), (0.0,)), DT), "action_mapping.joints[0]"),
+    ]
+    for make, field in cases:
+        with pytest.raises(ConfigError) as e:
+            chain_or_limits = make()
+            if isinstance(chain_or_limits, SafetyLimits):
+                SafetyChain(spec, mapping_for(spec), DT, limits=chain_or_limits)
+        assert e.value.field == field, str(e.value)
+
+
+def test_wrong_shapes_are_a_fault_not_a_crash():
+    spec = robot_spec("cartpole")
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    chain.reset(nominal_state(chain), 0.0)
+    for action, state in [(np.zeros(3), nominal_state(chain)), ("left", nominal_state(chain)),
+                          (np.zeros(1), RobotState(np.zeros(5), np.zeros(5), joint_state_stamp=0.0)),
+                          (np.zeros(1), None)]:
+        cmd = chain.step(action, state, 0.0)
+        assert cmd.mode == "damping" and np.isfinite(cmd.force).all()
+    assert "non_finite" in chain.faults
