@@ -70,7 +70,6 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -651,24 +650,16 @@ def _join_namespace(base: str, ns: str) -> str:
     return full
 
 
-@lru_cache(maxsize=1)
-def _roboreal_commands() -> frozenset[str] | None:
-    """The `roboreal` subcommands (None if the CLI cannot be built here: no check then)."""
-    try:
-        from roboreal.cli import build_parser
+def _roboreal_commands() -> frozenset[str]:
+    """The `roboreal` subcommands (from the CLI's table; nothing is imported)."""
+    from roboreal.cli import COMMAND_MODULES
 
-        parser = build_parser()
-        for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here
-            if hasattr(action, "choices") and isinstance(action.choices, dict):
-                return frozenset(action.choices)
-    except Exception:  # noqa: BLE001 - a broken module elsewhere must not stop launching
-        return None
-    return None
+    return frozenset(c for cmds in COMMAND_MODULES.values() for c in cmds)
 
 
 def _roboreal_command(exe: str, where: str) -> str:
     commands = _roboreal_commands()
-    if commands is None or exe in commands:
+    if exe in commands:
         return exe
     if exe.replace("_", "-") in commands:
         return exe.replace("_", "-")
