@@ -1,0 +1,414 @@
+"""Teleop (`roboreal teleop --robot NAME [--keyboard]`): a human drives the policy's inputs,
+or takes over from the policy.
+
+Input: ``sensor_msgs/Joy`` on ``joy_topic`` (a joystick driver such as ``joy_node``), or
+the keyboard (``keyboard: true``; stdin must be a terminal).
+
+Output, every 1/``rate`` s (streamed, so the policy node's command watchdog stays fed;
+stop this node and the robot holds):
+  * quadrupeds: ``geometry_msgs/Twist`` on ``cmd_vel_topic`` (robot.yaml ros.cmd_vel):
+    linear.x, linear.y, angular.z from the sticks (``axis_vx/vy/wz`` x ``max_vx/vy/wz``)
+  * manipulators: ``geometry_msgs/PoseStamped`` on ``goal_topic`` (robot.yaml ros.goal),
+    frame ``goal_frame_id``: the current goal nudged by the sticks at ``goal_speed`` m/s,
+    kept inside the spec's workspace box. It starts at ``initial_goal`` (default: the
+    end-effector at the default pose, MuJoCo FK) and adopts goals others publish there.
+  * ``std_msgs/Bool`` on ``intervention_topic``: the intervention state (toggled by
+    ``intervention_button`` or the key ``i``)
+  * while intervening: the human's normalized action, ``std_msgs/Float64MultiArray`` on
+    ``teleop_action_topic``: action[k] = axes[action_axes[k]] * action_scale (-1: 0.0), or
+    nudged per dimension from the keyboard. The policy node executes it through the SAME
+    safety chain as the policy's action.
+  * e-stop: ``estop_button`` / the key ``x`` publish true on ``estop_topic`` (latched in the
+    policy node until its ``~/reset`` service).
+
+A Joy stream silent for ``joy_timeout`` s counts as released sticks: zero velocity, no
+goal motion, and no teleop action (the policy node then holds while intervening).
+
+Keys: w/s a/d q/e  vx, vy, yaw rate (quadruped) | w/s a/d r/f  goal x, y, z (manipulator)
+      space  zero the velocity  |  i  toggle intervention  |  [ ]  select action dim
+      k/l  action dim -/+  |  z  zero the action  |  x  e-stop  |  h  help
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from roboreal.config import ConfigError
+from roboreal.robots.spec import RobotSpec, load_robot
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+NODE_NAME = "teleop"
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "keyboard": (False, "read the keyboard instead of /joy"),
+    "rate": (20.0, "Hz of published commands"),
+    "joy_topic": ("/joy", "sensor_msgs/Joy input"),
+    "joy_timeout": (0.5, "s without Joy before the sticks count as released"),
+    "cmd_vel_topic": ("", "geometry_msgs/Twist output (default: spec ros.cmd_vel)"),
+    "goal_topic": ("", "geometry_msgs/PoseStamped output (default: spec ros.goal)"),
+    "goal_frame_id": ("world", "frame_id of published goals (the robot base frame)"),
+    "intervention_topic": ("/intervention", "std_msgs/Bool output"),
+    "teleop_action_topic": ("/teleop/action", "std_msgs/Float64MultiArray output"),
+    "estop_topic": ("/policy_node/estop", "std_msgs/Bool output (true = e-stop)"),
+    "action_size": (0, "size of the policy's action (0: the robot's actuated joints)"),
+    "axis_vx": (1, "Joy axis of linear.x"), "axis_vy": (0, "Joy axis of linear.y"),
+    "axis_wz": (3, "Joy axis of angular.z"),
+    "max_vx": (1.0, "m/s at full stick"), "max_vy": (0.5, "m/s at full stick"), "max_wz": (1.0, "rad/s at full stick"),
+    "axis_goal_x": (1, "Joy axis moving the goal along x"), "axis_goal_y": (0, "... along y"),
+    "axis_goal_z": (4, "... along z"),
+    "goal_speed": (0.1, "m/s of goal motion at full stick"),
+    "initial_goal": ([math.nan] * 3, "first goal (NaN: the end-effector at the default pose)"),
+    "intervention_button": (4, "Joy button toggling the intervention (-1: none)"),
+    "estop_button": (-1, "Joy button sending the e-stop (-1: none)"),
+    "action_axes": ([-1], "Joy axis per action dimension (-1 or missing: 0.0)"),
+    "action_scale": (1.0, "action per unit of stick"),
+    "key_velocity_step": (0.1, "velocity change per key press"),
+    "key_goal_step": (0.01, "m of goal motion per key press"),
+    "key_action_step": (0.1, "action change per key press"),
+}
+
+
+def robot_defaults(robot: str) -> dict[str, Any]:
+    """The `ros__parameters` of config/teleop_<robot>.yaml ({} if none)."""
+    name = Path(robot).parent.name if robot.endswith((".yaml", ".yml")) else robot
+    path = CONFIG_DIR / f"teleop_{name}.yaml"
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    for entry in data.values():
+        if isinstance(entry, dict) and "ros__parameters" in entry:
+            return dict(entry["ros__parameters"] or {})
+    return {}
+
+
+def default_goal(spec: RobotSpec) -> np.ndarray:
+    """The end-effector position at the default pose (MuJoCo FK on the robot's model)."""
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_path(str(spec.model_path))
+    data = mujoco.MjData(model)
+    for j in spec.joints:
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j.name)
+        data.qpos[model.jnt_qposadr[jid]] = j.default
+    mujoco.mj_kinematics(model, data)
+    return data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, spec.sites.end_effector)].copy()
+
+
+@dataclass
+class TeleopConfig:
+    action_size: int
+    axis_v: tuple[int, int, int] = (1, 0, 3)
+    max_v: tuple[float, float, float] = (1.0, 0.5, 1.0)
+    axis_goal: tuple[int, int, int] = (1, 0, 4)
+    goal_speed: float = 0.1
+    goal_min: np.ndarray | None = None
+    goal_max: np.ndarray | None = None
+    intervention_button: int = 4
+    estop_button: int = -1
+    action_axes: tuple[int, ...] = ()
+    action_scale: float = 1.0
+    joy_timeout: float = 0.5
+    key_velocity_step: float = 0.1
+    key_goal_step: float = 0.01
+    key_action_step: float = 0.1
+
+
+@dataclass
+class TeleopLogic:
+    """What the human asks for, from Joy messages and key presses (no ROS; unit-testable)."""
+
+    cfg: TeleopConfig
+    kind: str  # quadruped | manipulator | cartpole
+    goal: np.ndarray | None = None
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    intervening: bool = False
+    action: np.ndarray | None = None
+    selected: int = 0
+    estop_requests: int = 0
+    joy_axes: np.ndarray | None = None
+    joy_time: float | None = None
+    _buttons: tuple[int, ...] = ()
+    _keyboard_action: bool = False
+
+    def __post_init__(self):
+        self.action = np.zeros(self.cfg.action_size)
+
+    @staticmethod
+    def _axis(axes: np.ndarray, i: int) -> float:
+        return float(axes[i]) if 0 <= i < len(axes) and math.isfinite(axes[i]) else 0.0
+
+    def joy(self, axes: Sequence[float], buttons: Sequence[int], now: float) -> list[str]:
+        """A Joy message; returns events ("intervention on/off", "estop")."""
+        axes = np.asarray(axes, dtype=np.float64)
+        buttons = tuple(int(b) for b in buttons)
+        events = []
+
+        def pressed(i: int) -> bool:  # rising edge
+            was = self._buttons[i] if 0 <= i < len(self._buttons) else 0
+            return 0 <= i < len(buttons) and buttons[i] and not was
+
+        if pressed(self.cfg.intervention_button):
+            self.intervening = not self.intervening
+            events.append(f"intervention {'on' if self.intervening else 'off'}")
+        if pressed(self.cfg.estop_button):
+            self.estop_requests += 1
+            events.append("estop")
+        self._buttons = buttons
+        self.joy_axes, self.joy_time = axes, now
+        c = self.cfg
+        self.velocity = np.array([self._axis(axes, a) * m for a, m in zip(c.axis_v, c.max_v)])
+        self.action = np.clip(np.array([self._axis(axes, c.action_axes[k]) * c.action_scale
+                                        if k < len(c.action_axes) else 0.0 for k in range(c.action_size)]), -1, 1)
+        return events
+
+    def joy_fresh(self, now: float) -> bool:
+        return self.joy_time is not None and now - self.joy_time <= self.cfg.joy_timeout
+
+    def key(self, ch: str) -> list[str]:
+        """A key press; returns events."""
+        c, events = self.cfg, []
+        steps = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1)}
+        if self.kind == "quadruped":
+            steps.update({"q": (2, 1), "e": (2, -1)})
+            if ch in steps:
+                i, sign = steps[ch]
+                lim = c.max_v[i]
+                self.velocity[i] = float(np.clip(self.velocity[i] + sign * c.key_velocity_step, -lim, lim))
+            elif ch == " ":
+                self.velocity[:] = 0.0
+        elif self.kind == "manipulator" and self.goal is not None:
+            steps.update({"r": (2, 1), "f": (2, -1)})
+            if ch in steps:
+                i, sign = steps[ch]
+                g = self.goal.copy()
+                g[i] += sign * c.key_goal_step
+                self.set_goal(g)
+        if ch == "i":
+            self.intervening = not self.intervening
+            events.append(f"intervention {'on' if self.intervening else 'off'}")
+        elif ch == "x":
+            self.estop_requests += 1
+            events.append("estop")
+        elif ch in "[]" and c.action_size:
+            self.selected = (self.selected + (1 if ch == "]" else -1)) % c.action_size
+            events.append(f"action dim {self.selected}")
+        elif ch in "kl" and c.action_size:
+            self._keyboard_action = True
+            self.action[self.selected] = float(np.clip(self.action[self.selected] +
+                                                       (c.key_action_step if ch == "l" else -c.key_action_step), -1, 1))
+        elif ch == "z":
+            self.action[:] = 0.0
+        return events
+
+    def set_goal(self, goal: Sequence[float]) -> None:
+        g = np.asarray(goal, dtype=np.float64).reshape(3)
+        if self.cfg.goal_min is not None:
+            g = np.clip(g, self.cfg.goal_min, self.cfg.goal_max)
+        self.goal = g
+
+    def tick(self, dt: float, now: float, keyboard: bool) -> None:
+        """Advance by dt: goal motion from the sticks; released sticks stop everything."""
+        if keyboard:
+            return
+        if not self.joy_fresh(now):
+            self.velocity = np.zeros(3)
+            return
+        if self.kind == "manipulator" and self.goal is not None:
+            c = self.cfg
+            d = np.array([self._axis(self.joy_axes, a) for a in c.axis_goal]) * c.goal_speed * dt
+            self.set_goal(self.goal + d)
+
+    def teleop_action(self, now: float, keyboard: bool) -> np.ndarray | None:
+        """The action to publish now (None: nothing, e.g. sticks released, not intervening)."""
+        if not self.intervening:
+            return None
+        if keyboard:
+            return self.action.copy()
+        return self.action.copy() if self.joy_fresh(now) else None
+
+
+def _config(spec: RobotSpec, p: dict) -> TeleopConfig:
+    size = int(p["action_size"]) or len(spec.actuated_joints)
+    lo = hi = None
+    if spec.safety.workspace_min is not None:
+        lo, hi = np.array(spec.safety.workspace_min), np.array(spec.safety.workspace_max)
+    return TeleopConfig(
+        action_size=size, axis_v=(int(p["axis_vx"]), int(p["axis_vy"]), int(p["axis_wz"])),
+        max_v=(float(p["max_vx"]), float(p["max_vy"]), float(p["max_wz"])),
+        axis_goal=(int(p["axis_goal_x"]), int(p["axis_goal_y"]), int(p["axis_goal_z"])),
+        goal_speed=float(p["goal_speed"]), goal_min=lo, goal_max=hi,
+        intervention_button=int(p["intervention_button"]), estop_button=int(p["estop_button"]),
+        action_axes=tuple(int(a) for a in p["action_axes"]), action_scale=float(p["action_scale"]),
+        joy_timeout=float(p["joy_timeout"]), key_velocity_step=float(p["key_velocity_step"]),
+        key_goal_step=float(p["key_goal_step"]), key_action_step=float(p["key_action_step"]))
+
+
+def make_node(**kwargs):
+    """The teleop node class is built here so importing this module needs no rclpy."""
+    from geometry_msgs.msg import PoseStamped, Twist
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Joy
+    from std_msgs.msg import Bool, Float64MultiArray
+
+    class Teleop(Node):
+        def __init__(self):
+            super().__init__(NODE_NAME, **kwargs)
+            dyn = dict(dynamic_typing=True)
+            robot = str(self.declare_parameter("robot", "", ParameterDescriptor(**dyn)).value or "")
+            if not robot:
+                raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
+            self.spec = spec = load_robot(robot)
+            defaults = robot_defaults(robot)
+            unknown = sorted(set(defaults) - set(PARAMETERS) - {"robot"})
+            if unknown:
+                raise ConfigError(unknown[0], f"unknown teleop parameter in {CONFIG_DIR}/teleop_{robot}.yaml")
+            p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
+                 for k, (d, desc) in PARAMETERS.items()}
+            self.keyboard = str(p["keyboard"]).lower() == "true"
+            self.rate = float(p["rate"])
+            if not self.rate > 0:
+                raise ConfigError("rate", f"must be positive, got {self.rate}")
+            self.logic = TeleopLogic(_config(spec, p), spec.kind)
+            self.goal_frame = str(p["goal_frame_id"])
+            qos = QoSProfile(depth=10)
+            self.twist_pub = self.goal_pub = None
+            cmd_topic = str(p["cmd_vel_topic"] or spec.ros.cmd_vel or "")
+            goal_topic = str(p["goal_topic"] or spec.ros.goal or "")
+            if spec.kind == "quadruped" and cmd_topic:
+                self.twist_pub = self.create_publisher(Twist, cmd_topic, qos)
+            if spec.kind == "manipulator" and goal_topic:
+                g = np.array([float(v) for v in p["initial_goal"]])
+                self.logic.set_goal(default_goal(spec) if not np.isfinite(g).all() else g)
+                self.goal_pub = self.create_publisher(PoseStamped, goal_topic, qos)
+                self._sent: list[np.ndarray] = []
+                self.create_subscription(PoseStamped, goal_topic, self._on_goal, qos)
+            self.intervention_pub = self.create_publisher(Bool, str(p["intervention_topic"]), qos)
+            self.action_pub = self.create_publisher(Float64MultiArray, str(p["teleop_action_topic"]), qos)
+            self.estop_pub = self.create_publisher(Bool, str(p["estop_topic"]), qos)
+            self._estops_sent = 0
+            if not self.keyboard:
+                self.create_subscription(Joy, str(p["joy_topic"]), self._on_joy, qos)
+            self.create_timer(1.0 / self.rate, self._tick)
+            outputs = [t for t, pub in ((cmd_topic, self.twist_pub), (goal_topic, self.goal_pub)) if pub]
+            self.get_logger().info(
+                f"teleop for {spec.name}: {'keyboard' if self.keyboard else p['joy_topic']} -> {outputs}, "
+                f"{p['intervention_topic']}, {p['teleop_action_topic']} ({self.logic.cfg.action_size} dims)")
+
+        def _on_joy(self, msg) -> None:
+            for ev in self.logic.joy(msg.axes, msg.buttons, time.monotonic()):
+                self.get_logger().info(ev)
+            self._publish_events()
+
+        def on_key(self, ch: str) -> None:  # called from the keyboard thread through the executor
+            for ev in self.logic.key(ch):
+                self.get_logger().info(ev)
+            if ch == "h":
+                print(__doc__.split("Keys:")[1], file=sys.stderr)
+            self._publish_events()
+
+        def _on_goal(self, msg) -> None:
+            g = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+            if not np.isfinite(g).all() or any(np.allclose(g, s, atol=1e-9) for s in self._sent):
+                return  # our own goal coming back
+            self.logic.set_goal(g)  # someone else set a goal: nudge from there
+
+        def _publish_events(self) -> None:
+            while self._estops_sent < self.logic.estop_requests:
+                self.estop_pub.publish(Bool(data=True))
+                self._estops_sent += 1
+                self.get_logger().error("E-STOP sent")
+            self.intervention_pub.publish(Bool(data=self.logic.intervening))
+
+        def _tick(self) -> None:
+            now = time.monotonic()
+            lg = self.logic
+            lg.tick(1.0 / self.rate, now, self.keyboard)
+            if self.twist_pub is not None:
+                t = Twist()
+                t.linear.x, t.linear.y, t.angular.z = (float(v) for v in lg.velocity)
+                self.twist_pub.publish(t)
+            if self.goal_pub is not None and lg.goal is not None:
+                msg = PoseStamped()
+                msg.header.stamp = self.get_clock().now().to_msg()
+                msg.header.frame_id = self.goal_frame
+                msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in lg.goal)
+                msg.pose.orientation.w = 1.0
+                self._sent = (self._sent + [lg.goal.copy()])[-50:]
+                self.goal_pub.publish(msg)
+            self.intervention_pub.publish(Bool(data=lg.intervening))
+            a = lg.teleop_action(now, self.keyboard)
+            if a is not None:
+                self.action_pub.publish(Float64MultiArray(data=[float(v) for v in a]))
+
+    return Teleop()
+
+
+def _keyboard_loop(keys: list, lock: threading.Lock, stop: threading.Event) -> None:
+    import select
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        while not stop.is_set():
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                ch = os.read(fd, 1).decode(errors="ignore")
+                with lock:
+                    keys.append(ch)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def run(ros_args: list[str]) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=["roboreal-teleop", "--ros-args", *ros_args])
+    node = None
+    stop = threading.Event()
+    try:
+        try:
+            node = make_node()
+        except ConfigError as e:
+            print(f"[teleop] error: {e}", file=sys.stderr, flush=True)
+            return 2
+        keys: list[str] = []
+        lock = threading.Lock()
+        if node.keyboard:
+            if not sys.stdin.isatty():
+                print("[teleop] error: keyboard: stdin is not a terminal", file=sys.stderr, flush=True)
+                return 2
+            threading.Thread(target=_keyboard_loop, args=(keys, lock, stop), daemon=True).start()
+            print(__doc__.split("Keys:")[1], file=sys.stderr)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.02)
+            with lock:
+                pending, keys[:] = list(keys), []
+            for ch in pending:
+                node.on_key(ch)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        stop.set()
+        time.sleep(0.15)  # the keyboard thread restores the terminal
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

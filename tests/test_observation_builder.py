@@ -1,0 +1,294 @@
+"""The policy node's observation builder equals the training env's observation, term by term.
+
+The builder gets only what a real robot publishes (JointState with names in any order,
+Imu with a ROS x-y-z-w quaternion, Twist, PoseStamped); the env computes from the
+simulator state. Both must give the same vector for the same physical state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import roboreal
+from roboreal.envs.math_utils import projected_gravity as env_projected_gravity
+from roboreal.sim2real.bundle import build_manifest
+from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.sim2real.nodes.observation import (
+    ObservationBuilder,
+    ObservationError,
+    applied_action,
+    projected_gravity_xyzw,
+)
+
+def make_env(task: str):
+    # NB: observation_noise={} does NOT disable noise (config dicts merge into the defaults):
+    # every noisy term is set to 0 explicitly, and the test checks that it took.
+    from roboreal.envs.registry import task_config
+
+    noisy = task_config(task, {}).observation_noise
+    env = roboreal.make(task, num_envs=1, observation_noise={k: 0.0 for k in noisy},
+                        randomization={"enabled": False})
+    assert not any(env.cfg.observation_noise.values()) and not env.cfg.randomization.enabled
+    return env
+
+
+def manifest_of(env) -> dict:
+    """The manifest `roboreal export` would write for a policy trained on `env`."""
+    group = "policy"
+    info = {"obs_group": group, "action_size": env.action_size, "action_type": env.spec.action_type,
+            "obs_size": env.spec.observation_sizes[group], "task": env.task_name, "algo": "test",
+            "checkpoint": "", "step": 0}
+    return build_manifest(env, info, "/nonexistent")
+
+
+def set_state(env, qpos: np.ndarray, qvel: np.ndarray) -> None:
+    env.sim.set_state([0], qpos[None], qvel[None])
+    env.sim.forward([0])
+    env._refresh()
+
+
+def env_obs(env) -> np.ndarray:
+    return env._compute_observations()["policy"][0].double().numpy()
+
+
+def joint_state_msg(env, qpos, qvel, rng, extra_joints: dict | None = None):
+    """(names, position, velocity) of every spec (and gripper) joint, in a shuffled order."""
+    import mujoco
+
+    names = list(env.robot.joint_names) + (list(env.robot.gripper.joints) if env.robot.gripper else [])
+    pos, vel = [], []
+    for n in names:
+        jid = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, n)
+        pos.append(qpos[env.model.jnt_qposadr[jid]])
+        vel.append(qvel[env.model.jnt_dofadr[jid]])
+    for n, (p, v) in (extra_joints or {}).items():
+        names.append(n), pos.append(p), vel.append(v)
+    order = rng.permutation(len(names))
+    assert not np.array_equal(order, np.arange(len(names)))
+    return [names[i] for i in order], np.array(pos)[order], np.array(vel)[order]
+
+
+def random_quat(rng, max_tilt: float = 0.6) -> np.ndarray:
+    """w, x, y, z: random yaw, tilted by up to max_tilt."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    ang = rng.uniform(-max_tilt, max_tilt)
+    q = np.concatenate([[math.cos(ang / 2)], math.sin(ang / 2) * axis])
+    return q / np.linalg.norm(q)
+
+
+def test_go1_builder_equals_env_observation():
+    env = make_env("go1-walk")
+    manifest = manifest_of(env)
+    rng = np.random.default_rng(0)
+    spec = env.robot
+    try:
+        for trial in range(6):
+            b = ObservationBuilder(manifest, spec)
+            qpos = env.home_qpos.double().numpy().copy()
+            qpos[2] = 0.3
+            qpos[3:7] = random_quat(rng)
+            qpos[7:19] = rng.uniform(spec.lower, spec.upper)
+            qvel = rng.normal(0.0, 2.0, env.model.nv)
+            set_state(env, qpos, qvel)
+            env.commands[0] = torch.tensor(rng.uniform(-1, 1, 3), dtype=torch.float32)
+            env.actions[0] = torch.tensor(rng.uniform(-1, 1, 12), dtype=torch.float32)
+            expected = env_obs(env)
+
+            names, pos, vel = joint_state_msg(env, qpos, qvel, rng, {"some_other_joint": (9.0, 9.0)})
+            b.set_joint_state(names, pos, vel, arrival=1.0)
+            w, x, y, z = qpos[3:7]
+            b.set_imu((x, y, z, w), qvel[3:6], arrival=1.0)  # ROS order x, y, z, w; gyro in the base frame
+            b.set_cmd_vel(*env.commands[0].double().numpy(), arrival=1.0)
+            b.set_last_action(env.actions[0].double().numpy())
+            assert b.ready
+            got = b.build()
+            assert got.shape == expected.shape == (45,)
+            np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5, err_msg=f"trial {trial}")
+            # the state handed to the safety chain: spec order, quaternion w, x, y, z
+            st = b.robot_state()
+            np.testing.assert_allclose(st.position, qpos[7:19])
+            np.testing.assert_allclose(st.velocity, qvel[6:18])
+            np.testing.assert_allclose(st.orientation, qpos[3:7])
+    finally:
+        env.close()
+
+
+def test_go1_term_by_term_and_units():
+    """Each raw term by name: a mismatch names the term, not just an index."""
+    env = make_env("go1-walk")
+    manifest = manifest_of(env)
+    rng = np.random.default_rng(1)
+    try:
+        b = ObservationBuilder(manifest, env.robot)
+        qpos = env.home_qpos.double().numpy().copy()
+        qpos[3:7] = random_quat(rng)
+        qvel = rng.normal(0.0, 1.0, env.model.nv)
+        set_state(env, qpos, qvel)
+        names, pos, vel = joint_state_msg(env, qpos, qvel, rng)
+        b.set_joint_state(names, pos, vel, arrival=0.0)
+        w, x, y, z = qpos[3:7]
+        b.set_imu((x, y, z, w), qvel[3:6], arrival=0.0)
+        raw = b.raw_terms()
+        for term in env._obs_terms["policy"]:
+            if term.name in ("velocity_command", "last_action"):
+                continue
+            np.testing.assert_allclose(raw[term.name], term.fn()[0].double().numpy(), atol=2e-5, err_msg=term.name)
+        # an upright robot sees gravity straight down
+        b.set_imu((0, 0, 0, 1), (0, 0, 0), arrival=0.0)
+        np.testing.assert_allclose(b.raw_terms()["projected_gravity"], [0, 0, -1], atol=1e-12)
+    finally:
+        env.close()
+
+
+def test_projected_gravity_matches_env_math():
+    rng = np.random.default_rng(2)
+    quats = np.stack([random_quat(rng, max_tilt=3.0) for _ in range(50)])
+    expected = env_projected_gravity(torch.tensor(quats)).numpy()
+    for q, e in zip(quats, expected):
+        w, x, y, z = q
+        np.testing.assert_allclose(projected_gravity_xyzw((x, y, z, w)), e, atol=1e-12)
+        # an unnormalized quaternion (some drivers) means the same rotation
+        np.testing.assert_allclose(projected_gravity_xyzw((2 * x, 2 * y, 2 * z, 2 * w)), e, atol=1e-12)
+    assert np.isnan(projected_gravity_xyzw((0, 0, 0, 0))).all()
+
+
+def test_panda_reach_builder_equals_env_observation():
+    env = make_env("panda-reach")
+    manifest = manifest_of(env)
+    rng = np.random.default_rng(3)
+    spec = env.robot
+    try:
+        for trial in range(5):
+            b = ObservationBuilder(manifest, spec)
+            qpos = env.model.qpos0.copy()
+            qpos[env.joint_qpos_idx.numpy()] = rng.uniform(spec.lower, spec.upper)
+            qpos[env.finger_qpos_idx.numpy()] = rng.uniform(0, 0.04, 2)
+            qvel = np.zeros(env.model.nv)
+            qvel[env.joint_qvel_idx.numpy()] = rng.normal(0, 1.0, 7)
+            set_state(env, qpos, qvel)
+            goal = rng.uniform(env.goal_low.numpy(), env.goal_high.numpy())
+            env.goal[0] = torch.tensor(goal, dtype=torch.float32)
+            expected = env_obs(env)
+
+            names, pos, vel = joint_state_msg(env, qpos, qvel, rng)
+            b.set_joint_state(names, pos, vel, arrival=1.0)
+            b.set_goal(goal, arrival=1.0)  # PoseStamped.pose.position, robot base frame
+            assert b.ready
+            got = b.build()
+            assert got.shape == expected.shape == (20,)
+            np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5, err_msg=f"trial {trial}")
+            # forward kinematics on the robot's model = the sim's end-effector sensor
+            np.testing.assert_allclose(b.raw_terms()["ee_pos"], env.ee_pos[0].double().numpy(), atol=2e-6)
+    finally:
+        env.close()
+
+
+def test_panda_pick_builder_equals_env_observation():
+    env = make_env("panda-pick")
+    manifest = manifest_of(env)
+    rng = np.random.default_rng(4)
+    spec = env.robot
+    try:
+        b = ObservationBuilder(manifest, spec)
+        qpos = env.model.qpos0.copy()
+        qpos[env.joint_qpos_idx.numpy()] = rng.uniform(spec.lower, spec.upper)
+        qpos[env.finger_qpos_idx.numpy()] = [0.013, 0.017]
+        obj = np.array([0.5, 0.05, 0.1])
+        qpos[env.object_qpos:env.object_qpos + 3] = obj
+        qvel = np.zeros(env.model.nv)
+        qvel[env.joint_qvel_idx.numpy()] = rng.normal(0, 1.0, 7)
+        v_obj = np.array([0.2, -0.1, 0.3])
+        qvel[env.object_qvel:env.object_qvel + 3] = v_obj
+        set_state(env, qpos, qvel)
+        goal = np.array([0.45, -0.1, 0.3])
+        env.goal[0] = torch.tensor(goal, dtype=torch.float32)
+        expected = env_obs(env)
+
+        names, pos, vel = joint_state_msg(env, qpos, qvel, rng)
+        b.set_joint_state(names, pos, vel, arrival=1.0)
+        b.set_goal(goal, arrival=1.0)
+        # two tracker poses 40 ms apart: the velocity is their finite difference
+        b.set_object_pose(obj - v_obj * 0.04, arrival=0.96, header_stamp=100.00)
+        b.set_object_pose(obj, arrival=1.0, header_stamp=100.04)
+        got = b.build()
+        assert got.shape == expected.shape == (30,)
+        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5)
+        assert b.raw_terms()["gripper_width"][0] == pytest.approx(0.030)
+    finally:
+        env.close()
+
+
+def test_cartpole_pole_angle_wrapped_as_in_sim():
+    env = make_env("cartpole-balance")
+    manifest = manifest_of(env)
+    try:
+        for angle in (0.1, 2 * math.pi + 0.1, -3 * math.pi + 0.2, math.pi - 1e-3, 5 * math.pi + 1e-3):
+            b = ObservationBuilder(manifest, env.robot)
+            qpos, qvel = np.array([0.3, angle]), np.array([-0.5, 1.5])
+            set_state(env, qpos, qvel)
+            expected = env_obs(env)
+            b.set_joint_state(["hinge", "slider"], [angle, 0.3], [1.5, -0.5], arrival=0.0)
+            np.testing.assert_allclose(b.build(), expected, atol=2e-6, err_msg=f"angle {angle}")
+    finally:
+        env.close()
+
+
+def test_partial_and_malformed_joint_states():
+    env = make_env("go1-walk")
+    manifest = manifest_of(env)
+    env.close()
+    spec = env.robot
+    b = ObservationBuilder(manifest, spec)
+    names = spec.joint_names
+    assert "a JointState" in b.missing()[0] and "an IMU message" in b.missing()
+    # split over two messages (e.g. two drivers): merged by name
+    b.set_joint_state(names[:6], np.zeros(6), np.zeros(6), arrival=1.0)
+    assert any("joint positions of" in m and names[6] in m for m in b.missing())
+    b.set_joint_state(names[6:], np.ones(6), np.ones(6), arrival=2.0)
+    b.set_imu((0, 0, 0, 1), (0, 0, 0), arrival=2.0)
+    assert b.ready
+    assert b.joint_state_time() == 1.0  # the oldest joint reading is what the watchdog sees
+    with pytest.raises(ValueError, match="12 names but 11 position"):
+        b.set_joint_state(names, np.zeros(11), np.zeros(12), arrival=3.0)
+    with pytest.raises(ValueError, match="more than once"):
+        b.set_joint_state([names[0], names[0]], [0, 0], [0, 0], arrival=3.0)
+    # empty velocity array (allowed by ROS): positions update, velocities keep their last value
+    b.set_joint_state(names, np.full(12, 0.5), [], arrival=4.0)
+    np.testing.assert_allclose(b.robot_state().velocity, [0] * 6 + [1] * 6)
+    # NaN is passed through (the chain latches its fault mode on it)
+    b.set_joint_state(names[:1], [float("nan")], [0.0], arrival=5.0)
+    assert np.isnan(b.build()).any() and np.isnan(b.robot_state().position[0])
+    # last action: clipped like the env's actions
+    b.set_last_action(np.array([5.0, -5.0, float("nan")] + [0.5] * 9))
+    np.testing.assert_allclose(b.raw_terms()["last_action"][:4], [1.0, -1.0, 0.0, 0.5])
+
+
+def test_unknown_source_is_refused_by_name():
+    env = make_env("cartpole-balance")
+    manifest = manifest_of(env)
+    env.close()
+    manifest["observation"]["terms"][2]["source"] = "lidar.scan"
+    with pytest.raises(ObservationError, match="pole_angle.*lidar.scan"):
+        ObservationBuilder(manifest, env.robot)
+    manifest["observation"]["terms"][2]["source"] = "joint_states.position[hinge]"
+    manifest["observation"]["terms"][2]["offset"] = "median"
+    with pytest.raises(ObservationError, match="pole_angle.*unknown offset"):
+        ObservationBuilder(manifest, env.robot)
+
+
+def test_applied_action_inverts_the_action_mapping():
+    """last_action_source=applied: the chain's output mapped back to the action space."""
+    a = np.array([0.3, -0.7, 1.0])
+    absolute = ActionMapping("joint_position_absolute", ("a", "b", "c"), (0.25,) * 3, (0.1, -0.2, 0.3))
+    np.testing.assert_allclose(applied_action(absolute, absolute.to_command(a), None, a), a)
+    delta = ActionMapping("joint_position_delta", ("a", "b", "c"), (0.05,) * 3, (0.0,) * 3)
+    prev = np.array([0.5, 0.5, 0.5])
+    np.testing.assert_allclose(applied_action(delta, delta.to_command(a, prev), prev, a), a)
+    force = ActionMapping("force", ("a",), (10.0,), (0.0,))
+    # a rate-limited / clipped output is what the robot did: e.g. the chain allowed 2 N of 7
+    np.testing.assert_allclose(applied_action(force, np.array([2.0]), None, np.array([0.7, 0.4])), [0.2, 0.4])
