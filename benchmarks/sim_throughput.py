@@ -91,22 +91,34 @@ def bench_roboreal(task: str, n: int, seconds: float) -> float:
 
 
 def bench_ceiling(task: str, n: int, seconds: float, control_steps: int = 50) -> float:
-    """MuJoCo alone: one rollout call of `control_steps * decimation` physics steps for N worlds."""
-    env = roboreal.make(task, num_envs=1, seed=0)
+    """MuJoCo alone: one rollout call of `control_steps * decimation` physics steps for N worlds.
+
+    Same worlds (the env's per-world models, domain randomization included), same start
+    state and the very controls the env produced for random actions: only the env layer
+    (observations, rewards, resets, Python per step) is missing.
+    """
+    env = roboreal.make(task, num_envs=n, seed=0)
+    env.reset()
     model, decimation = env.model, env.cfg.decimation
-    state0 = np.repeat(env.sim.state[:1], n, axis=0)
+    models = env.sim.models if env.sim.models is not None else [model] * n
+    state0 = env.sim.state.copy()
+    recorded = []
+    to_ctrl = env._action_to_ctrl
+    env._action_to_ctrl = lambda a: recorded.append(to_ctrl(a).double().numpy().copy()) or torch.from_numpy(recorded[-1])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(control_steps):
+        if env.spec.action_type == "discrete":
+            env.step(torch.randint(0, env.spec.action_size, (n,), generator=gen))
+        else:
+            env.step(torch.rand(n, env.spec.action_size, generator=gen) * 2 - 1)
+    nthread = env.sim.nthread
     env.close()
-    nthread = min(os.cpu_count() or 1, n)
-    datas = [mujoco.MjData(model) for _ in range(nthread)]
+    ctrl = np.repeat(np.stack(recorded, axis=1)[:, :, None, :], decimation, axis=2)
     nstep = control_steps * decimation
-    rng = np.random.default_rng(0)
-    lo, hi = model.actuator_ctrlrange.T
-    # one random control per control step, held for `decimation` physics steps
-    ctrl = lo + rng.random((n, control_steps, 1, model.nu)) * (hi - lo)
-    ctrl = np.repeat(ctrl, decimation, axis=2).reshape(n, nstep, model.nu)
+    ctrl = ctrl.reshape(n, nstep, model.nu)
+    datas = [mujoco.MjData(model) for _ in range(nthread)]
     out_state = np.empty((n, nstep, state0.shape[1]))
     out_sensor = np.empty((n, nstep, model.nsensordata))
-    models = [model] * n
     with mujoco.rollout.Rollout(nthread=nthread if nthread > 1 else 0) as pool:
         def run():
             pool.rollout(models, datas, state0, ctrl, skip_checks=True, nstep=nstep, state=out_state,
