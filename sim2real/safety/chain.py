@@ -27,9 +27,11 @@ from roboreal.sim2real.safety.filters import (
     as_vector,
 )
 from roboreal.sim2real.safety.limits import SafetyLimits
-from roboreal.sim2real.safety.types import RobotState, SafetyCommand, StepContext
+from roboreal.sim2real.safety.types import RobotState, SafetyCommand, StepContext, all_finite, same_values
 
 FINAL_GUARD = "final_guard"
+# mode -> behaviour where they differ (see `SafetyChain._choose_source`)
+_BEHAVIOUR = {"soft_hold": "hold", "startup_ramp": "ramp"}
 
 
 @lru_cache(maxsize=8)
@@ -90,6 +92,9 @@ class SafetyChain:
         self.fault_mode = spec.safety.fault_mode
         self.damping_kd = float(spec.safety.damping_kd)
         self._all_index = np.array([i for i, j in enumerate(spec.joints) if j.actuated], dtype=int)
+        self._lengths = (len(spec.joints), self.n)  # a measured vector has one of these lengths
+        self._unknown = np.full(self.n, np.nan)  # what a missing measurement reads as
+        self._neg_tau_max = -self.tau_max
 
         # ----- the chain, in order -----
         index = np.array([self.joint_names.index(j) for j in mapping.joints], dtype=int)
@@ -205,15 +210,17 @@ class SafetyChain:
 
     # ------------------------------------------------------------------ internals
     def _measured(self, state) -> tuple[np.ndarray, np.ndarray]:
-        lengths = (len(self.spec.joints), self.n)
-        out = []
-        for attr in ("position", "velocity"):
-            v = as_vector(getattr(state, attr, None), lengths)
-            if v is None:
-                out.append(np.full(self.n, np.nan))
-            else:
-                out.append(v[self._all_index] if len(v) == len(self.spec.joints) else v.copy())
-        return out[0], out[1]
+        return self._actuated(getattr(state, "position", None)), self._actuated(getattr(state, "velocity", None))
+
+    def _actuated(self, raw) -> np.ndarray:
+        """A measured vector (all joints or the actuated ones) as the actuated joints' values
+        (a copy), NaN where it is unusable."""
+        v = as_vector(raw, self._lengths)
+        if v is None:
+            return self._unknown.copy()
+        if len(v) == self._lengths[0] and self._lengths[0] != self.n:
+            return v[self._all_index]
+        return v.copy()
 
     def _context(self, action, state, now) -> StepContext:
         try:
@@ -229,10 +236,9 @@ class SafetyChain:
     def _choose_source(self, ctx: StepContext) -> None:
         """Map the mode to a behaviour and the target it starts from."""
         mode = ctx.mode
-        behaviour = {"estop": self.fault_mode, "soft_hold": "hold", "startup_ramp": "ramp"}.get(mode, mode)
+        behaviour = self.fault_mode if mode == "estop" else _BEHAVIOUR.get(mode, mode)
         ctx.mode = "hold" if mode == "soft_hold" else mode
         ctx.behaviour = behaviour
-        finite_q = np.isfinite(ctx.q)
         if not self.position_control:
             if behaviour == "damping":
                 with np.errstate(all="ignore"):
@@ -245,7 +251,7 @@ class SafetyChain:
         if behaviour == "damping":
             ctx.kp = np.zeros(self.n)
             ctx.kd = np.full(self.n, self.damping_kd)
-            ctx.value = np.where(finite_q, np.clip(ctx.q, self.lower, self.upper), ctx.prev)
+            ctx.value = np.where(np.isfinite(ctx.q), np.clip(ctx.q, self.lower, self.upper), ctx.prev)
         elif behaviour == "hold":
             quadruped_stand = mode == "soft_hold" and self.spec.kind == "quadruped"
             ctx.value = self.default.copy() if quadruped_stand else ctx.prev.copy()
@@ -256,21 +262,26 @@ class SafetyChain:
 
     def _finish(self, ctx: StepContext) -> SafetyCommand:
         v = np.asarray(ctx.value, dtype=np.float64)
+        finite = all_finite(v)
         if self.position_control:
-            out = np.clip(np.where(np.isfinite(v), v, ctx.prev), self.lower, self.upper)
+            lo, hi, fallback = self.lower, self.upper, ctx.prev
+        else:
+            lo, hi, fallback = self._neg_tau_max, self.tau_max, 0.0
+        # the final clip: np.clip (without its overhead) of the finite values, the fallback elsewhere
+        out = np.minimum(np.maximum(v if finite else np.where(np.isfinite(v), v, fallback), lo), hi)
+        if self.position_control:
             self.torque.bound_gains(ctx, out)
-            kp = np.nan_to_num(np.maximum(ctx.kp, 0.0), nan=0.0, posinf=0.0)
-            kd = np.nan_to_num(np.maximum(ctx.kd, 0.0), nan=0.0, posinf=0.0)
+            kp, kd = _gain(ctx.kp), _gain(ctx.kd)
             position, force = out, None
         else:
-            out = np.clip(np.where(np.isfinite(v), v, 0.0), -self.tau_max, self.tau_max)
             kp = kd = np.zeros(self.n)
             position, force = None, out
-        with np.errstate(all="ignore"):
-            fixed = np.abs(out - v)
-        if not (fixed <= 1e-12).all():
-            ctx.intervene(FINAL_GUARD, np.nan_to_num(fixed, nan=np.inf).max())
-        self._prev = out.copy()
+        if not same_values(out, v):
+            with np.errstate(all="ignore"):
+                fixed = np.abs(out - v)
+            if not (fixed <= 1e-12).all():
+                ctx.intervene(FINAL_GUARD, np.nan_to_num(fixed, nan=np.inf).max())
+        self._prev = out
         self._prev_behaviour = ctx.behaviour
         self.mode = ctx.mode
         when = ctx.now if math.isfinite(ctx.now) else None
@@ -282,4 +293,14 @@ class SafetyChain:
         return SafetyCommand(mode=ctx.mode, position=None if position is None else position.copy(),
                              force=None if force is None else force.copy(), kp=kp, kd=kd,
                              interventions=dict(ctx.interventions), joint_names=self.joint_names)
+
+
+def _gain(k: np.ndarray) -> np.ndarray:
+    """Gains as sent: negative -> 0, NaN/inf -> 0 (`k` itself where it needs neither: the
+    step's gains are its own arrays)."""
+    values = k.tolist()
+    if all(map(math.isfinite, values)) and (not values or min(values) >= 0.0):
+        return k
+    k = np.maximum(k, 0.0)
+    return np.where(np.isfinite(k), k, 0.0)
 

@@ -17,6 +17,13 @@ velocity and torque each add one, and the target is clipped into the feasible in
 Where two cannot both hold (e.g. the robot was pushed far from its previous target), the
 higher priority wins: position limits (absolute) > velocity bound > target rate > torque
 bound, and the torque bound is then met by scaling the gains (`TorqueLimit.bound_gains`).
+
+The chain runs on the robot every control period, on vectors of a few to a few dozen
+values, where numpy's per-call overhead dominates: the filters take the usual case (finite
+inputs, nothing to clip) with as few numpy calls as possible and fall back to the general
+code only when it is needed. `all_finite` / `same_values` answer on the Python floats of a
+vector; 3-vectors and quaternions are Python floats; per-period limits are computed once
+per dt; `np.minimum(np.maximum(...))` stands for `np.clip`, which costs three times as much.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from roboreal.sim2real.safety.types import (
     PRIO_TORQUE,
     PRIO_VELOCITY,
     StepContext,
+    all_finite,
+    all_positive,
+    same_values,
 )
 
 
@@ -48,30 +58,54 @@ def as_vector(x, lengths: Sequence[int]) -> np.ndarray | None:
     return a
 
 
+def _count_non_finite(v: np.ndarray) -> int:
+    return 0 if all_finite(v) else int((~np.isfinite(v)).sum())
+
+
+def _unit(v: Sequence[float]) -> list[float] | None:
+    """`v` (finite) scaled to unit length, or None if it is zero. Scaled by its largest
+    magnitude first, so huge and tiny (subnormal) vectors normalize too."""
+    s = max(map(abs, v))
+    if not (math.isfinite(s) and s > 0):
+        return None
+    v = [c / s for c in v]
+    norm = math.hypot(*v)
+    return [c / norm for c in v]
+
+
+def _finite_floats(x, size: int) -> list[float] | None:
+    """`x` as `size` finite Python floats, or None if it is not that."""
+    v = as_vector(x, (size,))
+    if v is None:
+        return None
+    v = v.tolist()
+    return v if all(map(math.isfinite, v)) else None
+
+
+def gravity_direction(state) -> list[float] | None:
+    """`projected_gravity` as three Python floats (math on a 3-vector is cheaper without numpy)."""
+    if state is None:
+        return None
+    g = _finite_floats(getattr(state, "gravity", None), 3)
+    if g is None:
+        quat = _finite_floats(getattr(state, "orientation", None), 4)
+        quat = None if quat is None else _unit(quat)
+        if quat is None:
+            return None
+        w, x, y, z = quat
+        # R^T (0, 0, -1): minus the third row of R(quat).
+        g = (-2 * (x * z - w * y), -2 * (y * z + w * x), -(1 - 2 * (x * x + y * y)))
+    return _unit(g)
+
+
 def projected_gravity(state) -> np.ndarray | None:
     """Unit gravity direction in the base frame from `state.gravity` or `state.orientation`
     (quaternion w, x, y, z); None if neither is usable."""
-    if state is None:
-        return None
-    g = as_vector(getattr(state, "gravity", None), (3,))
-    if g is None or not np.isfinite(g).all():
-        quat = as_vector(getattr(state, "orientation", None), (4,))
-        if quat is None or not np.isfinite(quat).all():
-            return None
-        s = np.abs(quat).max()
-        if not s > 0:
-            return None
-        w, x, y, z = quat / s / np.linalg.norm(quat / s)
-        # R^T (0, 0, -1): minus the third row of R(quat).
-        g = -np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-    s = np.abs(g).max()
-    if not (np.isfinite(s) and s > 0):
-        return None
-    g = g / s
-    return g / np.linalg.norm(g)
+    g = gravity_direction(state)
+    return None if g is None else np.array(g)
 
 
-def roll_pitch(gravity: np.ndarray) -> tuple[float, float]:
+def roll_pitch(gravity: Sequence[float]) -> tuple[float, float]:
     """Roll and pitch (rad) from a unit projected gravity vector ((0, 0, -1) upright)."""
     gx, gy, gz = gravity
     return math.atan2(-gy, -gz), math.asin(max(-1.0, min(1.0, gx)))
@@ -131,7 +165,7 @@ class NonFiniteGuard(SafetyFilter):
         if ctx.action is None:
             bad, why = bad + 1, why + [f"action is not a vector of {self.action_size} numbers"]
         else:
-            n = int((~np.isfinite(ctx.action)).sum())
+            n = _count_non_finite(ctx.action)
             if n:
                 bad, why = bad + n, why + [f"{n} non-finite action value(s)"]
         st = ctx.state
@@ -140,7 +174,7 @@ class NonFiniteGuard(SafetyFilter):
             if v is None:
                 bad, why = bad + 1, why + [f"state.{attr} is not a vector of {' or '.join(map(str, self.lengths))}"]
             else:
-                n = int((~np.isfinite(v)).sum())
+                n = _count_non_finite(v)
                 if n:
                     bad, why = bad + n, why + [f"{n} non-finite state.{attr} value(s)"]
         if self.needs_orientation:
@@ -148,9 +182,9 @@ class NonFiniteGuard(SafetyFilter):
                 raw = getattr(st, attr, None)
                 if raw is not None:
                     v = as_vector(raw, (size,))
-                    if v is None or not np.isfinite(v).all():
+                    if v is None or not all_finite(v):
                         bad, why = bad + 1, why + [f"state.{attr} is malformed or not finite"]
-            if projected_gravity(st) is None:
+            if ctx.gravity(gravity_direction) is None:
                 bad, why = bad + 1, why + ["no usable state.orientation or state.gravity"]
         return bad, why
 
@@ -173,10 +207,11 @@ class ActionClip(SafetyFilter):
     def apply(self, ctx: StepContext) -> None:
         if ctx.behaviour != "policy" or ctx.action is None:
             return
-        clipped = np.clip(ctx.action, -1.0, 1.0)
-        moved = np.abs(ctx.action - clipped)
-        if moved.size and moved.max() > 0:
-            ctx.intervene(self.name, moved.max())
+        clipped = np.minimum(np.maximum(ctx.action, -1.0), 1.0)  # np.clip, without its overhead
+        if not same_values(clipped, ctx.action):
+            largest = np.abs(ctx.action - clipped).max()
+            if largest > 0:  # not NaN
+                ctx.intervene(self.name, largest)
         ctx.action = clipped
 
 
@@ -198,26 +233,45 @@ class ActionMap(SafetyFilter):
     def __init__(self, mapping, index: np.ndarray, default: np.ndarray, position_control: bool):
         self.mapping = mapping
         self.index = index  # actuated-joint index of each mapped joint
+        # every actuated joint, in order: the mapped vector is the whole target
+        self.all_joints = np.array_equal(index, np.arange(len(default)))
         self.scale = np.asarray(mapping.scale, dtype=np.float64)
+        self.offset = np.asarray(mapping.offset, dtype=np.float64)
+        self.delta = mapping.type == "joint_position_delta"
         self.default = default
         self.position_control = position_control
+
+    def mapped(self, action: np.ndarray) -> np.ndarray:
+        """`ActionMapping.to_command` for absolute targets and forces (offset + scale * action),
+        with the mapping's arrays converted once."""
+        return self.offset + self.scale * action
 
     def apply(self, ctx: StepContext) -> None:
         if ctx.behaviour != "policy" or ctx.action is None:
             return
         w = ctx.fade
         if not self.position_control:
-            full = np.zeros(len(ctx.prev))
-            full[self.index] = self.mapping.to_command(ctx.action)
+            if self.all_joints:
+                full = self.mapped(ctx.action)
+            else:
+                full = np.zeros(len(ctx.prev))
+                full[self.index] = self.mapped(ctx.action)
             ctx.value = w * full
             return
-        anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
-        full = self.default.copy()
-        if self.mapping.type == "joint_position_delta":
-            target = anchor + w * (full - anchor)
-            target[self.index] = ctx.prev[self.index] + w * self.scale * ctx.action
+        if self.delta:
+            if self.all_joints:  # every joint is set from the previous target
+                target = ctx.prev + w * self.scale * ctx.action
+            else:
+                anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
+                target = anchor + w * (self.default - anchor)
+                target[self.index] = ctx.prev[self.index] + w * self.scale * ctx.action
         else:
-            full[self.index] = self.mapping.to_command(ctx.action)
+            anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
+            if self.all_joints:
+                full = self.mapped(ctx.action)
+            else:
+                full = self.default.copy()
+                full[self.index] = self.mapped(ctx.action)
             target = anchor + w * (full - anchor)
         ctx.value = target
 
@@ -231,13 +285,26 @@ class RateLimit(SafetyFilter):
 
     def __init__(self, max_rate: np.ndarray):
         self.max_rate = max_rate
+        self._per_step = _PerStep(max_rate)
 
     def apply(self, ctx: StepContext) -> None:
         if not ctx.position_control or ctx.behaviour == "damping":
             return
-        step = self.max_rate * ctx.dt
+        step = self._per_step(ctx.dt)
         lo, hi = ctx.constrain(PRIO_RATE, ctx.prev - step, ctx.prev + step)
         ctx.clip_to(self.name, lo, hi)
+
+
+class _PerStep:
+    """``limit * dt`` (a per-second limit over one control period), computed once per dt."""
+
+    def __init__(self, limit: np.ndarray):
+        self.limit, self.dt, self.value = limit, None, None
+
+    def __call__(self, dt: float) -> np.ndarray:
+        if dt != self.dt:
+            self.dt, self.value = dt, self.limit * dt
+        return self.value
 
 
 # --------------------------------------------------------------------------- 4
@@ -258,7 +325,7 @@ class PositionLimit(SafetyFilter):
             ctx.clip_to(self.name, lo, hi)
             return
         q, f = ctx.q, ctx.value
-        out = np.where((q >= self.upper) & (f > 0), 0.0, np.where((q <= self.lower) & (f < 0), 0.0, f))
+        out = np.where(((q >= self.upper) & (f > 0)) | ((q <= self.lower) & (f < 0)), 0.0, f)
         _record_force(ctx, self.name, f, out)
 
 
@@ -274,20 +341,22 @@ class VelocityLimit(SafetyFilter):
 
     def __init__(self, v_max: np.ndarray):
         self.v_max = v_max
+        self._per_step = _PerStep(v_max)
 
     def apply(self, ctx: StepContext) -> None:
         if ctx.position_control:
             if ctx.behaviour == "damping":
                 return
-            d = self.v_max * ctx.dt
-            ok = np.isfinite(ctx.q)
-            lo = np.where(ok, ctx.q - d, -np.inf)
-            hi = np.where(ok, ctx.q + d, np.inf)
+            d = self._per_step(ctx.dt)
+            lo, hi = ctx.q - d, ctx.q + d
+            if not all_finite(ctx.q):
+                ok = np.isfinite(ctx.q)
+                lo, hi = np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
             lo, hi = ctx.constrain(PRIO_VELOCITY, lo, hi)
             ctx.clip_to(self.name, lo, hi)
             return
         dq, f = ctx.dq, ctx.value
-        out = np.where((dq > self.v_max) & (f > 0), 0.0, np.where((dq < -self.v_max) & (f < 0), 0.0, f))
+        out = np.where(((dq > self.v_max) & (f > 0)) | ((dq < -self.v_max) & (f < 0)), 0.0, f)
         _record_force(ctx, self.name, f, out)
 
 
@@ -307,32 +376,43 @@ class TorqueLimit(SafetyFilter):
 
     def __init__(self, tau_max: np.ndarray):
         self.tau_max = tau_max
+        self.neg_tau_max = -tau_max
 
     def apply(self, ctx: StepContext) -> None:
         if not ctx.position_control:
             f = ctx.value
-            _record_force(ctx, self.name, f, np.clip(f, -self.tau_max, self.tau_max))
+            _record_force(ctx, self.name, f, np.minimum(np.maximum(f, self.neg_tau_max), self.tau_max))
             return
         if ctx.behaviour == "damping":
             return
         kp, kd, q, dq = ctx.kp, ctx.kd, ctx.q, ctx.dq
-        ok = np.isfinite(q) & np.isfinite(dq) & (kp > 0)
         with np.errstate(all="ignore"):
-            safe_kp = np.where(kp > 0, kp, 1.0)
-            centre = q + kd * dq / safe_kp
-            half = self.tau_max / safe_kp
-            lo, hi = centre - half, centre + half
-        lo = np.where(ok & ~np.isnan(lo), lo, -np.inf)
-        hi = np.where(ok & ~np.isnan(hi), hi, np.inf)
+            if all_positive(kp) and all_finite(q) and all_finite(dq):  # the usual case: no joint left out
+                centre = q + kd * dq / kp
+                half = self.tau_max / kp
+                lo, hi = centre - half, centre + half
+                if not (all_finite(lo) and all_finite(hi)):  # inf - inf: no bound there
+                    lo, hi = np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
+            else:
+                ok = np.isfinite(q) & np.isfinite(dq) & (kp > 0)
+                safe_kp = np.where(kp > 0, kp, 1.0)
+                centre = q + kd * dq / safe_kp
+                half = self.tau_max / safe_kp
+                lo, hi = centre - half, centre + half
+                lo = np.where(ok & ~np.isnan(lo), lo, -np.inf)
+                hi = np.where(ok & ~np.isnan(hi), hi, np.inf)
         lo, hi = ctx.constrain(PRIO_TORQUE, lo, hi)
         ctx.clip_to(self.name, lo, hi)
 
     def bound_gains(self, ctx: StepContext, target: np.ndarray) -> None:
         """Scale ctx.kp/kd per joint so the PD torque at `target` is within tau_max."""
-        ok = np.isfinite(ctx.q) & np.isfinite(ctx.dq)
         with np.errstate(all="ignore"):
             tau = ctx.kp * (target - ctx.q) - ctx.kd * ctx.dq
-            over = ok & ~(np.abs(tau) <= self.tau_max)  # NaN (inf - inf) counts as over
+            within = np.abs(tau) <= self.tau_max
+            if all(within.tolist()):  # the usual case
+                return
+            ok = np.isfinite(ctx.q) & np.isfinite(ctx.dq)
+            over = ok & ~within  # NaN (inf - inf) counts as over
             scale = np.where(np.isfinite(tau), self.tau_max / np.abs(tau) * (1 - 1e-12), 0.0)
         if over.any():
             s = np.where(over, scale, 1.0)
@@ -357,6 +437,9 @@ class WorkspaceLimit(SafetyFilter):
     So the result is inside the box whenever the measured pose is (and is within the
     position limits), and never leaves the position limits or the velocity bound.
     Magnitude: the largest joint move (rad).
+
+    Cost: one `mj_kinematics` per step (none if the target is the one checked last), and
+    one per bisection step while backing off.
     """
 
     name = "workspace"
@@ -366,49 +449,75 @@ class WorkspaceLimit(SafetyFilter):
 
         self._mujoco = mujoco
         self.model = model
-        self.data = mujoco.MjData(model)
         self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site)
         if self.site < 0:
             raise ValueError(f"site {site!r} not in the model")
         ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in joint_names]
         self.qpos_adr = np.array([model.jnt_qposadr[i] for i in ids], dtype=int)
+        first = int(self.qpos_adr[0]) if len(self.qpos_adr) else 0
+        if np.array_equal(self.qpos_adr, np.arange(first, first + len(self.qpos_adr))):  # contiguous: a slice
+            self._qpos_index = slice(first, first + len(self.qpos_adr))
+        else:
+            self._qpos_index = self.qpos_adr
         self.box_min = np.asarray(box_min, dtype=np.float64)
         self.box_max = np.asarray(box_max, dtype=np.float64)
+        self._box = (self.box_min.tolist(), self.box_max.tolist())
         self.iterations = iterations
+        self._new_data()
+
+    def _new_data(self) -> None:
+        """A fresh MjData (qpos = qpos0, which only the arm's entries ever leave) and views into it."""
+        self.data = self._mujoco.MjData(self.model)
+        self._qpos, self._site_xpos = self.data.qpos, self.data.site_xpos
+        self._last: tuple[bytes, float] | None = None  # (joints, outside) of the last check
 
     def __deepcopy__(self, memo):
         """Copies share the (read-only) model and get their own MjData."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new.data = self._mujoco.MjData(self.model)
+        new._new_data()
         memo[id(self)] = new
         return new
 
+    def _kinematics(self, joints: np.ndarray) -> None:
+        self._qpos[self._qpos_index] = joints
+        self._mujoco.mj_kinematics(self.model, self.data)
+
     def end_effector(self, joints: np.ndarray) -> np.ndarray:
-        d = self.data
-        d.qpos[:] = self.model.qpos0
-        d.qpos[self.qpos_adr] = joints
-        self._mujoco.mj_kinematics(self.model, d)
-        return d.site_xpos[self.site].copy()
+        self._kinematics(joints)
+        return self._site_xpos[self.site].copy()
 
     def outside(self, joints: np.ndarray) -> float:
         """How far (m, max over axes) the end-effector is outside the box; 0 inside."""
-        p = self.end_effector(joints)
-        return float(max(0.0, (self.box_min - p).max(), (p - self.box_max).max()))
+        key = np.asarray(joints, dtype=np.float64).tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        self._kinematics(joints)
+        p = self._site_xpos[self.site]
+        x, y, z = p.tolist()
+        (x0, y0, z0), (x1, y1, z1) = self._box
+        if math.isfinite(x) and math.isfinite(y) and math.isfinite(z):
+            v = max(0.0, max(x0 - x, y0 - y, z0 - z), max(x - x1, y - y1, z - z1))
+        else:  # NaN: as numpy's max propagates it
+            v = float(max(0.0, (self.box_min - p).max(), (p - self.box_max).max()))
+        self._last = (key, v)
+        return v
 
     def apply(self, ctx: StepContext) -> None:
         if not ctx.position_control or ctx.behaviour == "damping":
             return
         target = ctx.value
-        if self.outside(target) == 0.0:
+        outside = self.outside(target)
+        if outside == 0.0:
             return
         flo, fhi = ctx.feasible()
         plo, phi = ctx.feasible(max_priority=PRIO_VELOCITY)
+        q_finite = all_finite(ctx.q)
         candidates = []
-        if np.isfinite(ctx.q).all():
+        if q_finite:
             candidates.append(np.clip(ctx.q, flo, fhi))
         candidates.append(np.clip(ctx.prev, flo, fhi))
-        if np.isfinite(ctx.q).all():
+        if q_finite:
             candidates.append(np.clip(ctx.q, plo, phi))
         anchor, worst = None, math.inf
         for c in candidates:
@@ -417,16 +526,17 @@ class WorkspaceLimit(SafetyFilter):
                 anchor, worst = c, v
             if v == 0.0:
                 break
-        if self.outside(target) <= worst:
+        if outside <= worst:
             return
         good, bad = 0.0, 1.0
+        towards = target - anchor
         for _ in range(self.iterations):
             mid = 0.5 * (good + bad)
-            if self.outside(anchor + mid * (target - anchor)) <= worst:
+            if self.outside(anchor + mid * towards) <= worst:
                 good = mid
             else:
                 bad = mid
-        new = anchor + good * (target - anchor)
+        new = anchor + good * towards
         ctx.intervene(self.name, np.abs(new - target).max())
         ctx.value = new
 
@@ -458,7 +568,11 @@ class TiltGuard(SafetyFilter):
         return max(abs(roll), abs(pitch))
 
     def supervise(self, ctx: StepContext) -> None:
-        tilt = self.tilt(ctx.state)
+        g = ctx.gravity(gravity_direction)
+        tilt = None
+        if g is not None:
+            roll, pitch = roll_pitch(g)
+            tilt = max(abs(roll), abs(pitch))
         beyond = 0.0
         if tilt is not None and tilt > self.tilt_limit:
             beyond = tilt - self.tilt_limit
@@ -489,6 +603,8 @@ class Watchdog(SafetyFilter):
 
     name = "watchdog"
 
+    _STAMPS = {"joint_states": "joint_state_stamp", "imu": "imu_stamp"}
+
     def __init__(self, fault_mode: str, joint_states: float, imu: float | None, command: float | None):
         self.fault_mode = fault_mode
         self.timeouts = {"joint_states": joint_states, "imu": imu}
@@ -514,12 +630,11 @@ class Watchdog(SafetyFilter):
 
     def supervise(self, ctx: StepContext) -> None:
         st = ctx.state
-        stamps = {"joint_states": getattr(st, "joint_state_stamp", None), "imu": getattr(st, "imu_stamp", None)}
         beyond, stale = 0.0, []
         for key, timeout in self.timeouts.items():
             if timeout is None:
                 continue
-            age = self.age(stamps[key], ctx.now, timeout)
+            age = self.age(getattr(st, self._STAMPS[key], None), ctx.now, timeout)
             if age > timeout:
                 stale.append(key)
                 beyond = max(beyond, age - timeout if math.isfinite(age) else 0.0)
@@ -644,9 +759,11 @@ class StartupRamp(SafetyFilter):
 
 
 def _record_force(ctx: StepContext, name: str, before: np.ndarray, after: np.ndarray) -> None:
-    with np.errstate(all="ignore"):
-        moved = np.abs(after - before)
-    moved = np.where(np.isnan(moved), np.inf, moved)
-    if moved.size and moved.max() > 0:
-        ctx.intervene(name, moved.max())
+    # a non-finite force counts as moved (by inf) even where it is left as it is
+    if not (all_finite(before) and same_values(after, before)):
+        with np.errstate(all="ignore"):
+            moved = np.abs(after - before)
+        largest = np.where(np.isnan(moved), np.inf, moved).max()
+        if largest > 0:
+            ctx.intervene(name, largest)
     ctx.value = after

@@ -3,6 +3,7 @@ per-step context the filters work on."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +23,25 @@ RANK = {"policy": 0.0, "soft_hold": 0.5, "startup_ramp": 1.0, "hold": 2.0, "damp
 PRIO_POSITION, PRIO_VELOCITY, PRIO_RATE, PRIO_TORQUE = 0, 1, 2, 3
 
 _BIG = float(np.finfo(np.float64).max)  # reported instead of an infinite magnitude
+
+
+# The chain runs every control period on vectors of a few to a few dozen values, where a
+# numpy reduction (`.all()`, `.any()`) costs more than the loop it replaces: these helpers
+# answer the same questions on the Python floats of a 1-D float array.
+def all_finite(a: np.ndarray) -> bool:
+    """``bool(np.isfinite(a).all())`` for a short 1-D float array."""
+    return all(map(math.isfinite, a.tolist()))
+
+
+def all_positive(a: np.ndarray) -> bool:
+    """``bool((a > 0).all())`` for a short 1-D float array (NaN is not positive)."""
+    return all(map((0.0).__lt__, a.tolist()))
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """True if `a` and `b` hold equal values (NaN is unequal to everything): the cheap test
+    before computing how far a filter moved a vector, which is usually not at all."""
+    return a.tolist() == b.tolist()
 
 
 @dataclass
@@ -102,7 +122,12 @@ class StepContext:
     fade_anchor: np.ndarray | None = None  # blended from this pose
     prev_behaviour: str = "policy"
     interventions: dict[str, float] = field(default_factory=dict)
+    # (priority, lo, hi), kept sorted by priority (stable); add with `constrain` only
     constraints: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    # per-step caches: _folds[i] = feasible interval (lo, hi) of constraints[:i + 1];
+    # _gravity = (state, projected gravity of that state)
+    _folds: list = field(default_factory=list, init=False, repr=False, compare=False)
+    _gravity: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     # ----- mode -----
     def request(self, mode: str, rank: float | None = None) -> None:
@@ -112,42 +137,70 @@ class StepContext:
 
     # ----- bookkeeping -----
     def intervene(self, name: str, magnitude: float) -> None:
-        magnitude = float(np.nan_to_num(float(magnitude), nan=0.0, posinf=_BIG, neginf=_BIG))
+        magnitude = float(magnitude)
+        if magnitude != magnitude:  # NaN
+            magnitude = 0.0
+        elif magnitude in (math.inf, -math.inf):
+            magnitude = _BIG
         self.interventions[name] = max(self.interventions.get(name, 0.0), magnitude)
 
     @property
     def measured_finite(self) -> bool:
-        return bool(np.isfinite(self.q).all() and np.isfinite(self.dq).all())
+        return all_finite(self.q) and all_finite(self.dq)
+
+    def gravity(self, compute):
+        """``compute(self.state)`` (the projected gravity, `filters.gravity_direction`), computed
+        once per step and state: the non-finite guard and the tilt guard both need it."""
+        cached = self._gravity
+        if cached is None or cached[0] is not self.state:
+            cached = self._gravity = (self.state, compute(self.state))
+        return cached[1]
 
     # ----- target constraints -----
     def constrain(self, priority: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Add the interval [lo, hi] (per joint) and return the feasible interval.
+        """Add the interval [lo, hi] (per joint; lo <= hi, no NaN) and return the feasible interval.
 
         The feasible interval folds all constraints in priority order; where one cannot be
         met together with the higher-priority ones, the interval collapses to the point of
         the higher-priority interval nearest to it (it is met as far as possible, and no
         lower-priority constraint can move the target further away from it).
         """
-        self.constraints.append((priority, lo, hi))
+        k = len(self.constraints)
+        while k and self.constraints[k - 1][0] > priority:  # after every constraint of the same priority
+            k -= 1
+        self.constraints.insert(k, (priority, lo, hi))
+        del self._folds[k:]  # the folds from here on include the new constraint
         return self.feasible()
 
     def feasible(self, max_priority: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.prev)
-        flo, fhi = np.full(n, -np.inf), np.full(n, np.inf)
-        for prio, lo, hi in sorted(self.constraints, key=lambda c: c[0]):
-            if max_priority is not None and prio > max_priority:
-                continue
-            nlo, nhi = np.maximum(flo, lo), np.minimum(fhi, hi)
-            above, below = lo > fhi, hi < flo  # disjoint: the constraint lies above / below
-            nlo = np.where(above, fhi, np.where(below, flo, nlo))
-            nhi = np.where(above, fhi, np.where(below, flo, nhi))
-            flo, fhi = nlo, nhi
-        return flo, fhi
+        """The feasible interval of the constraints (those up to `max_priority`), see `constrain`.
+
+        Folding [lo, hi] into the feasible interval [flo, fhi] clips both ends into it: the
+        intersection where they overlap, else the end of [flo, fhi] nearest to [lo, hi].
+        The fold of every prefix of `constraints` is kept, so adding a constraint refolds
+        only those of a lower priority. The arrays returned are shared: do not modify them.
+        """
+        cons = self.constraints
+        end = len(cons)
+        if max_priority is not None:
+            while end and cons[end - 1][0] > max_priority:
+                end -= 1
+        if not end:
+            n = len(self.prev)
+            return np.full(n, -np.inf), np.full(n, np.inf)
+        folds = self._folds
+        for _, lo, hi in cons[len(folds):end]:
+            if folds:
+                flo, fhi = folds[-1]
+                lo, hi = np.minimum(np.maximum(flo, lo), fhi), np.minimum(np.maximum(flo, hi), fhi)
+            folds.append((lo, hi))
+        return folds[end - 1]
 
     def clip_to(self, name: str, lo: np.ndarray, hi: np.ndarray) -> None:
         """Clip `value` into [lo, hi] and record the change as `name`'s intervention."""
-        new = np.clip(self.value, lo, hi)
-        moved = np.abs(new - self.value)
-        if moved.size and moved.max() > 0:
-            self.intervene(name, moved.max())
+        new = np.minimum(np.maximum(self.value, lo), hi)  # np.clip, without its overhead
+        if not same_values(new, self.value):
+            largest = np.abs(new - self.value).max()
+            if largest > 0:  # not NaN
+                self.intervene(name, largest)
         self.value = new
