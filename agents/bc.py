@@ -1,0 +1,402 @@
+"""Behaviour cloning (BC) and goal-conditioned BC with hindsight relabeling.
+
+Supervised learning of ``pi(s) -> a`` from expert-labelled steps (Pomerleau 1989;
+Ross et al. 2011 call it "supervised" imitation). The details, in order:
+
+1. Data: a `TransitionSet` (all steps of the training episodes; only steps with an expert
+   label are trained on, so HG-DAgger data where only takeovers carry labels fits).
+   Train/validation are split *by episode* (`roboreal.sim2real.datasets.load_transitions`):
+   steps of one episode are strongly correlated, a per-step split would leak.
+2. Observation normalization: a `RunningNormalizer` fitted once to the training inputs
+   (mean/var over all of them), saved inside the policy like PPO/SAC's, so the exported
+   module takes raw observations.
+3. Policy: the shared `GaussianActor` MLP (`roboreal.agents.networks`).
+   ``policy="deterministic"``: mean squared error on the mean (the learned std is unused);
+   ``policy="gaussian"``: negative log-likelihood of the expert action under
+   ``N(mu(s), sigma)`` with a learned state-independent sigma. Either way the
+   deployed/evaluated policy is the mean, clamped to [-1, 1]; the checkpoint's ``policy``
+   entry is PPO's ``"gaussian"`` kind, so `load_policy`, ``roboreal play`` and
+   ``roboreal export`` take BC runs unchanged.
+4. Goal-conditioned BC with hindsight relabeling (Ghosh et al. 2019 "GCSL"; Lynch et al.
+   2019; Andrychowicz et al. 2017's "future" strategy): with probability
+   ``relabel_fraction`` a sample's desired goal is replaced by a goal the *same
+   demonstration* achieved later (``future``: the achieved goal after a uniformly drawn
+   step ``t' in [t, T-1]``; ``final``: after its last step). The action is kept: it was
+   on the way to that goal. Relabels are redrawn for every minibatch. The policy input is
+   then ``cat(observation, goal)`` -- the env's ``policy`` group for goal tasks.
+5. Adam, minibatches drawn uniformly from the labelled steps; an "epoch" is
+   ``updates_per_epoch`` updates (robomimic's convention: comparable across dataset sizes).
+6. Early stopping on the validation loss (no relabeling, the demonstrations' own goals):
+   the best-validation weights are kept; training stops after ``patience`` epochs
+   without improvement. Without validation episodes the training loss is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+
+from roboreal.agents.networks import GaussianActor, adam
+from roboreal.agents.normalizer import make_normalizer
+from roboreal.config import ConfigError, to_dict
+from roboreal.sim2real.datasets import TransitionSet
+
+CHECKPOINT_FORMAT = "roboreal-checkpoint/1"  # the runner's format (roboreal.agents.runner)
+
+
+@dataclass
+class BCConfig:
+    policy: Literal["deterministic", "gaussian"] = "deterministic"
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "elu"
+    normalize_obs: bool = True
+    obs_clip: float = 10.0
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    updates_per_epoch: int = 100
+    max_epochs: int = 60
+    patience: int = 10  # epochs without a better validation loss before stopping
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    max_grad_norm: float = 1.0
+    init_std: float = 0.5  # gaussian policy: initial std of the learned log-std
+    val_fraction: float = 0.1  # episodes held out for validation (early stopping)
+    relabel_fraction: float = 0.0  # goal tasks: share of samples whose goal is relabeled (0 = plain BC)
+    relabel_strategy: Literal["future", "final"] = "future"
+    obs_group: str = "policy"
+    labels: Literal["auto", "expert", "executed"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.relabel_fraction <= 1.0:
+            raise ConfigError("relabel_fraction", f"must be in [0, 1], got {self.relabel_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        for name in ("batch_size", "updates_per_epoch", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not self.hidden:
+            raise ConfigError("hidden", "needs at least one layer")
+
+
+GOAL_GROUPS = ("observation", "achieved_goal", "desired_goal")
+
+
+def is_goal_data(ts: TransitionSet, obs_group: str = "policy") -> bool:
+    """Goal-task data: ``policy == cat(observation, desired_goal)`` and achieved goals are known."""
+    if obs_group != "policy" or not all(g in ts.obs for g in GOAL_GROUPS) or ts.next_achieved is None:
+        return False
+    if "policy" not in ts.obs:
+        return True
+    k = ts.obs["observation"].shape[1] + ts.obs["desired_goal"].shape[1]
+    return ts.obs["policy"].shape[1] == k
+
+
+def relabel_goals(ts: TransitionSet, idx: torch.Tensor, fraction: float, strategy: str = "future",
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Goals for samples `idx`: the desired goal, or (with probability `fraction`) a goal the
+    same episode achieved at or after that step. Returns ``(goals, relabeled_mask)``."""
+    goals = ts.obs["desired_goal"][idx].clone()
+    if fraction <= 0.0 or len(idx) == 0:
+        return goals, torch.zeros(len(idx), dtype=torch.bool)
+    pick = torch.rand(len(idx), generator=generator) < fraction
+    end = ts.episode_end[idx]
+    if strategy == "future":
+        span = (end - idx).clamp_min(1)  # steps t..T-1 of the episode
+        future = idx + (torch.rand(len(idx), generator=generator) * span).long().clamp_max(span - 1)
+    elif strategy == "final":
+        future = end - 1
+    else:
+        raise ConfigError("relabel_strategy", f"must be 'future' or 'final', not {strategy!r}")
+    goals[pick] = ts.next_achieved[future[pick]]
+    return goals, pick
+
+
+def policy_inputs(ts: TransitionSet, idx: torch.Tensor, obs_group: str, goals: torch.Tensor | None = None) -> torch.Tensor:
+    if goals is not None:
+        return torch.cat([ts.obs["observation"][idx], goals], dim=-1)
+    if obs_group not in ts.obs:
+        raise ConfigError("obs_group", f"the dataset has no observation group {obs_group!r} (has {sorted(ts.obs)})")
+    return ts.obs[obs_group][idx]
+
+
+class BCTrainer:
+    """Fits a policy to a `TransitionSet`; `fit` returns the best-validation result."""
+
+    def __init__(self, obs_size: int, action_size: int, cfg: BCConfig, seed: int = 0, device: str = "cpu"):
+        self.cfg = cfg
+        self.obs_size = int(obs_size)
+        self.action_size = int(action_size)
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.actor = GaussianActor(obs_size, action_size, list(cfg.hidden), cfg.activation, init_std=cfg.init_std)
+        self.normalizer = make_normalizer(obs_size, cfg.normalize_obs, cfg.obs_clip)
+        self.actor.to(self.device)
+        self.normalizer.to(self.device)
+        params = list(self.actor.parameters()) if cfg.policy == "gaussian" else list(self.actor.mean_net.parameters())
+        self.params = params
+        self.optimizer = adam(params, cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
+            adam(params, cfg.learning_rate)
+        self.updates = 0
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, mean squared error) on raw inputs `x` and expert actions `y`."""
+        z = self.normalizer(x)
+        mean = self.actor.mean_net(z)
+        mse = (mean - y).square().sum(-1).mean()
+        if self.cfg.policy == "gaussian":
+            std = self.actor.log_std.exp().expand_as(mean)
+            nll = -torch.distributions.Normal(mean, std).log_prob(y).sum(-1).mean()
+            return nll, mse
+        return mse, mse
+
+    def _inputs(self, ts: TransitionSet, idx: torch.Tensor, relabel: bool) -> torch.Tensor:
+        goal_data = is_goal_data(ts, self.cfg.obs_group)
+        if goal_data and relabel and self.cfg.relabel_fraction > 0:
+            goals, _ = relabel_goals(ts, idx, self.cfg.relabel_fraction, self.cfg.relabel_strategy, self.generator)
+            return policy_inputs(ts, idx, self.cfg.obs_group, goals)
+        return policy_inputs(ts, idx, self.cfg.obs_group)
+
+    @torch.no_grad()
+    def evaluate_loss(self, ts: TransitionSet | None) -> tuple[float, float]:
+        if ts is None or ts.num_labels == 0:
+            return float("nan"), float("nan")
+        idx = ts.labeled.nonzero().squeeze(-1)
+        x = self._inputs(ts, idx, relabel=False).to(self.device)
+        y = ts.labels[idx].to(self.device)
+        loss, mse = self.loss(x, y)
+        return float(loss), float(mse)
+
+    def fit_normalizer(self, ts: TransitionSet) -> None:
+        idx = ts.labeled.nonzero().squeeze(-1)
+        x = self._inputs(ts, idx, relabel=False)
+        self.normalizer.update(x.to(self.device))
+        if is_goal_data(ts, self.cfg.obs_group) and self.cfg.relabel_fraction > 0:
+            # relabeled inputs carry achieved goals: include them in the statistics
+            self.normalizer.update(policy_inputs(ts, idx, self.cfg.obs_group, ts.next_achieved[idx]).to(self.device))
+
+    def fit(self, train: TransitionSet, val: TransitionSet | None = None, log=None, fit_normalizer: bool = True,
+            max_epochs: int | None = None) -> dict:
+        """Train on `train`'s labelled steps; early-stop on `val`; keep the best weights.
+
+        A second call continues from the current weights (DAgger's warm start); pass
+        ``fit_normalizer=False`` there to keep the input statistics the weights were trained with.
+        """
+        cfg = self.cfg
+        max_epochs = max_epochs or cfg.max_epochs
+        idx_all = train.labeled.nonzero().squeeze(-1)
+        if len(idx_all) == 0:
+            raise ConfigError("dataset", "no expert-labelled steps to learn from")
+        if fit_normalizer:
+            self.fit_normalizer(train)
+        use_val = val is not None and val.num_labels > 0
+        best = math.inf
+        best_state = None
+        best_epoch = 0
+        history = []
+        bad = 0
+        t0 = time.perf_counter()
+        for epoch in range(1, max_epochs + 1):
+            self.actor.train()
+            total = 0.0
+            for _ in range(cfg.updates_per_epoch):
+                pick = torch.randint(0, len(idx_all), (min(cfg.batch_size, len(idx_all)),), generator=self.generator)
+                idx = idx_all[pick]
+                x = self._inputs(train, idx, relabel=True).to(self.device)
+                y = train.labels[idx].to(self.device)
+                loss, _ = self.loss(x, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.updates += 1
+                total += float(loss.detach())
+            self.actor.eval()
+            train_loss = total / cfg.updates_per_epoch
+            val_loss, val_mse = self.evaluate_loss(val) if use_val else (float("nan"), float("nan"))
+            score = val_loss if use_val else train_loss
+            row = {"epoch": epoch, "updates": self.updates, "train_loss": round(train_loss, 6),
+                   "val_loss": round(val_loss, 6), "val_mse": round(val_mse, 6),
+                   "time_s": round(time.perf_counter() - t0, 3)}
+            history.append(row)
+            if log is not None:
+                log(row)
+            if score < best - cfg.min_delta:
+                best, best_epoch, bad = score, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in self.actor.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.actor.load_state_dict(best_state)
+        return {"best_epoch": best_epoch, "best_loss": best, "epochs": len(history), "updates": self.updates,
+                "history": history, "labels": int(len(idx_all)), "stopped_early": len(history) < max_epochs,
+                "validation": use_val, "wall_time_s": time.perf_counter() - t0}
+
+    def policy_state(self, obs_group: str = "policy") -> dict:
+        """The runner's ``policy`` checkpoint entry (PPO's ``gaussian`` kind: mean, clamped)."""
+        cfg = self.cfg
+        return {"kind": "gaussian", "obs_group": obs_group, "obs_size": self.obs_size,
+                "action_size": self.action_size, "action_type": "continuous",
+                "args": {"hidden": list(cfg.hidden), "activation": cfg.activation, "normalize_obs": cfg.normalize_obs,
+                         "obs_clip": cfg.obs_clip},
+                "actor": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
+                "normalizer": {k: v.detach().cpu().clone() for k, v in self.normalizer.state_dict().items()}}
+
+    def policy(self):
+        from roboreal.agents.policy import build_policy
+
+        return build_policy(self.policy_state(self.cfg.obs_group))
+
+
+def train_bc(train: TransitionSet, val: TransitionSet | None, cfg: BCConfig, seed: int = 0, log=None,
+             device: str = "cpu") -> tuple[BCTrainer, dict]:
+    """Fit a BC policy; returns the trainer (holding the best-validation weights) and the result."""
+    goal = is_goal_data(train, cfg.obs_group)
+    if cfg.relabel_fraction > 0 and not goal:
+        raise ConfigError("relabel_fraction", "goal relabeling needs goal-task data (observation, achieved_goal, "
+                                              "desired_goal groups)")
+    obs_size = (train.obs["observation"].shape[1] + train.obs["desired_goal"].shape[1]) if goal else \
+        policy_inputs(train, torch.zeros(1, dtype=torch.long), cfg.obs_group).shape[1]
+    trainer = BCTrainer(obs_size, train.labels.shape[1], cfg, seed=seed, device=device)
+    result = trainer.fit(train, val, log=log)
+    return trainer, result
+
+
+# --------------------------------------------------------------------------------------
+# Run directories (the runner's layout) and evaluation
+# --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, policy_state: dict, meta: dict, config: dict, extra: dict | None = None) -> None:
+    """A checkpoint `load_policy` reads: ``format``, ``meta``, ``config``, ``policy`` (+ extras)."""
+    from roboreal.agents.runner import atomic_save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"format": CHECKPOINT_FORMAT, "meta": meta, "config": config, "policy": policy_state,
+                 **(extra or {})}, path)
+
+
+def run_meta(task: str, algo: str, env_overrides: dict, seed: int, control_dt: float | None, global_step: int,
+             **extra) -> dict:
+    return {"task": task, "algo": algo, "env": dict(env_overrides or {}), "seed": seed, "num_envs": extra.pop("num_envs", 1),
+            "control_dt": control_dt, "global_step": int(global_step), "iteration": extra.pop("iteration", 0),
+            "world_size": 1, "rank": 0, **extra}
+
+
+def write_run_config(run_dir: Path, config: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def write_progress(run_dir: Path, rows: list[dict], name: str = "progress.csv") -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(run_dir / name, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    with open(run_dir / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2, default=float)
+
+
+def plot_curves(run_dir: Path, rows: list[dict], x: str, ys: list[str], title: str, name: str = "learning_curve.png"):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for y in ys:
+        pts = [(r[x], r[y]) for r in rows if r.get(y) is not None and not (isinstance(r[y], float) and math.isnan(r[y]))]
+        if pts:
+            ax.plot(*zip(*pts), label=y, marker="o" if len(pts) < 20 else None)
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / name, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate_policy(policy, task: str, env_overrides: dict | None = None, episodes: int = 64, seed: int = 12345,
+                    obs_group: str = "policy") -> dict:
+    """Deterministic success/return of `policy` on `episodes` fresh envs (one episode each)."""
+    from roboreal.agents.policy import evaluate
+    from roboreal.envs import make
+
+    env = make(task, num_envs=episodes, seed=seed, **(env_overrides or {}))
+    try:
+        return evaluate(policy, env, obs_group=obs_group)
+    finally:
+        env.close()
+
+
+def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir: str | Path, seed: int = 0,
+           env_overrides: dict | None = None, eval_episodes: int = 64, eval_seed: int = 12345,
+           log=None) -> dict:
+    """``roboreal bc``: train on dataset files, write a run directory, evaluate (if the task runs here)."""
+    from roboreal.sim2real.datasets import check_compatible, load_transitions
+
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoints" / "best.pt").exists():
+        raise ConfigError("run_dir", f"{run_dir} already holds a run; choose another --run-dir")
+    train, val, meta = load_transitions(datasets, cfg.val_fraction, seed, cfg.labels)
+    task = task or meta.get("task")
+    if not task:
+        raise ConfigError("task", "the dataset names no task; pass --task")
+    env_overrides = {**(meta.get("env_kwargs") or {}), **(env_overrides or {})}
+    from roboreal.envs import make
+
+    env = make(task, num_envs=1, seed=seed, **env_overrides)
+    check_compatible(meta, env, cfg.obs_group)
+    control_dt = float(env.spec.control_dt)
+    if cfg.obs_group not in env.spec.observation_sizes:
+        raise ConfigError("obs_group", f"task {task} has no observation group {cfg.obs_group!r}")
+    env.close()
+    config = {"task": task, "algo": "bc", "seed": seed, "num_envs": 1, "device": "cpu", "total_steps": 0,
+              "env": env_overrides, "algorithm": to_dict(cfg), "datasets": [str(d) for d in datasets],
+              "dataset": {"train_episodes": train.num_episodes, "val_episodes": val.num_episodes if val else 0,
+                          "train_labels": train.num_labels, "val_labels": val.num_labels if val else 0}}
+    write_run_config(run_dir, config)
+    trainer, result = train_bc(train, val, cfg, seed=seed, log=log)
+    state = trainer.policy_state(cfg.obs_group)
+    meta_ck = run_meta(task, "bc", env_overrides, seed, control_dt, train.num_labels, updates=result["updates"],
+                       labels=train.num_labels, best_epoch=result["best_epoch"])
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", state, meta_ck, config)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", state, meta_ck, config)
+    write_progress(run_dir, result["history"])
+    plot_curves(run_dir, result["history"], "epoch", ["train_loss", "val_loss"], f"{task} / bc")
+    scores = {}
+    if eval_episodes > 0:
+        scores = evaluate_policy(trainer.policy(), task, env_overrides, eval_episodes, eval_seed, cfg.obs_group)
+    metrics = {"task": task, "algo": "bc", "seed": seed, "labels": train.num_labels,
+               "train_episodes": train.num_episodes, "val_episodes": val.num_episodes if val else 0,
+               "epochs": result["epochs"], "best_epoch": result["best_epoch"], "best_val_loss": result["best_loss"],
+               "updates": result["updates"], "wall_time_s": round(result["wall_time_s"], 2),
+               "eval_episodes": eval_episodes if scores else 0,
+               "success_rate": scores.get("success_rate"), "mean_return": scores.get("mean_return")}
+    write_metrics(run_dir, metrics)
+    return {**metrics, "run_dir": str(run_dir), "history": result["history"]}
