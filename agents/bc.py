@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import yaml
 
@@ -327,14 +326,17 @@ def plot_curves(run_dir: Path, rows: list[dict], x: str, ys: list[str], title: s
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
+    plotted = False
     for y in ys:
         pts = [(r[x], r[y]) for r in rows if r.get(y) is not None and not (isinstance(r[y], float) and math.isnan(r[y]))]
         if pts:
             ax.plot(*zip(*pts), label=y, marker="o" if len(pts) < 20 else None)
+            plotted = True
     ax.set_xlabel(x)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if plotted:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(run_dir / name, dpi=100)
     plt.close(fig)

@@ -56,6 +56,7 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 import torch
+import torch.utils.data
 
 FORMAT = "roboreal-dataset/1"
 _DEMO = re.compile(r"^demo_(\d+)$")
@@ -630,9 +631,10 @@ class TransitionSet:
     def num_episodes(self) -> int:
         return len(self.names)
 
-    @classmethod
-    def empty_like(cls, other: "TransitionSet") -> "TransitionSet":
-        return other.select_episodes([])
+    def torch_dataset(self, obs_group: str = "policy") -> torch.utils.data.TensorDataset:
+        """``(obs[obs_group], label)`` pairs of the labelled steps, for a `torch.utils.data.DataLoader`."""
+        idx = self.labeled.nonzero().squeeze(-1)
+        return torch.utils.data.TensorDataset(self.obs[obs_group][idx], self.labels[idx])
 
     def select_episodes(self, ids: Sequence[int]) -> "TransitionSet":
         ids = list(ids)

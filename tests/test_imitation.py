@@ -23,8 +23,8 @@ from roboreal.agents.dagger import DAgger, DAggerConfig, beta_for_round, collect
 from roboreal.agents.experts import BundleExpert, PolicyExpert, ScriptedPandaExpert, make_expert
 from roboreal.agents.policy import evaluate, load_policy
 from roboreal.envs import make
-from roboreal.sim2real.datasets import (BatchedRecorder, DatasetReader, DatasetWriter, TransitionSet, dataset_meta,
-                                        episodes_to_transitions, export_lerobot, load_transitions)
+from roboreal.sim2real.datasets import (BatchedRecorder, DatasetReader, DatasetWriter, dataset_meta, export_lerobot,
+                                        load_transitions)
 
 
 def _expert_success(task: str, episodes: int, seed: int) -> float:
@@ -385,34 +385,41 @@ def test_goal_conditioned_bc_with_relabeling_trains_on_relabeled_goals(tmp_path)
         BCConfig(relabel_fraction=1.5)
 
 
-def test_dagger_beats_bc_at_equal_expert_labels(tmp_path):
-    """The compounding-error story, measured on panda-pick at 5000 expert labels (50 episodes' worth).
+# panda-pick with one fixed goal (beside the bin, 12 cm up): the goal needs no generalisation,
+# so what is left is the compounding error of grasping (a learner slightly off the cube
+# reaches states no demonstration shows).
+FIXED_GOAL = {"goal_low": [0.45, 0.2, 0.15], "goal_high": [0.45, 0.2, 0.15], "goal_in_air_fraction": 1.0,
+              "goal_air_height": [0.12, 0.12]}
 
-    BC: 50 scripted demonstrations. DAgger: 20 demonstrations, then 3 rounds of 10 episodes
-    rolled out by the beta-mixture (beta = 0.5, 0.25, 0.125) with every visited state
-    labelled by the expert, retrained on the aggregate. Same network, same updates per fit,
-    same 64 evaluation episodes. Seeds 0-2 (python -m roboreal.agents.imitation_benchmark):
-    see the report; seed 0 is asserted here.
+
+def test_dagger_beats_bc_at_equal_expert_labels(tmp_path):
+    """The compounding-error story, measured at 1500 expert labels (15 episodes' worth).
+
+    BC: 15 scripted demonstrations. DAgger: 5 demonstrations, then 2 rounds of 5 episodes
+    rolled out by the beta-mixture (beta = 0.5, 0.25) with every visited state labelled by
+    the expert, retrained on the aggregate. Same network, same updates per fit, same 64
+    evaluation episodes. More seeds and budgets: ``python -m roboreal.agents.imitation_benchmark``.
     """
     t0 = time.perf_counter()
     bc_cfg = BCConfig(hidden=[256, 256], max_epochs=40, updates_per_epoch=50, val_fraction=0.0)
     demos = tmp_path / "demos.hdf5"
-    collect("panda-pick", "scripted", 50, demos, num_envs=10, seed=0)
+    collect("panda-pick", "scripted", 15, demos, num_envs=5, seed=0, env_overrides=FIXED_GOAL)
     train, _, _ = load_transitions(demos, 0.0)
     bc_policy = train_bc(train, None, bc_cfg, seed=0)[0].policy()
-    cfg = DAggerConfig(rounds=3, initial_episodes=20, episodes_per_round=10, num_envs=10, eval_episodes=0,
+    cfg = DAggerConfig(rounds=2, initial_episodes=5, episodes_per_round=5, num_envs=5, eval_episodes=0,
                        beta_schedule="exponential", beta_decay=0.5, bc=bc_cfg)
-    history = DAgger("panda-pick", lambda env: ScriptedPandaExpert(env), cfg, tmp_path / "dagger", seed=0).run()
-    assert history[-1]["labels"] == train.num_labels == 5000
+    history = DAgger("panda-pick", lambda env: ScriptedPandaExpert(env), cfg, tmp_path / "dagger", seed=0,
+                     env_overrides=FIXED_GOAL).run()
+    assert history[-1]["labels"] == train.num_labels == 1500
     dagger_policy = load_policy(tmp_path / "dagger", "last")[0]
-    env = make("panda-pick", num_envs=64, seed=12345)
+    env = make("panda-pick", num_envs=64, seed=12345, **FIXED_GOAL)
     bc_rate = evaluate(bc_policy, env)["success_rate"]
     dagger_rate = evaluate(dagger_policy, env)["success_rate"]
     env.close()
-    print(f"panda-pick at 5000 expert labels: BC {bc_rate:.2f}, DAgger {dagger_rate:.2f} "
+    print(f"panda-pick (fixed goal) at 1500 expert labels: BC {bc_rate:.2f}, DAgger {dagger_rate:.2f} "
           f"({time.perf_counter() - t0:.0f} s)")
-    assert dagger_rate >= bc_rate + 0.1
-    assert dagger_rate >= 0.45
+    assert dagger_rate >= bc_rate + 0.2
+    assert dagger_rate >= 0.8
 
 
 def test_bc_run_directory_is_a_runner_run_directory(tmp_path):
@@ -553,3 +560,23 @@ def test_dagger_distills_a_privileged_teacher_into_a_policy_observation_student(
     mse, var = float((a_s - a_t).square().mean()), float(a_t.var(dim=0).mean())
     print(f"distillation: student-teacher action MSE {mse:.5f}, teacher action variance {var:.5f}")
     assert mse < 0.25 * var
+
+
+def test_robot_recordings_with_only_the_policy_group_combine_with_simulation_data(tmp_path):
+    sim = tmp_path / "sim.hdf5"
+    _synthetic_file(sim, 3)
+    robot = tmp_path / "robot.hdf5"
+    with DatasetWriter(robot, {"task": "synthetic", "source": "robot"}, fsync=False) as w:
+        for t in range(4):
+            w.add_step({"policy": np.full(8, t, np.float32)}, np.zeros(2), expert_action=np.ones(2) if t % 2 else None,
+                       policy_action=np.zeros(2), intervention=bool(t % 2))
+        w.end_episode(success=None)
+    train, _, _ = load_transitions([sim, robot], 0.0)
+    assert set(train.obs) == {"policy"} and train.next_achieved is None  # the groups both have
+    assert train.num_episodes == 4 and train.num_labels == (len(train) - 4) + 2  # sim: all; robot: takeovers
+    with pytest.raises(Exception, match="sizes"):
+        bad = tmp_path / "bad.hdf5"
+        with DatasetWriter(bad, fsync=False) as w:
+            w.add_step({"policy": np.zeros(5)}, np.zeros(2), expert_action=np.zeros(2))
+            w.end_episode()
+        load_transitions([sim, bad], 0.0)
