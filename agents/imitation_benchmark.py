@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m roboreal.agents.imitation_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="panda-pick")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", default=["0", "1", "2"], help="seeds (key=value overrides may follow)")
     p.add_argument("--init", type=int, default=20, help="expert demonstrations before DAgger's first round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--per-round", type=int, default=10, help="episodes labelled per DAgger round")
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="bc.<field>=v (BCConfig), dagger.<field>=v, env.<field>=v")
     args = p.parse_intermixed_args(argv)
     torch.set_num_threads(args.threads)
-    items = [parse_override(o) for o in args.overrides]
+    extra = [x for x in args.seeds if "=" in x]  # nargs="+" swallows overrides written after the seeds
+    args.seeds = [int(x) for x in args.seeds if "=" not in x]
+    items = [parse_override(o) for o in list(args.overrides) + extra]
     bc_items = {k[3:]: v for k, v in items if k.startswith("bc.")}
     base = {"hidden": [256, 256], "max_epochs": 40, "updates_per_epoch": 50, "val_fraction": 0.0}
     bc_cfg = apply_overrides(BCConfig, {**to_dict(BCConfig()), **base}, bc_items)
