@@ -73,18 +73,10 @@ def cmd_teleop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from roboreal.config import ConfigError
+    """The roboreal CLI (it imports only this module for deploy/teleop)."""
+    from roboreal.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="roboreal")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except ConfigError as e:
-        print(f"roboreal {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
