@@ -85,10 +85,13 @@ class RunnerConfig:
     stats_window: int = 100  # episodes in the running mean return / success rate
     best_metric: Literal["auto", "return", "success"] = "auto"  # auto: success on goal tasks, else return
     num_threads: int = 0  # torch.set_num_threads (0: leave torch's default)
+    max_time_s: float = 0.0  # wall-clock training budget; the run ends normally once spent (0: no limit)
 
     def __post_init__(self) -> None:
         if self.save_interval < 1:
             raise ConfigError("save_interval", f"must be >= 1, got {self.save_interval}")
+        if self.max_time_s < 0:
+            raise ConfigError("max_time_s", f"must be >= 0, got {self.max_time_s}")
 
 
 @dataclass
@@ -468,6 +471,8 @@ class Runner:
                                     ret=f"{stats['train/return']:.1f}" if "train/return" in stats else "-",
                                     succ=f"{stats['train/success_rate']:.0%}" if "train/success_rate" in stats else "-",
                                     sps=f"{sps:,.0f}")
+                if cfg.runner.max_time_s > 0 and self._time_budget_spent():
+                    break
                 done_here = self.state.iteration - start_iteration
                 if stop_after_iterations is not None and done_here >= stop_after_iterations:
                     interrupted = True
@@ -490,6 +495,15 @@ class Runner:
         result = {**self._window_stats(), "global_step": self.state.global_step, "iterations": self.state.iteration,
                   "best": self.state.best, "wall_time_s": self.state.elapsed, "resumed_exact": self.resumed_exact}
         return result
+
+    def _time_budget_spent(self) -> bool:
+        # Ranks' clocks differ slightly: all stop when any has spent the budget, or they would deadlock.
+        spent = torch.tensor([float(self.state.elapsed >= self.cfg.runner.max_time_s)])
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        return bool(spent.item())
 
     def _record_episodes(self, episodes: dict) -> None:
         if "return" in episodes:
