@@ -53,8 +53,8 @@ class SafetyChain:
     the command is finite; position targets are within the position limits shrunk by the
     margin; forces are within the torque bound. Whenever the measured state is finite,
     the PD torque |kp*(target - q) - kd*dq| is within the torque bound (the gains are
-    scaled down if needed), targets are within v_max*dt of the measured position (if that
-    interval reaches into the position limits at all), and, outside damping and
+    scaled down if needed), a joint faster than v_max gets no target leading it further in
+    its direction of motion (if the position limits allow), and, outside damping and
     workspace back-off, within max_target_rate*dt of the previous target (if compatible
     with the two before). Damping mode commands the measured position with kp = 0.
     """

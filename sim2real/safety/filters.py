@@ -331,8 +331,14 @@ class PositionLimit(SafetyFilter):
 
 # --------------------------------------------------------------------------- 5
 class VelocityLimit(SafetyFilter):
-    """A target may not lead the measured position by more than v_max * dt
-    (v_max = velocity_limit * velocity_scale), so the PD never chases a far-away target.
+    """Brakes a joint that moves faster than v_max (v_max = velocity_limit * velocity_scale).
+
+    Position control: while dq > v_max the target may not lead the measured position in
+    the direction of motion (target <= q; dq < -v_max: target >= q), so the PD brakes the
+    joint instead of driving it faster. A bound on the target's distance from the measured
+    position would also cap the PD's static effort at kp * v_max * dt: a compliant leg
+    (go1: kp 20) could then not carry its own weight. How far a target may lead is the
+    torque bound's job, how fast it may move the rate limit's.
     Force control: while |dq| > v_max, a force that speeds the joint up further is zeroed.
     Joints whose measured state is not finite are left alone (the fault is latched anyway).
     Magnitude: the largest distance moved (rad) / force removed."""
@@ -341,22 +347,24 @@ class VelocityLimit(SafetyFilter):
 
     def __init__(self, v_max: np.ndarray):
         self.v_max = v_max
-        self._per_step = _PerStep(v_max)
 
     def apply(self, ctx: StepContext) -> None:
+        dq = ctx.dq
+        over, under = dq > self.v_max, dq < -self.v_max  # NaN compares False: left alone
+        if not (over.any() or under.any()):
+            return
         if ctx.position_control:
             if ctx.behaviour == "damping":
                 return
-            d = self._per_step(ctx.dt)
-            lo, hi = ctx.q - d, ctx.q + d
-            if not all_finite(ctx.q):
-                ok = np.isfinite(ctx.q)
-                lo, hi = np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
+            q = ctx.q
+            finite = np.isfinite(q)
+            lo = np.where(under & finite, q, -np.inf)
+            hi = np.where(over & finite, q, np.inf)
             lo, hi = ctx.constrain(PRIO_VELOCITY, lo, hi)
             ctx.clip_to(self.name, lo, hi)
             return
-        dq, f = ctx.dq, ctx.value
-        out = np.where(((dq > self.v_max) & (f > 0)) | ((dq < -self.v_max) & (f < 0)), 0.0, f)
+        f = ctx.value
+        out = np.where((over & (f > 0)) | (under & (f < 0)), 0.0, f)
         _record_force(ctx, self.name, f, out)
 
 
@@ -435,7 +443,8 @@ class WorkspaceLimit(SafetyFilter):
     the measured pose and the previous target clipped into the feasible interval of the
     earlier filters, then the measured pose clipped into the position/velocity bounds.
     So the result is inside the box whenever the measured pose is (and is within the
-    position limits), and never leaves the position limits or the velocity bound.
+    position limits), and never leaves the position limits or the velocity bound (which
+    always admits the measured pose).
     Magnitude: the largest joint move (rad).
 
     Cost: one `mj_kinematics` per step (none if the target is the one checked last), and
