@@ -323,8 +323,9 @@ def panda_bridge():
 
         js = _subscribe(probe, JointState, "/joint_states")
         ee = _subscribe(probe, PoseStamped, "/panda_bridge/ee_pose")
+        obj = _subscribe(probe, PoseStamped, "/object_pose")
         _wait_first(probe, js, bridge, "JointState")
-        yield bridge, probe, js, ee
+        yield bridge, probe, js, ee, obj
 
 
 @pytest.mark.ros
@@ -369,7 +370,7 @@ class TestPandaBridge:
         from std_msgs.msg import Float64MultiArray
         from std_srvs.srv import Trigger
 
-        bridge, probe, js, ee = panda_bridge
+        bridge, probe, js, ee, obj = panda_bridge
         spec = load_robot("panda")
         default = spec.array("default")
 
@@ -382,6 +383,12 @@ class TestPandaBridge:
         assert np.allclose(arm(), default, atol=0.02)
         assert probe.spin_until(lambda: ee.msgs, 3.0), "no ~/ee_pose"
         assert ee.msgs[-1].header.frame_id == "world" and ee.msgs[-1].pose.position.z > 0.1
+        # The cube, as an object tracker would report it: resting in the bin at (0.5, 0, 0.02).
+        assert probe.spin_until(lambda: obj.msgs, 3.0), "no /object_pose"
+        cube = obj.msgs[-1]
+        assert cube.header.frame_id == "world"
+        assert [cube.pose.position.x, cube.pose.position.y] == pytest.approx([0.5, 0.0], abs=0.01)
+        assert 0.0 < cube.pose.position.z < 0.05
 
         pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
         grip = probe.node.create_publisher(Float64MultiArray, spec.ros.gripper_commands, 10)

@@ -10,7 +10,10 @@ publishes
     angular velocity from the gyro, linear acceleration from the accelerometer, which
     includes the reaction to gravity: +9.81 m/s^2 up at rest), sensor-data QoS;
   * manipulators: `geometry_msgs/PoseStamped` of the end-effector site on `~/ee_pose`
-    (frame `world`, which is the robot base), sensor-data QoS.
+    (frame `world`, which is the robot base), sensor-data QoS;
+  * robots whose spec names `ros.object_pose` (pick tasks): the object's pose as an
+    object tracker would publish it (`geometry_msgs/PoseStamped`, frame `world`, on that
+    topic, sensor-data QoS, with the same latency as the other sensors).
 
 subscribes (like ros2_control's controllers; reliable, depth 10)
   * `ros.joint_commands`: `std_msgs/Float64MultiArray` (forward command controller):
@@ -222,6 +225,8 @@ class SimBridge(Node):
                         if self.sim.has_imu and ros.imu else None)
         self.ee_pub = (self.create_publisher(PoseStamped, "~/ee_pose", qos_profile_sensor_data)
                        if self.spec.kind == "manipulator" and self.sim.has_end_effector else None)
+        self.object_pub = (self.create_publisher(PoseStamped, ros.object_pose, qos_profile_sensor_data)
+                           if self.sim.has_object else None)
         command_qos = QoSProfile(depth=10)  # reliable, volatile: ros2_control's SystemDefaultsQoS
         if interface == "forward_command":
             self.create_subscription(Float64MultiArray, ros.joint_commands, self._on_command, command_qos)
@@ -238,7 +243,8 @@ class SimBridge(Node):
         self.get_logger().info(
             f"simulating {self.spec.name} ({len(self.sim.joint_names)} joints, physics {1 / self.sim.timestep:.0f} Hz, "
             f"publishing {self.publish_rate:g} Hz on {ros.joint_states}"
-            f"{', ' + ros.imu if self.imu_pub else ''}{', ~/ee_pose' if self.ee_pub else ''}); "
+            f"{', ' + ros.imu if self.imu_pub else ''}{', ~/ee_pose' if self.ee_pub else ''}"
+            f"{', ' + ros.object_pose if self.object_pub else ''}); "
             f"commands ({interface}, {what}) on {ros.joint_commands}"
             f"{', gripper on ' + ros.gripper_commands if self.sim.has_gripper and ros.gripper_commands else ''}"
             f"; initial pose {self.sim.initial_pose!r}{rnd}")
@@ -394,14 +400,9 @@ class SimBridge(Node):
             imu.linear_acceleration_covariance = _doubles(np.diag([self.acc_noise ** 2] * 3).ravel())
             out.append((self.imu_pub, imu))
         if self.ee_pub is not None:
-            p, q = self.sim.ee_pose()
-            pose = PoseStamped()
-            pose.header.stamp = stamp
-            pose.header.frame_id = "world"
-            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in p)
-            pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = (
-                float(v) for v in q)
-            out.append((self.ee_pub, pose))
+            out.append((self.ee_pub, _pose_msg(stamp, *self.sim.ee_pose())))
+        if self.object_pub is not None:
+            out.append((self.object_pub, _pose_msg(stamp, *self.sim.object_pose())))
         release = time.monotonic() + self.latency
         for pub, msg in out:
             self.outbox.append((release, pub, msg))
@@ -420,6 +421,16 @@ class SimBridge(Node):
                 raise
             if pub is self.joint_state_pub:
                 self.stats["published"] += 1
+
+
+def _pose_msg(stamp, position: np.ndarray, quat_wxyz: np.ndarray) -> PoseStamped:
+    pose = PoseStamped()
+    pose.header.stamp = stamp
+    pose.header.frame_id = "world"
+    pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in position)
+    o = pose.pose.orientation
+    o.w, o.x, o.y, o.z = (float(v) for v in quat_wxyz)
+    return pose
 
 
 def run(ros_args: list[str]) -> int:

@@ -100,6 +100,16 @@ class SimRobot:
         self._ee_site = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.end_effector)
                          if spec.sites.end_effector else -1)
 
+        # The tracked object of pick tasks (robot.yaml `ros.object_pose`): the body of the
+        # model's one free joint (a manipulator's base is fixed, so that is the object).
+        self._object_body = -1
+        if spec.ros.object_pose:
+            free = [j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+            if len(free) != 1:
+                raise ConfigError("ros.object_pose", f"{spec.model} needs exactly one free body (the object) to "
+                                  f"publish its pose, it has {len(free)}")
+            self._object_body = int(m.jnt_bodyid[free[0]])
+
         self.randomization: dict[str, float] = {}
         if randomize:
             self._randomize(friction_scale_range, mass_scale_range)
@@ -213,6 +223,16 @@ class SimRobot:
     @property
     def has_end_effector(self) -> bool:
         return self._ee_site >= 0
+
+    @property
+    def has_object(self) -> bool:
+        return self._object_body >= 0
+
+    def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position (3,), orientation wxyz (4,)) of the tracked object in the world frame."""
+        if self._object_body < 0:
+            raise ValueError(f"robot {self.spec.name!r} tracks no object (robot.yaml ros.object_pose)")
+        return self.data.xpos[self._object_body].copy(), self.data.xquat[self._object_body].copy()
 
     def actuated_positions(self) -> np.ndarray:
         return self.data.qpos[self._act_qadr].copy()
