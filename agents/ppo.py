@@ -72,6 +72,9 @@ class PPOConfig:
     obs_clip: float = 10.0
     bootstrap_timeouts: bool = True
     asymmetric: bool = True  # critic reads the "critic" group when the task has one
+    # The group the actor reads. "critic" trains a privileged teacher (simulator state a real
+    # robot cannot sense) to distill into a "policy"-group student (`roboreal dagger`).
+    actor_group: str = "policy"
     actor_hidden: list[int] = field(default_factory=lambda: [128, 128])
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     activation: str = "elu"
@@ -97,8 +100,11 @@ class PPO(Algorithm):
                                       "(use --algo dqn)")
         if (self.num_envs * cfg.num_steps) // cfg.num_minibatches < 1:
             raise ConfigError("num_minibatches", "more minibatches than samples in a rollout")
-        self.actor_group = "policy"
-        self.critic_group = "critic" if (cfg.asymmetric and "critic" in spec.observation_sizes) else "policy"
+        if cfg.actor_group not in spec.observation_sizes:
+            raise ConfigError("actor_group", f"{spec.task} has no observation group {cfg.actor_group!r} "
+                                             f"(has {sorted(spec.observation_sizes)})")
+        self.actor_group = cfg.actor_group
+        self.critic_group = "critic" if (cfg.asymmetric and "critic" in spec.observation_sizes) else self.actor_group
         obs_size = spec.observation_sizes[self.actor_group]
         critic_size = spec.observation_sizes[self.critic_group]
         self.action_size = spec.action_size

@@ -364,3 +364,24 @@ def test_env_state_round_trip_through_the_custom_hook():
     for t in range(12, 30):
         oa, ob = a.step(actions[t])[0], b.step(actions[t])[0]
         assert all(torch.equal(oa[k], ob[k]) for k in oa)
+
+
+def test_ppo_privileged_teacher_reads_the_critic_group():
+    """actor_group="critic": the actor (and the exported policy) read the privileged group,
+    which the bundle check refuses on a real robot; an unknown group names the field."""
+    from roboreal.agents.policy import build_policy
+    from roboreal.envs import make
+
+    env = make("go1-walk", num_envs=2)
+    sizes = env.spec.observation_sizes
+    assert sizes["critic"] != sizes["policy"]
+    teacher = PPO(env, PPOConfig(num_steps=4, num_minibatches=1, actor_group="critic", actor_hidden=[16],
+                                 critic_hidden=[16]))
+    teacher.iteration()
+    state = teacher.policy_state()
+    assert state["obs_group"] == "critic" and state["obs_size"] == sizes["critic"]
+    obs = {k: torch.randn(3, v) for k, v in sizes.items()}
+    torch.testing.assert_close(build_policy(state)(obs["critic"]), teacher.act_deterministic(obs))
+    with pytest.raises(ConfigError, match="actor_group.*no observation group 'privileged'"):
+        PPO(env, PPOConfig(actor_group="privileged"))
+    env.close()
