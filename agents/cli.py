@@ -156,5 +156,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     succ = result["success_rate"]
     print(f"{info['task']} ({info['algo']}, {Path(info['checkpoint']).name}, step {info['step']}): "
           f"{result['episodes']} episodes, mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
-          f"mean length {result['mean_length']:.1f}" + ("" if succ != succ else f", success rate {succ:.0%}"))
+          f"mean length {result['mean_length']:.1f}" + ("" if succ != succ else f", success rate {succ:.0%}")
+          + (f", velocity tracking error {result['velocity_tracking_error']:.3f} m/s"
+             if "velocity_tracking_error" in result else ""))
     return 0

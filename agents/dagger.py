@@ -270,6 +270,8 @@ class DAgger:
                "epochs": result["epochs"], "success_rate": score.get("success_rate", float("nan")),
                "mean_return": score.get("mean_return", float("nan")), "env_steps": self.env_steps,
                "time_s": round(time.perf_counter() - t0, 2)}
+        if "velocity_tracking_error" in score:
+            row["velocity_tracking_error"] = round(score["velocity_tracking_error"], 4)
         self.history.append(row)
         meta = run_meta(self.task, "dagger", self.env_overrides, self.seed, float(self.env.spec.control_dt),
                         labels, iteration=round_i, num_envs=self.cfg.num_envs, labels=labels,
@@ -277,9 +279,8 @@ class DAgger:
         ck = self.run_dir / "checkpoints"
         save_checkpoint(ck / f"round_{round_i:03d}.pt", state, meta, self.config)
         save_checkpoint(ck / "last.pt", state, meta, self.config)
-        succ = row["success_rate"]
-        best = max((r["success_rate"] for r in self.history[:-1] if not math.isnan(r["success_rate"])), default=-1.0)
-        if len(self.history) == 1 or math.isnan(succ) or succ >= best:
+        best = max((_merit(r) for r in self.history[:-1] if not math.isnan(_merit(r))), default=-math.inf)
+        if len(self.history) == 1 or math.isnan(_merit(row)) or _merit(row) >= best:
             save_checkpoint(ck / "best.pt", state, meta, self.config)
         write_progress(self.run_dir, self.history)
         self.log(row)
@@ -303,7 +304,7 @@ class DAgger:
             self.writer.close()
             self.env.close()
         last = self.history[-1]
-        best = max(self.history, key=lambda r: (-1 if math.isnan(r["success_rate"]) else r["success_rate"]))
+        best = max(self.history, key=lambda r: (-math.inf if math.isnan(_merit(r)) else _merit(r)))
         write_metrics(self.run_dir, {"task": self.task, "algo": "dagger", "seed": self.seed, "rounds": len(self.history),
                                      "labels": last["labels"], "success_rate": last["success_rate"],
                                      "best_success_rate": best["success_rate"], "best_round": best["round"],
@@ -322,6 +323,11 @@ class DAgger:
                         gate_release=cfg.gate_release, dart_noise=cfg.dart_noise, seed=self.seed + 7919 * round_i)
         self.env_steps += stats["env_steps"]
         return stats
+
+
+def _merit(row: dict) -> float:
+    """What "best round" means: the success rate, or the return on tasks without success."""
+    return row["success_rate"] if not math.isnan(row["success_rate"]) else row["mean_return"]
 
 
 def run_dagger(task: str, expert: Expert | None, cfg: DAggerConfig, run_dir: str | Path, seed: int = 0,

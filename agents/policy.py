@@ -107,7 +107,8 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
     """Run the deterministic `policy` until every env finished its first episode.
 
     Returns mean/std return, mean length, success rate (NaN when the task reports none)
-    and the per-episode returns. ``episodes`` defaults to ``env.num_envs`` (one per env).
+    and the per-episode returns; on velocity-tracking tasks (go1-walk) also the mean
+    planar velocity tracking error (m/s) over the evaluated episodes' steps. ``episodes`` defaults to ``env.num_envs`` (one per env).
     ``on_step(env)`` is called after every step; ``before_step(env, finished)`` before every
     step (``finished``: envs whose first episode is over), e.g. to record a video.
     """
@@ -119,6 +120,8 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
     finished = torch.zeros(n, dtype=torch.bool)
     success = torch.full((n,), float("nan"))
     limit = max_steps or env.spec.max_episode_steps + 1
+    tracking = hasattr(env, "velocity_tracking_error")
+    error_sum, error_steps = torch.zeros(n), torch.zeros(n)
     for _ in range(limit):
         if before_step is not None:  # e.g. render a frame of the state the action is computed from
             before_step(env, finished.clone())
@@ -130,6 +133,10 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
         returns += torch.where(running, reward.float().cpu(), torch.zeros(n))
         lengths += running.long()
         done = (terminated | truncated).cpu() & running
+        if tracking:  # done envs were reset already: their state is the next episode's
+            live = running & ~done
+            error_sum += torch.where(live, env.velocity_tracking_error().float().cpu(), torch.zeros(n))
+            error_steps += live.float()
         if done.any():
             if "is_success" in info:
                 success[done] = info["is_success"].float().cpu()[done]
@@ -138,7 +145,10 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
             break
     sel = slice(0, episodes)
     succ = success[sel]
+    extra = {"velocity_tracking_error": float(error_sum[sel].sum() / error_steps[sel].sum().clamp(min=1))} \
+        if tracking else {}
     return {
+        **extra,
         "mean_return": float(returns[sel].mean()), "std_return": float(returns[sel].std()) if episodes > 1 else 0.0,
         "mean_length": float(lengths[sel].float().mean()),
         "success_rate": float(succ[~succ.isnan()].mean()) if (~succ.isnan()).any() else float("nan"),
