@@ -844,3 +844,48 @@ def test_wrong_shapes_are_a_fault_not_a_crash():
         cmd = chain.step(action, state, 0.0)
         assert cmd.mode == "damping" and np.isfinite(cmd.force).all()
     assert "non_finite" in chain.faults
+
+
+@given(action=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
+                        st.none(), st.text(max_size=3), st.lists(st.floats(), max_size=2)),
+       mode=st.sampled_from(sorted(MODES)))
+@settings(max_examples=300, deadline=None)
+def test_gripper_command_is_finite_within_its_range_and_only_under_the_policy(action, mode):
+    """Any gripper action in any mode: nothing (keep the last command) unless the chain runs
+    the policy, and then a finite opening within [closed, open]; bad values are counted."""
+    spec = robot_spec("panda")
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    chain.mode = mode
+    before = chain.report()["gripper"]["count"]
+    width = chain.gripper(action, now=1.0)
+    if mode != "policy":
+        assert width is None
+        return
+    lo, hi = chain.gripper_range
+    try:
+        a = float(action)
+    except (TypeError, ValueError, OverflowError):
+        a = math.nan
+    if not math.isfinite(a):
+        assert width is None and chain.report()["gripper"]["count"] == before + 1
+        return
+    assert width is not None and math.isfinite(width) and lo <= width <= hi
+    if abs(a) > 1:
+        assert chain.report()["gripper"]["count"] == before + 1
+        assert width == (spec.gripper.open if a > 0 else spec.gripper.closed)
+
+
+def test_gripper_follows_the_chain_mode_through_a_real_startup():
+    spec = robot_spec("panda")
+    chain = SafetyChain(spec, mapping_for(spec), DT)
+    now, q, widths = 0.0, chain.default, []
+    chain.reset(nominal_state(chain), 0.0)
+    for _ in range(400):
+        cmd = chain.step(np.zeros(chain.mapping.size), nominal_state(chain, q=q, now=now), now)
+        widths.append((cmd.mode, chain.gripper(-1.0, now)))
+        q, now = cmd.position, now + DT
+    assert all(w is None for m, w in widths if m != "policy")
+    assert any(m == "policy" for m, _ in widths)
+    assert all(w == spec.gripper.closed for m, w in widths if m == "policy")
+    with pytest.raises(ValueError, match="no gripper"):
+        SafetyChain(robot_spec("go1"), mapping_for(robot_spec("go1")), DT).gripper(0.0)

@@ -19,12 +19,15 @@ Filters, in order (each a small class in `filters.py`):
  3. `ActionMap`       action -> targets/forces (bundle's ActionMapping), policy fade-in blend
     `RateLimit`       |target - previous target| <= max_target_rate * dt
  4. `PositionLimit`   targets inside the position limits shrunk by the margin (absolute)
- 5. `VelocityLimit`   |target - measured| <= velocity_limit * velocity_scale * dt
+ 5. `VelocityLimit`   a joint faster than velocity_limit * velocity_scale: no target leading it further
  6. `TorqueLimit`     |kp (target - q) - kd dq| <= torque_limit * torque_scale (target, then gains)
  7. `WorkspaceLimit`  end-effector (MuJoCo FK of the target) inside the workspace box
  8. `TiltGuard`       roll/pitch beyond tilt_limit -> latched damping
  9. `Watchdog`        stale joint states / IMU -> latched fault mode; stale command -> hold
 10. `EStop`           latched until `reset_estop`;  `StartupRamp`: ramp, then fade-in
+
+The gripper (manipulators with one) goes through `chain.gripper(action)`: a finite
+opening within [closed, open], sent only while the chain runs the policy.
 
 Modes: startup_ramp | policy | hold | damping | estop (estop behaves as the spec's
 fault_mode). hold = PD to the last safe target (quadruped on a stale command: the default

@@ -30,6 +30,8 @@ from roboreal.sim2real.safety.limits import SafetyLimits
 from roboreal.sim2real.safety.types import RobotState, SafetyCommand, StepContext, all_finite, same_values
 
 FINAL_GUARD = "final_guard"
+GRIPPER = "gripper"  # the gripper command's own limit (`SafetyChain.gripper`)
+_BIG = float(np.finfo(np.float64).max)  # reported instead of an infinite magnitude
 # mode -> behaviour where they differ (see `SafetyChain._choose_source`)
 _BEHAVIOUR = {"soft_hold": "hold", "startup_ramp": "ramp"}
 
@@ -133,6 +135,10 @@ class SafetyChain:
         self.filters: tuple[SafetyFilter, ...] = tuple(filters)
         self._report = {name: {"count": 0, "last_time": None, "max_magnitude": 0.0}
                         for name in [f.name for f in self.filters] + [FINAL_GUARD]}
+        g = spec.gripper
+        self.gripper_range = (min(g.open, g.closed), max(g.open, g.closed)) if g is not None else None
+        if g is not None:
+            self._report[GRIPPER] = {"count": 0, "last_time": None, "max_magnitude": 0.0}
         self._prev = self.default.copy() if self.position_control else np.zeros(self.n)
         self._prev_behaviour = "ramp"
         self.mode = "startup_ramp"
@@ -201,6 +207,41 @@ class SafetyChain:
         for f in self.filters:
             f.apply(ctx)
         return self._finish(ctx)
+
+    def gripper(self, action, now: float | None = None) -> float | None:
+        """The gripper opening (m) for a normalized gripper action (-1 closed .. +1 open), or
+        None: send nothing, the gripper keeps its last command.
+
+        Only while the last `step` ran the policy (mode "policy"): during the startup ramp,
+        holds, damping and e-stops the gripper is left as it is (opening it could drop what
+        it holds). A value that is not a finite number gives None; one outside [-1, 1] is
+        clipped. Both count as interventions of "gripper". The result is always finite and
+        within [closed, open]."""
+        if self.gripper_range is None:
+            raise ValueError(f"robot {self.spec.name!r} has no gripper")
+        if self.mode != "policy":
+            return None
+        try:
+            a = float(action)
+        except (TypeError, ValueError, OverflowError):
+            a = math.nan
+        t = now if isinstance(now, (int, float)) else None
+        if not math.isfinite(a):
+            self._count(GRIPPER, math.inf, t)
+            return None
+        if abs(a) > 1.0:
+            self._count(GRIPPER, abs(a) - 1.0, t)
+            a = 1.0 if a > 0 else -1.0
+        g = self.spec.gripper
+        width = g.closed + (a + 1.0) * 0.5 * (g.open - g.closed)
+        lo, hi = self.gripper_range
+        return min(hi, max(lo, width))
+
+    def _count(self, name: str, magnitude: float, now: float | None) -> None:
+        r = self._report[name]
+        r["count"] += 1
+        r["last_time"] = now
+        r["max_magnitude"] = max(r["max_magnitude"], magnitude if math.isfinite(magnitude) else _BIG)
 
     def report(self) -> dict[str, dict]:
         """Per filter: {"count": steps intervened, "last_time": now of the last one,
