@@ -40,6 +40,7 @@ COMMAND_MODULES = {
     "roboreal.sim2real.cli": ("export", "sim2sim"),
     "roboreal.sim2real.nodes.cli": ("sim-bridge", "launch"),
     "roboreal.sim2real.nodes.deploy_cli": ("deploy", "teleop"),
+    "roboreal.sim2real.nodes.record_cli": ("record",),
 }
 
 

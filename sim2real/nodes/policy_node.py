@@ -38,10 +38,17 @@ publishes
   * ``~/policy_action``, ``~/executed_action`` (Float64MultiArray): the policy's action and
     the action fed to the chain (the human's while intervening), every step
   * ``~/mode`` (std_msgs/String, transient local): the chain's mode, on every change
+  * ``~/step`` (std_msgs/Float64MultiArray, reliable, depth 100): one message per control step in
+    which the policy ran, holding that step's observation, policy action, commanded action,
+    applied (post-chain) action, intervention flags, chain mode, step counter, stamp and reset
+    count, as labelled segments (`step_record.py`): what `roboreal record` stores, paired exactly
+  * ``~/info`` (std_msgs/String JSON, transient local): robot, bundle path and checksums, control
+    period, observation layout, step layout and the resolved names of the topics above
   * ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` s)
 
 service ``~/reset`` (std_srvs/Trigger): releases the e-stop, clears latched faults
-(NaN, tilt, watchdog), restarts the startup ramp from the measured pose.
+(NaN, tilt, watchdog), restarts the startup ramp from the measured pose, and counts itself in
+``~/step``'s ``reset_count`` (the recorder starts a new episode there).
 
 Watchdog, tilt, NaN and limits are the chain's (`roboreal.sim2real.safety`). While
 intervening, the chain's command watchdog watches the teleop action stream instead of
@@ -84,8 +91,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
-from roboreal.sim2real.bundle import BundleError, load_bundle
+from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
 from roboreal.sim2real.nodes.observation import ObservationBuilder, applied_action
+from roboreal.sim2real.nodes.step_record import MODES, StepPacker, info_json, step_fields
 from roboreal.sim2real.safety import SafetyChain, SafetyLimits
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -249,6 +257,8 @@ class PolicyNode(Node):
         self.mode = "waiting"
         self.last_cmd = None
         self.steps = 0
+        self.reset_count = 0  # ~/reset calls: the recorder's episode boundary
+        self.human_action = False  # the human's fresh teleop action was fed to the chain this step
         self.window = collections.deque(maxlen=max(10, int(round(5.0 / self.dt))))  # (t, latency, inference)
         self.periods = collections.deque(maxlen=max(10, int(round(5.0 / self.dt))))
         self.last_tick: float | None = None
@@ -299,8 +309,13 @@ class PolicyNode(Node):
         self.policy_action_pub = self.create_publisher(Float64MultiArray, "~/policy_action", reliable)
         self.executed_action_pub = self.create_publisher(Float64MultiArray, "~/executed_action", reliable)
         self.mode_pub = self.create_publisher(String, "~/mode", latched)
+        # ~/step: deep history, so a recorder that is briefly slow (writing an episode) loses nothing
+        self.step_pub = self.create_publisher(Float64MultiArray, "~/step", QoSProfile(depth=100))
+        self.step_packer = StepPacker(self.builder.size, self.action_size)
+        self.info_pub = self.create_publisher(String, "~/info", latched)
         self.diag_pub = self.create_publisher(DiagnosticArray, str(p["diagnostics_topic"]), reliable)
         self._publish_mode("waiting")
+        self.info_pub.publish(String(data=info_json(self.session_info(bundle_path, runtime, p))))
         self.timer = self.create_timer(self.dt, self._step)
         self.diag_timer = self.create_timer(self.diag_period, self._publish_diagnostics)
         tightened = f"; tightened {overrides}" if overrides else ""
@@ -310,6 +325,41 @@ class PolicyNode(Node):
             f"commands ({self.interface}) on {self.topics['joint_commands']}"
             f"{', gripper on ' + self.topics['gripper_commands'] if self.gripper_pub else ''}{tightened}; "
             f"waiting for {', '.join(self.builder.missing())}")
+
+    def session_info(self, bundle_path: str, runtime: str, p: dict) -> dict:
+        """What ~/info says: the provenance a recording of this node needs (see step_record.py)."""
+        m = self.bundle.manifest
+        path = Path(bundle_path)
+        resolve = lambda name: self.resolve_topic_name(name)  # noqa: E731  (namespaces, ~ expanded)
+        topics = {k: resolve(v) for k, v in self.topics.items() if v}
+        if not self.builder.needs_imu:
+            topics.pop("imu", None)
+        if not self.needs_cmd_vel:
+            topics.pop("cmd_vel", None)
+        if not self.builder.needs_goal:
+            topics.pop("goal", None)
+        if not self.builder.needs_object:
+            topics.pop("object_pose", None)
+        if self.gripper_pub is None:
+            topics.pop("gripper_commands", None)
+        topics.update(intervention=resolve(str(p["intervention_topic"])),
+                      teleop_action=resolve(str(p["teleop_action_topic"])),
+                      diagnostics=resolve(str(p["diagnostics_topic"])),
+                      **{k: resolve(f"~/{k}") for k in ("estop", "policy_action", "executed_action", "mode",
+                                                        "step", "info")})
+        return {
+            "node": self.get_fully_qualified_name(), "robot": self.spec.name,
+            "robot_spec_checksum": self.spec.checksum, "robot_kind": self.spec.kind,
+            "bundle": {"path": str(path.resolve()), "manifest_sha256": sha256(path / "manifest.yaml"),
+                       "files": m.get("files") or {}, "runtime": runtime, "created": m.get("created")},
+            "training": m.get("training") or {}, "control_dt": self.dt, "joints": list(m["joints"]),
+            "obs_size": int(self.builder.size), "observation_layout": m["observation"]["terms"],
+            "obs_group": m["observation"].get("group", "policy"), "action_size": int(self.action_size),
+            "action": {k: m["action"].get(k) for k in ("type", "space", "extra") if k in m["action"]},
+            "step_fields": step_fields(self.builder.size, self.action_size), "modes": list(MODES),
+            "command_interface": self.interface, "topics": topics,
+            "safety_limits": self.limits.to_dict(),
+        }
 
     # ------------------------------------------------------------------ inputs
     def _drop(self, what: str, why: str) -> None:
@@ -387,6 +437,7 @@ class PolicyNode(Node):
         state = self.builder.robot_state() if self.builder.ready else None
         self.chain.reset_estop(state, now if state is not None else None)
         self.builder.set_last_action(None)
+        self.reset_count += 1
         response.success = True
         response.message = (f"cleared {sorted(before) or 'nothing'}; startup ramp restarted"
                             + ("" if state is not None else f" (waiting for {', '.join(self.builder.missing())})"))
@@ -436,9 +487,11 @@ class PolicyNode(Node):
         if pending is not None:
             state.command_stamp = None  # the chain holds until the policy's inputs are there
         action = policy_action
+        self.human_action = False
         if self.intervening:
             if self.teleop_time is not None and now - self.teleop_time <= self.teleop_timeout:
                 action, state.command_stamp = self.teleop_action, self.teleop_time
+                self.human_action = True
             else:  # stale teleop: the chain holds where it watches commands; else zero action (= hold)
                 action, state.command_stamp = np.zeros(self.action_size), None
         arm = action[:self.mapping.size]
@@ -448,15 +501,21 @@ class PolicyNode(Node):
         if self.has_gripper_action and cmd.mode == "policy" and len(action) > self.mapping.size:
             self._publish_gripper(action[self.mapping.size])
         # policy.last_action, as the sim's `actions`: what drove the robot this step
+        applied = self._applied_action(cmd, prev, action)
         last = action
         if self.last_action_source == "applied" or (self.last_action_source == "executed" and cmd.mode != "policy"):
-            last = self._applied_action(cmd, prev, action)
+            last = applied
         if any(t.source == "policy.last_action" for t in b.terms):
             b.set_last_action(last)
         self.last_cmd = cmd
         self.steps += 1
         if pending is None:  # not published while the policy is not run
             self.policy_action_pub.publish(Float64MultiArray(data=[float(v) for v in policy_action]))
+            self.step_pub.publish(self.step_packer.pack({
+                "step": self.steps, "stamp": self.get_clock().now().nanoseconds * 1e-9,
+                "reset_count": self.reset_count, "mode": MODES.index(cmd.mode) if cmd.mode in MODES else -1,
+                "intervention": self.intervening, "human_action": self.human_action, "observation": obs,
+                "policy_action": policy_action, "commanded_action": action, "applied_action": applied}))
         self.executed_action_pub.publish(Float64MultiArray(data=[float(v) for v in action]))
         if cmd.mode != self.mode:
             self._publish_mode(cmd.mode)
