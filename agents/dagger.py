@@ -154,7 +154,7 @@ def rollout(env, expert: Expert | None, recorder: BatchedRecorder, episodes: int
             from_expert = intervention if learner is not None else torch.ones(n, dtype=torch.bool)
             noise = torch.randn(executed.shape, generator=gen) * dart_noise
             executed = torch.where(from_expert[:, None], (executed + noise).clamp(-1, 1), executed)
-        state = env.sim.state.copy() if recorder.with_states and hasattr(env, "sim") else None
+        state = env.sim.get_state() if recorder.with_states and hasattr(env, "sim") else None
         next_obs, reward, terminated, truncated, info = env.step(executed.to(env.device))
         recorder.record(obs, executed, reward, terminated, truncated, info, expert_actions=labels,
                         policy_actions=proposals, intervention=intervention, states=state, skip=finished >= quota)

@@ -7,7 +7,8 @@
   as goals or velocity commands) and every number attribute (``sim_time``, the next
   push time, ...);
 - the env's torch generator (``env.generator``);
-- the simulation state of every world (``env.sim.state``, ``env.sim.sensordata``);
+- the simulation state of every world (``env.sim.get_state()``, ``env.sim.get_sensordata()``,
+  on either backend);
 - the randomizer: its numpy generator (``env.randomizer.rng``), the sampled values and
   the next interval times; on restore the sampled model parameters are written back
   into the per-world models.
@@ -34,7 +35,7 @@ def _is_number(v) -> bool:
 def env_state_dict(env) -> dict | None:
     if hasattr(env, "state_dict") and callable(env.state_dict):
         return {"custom": env.state_dict()}
-    if not (hasattr(env, "sim") and hasattr(env, "generator") and hasattr(env.sim, "state")):
+    if not (hasattr(env, "sim") and hasattr(env, "generator") and hasattr(env.sim, "get_state")):
         return None
     tensors, numbers, tensor_dicts = {}, {}, {}
     for name, value in vars(env).items():
@@ -51,8 +52,8 @@ def env_state_dict(env) -> dict | None:
         "tracker": {"returns": env.tracker.returns.clone(), "lengths": env.tracker.lengths.clone()}
         if hasattr(env, "tracker") else None,
         "generator": env.generator.get_state(),
-        "sim_state": torch.from_numpy(env.sim.state.copy()),
-        "sim_sensordata": torch.from_numpy(env.sim.sensordata.copy()),
+        "sim_state": torch.from_numpy(env.sim.get_state()),
+        "sim_sensordata": torch.from_numpy(env.sim.get_sensordata()),
     }
     rnd = getattr(env, "randomizer", None)
     if rnd is not None:
@@ -78,15 +79,14 @@ def load_env_state(env, state: dict) -> None:
         env.tracker.returns.copy_(state["tracker"]["returns"])
         env.tracker.lengths.copy_(state["tracker"]["lengths"])
     env.generator.set_state(state["generator"])
-    env.sim.state[:] = state["sim_state"].numpy()
-    env.sim.sensordata[:] = state["sim_sensordata"].numpy()
+    env.sim.set_full_state(state["sim_state"].numpy(), state["sim_sensordata"].numpy())
     rnd = getattr(env, "randomizer", None)
     if rnd is not None and "randomizer" in state:
         rnd.rng.bit_generator.state = state["randomizer"]["rng"]
         for k, v in state["randomizer"]["values"].items():
             rnd.values[k].copy_(v)
         rnd._next_interval = dict(state["randomizer"]["next_interval"])
-        if rnd.sim.models is not None:
+        if rnd.sim.per_world:
             rnd._apply(np.arange(env.num_envs))
     if hasattr(env, "_refresh"):
         env._refresh()

@@ -101,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     num_envs: int = 64
     device: str = "cpu"
+    backend: str = "mujoco"  # simulation backend: "mujoco" (C engine, CPU) or "warp" (MuJoCo Warp, GPU)
     total_steps: int = 1_000_000
     env: dict[str, Any] = field(default_factory=dict)  # task config overrides (validated by the task)
     algorithm: dict[str, Any] = field(default_factory=dict)  # validated against the algorithm's config class
@@ -111,6 +112,10 @@ class TrainConfig:
             raise ConfigError("algo", f"unknown algorithm {self.algo!r} (available: {', '.join(ALGORITHMS)})")
         if self.num_envs < 1:
             raise ConfigError("num_envs", f"must be >= 1, got {self.num_envs}")
+        from roboreal.envs.sim.backend import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError("backend", f"unknown backend {self.backend!r} (available: {', '.join(BACKENDS)})")
 
     def algorithm_config(self):
         _, cfg_cls = algorithm_classes(self.algo)
@@ -121,7 +126,7 @@ class TrainConfig:
                               str(e).split(": ", 1)[-1]) from None
 
 
-_RUN_KEYS = {"seed", "num_envs", "device", "total_steps"}
+_RUN_KEYS = {"seed", "num_envs", "device", "backend", "total_steps"}
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -279,8 +284,8 @@ class Runner:
 
         from roboreal.envs import make
 
-        self.env = make(cfg.task, num_envs=cfg.num_envs, device=cfg.device, seed=cfg.seed + 1000 * self.dist.rank,
-                        **cfg.env)
+        self.env = make(cfg.task, num_envs=cfg.num_envs, device=cfg.device, backend=cfg.backend,
+                        seed=cfg.seed + 1000 * self.dist.rank, **cfg.env)
         algo_cls, _ = algorithm_classes(cfg.algo)
         self.algo: Algorithm = algo_cls(self.env, self.algo_cfg, cfg.device, cfg.total_steps, self.dist)
         self.state = RunState()

@@ -24,7 +24,9 @@ import torch
 
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
+from roboreal.envs.sim.backend import BACKENDS, BatchSim
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
+from roboreal.envs.sim.warp_backend import WarpSimCfg
 from roboreal.robots.spec import RobotSpec, load_robot
 from roboreal.sim2real.action_mapping import ActionMapping
 
@@ -40,6 +42,7 @@ class TaskCfg:
     reward_dt_scaled: bool = False  # multiply the weighted sum by the control dt (legged_gym style)
     observation_noise: dict[str, float] = field(default_factory=dict)  # policy term -> uniform noise half-width
     randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(enabled=False))
+    warp: WarpSimCfg = field(default_factory=WarpSimCfg)  # MuJoCo Warp backend options (ignored by "mujoco")
 
 
 @dataclass
@@ -60,7 +63,7 @@ class MujocoTaskEnv(BatchedEnv):
     goal_conditioned: bool = False
 
     def __init__(self, cfg: TaskCfg, num_envs: int = 1, device: str | torch.device = "cpu", seed: int = 0,
-                 nthread: int | None = None):
+                 nthread: int | None = None, backend: str = "mujoco"):
         self.cfg = cfg
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
@@ -72,7 +75,16 @@ class MujocoTaskEnv(BatchedEnv):
         self.physics_dt = float(self.model.opt.timestep)
         self.control_dt = self.physics_dt * cfg.decimation
         self.max_episode_steps = max(1, int(round(cfg.episode_length_s / self.control_dt)))
-        self.sim = MujocoBatchSim(self.model, self.num_envs, cfg.decimation, nthread=nthread)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
+        self.backend = backend
+        if backend == "warp":
+            from roboreal.envs.sim.warp_backend import WarpBatchSim  # imports warp only when asked for
+
+            self.sim: BatchSim = WarpBatchSim(self.model, self.num_envs, cfg.decimation, self.device, cfg.warp)
+            self.device = self.sim.device  # "cuda" -> "cuda:0": every env tensor lives with the Warp arrays
+        else:
+            self.sim = MujocoBatchSim(self.model, self.num_envs, cfg.decimation, nthread=nthread)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
         self._sensor_slices = {
@@ -149,11 +161,9 @@ class MujocoTaskEnv(BatchedEnv):
         return self.qvel[:, self.joint_qvel_idx]
 
     def _refresh(self) -> None:
-        """Torch views of the simulation state (one host->device copy per step)."""
-        state = torch.from_numpy(self.sim.state).to(self.device, torch.float32)
-        self.qpos = state[:, self.sim.qpos_slice]
-        self.qvel = state[:, self.sim.qvel_slice]
-        self.sensordata = torch.from_numpy(self.sim.sensordata).to(self.device, torch.float32)
+        """Torch views of the simulation state: one host->device copy per step on the C backend,
+        the live Warp arrays themselves (no copy) on the Warp backend."""
+        self.qpos, self.qvel, self.sensordata = self.sim.torch_state(self.device)
 
     # ----- to be provided by tasks -----
     def _init_task_buffers(self) -> None:
@@ -202,8 +212,7 @@ class MujocoTaskEnv(BatchedEnv):
         ids_np = env_ids.cpu().numpy()
         qpos, qvel = self._initial_state(env_ids)
         self.randomizer.on_reset(ids_np)
-        self.sim.set_state(ids_np, qpos.cpu().double().numpy(), qvel.cpu().double().numpy())
-        self.sim.forward(ids_np)
+        self.sim.reset_worlds(env_ids, qpos, qvel)
         self._refresh()
         self.episode_step[env_ids] = 0
         self.action_history[env_ids] = 0.0
@@ -228,7 +237,7 @@ class MujocoTaskEnv(BatchedEnv):
         else:
             applied = actions
         ctrl = self._action_to_ctrl(applied)
-        self.sim.step(ctrl.detach().to("cpu", torch.float64).numpy())
+        self.sim.step(ctrl.detach())
         self.sim_time += self.control_dt
         self._refresh()
         self.episode_step += 1
@@ -303,7 +312,7 @@ class MujocoTaskEnv(BatchedEnv):
             push = self.cfg.randomization.push
             vmax = torch.tensor(push.max_velocity, device=self.device)
             kick = self.rand(self.num_envs, 2, low=-vmax, high=vmax)
-            self.sim.state[:, self.sim.qvel_slice.start:self.sim.qvel_slice.start + 2] += kick.cpu().double().numpy()
+            self.sim.add_to_qvel(slice(0, 2), kick)
             self._push_next += push.interval_s
             self._refresh()
 
@@ -324,7 +333,7 @@ class MujocoTaskEnv(BatchedEnv):
         """Hook: e.g. move a goal marker (mocap body) before rendering."""
 
     def render(self, env_id: int = 0, width: int = 320, height: int = 240, camera: str | None = None) -> np.ndarray:
-        key = (env_id if self.sim.models is not None else -1, width, height)
+        key = (env_id if self.sim.per_world else -1, width, height)
         if key not in self._renderers:
             model = self.sim.model_of(env_id)
             self._renderers[key] = (mujoco.Renderer(model, height, width), mujoco.MjData(model))

@@ -6,22 +6,30 @@ Each parameter is a `RangeTerm`: a range to sample from uniformly, when to sampl
 `Randomizer.values[name]` as ``(num_envs, k)`` tensors so a user can see what env 17
 got (`Randomizer.describe(17)`).
 
-Backend support (a parameter a backend cannot randomize is an error, not a no-op):
+Backend support (a parameter a backend cannot randomize is an error, not a no-op). The
+same config (YAML or keywords) drives both backends, and the same seed samples the same
+values on both: only where they are written differs (per-world `MjModel` copies on the
+C engine; per-world model arrays, written in place on the device, on MuJoCo Warp).
 
-| parameter            | what it changes                                   | mujoco (C, CPU) |
-|----------------------|---------------------------------------------------|-----------------|
-| friction             | sliding friction of the target geoms (absolute)  | yes |
-| mass_scale           | body mass and inertia scale                       | yes |
-| added_mass           | kg added to target bodies (inertia scaled along)  | yes |
-| com_offset           | body centre-of-mass shift, m, per axis            | yes |
-| kp_scale / kd_scale  | PD gains of position actuators                    | yes |
-| motor_strength       | scale of actuator force (gain, bias, force range) | yes |
-| joint_damping_scale  | dof damping scale                                 | yes |
-| armature_scale       | dof armature scale                                | yes |
-| gravity_tilt         | gravity direction tilted by up to this angle, rad | yes |
-| action_latency       | whole control steps of action delay (integer)     | yes (env layer) |
-| push                 | random base velocity kicks every interval_s       | yes (env layer) |
-| observation noise    | per-term uniform noise, set in `observation_noise`| yes (env layer) |
+| parameter            | what it changes                                   | mujoco (C, CPU) | warp (MuJoCo Warp) |
+|----------------------|---------------------------------------------------|-----------------|--------------------|
+| friction             | sliding friction of the target geoms (absolute)  | yes | yes (`geom_friction`) |
+| mass_scale           | body mass and inertia scale                       | yes | yes (`body_mass`, `body_inertia`) |
+| added_mass           | kg added to target bodies (inertia scaled along)  | yes | yes (`body_mass`, `body_inertia`) |
+| com_offset           | body centre-of-mass shift, m, per axis            | yes | yes (`body_ipos`) |
+| kp_scale / kd_scale  | PD gains of position actuators                    | yes | yes (`actuator_gainprm/biasprm`) |
+| motor_strength       | scale of actuator force (gain, bias, force range) | yes | yes (+ `actuator_forcerange`) |
+| joint_damping_scale  | dof damping scale                                 | yes | yes (`dof_damping`) |
+| armature_scale       | dof armature scale                                | yes | yes (`dof_armature`) |
+| gravity_tilt         | gravity direction tilted by up to this angle, rad | yes | yes (`opt.gravity`) |
+| action_latency       | whole control steps of action delay (integer)     | yes (env layer) | yes (env layer) |
+| push                 | random base velocity kicks every interval_s       | yes (env layer) | yes (env layer) |
+| observation noise    | per-term uniform noise, set in `observation_noise`| yes (env layer) | yes (env layer) |
+
+Which model parameters a backend can randomize is the backend's own declaration
+(`sim.randomizable`); anything outside it is refused with an error naming the parameter.
+Derived model constants (`body_invweight0`, subtree masses) are not recomputed after
+randomization on either backend, so both simulate the same randomized worlds.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from typing import Literal
 import mujoco
 import numpy as np
 import torch
+
+from roboreal.envs.sim.backend import RANDOMIZED_FIELDS
 
 
 @dataclass
@@ -80,7 +90,12 @@ class RandomizationCfg:
 
 MODEL_PARAMS = ("friction", "mass_scale", "added_mass", "com_offset", "kp_scale", "kd_scale", "motor_strength",
                 "joint_damping_scale", "armature_scale", "gravity_tilt")
-BACKEND_SUPPORT = {"mujoco": set(MODEL_PARAMS) | {"action_latency"}}
+ENV_LAYER_PARAMS = ("action_latency",)  # applied by the env itself, whatever the backend
+
+
+def supported_parameters(sim) -> set[str]:
+    """Randomization parameters that `sim` (a backend) can apply."""
+    return set(getattr(sim, "randomizable", MODEL_PARAMS)) | set(ENV_LAYER_PARAMS)
 
 
 def _ids(model: mujoco.MjModel, obj: mujoco.mjtObj, names: tuple[str, ...], count: int, what: str,
@@ -100,16 +115,19 @@ class Randomizer:
     """Samples and applies the randomization of a `MujocoBatchSim`'s worlds."""
 
     def __init__(self, cfg: RandomizationCfg, sim, num_envs: int, seed: int, device: torch.device,
-                 backend: str = "mujoco", actuator_joint_ids: np.ndarray | None = None):
+                 backend: str | None = None, actuator_joint_ids: np.ndarray | None = None):
         self.cfg = cfg
         self.sim = sim
         self.num_envs = num_envs
         self.device = device
+        self.backend = backend or getattr(sim, "backend", "mujoco")
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD0A1]))
         self.terms = cfg.active()
-        unsupported = [k for k in self.terms if k not in BACKEND_SUPPORT.get(backend, set())]
+        supported = supported_parameters(sim)
+        unsupported = [k for k in self.terms if k not in supported]
         if unsupported:
-            raise ValueError(f"randomization.{unsupported[0]}: not supported by backend {backend!r}")
+            raise ValueError(f"randomization.{unsupported[0]}: the {self.backend!r} backend cannot randomize "
+                             f"{unsupported[0]!r} (it can: {', '.join(sorted(supported))})")
         m = sim.model
         body_default = [i for i in range(1, m.nbody) if m.body_mass[i] > 0]
         self.targets = {
@@ -132,8 +150,11 @@ class Randomizer:
         for name, term in self.terms.items():
             width = {"com_offset": 3, "gravity_tilt": 2}.get(name, 1)
             self.values[name] = torch.zeros(num_envs, width, device=device)
-        if any(k in MODEL_PARAMS for k in self.terms):
-            sim.ensure_per_world_models()
+        fields = {f for k in self.terms if k in MODEL_PARAMS for f in RANDOMIZED_FIELDS[k]}
+        if fields:
+            sim.ensure_per_world_fields(fields)
+        if self.backend != "mujoco":
+            self._device_nominal = self._nominal_tensors()
         self._next_interval = {k: t.interval_s for k, t in self.terms.items() if t.mode == "interval"}
 
     def _names(self, key: str) -> tuple[str, ...]:
@@ -163,6 +184,9 @@ class Randomizer:
         model_terms = [k for k in self.terms if k in MODEL_PARAMS]
         if not model_terms:
             return
+        if self.backend != "mujoco":
+            self._apply_fields(env_ids, model_terms)
+            return
         vals = {k: self.values[k][torch.as_tensor(env_ids, device=self.device)].cpu().numpy().astype(np.float64)
                 for k in model_terms}
         nom = self.nominal
@@ -189,6 +213,10 @@ class Randomizer:
             if "com_offset" in vals:
                 m.body_ipos[:] = nom["body_ipos"]
                 m.body_ipos[t["com_offset"]] += vals["com_offset"][row]
+                # The compiler flags bodies whose inertial frame coincides with the body frame
+                # (body_sameframe) and mj_kinematics then ignores body_ipos for them: without
+                # this the offset was silently dropped for such bodies (the Go1 trunk, for one).
+                m.body_sameframe[t["com_offset"]] = mujoco.mjtSameFrame.mjSAMEFRAME_NONE
             if {"kp_scale", "kd_scale", "motor_strength"} & vals.keys():
                 kp = vals["kp_scale"][row, 0] if "kp_scale" in vals else 1.0
                 kd = vals["kd_scale"][row, 0] if "kd_scale" in vals else 1.0
@@ -209,6 +237,73 @@ class Randomizer:
                 g = np.linalg.norm(nom["gravity"])
                 m.opt.gravity[:] = g * np.array([np.sin(angle) * np.cos(azimuth), np.sin(angle) * np.sin(azimuth),
                                                  -np.cos(angle)])
+
+    def _nominal_tensors(self) -> dict[str, torch.Tensor]:
+        """Nominal values and targets as tensors on the simulation device (batched writes)."""
+        dev = self.sim.device
+        out = {k: torch.as_tensor(v, dtype=torch.float32, device=dev) for k, v in self.nominal.items()}
+        for k, v in self.targets.items():
+            out["ids_" + k] = torch.as_tensor(v, dtype=torch.long, device=dev)
+        return out
+
+    def _apply_fields(self, env_ids: np.ndarray, model_terms: list[str]) -> None:
+        """Batched backend: the same formulas as the per-model loop, one tensor write per field.
+
+        `sim.model_field(name)` is a torch view of a per-world model array, shape
+        ``(num_envs, ...)``; writing rows `env_ids` changes exactly those worlds.
+        """
+        dev = self.sim.device
+        ids = torch.as_tensor(np.asarray(env_ids), dtype=torch.long, device=dev)
+        n = len(ids)
+        vals = {k: self.values[k][torch.as_tensor(env_ids, device=self.device)].to(dev) for k in model_terms}
+        nom = self._device_nominal
+        field = self.sim.model_field
+        rows = ids[:, None]
+        if "friction" in vals:
+            g = nom["ids_friction"]
+            field("geom_friction")[rows, g[None, :], 0] = vals["friction"][:, :1].expand(n, len(g))
+        if "mass_scale" in vals or "added_mass" in vals:
+            mass = nom["body_mass"].repeat(n, 1)
+            inertia = nom["body_inertia"].repeat(n, 1, 1)
+            if "mass_scale" in vals:
+                b = nom["ids_mass_scale"]
+                s = vals["mass_scale"][:, :1]
+                mass[:, b] *= s
+                inertia[:, b] *= s[:, :, None]
+            if "added_mass" in vals:
+                b = nom["ids_added_mass"]
+                ratio = (mass[:, b] + vals["added_mass"][:, :1]) / mass[:, b].clamp(min=1e-9)
+                ratio = ratio.clamp(min=0.05)
+                mass[:, b] *= ratio
+                inertia[:, b] *= ratio[:, :, None]
+            field("body_mass")[ids] = mass
+            field("body_inertia")[ids] = inertia
+        if "com_offset" in vals:
+            ipos = nom["body_ipos"].repeat(n, 1, 1)
+            ipos[:, nom["ids_com_offset"]] += vals["com_offset"][:, None, :]
+            field("body_ipos")[ids] = ipos
+        if {"kp_scale", "kd_scale", "motor_strength"} & vals.keys():
+            one = torch.ones(n, 1, device=dev)
+            kp = vals.get("kp_scale", one)[:, :1]
+            kd = vals.get("kd_scale", one)[:, :1]
+            strength = vals.get("motor_strength", one)[:, :1]
+            a = nom["ids_actuators"]
+            gain, bias, frange = field("actuator_gainprm"), field("actuator_biasprm"), field("actuator_forcerange")
+            gain[rows, a[None, :], 0] = nom["gainprm"][a, 0] * kp * strength
+            bias[rows, a[None, :], 1] = nom["biasprm"][a, 1] * kp * strength
+            bias[rows, a[None, :], 2] = nom["biasprm"][a, 2] * kd * strength
+            frange[rows, a[None, :]] = nom["forcerange"][a][None] * strength[:, :, None]
+        if "joint_damping_scale" in vals:
+            d = nom["ids_dofs"]
+            field("dof_damping")[rows, d[None, :]] = nom["dof_damping"][d] * vals["joint_damping_scale"][:, :1]
+        if "armature_scale" in vals:
+            d = nom["ids_dofs"]
+            field("dof_armature")[rows, d[None, :]] = nom["dof_armature"][d] * vals["armature_scale"][:, :1]
+        if "gravity_tilt" in vals:
+            angle, azimuth = vals["gravity_tilt"][:, 0], vals["gravity_tilt"][:, 1]
+            g = nom["gravity"].norm()
+            field("gravity")[ids] = g * torch.stack([angle.sin() * azimuth.cos(), angle.sin() * azimuth.sin(),
+                                                     -angle.cos()], dim=1)
 
     # ----- events -----
     def on_startup(self) -> None:

@@ -89,21 +89,27 @@ def make(task: str, num_envs: int = 1, device: str = "cpu", backend: str = "mujo
     """Create a batched env.
 
     `task` is a registered roboreal task (see `roboreal tasks`) or ``gym:<EnvId>`` for any
-    Gymnasium env wrapped into the batched contract. Keyword overrides set config fields
+    Gymnasium env wrapped into the batched contract. `backend` is ``"mujoco"`` (the C
+    engine, CPU threads) or ``"warp"`` (MuJoCo Warp on a CUDA `device`, or the Warp CPU
+    device; needs the ``gpu`` extra); backend options live in the task config's ``warp``
+    section (``warp={"nconmax": 64}``). Keyword overrides set config fields
     of the task, e.g. ``make("go1-walk", num_envs=1024, episode_length_s=10,
     randomization={"friction": {"range": [0.4, 1.2]}})``.
     """
+    from roboreal.envs.sim.backend import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown backend {backend!r} (available: {', '.join(map(repr, BACKENDS))})")
     if task.startswith("gym:"):
+        if backend != "mujoco":
+            raise ConfigError("backend", f"{task} is a Gymnasium env; only roboreal tasks run on backend {backend!r}")
         from roboreal.envs.gym_adapters import GymnasiumBatchedEnv
 
         return GymnasiumBatchedEnv(task[4:], num_envs=num_envs, device=device, seed=seed, **overrides)
-    if backend != "mujoco":
-        if backend == "warp":
-            raise ConfigError("backend", "the MuJoCo Warp backend is not available yet (see the GPU simulation issue)")
-        raise ConfigError("backend", f"unknown backend {backend!r} (available: 'mujoco')")
     entry = task_entry(task)
     cfg = task_config(task, overrides, config_file)
-    env = entry.env_class(cfg, num_envs=num_envs, device=device, seed=seed)
+    # backend="warp": MuJoCo Warp on `device` ("cuda", "cuda:1", or the slow Warp "cpu" device).
+    env = entry.env_class(cfg, num_envs=num_envs, device=device, seed=seed, backend=backend)
     env.task_name = task
     env.spec.task = task
     return env

@@ -289,3 +289,19 @@ def test_any_gymnasium_env_wraps_into_the_batched_contract():
     assert not torch.equal(info["final_observation"]["policy"], obs["policy"])
     discrete = roboreal.make("gym:CartPole-v1", num_envs=2)
     assert discrete.spec.action_type == "discrete" and discrete.spec.action_size == 2
+
+
+def test_com_offset_moves_the_centre_of_mass_even_where_it_coincided_with_the_body_frame():
+    # The Go1 trunk's inertial frame is its body frame, which MuJoCo's compiler flags
+    # (body_sameframe) so that kinematics skips body_ipos; the randomizer must clear the
+    # flag or the offset is silently ignored.
+    import mujoco
+
+    dr = {"enabled": True, "com_offset": {"range": [0.05, 0.05], "targets": ["trunk"]}}
+    env = roboreal.make("go1-walk", num_envs=2, seed=0, randomization=dr)
+    trunk = env.model.body("trunk").id
+    data = env.sim.data_for(0)
+    offset = data.xipos[trunk] - data.xpos[trunk]
+    np.testing.assert_allclose(offset, data.xmat[trunk].reshape(3, 3) @ env.sim.models[0].body_ipos[trunk], atol=1e-12)
+    assert np.linalg.norm(offset) == pytest.approx(np.linalg.norm([0.05, 0.05, 0.05]), rel=1e-6)
+    assert env.sim.models[0].body_sameframe[trunk] == mujoco.mjtSameFrame.mjSAMEFRAME_NONE

@@ -12,6 +12,9 @@ After a reset the sensors are recomputed at the reset state (`mj_forward`).
 
 Per-world models: domain randomization of model fields (masses, friction, gains...)
 gives each world its own `MjModel` copy; without it all worlds share one model.
+
+Implements `roboreal.envs.sim.backend.BatchSim` (backend ``"mujoco"``); the numpy
+attributes (`state`, `sensordata`, `models`) stay public for tools that want them.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from typing import Sequence
 import mujoco
 import mujoco.rollout
 import numpy as np
+import torch
+
+from roboreal.envs.sim.backend import RANDOMIZED_FIELDS
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
 class MujocoBatchSim:
+    backend = "mujoco"
+    # Every model parameter of the randomization table: each world owns a full MjModel.
+    randomizable = frozenset(RANDOMIZED_FIELDS)
+
     def __init__(self, model: mujoco.MjModel, num_envs: int, decimation: int, nthread: int | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -69,12 +79,54 @@ class MujocoBatchSim:
             self.models = [copy.copy(self.model) for _ in range(self.num_envs)]
         return self.models
 
+    def ensure_per_world_fields(self, fields: set[str]) -> None:
+        """The C engine cannot batch single fields: any randomized field means per-world copies."""
+        if fields:
+            self.ensure_per_world_models()
+
+    @property
+    def per_world(self) -> bool:
+        return self.models is not None
+
     def model_of(self, env_id: int) -> mujoco.MjModel:
         return self.models[env_id] if self.models is not None else self.model
 
+    # ----- the torch-facing side of the backend protocol -----
+    def torch_state(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Torch copies of qpos, qvel, sensordata (one host->device copy per step)."""
+        state = torch.from_numpy(self.state).to(device, torch.float32)
+        return (state[:, self.qpos_slice], state[:, self.qvel_slice],
+                torch.from_numpy(self.sensordata).to(device, torch.float32))
+
+    def reset_worlds(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        ids = env_ids.cpu().numpy()
+        self.set_state(ids, qpos.cpu().double().numpy(), qvel.cpu().double().numpy())
+        self.forward(ids)
+
+    def add_to_qvel(self, dofs: slice, delta: torch.Tensor) -> None:
+        start = self.qvel_slice.start
+        self.state[:, start + dofs.start:start + dofs.stop] += delta.detach().cpu().double().numpy()
+
+    def get_state(self) -> np.ndarray:
+        return self.state.copy()
+
+    def set_full_state(self, state: np.ndarray, sensordata: np.ndarray | None = None) -> None:
+        self.state[:] = state
+        if sensordata is not None:
+            self.sensordata[:] = sensordata
+
+    def get_sensordata(self) -> np.ndarray:
+        return self.sensordata.copy()
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "device": "cpu", "num_envs": self.num_envs, "nthread": self.nthread,
+                "per_world_models": self.models is not None, "precision": "float64"}
+
     # ----- stepping -----
-    def step(self, ctrl: np.ndarray) -> None:
+    def step(self, ctrl: np.ndarray | torch.Tensor) -> None:
         """Advance every world by `decimation` physics steps holding `ctrl` (N, nu)."""
+        if isinstance(ctrl, torch.Tensor):
+            ctrl = ctrl.detach().to("cpu", torch.float64).numpy()
         self._control[:] = ctrl[:, None, :]
         self._pool.rollout(
             self.models if self.models is not None else self._shared_models,
