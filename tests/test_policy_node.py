@@ -110,7 +110,7 @@ class FakeRobot:
         self.sent_joint_states = 0
         self.last_sensor_time = None
         self.records: dict[str, list] = {k: [] for k in ("commands", "mode", "policy_action", "executed_action",
-                                                          "diagnostics", "intervention")}
+                                                          "diagnostics", "intervention", "gripper")}
         self.lock = threading.Lock()
         qos = QoSProfile(depth=50)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -132,6 +132,8 @@ class FakeRobot:
 
         arr = lambda m: np.array(m.data, dtype=np.float64)  # noqa: E731
         n.create_subscription(Float64MultiArray, spec.ros.joint_commands, rec("commands", arr), qos)
+        if spec.ros.gripper_commands:
+            n.create_subscription(Float64MultiArray, spec.ros.gripper_commands, rec("gripper", arr), qos)
         n.create_subscription(String, "/policy_node/mode", rec("mode", lambda m: m.data), latched)
         n.create_subscription(Bool, "/intervention", rec("intervention", lambda m: bool(m.data)), qos)
         n.create_subscription(Float64MultiArray, "/policy_node/policy_action", rec("policy_action", arr), qos)
@@ -341,6 +343,43 @@ def test_joint_order_is_mapped_by_name(bundles, tmp_path):
         node.stop()
         robot.close()
     assert "published the safe command" in node.output()
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(150)
+def test_pick_policy_runs_on_the_sim_bridge_with_the_object_pose_and_a_gated_gripper(tmp_path):
+    """A panda-pick bundle needs the object's pose: the sim bridge publishes it like an object
+    tracker, so the node completes its observation and runs; gripper commands pass the
+    chain's gripper limit: none before the policy runs, every one within [closed, open]."""
+    from roboreal.agents.runner import resolve_config, train
+    from roboreal.sim2real.bundle import export_bundle
+
+    run = tmp_path / "pick"
+    train(resolve_config("panda-pick", "ppo", TINY_PPO, num_envs=2, total_steps=1, seed=0), run, progress=False)
+    bundle = export_bundle(run)
+    spec = load_robot("panda")
+    bridge_log = open(tmp_path / "bridge.log", "w")
+    bridge = subprocess.Popen([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", "panda"],
+                              stdout=bridge_log, stderr=subprocess.STDOUT, env=ros_env())
+    robot = FakeRobot(spec)  # only the goal comes from here: the bridge is the robot
+    robot.publish_joints = False
+    node = deploy(bundle, "panda", tmp_path / "node.log")
+    try:
+        t_policy = robot.settle("policy", 60)
+        robot.wait_for(lambda: robot.get("gripper"), 5, "a gripper command")
+        grips = robot.get("gripper")
+        assert grips[0][0] >= t_policy - SLACK, "a gripper command before the policy ran"
+        lo, hi = sorted((spec.gripper.open, spec.gripper.closed))
+        assert all(len(v) == 1 and lo <= v[0] <= hi for _, v in grips)
+    finally:
+        node.stop()
+        robot.close()
+        bridge.send_signal(signal.SIGINT)
+        try:
+            bridge.wait(10)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+        bridge_log.close()
 
 
 @pytest.mark.ros

@@ -34,7 +34,8 @@ publishes
     order), or trajectory_msgs/JointTrajectory (one point, ``trajectory_time_from_start``)
     when ``command_interface`` is joint_trajectory; reliable, depth 10
   * ``gripper_commands_topic`` (robots with a gripper and a policy with a gripper action):
-    the opening in m, clipped to the gripper range; only while the chain is in policy mode
+    the opening in m from the safety chain's gripper limit (`SafetyChain.gripper`): finite,
+    within the gripper range, only while the chain is in policy mode
   * ``~/policy_action``, ``~/executed_action`` (Float64MultiArray): the policy's action and
     the action fed to the chain (the human's while intervening), every step
   * ``~/mode`` (std_msgs/String, transient local): the chain's mode, on every change
@@ -499,7 +500,7 @@ class PolicyNode(Node):
         cmd = self.chain.step(arm, state, now)
         self._publish_command(cmd)
         if self.has_gripper_action and cmd.mode == "policy" and len(action) > self.mapping.size:
-            self._publish_gripper(action[self.mapping.size])
+            self._publish_gripper(action[self.mapping.size], now)
         # policy.last_action, as the sim's `actions`: what drove the robot this step
         applied = self._applied_action(cmd, prev, action)
         last = action
@@ -543,13 +544,10 @@ class PolicyNode(Node):
             msg.points = [pt]
             self.cmd_pub.publish(msg)
 
-    def _publish_gripper(self, a: float) -> None:
-        g = self.spec.gripper
-        if not math.isfinite(a):
-            return  # keep the last gripper command
-        a = min(1.0, max(-1.0, a))
-        width = g.closed + (a + 1.0) * 0.5 * (g.open - g.closed)  # as the sim's panda-pick
-        width = min(max(g.open, g.closed), max(min(g.open, g.closed), width))
+    def _publish_gripper(self, a: float, now: float) -> None:
+        width = self.chain.gripper(a, now)  # None: not under the policy, or not a number
+        if width is None:
+            return  # the gripper keeps its last command
         self.gripper_width = width
         self.gripper_pub.publish(Float64MultiArray(data=[width]))
 
