@@ -217,7 +217,9 @@ def cmd_dagger(args: argparse.Namespace) -> int:
     history = dagger.run()
     last = history[-1]
     print(f"{run_dir}: {len(history)} rounds, {last['labels']} expert labels, final success rate "
-          + ("-" if last["success_rate"] != last["success_rate"] else f"{last['success_rate']:.0%}"))
+          + ("-" if last["success_rate"] != last["success_rate"] else f"{last['success_rate']:.0%}")
+          + (f", velocity tracking error {last['velocity_tracking_error']:.3f} m/s"
+             if "velocity_tracking_error" in last else ""))
     return 0
 
 
