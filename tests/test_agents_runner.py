@@ -217,3 +217,15 @@ def test_gym_task_trains_and_resumes_with_reseeded_envs(tmp_path, capsys):
     result = resume(tmp_path / "run", progress=False)
     assert result["iterations"] == 3 and not result["resumed_exact"]
     assert "re-seeded" in capsys.readouterr().out
+
+
+def test_wall_clock_budget_ends_the_run_normally(tmp_path):
+    """runner.max_time_s: the run stops once the budget is spent, well short of total_steps,
+    and ends like a finished run (final checkpoint, metrics, learning curve)."""
+    cfg = resolve_config("cartpole-balance", "ppo", ["runner.max_time_s=1.5"], num_envs=8, total_steps=10**9, seed=0)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert 1.5 <= result["wall_time_s"] < 30 and result["global_step"] < 10**9
+    for name in ("checkpoints/last.pt", "metrics.json", "learning_curve.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    with pytest.raises(Exception, match="max_time_s"):
+        resolve_config("cartpole-balance", "ppo", ["runner.max_time_s=-1"])
