@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import collections
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -79,7 +78,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import ParameterDescriptor
@@ -94,10 +92,11 @@ from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
 from roboreal.sim2real.nodes.observation import ObservationBuilder, applied_action
+from roboreal.sim2real.nodes.params import config_file, default_parameters
+from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.step_record import MODES, StepPacker, info_json, step_fields
 from roboreal.sim2real.safety import SafetyChain, SafetyLimits
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
 NODE_NAME = "policy_node"
 
 # name -> (default, description); "" topic defaults mean "the robot spec's ros.* topic".
@@ -140,19 +139,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def robot_defaults(robot: str) -> dict[str, Any]:
-    """The flattened `ros__parameters` of config/policy_node_<robot>.yaml ({} if none)."""
-    name = Path(robot).parent.name if robot.endswith((".yaml", ".yml")) else robot
-    path = CONFIG_DIR / f"policy_node_{name}.yaml"
-    if not path.exists():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    for entry in data.values():
-        if isinstance(entry, dict) and "ros__parameters" in entry:
-            return _flatten(dict(entry["ros__parameters"] or {}))
-    return {}
-
-
 def _stamp(msg_stamp) -> float:
     return msg_stamp.sec + msg_stamp.nanosec * 1e-9
 
@@ -180,11 +166,11 @@ class PolicyNode(Node):
         if not bundle_path:
             raise ConfigError("bundle", "not set: pass the bundle directory or --ros-args -p bundle:=PATH")
         self.spec = spec = load_robot(robot)
-        defaults = robot_defaults(robot)
+        defaults = _flatten(default_parameters(NODE_NAME, robot))
         unknown = sorted(k for k in defaults if k not in PARAMETERS and k not in {"robot", "bundle"}
                          and k not in {f"safety.{s}" for s in SAFETY_KEYS})
         if unknown:
-            raise ConfigError(unknown[0], f"unknown policy_node parameter in {CONFIG_DIR}/policy_node_{robot}.yaml")
+            raise ConfigError(unknown[0], f"unknown policy_node parameter in {config_file(NODE_NAME, robot)}")
         p = {name: self.declare_parameter(name, defaults.get(name, default),
                                           ParameterDescriptor(description=desc, **dyn)).value
              for name, (default, desc) in PARAMETERS.items()}
@@ -630,20 +616,9 @@ def run(ros_args: list[str]) -> int:
 
     1: the bundle was refused (wrong robot, damaged, unknown runtime); 2: a bad parameter."""
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
 
-    # Our own SIGINT/SIGTERM handling: the context must outlive the signal so that the
-    # safe command can still be published on the way out.
-    rclpy.init(args=["roboreal-deploy", "--ros-args", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    code = 0
-    try:
+    # The context outlives SIGINT/SIGTERM so that the safe command is still published on the way out.
+    with ros_until_signal("roboreal-deploy", ros_args) as stop:
         try:
             node = PolicyNode()
         except BundleError as e:
@@ -652,20 +627,17 @@ def run(ros_args: list[str]) -> int:
         except ConfigError as e:
             print(f"[policy_node] refusing to start: {e}", file=sys.stderr, flush=True)
             return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop["flag"] and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-        if node.publish_safe_command():
-            print("[policy_node] shutting down: published the safe command "
-                  f"({node.mode}, {node.spec.safety.fault_mode})", flush=True)
-            end = time.monotonic() + 0.2  # let DDS deliver it
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.02)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if node is not None:
+        try:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.05)
+            if node.publish_safe_command():
+                print("[policy_node] shutting down: published the safe command "
+                      f"({node.mode}, {node.spec.safety.fault_mode})", flush=True)
+                end = time.monotonic() + 0.2  # let DDS deliver it
+                while time.monotonic() < end:
+                    executor.spin_once(timeout_sec=0.02)
+        finally:
             node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return 0

@@ -75,18 +75,16 @@ import importlib
 import json
 import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from roboreal.config import ConfigError
+from roboreal.sim2real.nodes.params import config_file, default_parameters
+from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.step_record import MODES, StepFormatError, info_json, parse_info, step_from_msg
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
 NODE_NAME = "recorder"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -102,18 +100,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "discovery_period": (0.5, "s between looks at the ROS graph for topics to record"),
     "progress_period": (5.0, "s between progress log lines"),
 }
-
-
-def config_defaults() -> dict[str, Any]:
-    """The `ros__parameters` of config/recorder.yaml ({} if none)."""
-    path = CONFIG_DIR / "recorder.yaml"
-    if not path.exists():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    for entry in data.values():
-        if isinstance(entry, dict) and "ros__parameters" in entry:
-            return dict(entry["ros__parameters"] or {})
-    return {}
 
 
 def mcap_path_for(out: str | Path, mcap: str, append: bool) -> Path | None:
@@ -516,10 +502,10 @@ def make_node(**kwargs):
         def __init__(self):
             super().__init__(NODE_NAME, **kwargs)
             dyn = dict(dynamic_typing=True)
-            defaults = config_defaults()
+            defaults = default_parameters(NODE_NAME)
             unknown = sorted(set(defaults) - set(PARAMETERS))
             if unknown:
-                raise ConfigError(unknown[0], f"unknown recorder parameter in {CONFIG_DIR}/recorder.yaml")
+                raise ConfigError(unknown[0], f"unknown recorder parameter in {config_file(NODE_NAME)}")
             p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
                  for k, (d, desc) in PARAMETERS.items()}
             self.out = Path(str(p["out"] or ""))
@@ -734,41 +720,29 @@ def run(ros_args: list[str]) -> int:
     2: a bad parameter (an existing file without --append, ...) or a dataset that cannot be written."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
 
-    # Our own SIGINT/SIGTERM handling: the running episode is written and the MCAP finished
-    # on the way out, with the context still alive.
-    rclpy.init(args=["roboreal-record", "--ros-args", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    node = None
-    code = 0
-    try:
+    # The context outlives SIGINT/SIGTERM: the running episode is written and the MCAP
+    # finished on the way out.
+    with ros_until_signal("roboreal-record", ros_args) as stop:
         try:
             node = make_node()
         except ConfigError as e:
             print(f"[recorder] error: {e}", file=sys.stderr, flush=True)
             return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop["flag"] and rclpy.ok() and node.fatal is None:
-            executor.spin_once(timeout_sec=0.05)
-        if node.fatal is not None:
-            print(f"[recorder] error: {node.fatal}", file=sys.stderr, flush=True)
-            code = 2
-        totals = node.close()
-        print(f"[recorder] stopped: {totals['episodes']} episodes ({totals['steps']} steps, {totals['labels']} labels, "
-              f"{totals['interventions']} intervention steps) in {node.out}"
-              + (f"; MCAP {node.mcap.messages} messages on {len(node.mcap.counts)} topics in {node.mcap_path}"
-                 if node.mcap is not None else ""), flush=True)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if node is not None:
+        code = 0
+        try:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok() and node.fatal is None:
+                executor.spin_once(timeout_sec=0.05)
+            if node.fatal is not None:
+                print(f"[recorder] error: {node.fatal}", file=sys.stderr, flush=True)
+                code = 2
+            totals = node.close()
+            print(f"[recorder] stopped: {totals['episodes']} episodes ({totals['steps']} steps, "
+                  f"{totals['labels']} labels, {totals['interventions']} intervention steps) in {node.out}"
+                  + (f"; MCAP {node.mcap.messages} messages on {len(node.mcap.counts)} topics in {node.mcap_path}"
+                     if node.mcap is not None else ""), flush=True)
+        finally:
             node.destroy_node()
-        rclpy.try_shutdown()
     return code

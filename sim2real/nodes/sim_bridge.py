@@ -69,12 +69,10 @@ import array
 import collections
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -86,9 +84,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
+from roboreal.sim2real.nodes.params import config_file, default_parameters
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
 NODE_NAME = "sim_bridge"
 
 # name -> (default, description). Robot-specific defaults live in config/sim_bridge_<robot>.yaml.
@@ -109,18 +107,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "command_latency": (0.0, "s of delay before incoming commands take effect"),
     "seed": (0, "seed of noise and randomization"),
 }
-
-
-def robot_defaults(robot: str) -> dict[str, Any]:
-    """The `ros__parameters` of config/sim_bridge_<robot>.yaml ({} if there is none)."""
-    path = CONFIG_DIR / f"sim_bridge_{Path(robot).parent.name if robot.endswith('.yaml') else robot}.yaml"
-    if not path.exists():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    for entry in data.values():
-        if isinstance(entry, dict) and "ros__parameters" in entry:
-            return dict(entry["ros__parameters"] or {})
-    return {}
 
 
 def _float(name: str, value: Any, minimum: float | None = None) -> float:
@@ -171,11 +157,11 @@ class SimBridge(Node):
         if not robot:
             raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
         self.spec = load_robot(str(robot))
-        defaults = robot_defaults(str(robot))
+        defaults = default_parameters("sim_bridge", str(robot))
         unknown = set(defaults) - set(PARAMETERS) - {"robot"}
         if unknown:
             raise ConfigError(sorted(unknown)[0],
-                              f"unknown sim_bridge parameter in {CONFIG_DIR}/sim_bridge_{robot}.yaml")
+                              f"unknown sim_bridge parameter in {config_file('sim_bridge', str(robot))}")
         p = {name: self.declare_parameter(name, defaults.get(name, default),
                                           ParameterDescriptor(description=desc, **dyn)).value
              for name, (default, desc) in PARAMETERS.items()}

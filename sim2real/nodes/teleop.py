@@ -37,16 +37,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import RobotSpec, load_robot
+from roboreal.sim2real.nodes.params import config_file, default_parameters
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
 NODE_NAME = "teleop"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -76,19 +74,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "key_goal_step": (0.01, "m of goal motion per key press"),
     "key_action_step": (0.1, "action change per key press"),
 }
-
-
-def robot_defaults(robot: str) -> dict[str, Any]:
-    """The `ros__parameters` of config/teleop_<robot>.yaml ({} if none)."""
-    name = Path(robot).parent.name if robot.endswith((".yaml", ".yml")) else robot
-    path = CONFIG_DIR / f"teleop_{name}.yaml"
-    if not path.exists():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    for entry in data.values():
-        if isinstance(entry, dict) and "ros__parameters" in entry:
-            return dict(entry["ros__parameters"] or {})
-    return {}
 
 
 def default_goal(spec: RobotSpec) -> np.ndarray:
@@ -270,10 +255,10 @@ def make_node(**kwargs):
             if not robot:
                 raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
             self.spec = spec = load_robot(robot)
-            defaults = robot_defaults(robot)
+            defaults = default_parameters("teleop", robot)
             unknown = sorted(set(defaults) - set(PARAMETERS) - {"robot"})
             if unknown:
-                raise ConfigError(unknown[0], f"unknown teleop parameter in {CONFIG_DIR}/teleop_{robot}.yaml")
+                raise ConfigError(unknown[0], f"unknown teleop parameter in {config_file('teleop', robot)}")
             p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
                  for k, (d, desc) in PARAMETERS.items()}
             self.keyboard = str(p["keyboard"]).lower() == "true"
