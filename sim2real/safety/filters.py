@@ -131,8 +131,21 @@ class SafetyFilter:
         return None
 
 
+class LatchingFilter(SafetyFilter):
+    """A filter that latches a fault: `_reason` says why until `reset` clears it."""
+
+    _reason: str | None = None
+
+    @property
+    def latched(self) -> str | None:
+        return self._reason
+
+    def reset(self) -> None:
+        self._reason = None
+
+
 # --------------------------------------------------------------------------- 1
-class NonFiniteGuard(SafetyFilter):
+class NonFiniteGuard(LatchingFilter):
     """NaN/inf (or a wrong shape) in the action, the measured state or the clock latches
     the spec's fault mode (hold for arms, damping for quadrupeds) until `reset`.
 
@@ -149,14 +162,6 @@ class NonFiniteGuard(SafetyFilter):
         self.action_size = action_size
         self.lengths = tuple(sorted({n_joints, n_actuated}))
         self.needs_orientation = needs_orientation
-        self._reason: str | None = None
-
-    @property
-    def latched(self) -> str | None:
-        return self._reason
-
-    def reset(self) -> None:
-        self._reason = None
 
     def problems(self, ctx: StepContext) -> tuple[int, list[str]]:
         bad, why = 0, []
@@ -551,7 +556,7 @@ class WorkspaceLimit(SafetyFilter):
 
 
 # --------------------------------------------------------------------------- 8
-class TiltGuard(SafetyFilter):
+class TiltGuard(LatchingFilter):
     """Fall detection: |roll| or |pitch| of the base beyond tilt_limit latches damping
     until `reset`. Reads `state.gravity` or `state.orientation`.
     Magnitude: rad beyond the limit (0 while only latched)."""
@@ -560,14 +565,6 @@ class TiltGuard(SafetyFilter):
 
     def __init__(self, tilt_limit: float):
         self.tilt_limit = tilt_limit
-        self._reason: str | None = None
-
-    @property
-    def latched(self) -> str | None:
-        return self._reason
-
-    def reset(self) -> None:
-        self._reason = None
 
     def tilt(self, state) -> float | None:
         g = projected_gravity(state)
@@ -593,7 +590,7 @@ class TiltGuard(SafetyFilter):
 
 
 # --------------------------------------------------------------------------- 9
-class Watchdog(SafetyFilter):
+class Watchdog(LatchingFilter):
     """Stale inputs make the robot safe.
 
     - Joint states (and IMU, where a timeout is configured) older than their timeout latch
@@ -618,14 +615,6 @@ class Watchdog(SafetyFilter):
         self.fault_mode = fault_mode
         self.timeouts = {"joint_states": joint_states, "imu": imu}
         self.command_timeout = command
-        self._reason: str | None = None
-
-    @property
-    def latched(self) -> str | None:
-        return self._reason
-
-    def reset(self) -> None:
-        self._reason = None
 
     @staticmethod
     def age(stamp, now: float, timeout: float) -> float:
