@@ -27,11 +27,10 @@ from roboreal.sim2real.safety.filters import (
     as_vector,
 )
 from roboreal.sim2real.safety.limits import SafetyLimits
-from roboreal.sim2real.safety.types import RobotState, SafetyCommand, StepContext, all_finite, same_values
+from roboreal.sim2real.safety.types import _BIG, RobotState, SafetyCommand, StepContext, all_finite, same_values
 
 FINAL_GUARD = "final_guard"
 GRIPPER = "gripper"  # the gripper command's own limit (`SafetyChain.gripper`)
-_BIG = float(np.finfo(np.float64).max)  # reported instead of an infinite magnitude
 # mode -> behaviour where they differ (see `SafetyChain._choose_source`)
 _BEHAVIOUR = {"soft_hold": "hold", "startup_ramp": "ramp"}
 
@@ -225,9 +224,9 @@ class SafetyChain:
             a = float(action)
         except (TypeError, ValueError, OverflowError):
             a = math.nan
-        t = now if isinstance(now, (int, float)) else None
+        t = float(now) if isinstance(now, (int, float)) and math.isfinite(now) else None
         if not math.isfinite(a):
-            self._count(GRIPPER, math.inf, t)
+            self._count(GRIPPER, _BIG, t)
             return None
         if abs(a) > 1.0:
             self._count(GRIPPER, abs(a) - 1.0, t)
@@ -237,11 +236,12 @@ class SafetyChain:
         lo, hi = self.gripper_range
         return min(hi, max(lo, width))
 
-    def _count(self, name: str, magnitude: float, now: float | None) -> None:
+    def _count(self, name: str, magnitude: float, when: float | None) -> None:
+        """One intervention of `name` (finite magnitude) at `when` (None: no finite time)."""
         r = self._report[name]
         r["count"] += 1
-        r["last_time"] = now
-        r["max_magnitude"] = max(r["max_magnitude"], magnitude if math.isfinite(magnitude) else _BIG)
+        r["last_time"] = when
+        r["max_magnitude"] = max(r["max_magnitude"], magnitude)
 
     def report(self) -> dict[str, dict]:
         """Per filter: {"count": steps intervened, "last_time": now of the last one,
@@ -327,10 +327,7 @@ class SafetyChain:
         self.mode = ctx.mode
         when = ctx.now if math.isfinite(ctx.now) else None
         for name, mag in ctx.interventions.items():
-            r = self._report[name]
-            r["count"] += 1
-            r["last_time"] = when
-            r["max_magnitude"] = max(r["max_magnitude"], mag)
+            self._count(name, mag, when)
         return SafetyCommand(mode=ctx.mode, position=None if position is None else position.copy(),
                              force=None if force is None else force.copy(), kp=kp, kd=kd,
                              interventions=dict(ctx.interventions), joint_names=self.joint_names)
