@@ -107,9 +107,7 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     rclpy.init(args=["control-rate-bench", "--ros-args", "-p", "robot:=go1", "-p", f"bundle:={bundle}"])
     node = PolicyNode()
-    # keep every sample (the node keeps a few seconds for its diagnostics)
-    node.periods = collections.deque()
-    node.window = collections.deque()
+    node.window = collections.deque()  # keep every sample (the node keeps a few seconds for its diagnostics)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()
@@ -129,7 +127,6 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
         mode = node.mode
         windows = list(node.window)
         ticks = [t for t, *_ in windows]
-        periods = list(node.periods)
         node.destroy_node()
         rclpy.try_shutdown()
         bridge.terminate()
@@ -147,7 +144,6 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
         "node_jitter": percentiles(np.abs(node_periods - period)),
         "arrival_jitter": percentiles(np.abs(arrival_periods - period)),
         "latency": percentiles(latency),
-        "periods_seen": len(periods),
     }
 
 
