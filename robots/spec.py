@@ -37,9 +37,25 @@ class JointSpec:
 
 @dataclass(frozen=True)
 class WatchdogSpec:
-    joint_states: float = 0.1  # s without a JointState before the robot is made safe
-    imu: float | None = None  # quadrupeds only
-    command: float = 0.5  # s without a command/goal before it is dropped
+    """How old a reading may be. Age = the node's clock minus the message's header stamp
+    (when the sensor measured), so silence, a delayed stream and a frozen stamp all trip."""
+
+    joint_states: float = 0.1  # s: older joint states make the robot safe (latched)
+    imu: float | None = None  # s, quadrupeds only
+    command: float = 0.5  # s without a command/goal before the robot holds (not latched)
+    future_stamp: float = 0.05  # s a header stamp may lie ahead of the node's clock (else refused)
+
+
+@dataclass(frozen=True)
+class PlausibilitySpec:
+    """Readings no healthy sensor produces. A finite reading beyond these latches the fault
+    mode, naming the field and its value (NaN/inf are the non-finite guard's)."""
+
+    position_tolerance: float = 0.2  # rad (m) an actuated joint may read beyond its hardware limits
+    velocity_factor: float = 3.0  # a joint speed beyond this many times its velocity_limit
+    angular_velocity: float = 35.0  # rad/s per gyro axis (a 2000 deg/s IMU's range)
+    linear_acceleration: float = 160.0  # m/s^2 per accelerometer axis (a 16 g IMU's range)
+    quaternion_norm_tolerance: float = 0.1  # | |orientation| - 1 | of the IMU quaternion
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,9 @@ class SafetySpec:
     workspace_max: tuple[float, float, float] | None = None
     startup_ramp_time: float = 2.0  # s from the measured pose to the default pose
     fade_in_time: float = 1.0  # s over which the policy's actions are blended in
+    reset_max_joint_speed: float = 0.5  # rad/s: a reset is refused while any joint moves faster
     watchdog: WatchdogSpec = field(default_factory=WatchdogSpec)
+    plausibility: PlausibilitySpec = field(default_factory=PlausibilitySpec)
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,12 @@ class SitesSpec:
 class RosSpec:
     joint_states: str = "/joint_states"
     joint_commands: str = "/forward_position_controller/commands"
-    command_interface: Literal["forward_command", "joint_trajectory"] = "forward_command"
+    # forward_command: Float64MultiArray of positions (efforts for force control); the
+    #   driver applies its own fixed gains, which must be the kp/kd above.
+    # position_gains: Float64MultiArray [positions, kp, kd] (3 x N, labelled layout), for
+    #   drivers that take per-joint gains with each command (Unitree-style motor commands).
+    # joint_trajectory: trajectory_msgs/JointTrajectory with one point (fixed gains).
+    command_interface: Literal["forward_command", "position_gains", "joint_trajectory"] = "forward_command"
     imu: str | None = None
     cmd_vel: str | None = None
     goal: str | None = None
@@ -206,6 +229,21 @@ def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
         raise err("sites.end_effector", "missing: manipulators need an end-effector site")
     if s.watchdog.joint_states <= 0 or s.watchdog.command <= 0:
         raise err("safety.watchdog", "timeouts must be positive")
+    if not (math.isfinite(s.watchdog.future_stamp) and s.watchdog.future_stamp >= 0):
+        raise err("safety.watchdog.future_stamp", f"must be a finite number >= 0, got {s.watchdog.future_stamp}")
+    if not (math.isfinite(s.reset_max_joint_speed) and s.reset_max_joint_speed > 0):
+        raise err("safety.reset_max_joint_speed", f"must be positive, got {s.reset_max_joint_speed}")
+    for k in ("position_tolerance", "velocity_factor", "angular_velocity", "linear_acceleration",
+              "quaternion_norm_tolerance"):
+        v = getattr(s.plausibility, k)
+        if not (math.isfinite(v) and (v >= 0 if k == "position_tolerance" else v > 0)):
+            raise err(f"safety.plausibility.{k}", f"must be a finite {'non-negative' if k == 'position_tolerance' else 'positive'} number, got {v}")
+    if s.plausibility.velocity_factor < 1:
+        raise err("safety.plausibility.velocity_factor", f"must be >= 1 (a joint may reach its velocity limit), "
+                  f"got {s.plausibility.velocity_factor}")
+    if spec.ros.command_interface in ("position_gains", "joint_trajectory") and spec.control_mode != "position":
+        raise err("ros.command_interface", f"{spec.ros.command_interface} needs a position-controlled robot; "
+                  f"{spec.name} is {spec.control_mode}-controlled")
 
     if model is None:
         return

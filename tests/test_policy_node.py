@@ -221,17 +221,17 @@ class FakeRobot:
         elif what == "teleop":
             self.teleop_pub.publish(Float64MultiArray(data=[float(v) for v in value]))
 
-    def call_reset(self, timeout: float = 5.0) -> str:
+    def call_reset(self, timeout: float = 5.0, service: str = "reset", succeed: bool = True) -> str:
         from std_srvs.srv import Trigger
 
-        client = self.node.create_client(Trigger, "/policy_node/reset")
-        assert client.wait_for_service(timeout_sec=timeout), "no /policy_node/reset service"
+        client = self.node.create_client(Trigger, f"/policy_node/{service}")
+        assert client.wait_for_service(timeout_sec=timeout), f"no /policy_node/{service} service"
         fut = client.call_async(Trigger.Request())
         end = time.monotonic() + timeout
         while not fut.done() and time.monotonic() < end:
             time.sleep(0.01)
-        assert fut.done(), "reset service did not answer"
-        assert fut.result().success
+        assert fut.done(), f"{service} service did not answer"
+        assert fut.result().success == succeed, fut.result().message
         return fut.result().message
 
     def close(self):
@@ -453,7 +453,7 @@ def test_wrong_robot_or_looser_limits_refuse_to_start(bundles, tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.timeout(90)
-def test_estop_latches_until_the_reset_service(bundles, tmp_path):
+def test_estop_latches_until_its_own_release_service(bundles, tmp_path):
     spec = load_robot("cartpole")
     robot = FakeRobot(spec)
     robot.dq[:] = [0.4, 0.0]
@@ -469,10 +469,19 @@ def test_estop_latches_until_the_reset_service(bundles, tmp_path):
         # estop behaves as cartpole's fault mode, damping: force = -damping_kd * cart velocity
         c = robot.get("commands")[-1][1]
         np.testing.assert_allclose(c, [-spec.safety.damping_kd * 0.4], atol=1e-9)
-        t_reset = time.monotonic()
-        msg = robot.call_reset()
-        assert "estop" in msg
-        robot.wait_mode("policy", 3, since=t_reset)
+        msg = robot.call_reset()  # a reset clears faults, never the e-stop
+        assert "e-stop stays latched" in msg
+        time.sleep(0.3)
+        assert [m for _, m in robot.get("mode", since=t_e)] == ["estop"]
+        robot.dq[:] = [1.0, 0.0]  # the cart moves faster than reset_max_joint_speed: refused
+        time.sleep(0.1)
+        msg = robot.call_reset(service="release_estop", succeed=False)
+        assert "refused" in msg and "slider" in msg
+        robot.dq[:] = [0.1, 0.0]
+        time.sleep(0.1)
+        t_release = time.monotonic()
+        assert "e-stop released" in robot.call_reset(service="release_estop")
+        robot.wait_mode("policy", 3, since=t_release)
     finally:
         node.stop()
         robot.close()

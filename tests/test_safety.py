@@ -140,16 +140,16 @@ def run_until_policy(chain: SafetyChain, action, now: float = 0.0, max_steps: in
 
 
 @functools.lru_cache(maxsize=None)
-def _warm(name: str, kind: str):
+def _warm(name: str, kind: str, gains: str | None):
     spec = robot_spec(name)
-    chain = SafetyChain(spec, mapping_for(spec, kind), DT)
+    chain = SafetyChain(spec, mapping_for(spec, kind), DT, gains=gains)
     cmd, now = run_until_policy(chain, np.zeros(chain.mapping.size))
     return chain, cmd, now
 
 
-def warm_chain(name: str, kind: str = "absolute"):
+def warm_chain(name: str, kind: str = "absolute", gains: str | None = None):
     """A chain already in policy mode (deep copy of a cached one), its last command and time."""
-    chain, cmd, now = _warm(name, kind)
+    chain, cmd, now = _warm(name, kind, gains)
     return copy.deepcopy(chain), cmd, now
 
 
@@ -182,36 +182,52 @@ AGE = st.one_of(FRESH, st.floats(0, 1.0), st.floats(-1.0, 0.0), st.none(), SPECI
 
 @st.composite
 def step_state(draw, chain: SafetyChain, prev_out: np.ndarray | None, now: float, wild: bool = True) -> RobotState:
-    """A measurement. Most steps are plausible (finite, fresh, near the last command) so the
-    chain stays in policy mode long enough to be tested there; the rest are wild: NaN, inf,
-    huge values, malformed shapes, stale / future / missing stamps."""
+    """A measurement. Most steps are plausible (finite, fresh, near the last command, joint
+    speeds up to 1.5x their limits) so the chain stays in policy mode long enough to be
+    tested there; the rest are wild: NaN, inf, huge and impossible values, malformed shapes,
+    stale / future / missing stamps."""
     n, n_all = chain.n, len(chain.spec.joints)
     act = [i for i, j in enumerate(chain.spec.joints) if j.actuated]
     length = draw(st.sampled_from(sorted({n, n_all})))
     plausible = not wild or draw(st.integers(0, 9)) < 7
-    elements = (lambda lo, hi: st.floats(lo, hi)) if plausible else values
     kind = draw(st.sampled_from(["track", "track", "track", "raw"] + ([] if plausible else ["bad_shape"])))
+    v_lim = chain.spec.array("velocity_limit", actuated_only=False)
     if kind == "bad_shape":
         q, dq = np.zeros(n_all + 2), draw(vec(length, values(-50, 50)))
+    elif plausible:
+        lo = np.array([j.position_limits[0] for j in chain.spec.joints])
+        hi = np.array([j.position_limits[1] for j in chain.spec.joints])
+        if length != n_all:
+            lo, hi, v_lim = lo[act], hi[act], v_lim[act]
+        q = lo + draw(vec(length, st.floats(0, 1))) * (hi - lo)
+        if kind == "track" and chain.position_control:
+            base = chain.default if prev_out is None else prev_out
+            q[act if length == n_all else slice(None)] = base + draw(vec(n, st.floats(-0.1, 0.1)))
+        dq = draw(vec(length, st.floats(-1.5, 1.5))) * v_lim
     else:
-        q = draw(vec(length, elements(-5, 5)))
+        q = draw(vec(length, values(-5, 5)))
         if kind == "track" and chain.position_control:
             base = chain.default if prev_out is None else prev_out
             q[act if length == n_all else slice(None)] = base + draw(vec(n, st.floats(-0.3, 0.3)))
-        dq = draw(vec(length, elements(-50, 50)))
-    orientation = gravity = None
+        dq = draw(vec(length, values(-50, 50)))
+    orientation = gravity = gyro = accel = None
     if needs_imu(chain):
         rp = st.tuples(st.floats(-0.3, 0.3), st.floats(-0.3, 0.3))
         if not plausible:
             rp = st.tuples(st.floats(-1.5, 1.5), st.floats(-1.5, 1.5))
         orientation = quat_from_roll_pitch(*draw(rp))
+        gyro = draw(vec(3, st.floats(-5, 5)))
+        accel = draw(vec(3, st.floats(-30, 30)))
         if not plausible:
             orientation = draw(st.one_of(st.just(orientation), vec(4, values(-1, 1)), st.none()))
             gravity = draw(st.one_of(st.none(), vec(3, values(-1, 1))))
+            gyro = draw(st.one_of(st.none(), vec(3, values(-50, 50))))
+            accel = draw(st.one_of(st.none(), vec(3, values(-300, 300))))
     ages = draw(st.tuples(*[FRESH if plausible else AGE] * 3))
     stamps = [None if age is None else now - age for age in ages]
-    return RobotState(position=q, velocity=dq, orientation=orientation, gravity=gravity,
-                      joint_state_stamp=stamps[0], imu_stamp=stamps[1], command_stamp=stamps[2])
+    return RobotState(position=q, velocity=dq, orientation=orientation, gravity=gravity, angular_velocity=gyro,
+                      linear_acceleration=accel, joint_state_stamp=stamps[0], imu_stamp=stamps[1],
+                      command_stamp=stamps[2])
 
 
 def step_action(chain: SafetyChain, wild: bool = True):
@@ -224,7 +240,7 @@ def step_action(chain: SafetyChain, wild: bool = True):
 
 ADVANCE = st.one_of(st.just(DT), st.just(DT), st.just(DT), st.just(0.0), st.floats(0, 0.6))
 NOW_OVERRIDE = st.one_of(*[st.none()] * 12, SPECIAL)  # now itself NaN/inf/huge now and then
-EVENT = st.sampled_from(["none"] * 12 + ["estop", "reset", "reset_estop"])
+EVENT = st.sampled_from(["none"] * 12 + ["estop", "reset", "release_estop"])
 
 
 def measured(chain: SafetyChain, state: RobotState) -> tuple[np.ndarray, np.ndarray]:
@@ -241,9 +257,30 @@ def measured(chain: SafetyChain, state: RobotState) -> tuple[np.ndarray, np.ndar
 
 
 # ----------------------------------------------------------------------------- the invariants
+def fold(intervals) -> tuple[np.ndarray, np.ndarray]:
+    """The chain's constraint semantics, written out again: each interval (in priority order)
+    is met where it is compatible with those before it, else as closely as they allow."""
+    flo, fhi = intervals[0]
+    for lo, hi in intervals[1:]:
+        flo, fhi = np.minimum(np.maximum(lo, flo), fhi), np.minimum(np.maximum(hi, flo), fhi)
+    return flo, fhi
+
+
+def torque_interval(chain: SafetyChain, q, dq, kp, kd) -> tuple[np.ndarray, np.ndarray]:
+    """Targets t with |kp (t - q) - kd dq| <= tau_max (everything where it cannot be computed)."""
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(q) & np.isfinite(dq) & (kp > 0)
+        safe = np.where(kp > 0, kp, 1.0)
+        centre, half = q + kd * dq / safe, chain.tau_max / safe
+        lo, hi = centre - half, centre + half
+    ok &= np.isfinite(lo) & np.isfinite(hi)
+    return np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
+
+
 def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarray | None,
-                  rate_checkable: bool) -> None:
-    """Everything the chain promises about one output, for any input."""
+                  prev_in_box: bool = False) -> None:
+    """Everything the chain promises about one output, for any input. `prev_out`: the
+    previous command (None for a chain's first)."""
     n = chain.n
     assert cmd.mode in MODES
     assert "final_guard" not in cmd.interventions, f"a filter left the output out of bounds: {cmd}"
@@ -252,6 +289,15 @@ def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarr
     assert (cmd.kp >= 0).all() and (cmd.kd >= 0).all()
     assert all(math.isfinite(m) for m in cmd.interventions.values())
     q, dq = measured(chain, state)
+    # the chain may reject readings as implausible (a latched fault), never invent or change them
+    used_q, used_dq = cmd.q, cmd.dq
+    assert np.array_equal(used_q[np.isfinite(used_q)], q[np.isfinite(used_q)])
+    assert np.array_equal(used_dq[np.isfinite(used_dq)], dq[np.isfinite(used_dq)])
+    rejected = (np.isfinite(q) & ~np.isfinite(used_q)) | (np.isfinite(dq) & ~np.isfinite(used_dq))
+    if rejected.any():
+        assert cmd.mode == chain.fault_mode or cmd.mode == "estop", cmd.mode
+        assert "plausibility" in cmd.interventions, cmd.interventions
+    q, dq = used_q, used_dq
     finite = np.isfinite(q) & np.isfinite(dq)
     if not chain.position_control:
         assert cmd.position is None and cmd.force.shape == (n,)
@@ -261,32 +307,49 @@ def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarr
     t = cmd.position
     assert cmd.force is None and t.shape == (n,)
     assert np.isfinite(t).all()
-    # position limits with the margin: always
+    # 1. position limits with the margin: always
     assert (t >= chain.lower).all() and (t <= chain.upper).all(), (t, chain.lower, chain.upper)
-    # torque bound under the PD model with the output gains: whenever the state is finite
-    with np.errstate(all="ignore"):
-        tau = cmd.kp * (t - q) - cmd.kd * dq
-    ok = finite
-    assert (np.abs(tau[ok]) <= chain.tau_max[ok] * (1 + TOL) + TOL).all(), (tau, chain.tau_max)
-    # velocity: a joint faster than v_max gets no target leading it further in its direction
-    # of motion, wherever the position limits allow that (the measured position is inside them)
+    # 2. rate: always, against the previous command (every mode, resets, e-stop releases)
+    limits = [(chain.lower, chain.upper)]
+    if prev_out is not None:
+        r = chain.max_rate * chain.dt
+        assert (np.abs(t - prev_out) <= r * (1 + TOL) + TOL).all(), (cmd.mode, t - prev_out, r)
+        limits.append((prev_out - r, prev_out + r))
+    # the gains the robot applies: fixed ones are robot.yaml's whatever the mode
+    if chain.gains == "fixed":
+        assert np.array_equal(cmd.kp, chain.kp) and np.array_equal(cmd.kd, chain.kd), (cmd.kp, cmd.kd)
+    else:  # commanded gains: the torque bound holds outright wherever the state is finite
+        with np.errstate(all="ignore"):
+            tau = cmd.kp * (t - q) - cmd.kd * dq
+        assert (np.abs(tau[finite]) <= chain.tau_max[finite] * (1 + TOL) + TOL).all(), (tau, chain.tau_max)
+    behaviour = chain.fault_mode if cmd.mode == "estop" else cmd.mode
+    if "workspace" in cmd.interventions:
+        # the box outranks the velocity and torque bounds: inside it when the last one was
+        if prev_in_box and behaviour != "damping":
+            assert inside_box(chain, fk(chain, t)), fk(chain, t)
+        return
+    # 3. velocity: a joint faster than v_max gets no target leading it further, where 1-2 allow
     over = np.isfinite(q) & (dq > chain.v_max)
     under = np.isfinite(q) & (dq < -chain.v_max)
-    brake_up, brake_down = over & (q >= chain.lower), under & (q <= chain.upper)
-    assert (t[brake_up] <= q[brake_up] + TOL).all() and (t[brake_down] >= q[brake_down] - TOL).all(), (t, q, dq)
-    # rate: outside damping and workspace back-off, where compatible with position and velocity
-    behaviour = chain.fault_mode if cmd.mode == "estop" else cmd.mode
-    if rate_checkable and prev_out is not None and behaviour != "damping" and "workspace" not in cmd.interventions:
-        r = chain.max_rate * chain.dt
-        lo, hi = np.maximum(prev_out - r, chain.lower), np.minimum(prev_out + r, chain.upper)
-        lo = np.where(under, np.maximum(lo, q), lo)
-        hi = np.where(over, np.minimum(hi, q), hi)
-        compatible = lo <= hi + TOL
-        assert (np.abs(t - prev_out)[compatible] <= r[compatible] * (1 + TOL) + TOL).all(), (t, prev_out, r)
-    # workspace: inside the box whenever the measured pose is (and within the position limits)
-    if chain.limits.workspace_min is not None and np.isfinite(q).all():
-        if (q >= chain.lower).all() and (q <= chain.upper).all() and inside_box(chain, fk(chain, q), 0.0):
-            assert inside_box(chain, fk(chain, t)), (fk(chain, q), fk(chain, t))
+    limits.append((np.where(under, q, -np.inf), np.where(over, q, np.inf)))
+    lo, hi = fold(limits)
+    assert (t >= lo - TOL).all() and (t <= hi + TOL).all(), ("velocity", t, lo, hi, q, dq)
+    # 4. torque under the PD with the gains the robot applies, where 1-3 allow (commanded
+    # gains: the chain first bounds the target with robot.yaml's kp, 0 in damping, then the gains)
+    kp = chain.kp if chain.gains == "fixed" or behaviour != "damping" else np.zeros(n)
+    limits.append(torque_interval(chain, q, dq, kp, chain.kd))
+    lo, hi = fold(limits)
+    tol = 1e-9 * (1 + np.abs(t))
+    assert (t >= lo - tol).all() and (t <= hi + tol).all(), ("torque", t, lo, hi, q, dq)
+    if prev_in_box and behaviour != "damping" and chain.limits.workspace_min is not None:
+        assert inside_box(chain, fk(chain, t)), fk(chain, t)
+
+
+def in_box(chain: SafetyChain, cmd) -> bool:
+    """Whether the command's end-effector is inside the workspace box (False without a box)."""
+    if chain.limits.workspace_min is None or cmd.position is None:
+        return False
+    return inside_box(chain, fk(chain, cmd.position), 0.0)
 
 
 # ============================================================================= whole chain
@@ -295,19 +358,24 @@ def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarr
 @given(data=st.data())
 @counted
 def test_chain_output_is_finite_and_within_every_limit_for_any_input(name, data):
-    """Any sequence of actions, states, times, e-stops and resets: every output is finite
-    and within every configured limit; the e-stop stays latched until reset_estop."""
-    robot_spec(name)
+    """Any sequence of actions, states, times, e-stops, resets and e-stop releases: every
+    output is finite and within every configured limit; the e-stop stays latched until
+    release_estop; a reset never moves the command faster than the rate limit."""
+    spec = robot_spec(name)
     kind = data.draw(st.sampled_from(["absolute", "delta"]), label="mapping")
+    gains = data.draw(st.sampled_from(["fixed", "commanded"] if spec.control_mode == "position" else ["fixed"]),
+                      label="gains")
     if data.draw(st.booleans(), label="warm"):
-        chain, last, now = warm_chain(name, kind)
+        chain, last, now = warm_chain(name, kind, gains)
         prev_out = last.position
+        prev_in_box = in_box(chain, last)
     else:
-        spec = robot_spec(name)
-        chain, now, prev_out = SafetyChain(spec, mapping_for(spec, kind), DT), 0.0, None
+        chain, now = SafetyChain(spec, mapping_for(spec, kind), DT, gains=gains), 0.0
         chain.reset(nominal_state(chain, now=now), now)
+        prev_out = chain.previous_command if chain.position_control else None  # the measured pose
+        prev_in_box = False
     estopped = False
-    rate_checkable = prev_out is not None
+    sent = prev_out is not None and chain.ramp.from_measured is False  # a command went out already
     wild = data.draw(st.booleans(), label="wild")  # else: only plausible inputs, no events
     for _ in range(data.draw(st.integers(1, 5), label="steps")):
         now += data.draw(ADVANCE)
@@ -320,27 +388,29 @@ def test_chain_output_is_finite_and_within_every_limit_for_any_input(name, data)
             estopped = True
         elif event == "reset":
             chain.reset(state, step_now)
-        elif event == "reset_estop":
-            chain.reset_estop(state, step_now)
+        elif event == "release_estop":
+            chain.release_estop(state, step_now)
             estopped = False
-        if event in ("reset", "reset_estop") or chain.ramp.phase == "pending":
-            rate_checkable = False
+        if not sent and chain.position_control:  # before the first command a reset re-anchors on the measurement
+            prev_out = chain.previous_command
         cmd = chain.step(data.draw(step_action(chain, wild), label="action"), state, step_now)
         event_(f"mode={cmd.mode}")
         for name_ in cmd.interventions:
             event_(f"intervened: {name_}")
-        check_command(chain, cmd, state, prev_out, rate_checkable)
+        check_command(chain, cmd, state, prev_out, prev_in_box)
         assert (cmd.mode == "estop") == estopped, (cmd.mode, estopped)
         prev_out = cmd.position if cmd.position is not None else cmd.force
-        rate_checkable = True
+        sent = True
+        prev_in_box = prev_in_box or in_box(chain, cmd)
 
 
 @pytest.mark.parametrize("name", ROBOTS)
 @ONE_FILTER  # a simple property: fewer cases than the full output property
 @given(actions=st.lists(vec(8, WILD), min_size=1, max_size=6), garbage=st.lists(vec(20, WILD), min_size=1, max_size=3))
 @counted
-def test_estop_stays_latched_through_any_input_until_reset_estop(name, actions, garbage):
-    chain, _, now = warm_chain(name)
+def test_estop_stays_latched_through_any_input_until_release_estop(name, actions, garbage):
+    chain, last, now = warm_chain(name)
+    prev = last.values
     chain.estop("operator pressed the button")
     assert chain.faults["estop"] == "operator pressed the button"
     for i, a in enumerate(actions):
@@ -352,8 +422,10 @@ def test_estop_stays_latched_through_any_input_until_reset_estop(name, actions, 
             chain.reset(state, now)  # a plain reset does not release the e-stop
         cmd = chain.step(a[: chain.mapping.size], state, now)
         assert cmd.mode == "estop"
-        check_command(chain, cmd, state, None, False)
-    chain.reset_estop(nominal_state(chain, now=now), now)
+        check_command(chain, cmd, state, prev if chain.position_control else None)
+        prev = cmd.values
+    chain.reset(nominal_state(chain, now=now), now)  # clears the other faults the garbage latched
+    chain.release_estop(nominal_state(chain, now=now), now)
     assert "estop" not in chain.faults
     assert chain.step(np.zeros(chain.mapping.size), nominal_state(chain, now=now), now).mode != "estop"
 
@@ -515,7 +587,7 @@ def test_workspace_backs_off_a_target_that_leaves_the_box():
 @given(data=st.data())
 @counted
 def test_non_finite_anything_latches_the_fault_mode(name, data):
-    chain, _, now = warm_chain(name)
+    chain, last, now = warm_chain(name)
     state = nominal_state(chain, now=now)
     inputs = ["action", "position", "velocity"] + (["orientation"] if needs_imu(chain) else [])
     what = data.draw(st.sampled_from(inputs))
@@ -526,7 +598,7 @@ def test_non_finite_anything_latches_the_fault_mode(name, data):
     cmd = chain.step(action, state, now + DT)
     fault = chain.spec.safety.fault_mode
     assert cmd.mode == fault and "non_finite" in chain.faults
-    check_command(chain, cmd, state, None, False)
+    check_command(chain, cmd, state, last.position)
     # latched: healthy inputs do not release it, reset does
     zero = np.zeros(chain.mapping.size)
     for k in range(2, 5):
@@ -543,15 +615,37 @@ def test_non_finite_measured_state_holds_the_last_finite_target():
     assert np.array_equal(cmd.kp, chain.kp)
 
 
-def test_damping_commands_the_measured_position_with_zero_kp():
-    chain, _, now = warm_chain("go1")
+@pytest.mark.parametrize("gains", ["fixed", "commanded"])
+def test_damping_follows_the_measured_position_within_the_rate_limit(gains):
+    """Damping lets the robot go: the target follows the measured pose, one rate step at a
+    time (a position interface carries no gains: the targets alone must not drive it);
+    with commanded gains kp is 0 and kd the damping gain. A glitching encoder is not followed."""
+    chain, last, now = warm_chain("go1", gains=gains)
     q = chain.default + 0.05
-    state = nominal_state(chain, q=q, now=now + DT, dq=np.full(chain.n, 0.5))
-    state.orientation = quat_from_roll_pitch(1.2, 0.0)  # fallen over
-    cmd = chain.step(np.zeros(chain.mapping.size), state, now + DT)
-    assert cmd.mode == "damping"
-    assert np.allclose(cmd.position, np.clip(q, chain.lower, chain.upper))
-    assert (cmd.kp == 0).all() and np.allclose(cmd.kd, chain.damping_kd)
+    r = chain.max_rate * DT
+    prev = last.position
+    for k in range(1, 4):
+        state = nominal_state(chain, q=q, now=now + k * DT, dq=np.full(chain.n, 0.5))
+        state.orientation = quat_from_roll_pitch(1.2, 0.0)  # fallen over
+        cmd = chain.step(np.zeros(chain.mapping.size), state, now + k * DT)
+        assert cmd.mode == "damping"
+        assert np.all(np.abs(cmd.position - prev) <= r + TOL)
+        prev = cmd.position
+    assert np.allclose(cmd.position, np.clip(q, chain.lower, chain.upper))  # 0.05 rad: within a step
+    if gains == "commanded":
+        assert (cmd.kp == 0).all() and np.allclose(cmd.kd, chain.damping_kd)
+    else:
+        assert np.array_equal(cmd.kp, chain.kp) and np.array_equal(cmd.kd, chain.kd)
+    # a thigh encoder that jumps by 2.65 rad in one period (3x its 30 rad/s limit would take
+    # it 1.8 rad) is implausible: its target holds while the others follow
+    glitch = q + 0.01
+    glitch[1] += 2.65
+    state = nominal_state(chain, q=glitch, now=now + 4 * DT, dq=np.full(chain.n, 0.5))
+    state.orientation = quat_from_roll_pitch(1.2, 0.0)
+    cmd = chain.step(np.zeros(chain.mapping.size), state, now + 4 * DT)
+    assert "plausibility" in chain.faults and "thigh" in chain.faults["plausibility"]
+    assert cmd.position[1] == prev[1]
+    assert np.allclose(np.delete(cmd.position, 1), np.delete(np.clip(glitch, chain.lower, chain.upper), 1))
 
 
 def test_cartpole_damping_force_opposes_the_motion():
@@ -559,10 +653,13 @@ def test_cartpole_damping_force_opposes_the_motion():
     chain = SafetyChain(spec, mapping_for(spec), DT)
     chain.reset(nominal_state(chain), 0.0)
     chain.step(np.array([np.nan]), nominal_state(chain), 0.0)
-    for v in (-100.0, -1.0, 0.5, 3.0):
+    for v in (-12.0, -1.0, 0.5, 3.0):
         cmd = chain.step(np.zeros(1), nominal_state(chain, dq=[v], now=DT), DT)
         assert cmd.mode == "damping"
         assert np.isclose(cmd.force[0], np.clip(-spec.safety.damping_kd * v, -chain.tau_max[0], chain.tau_max[0]))
+    # a speed no cart reaches (beyond 3x its 5 m/s limit) is not acted on: no force
+    cmd = chain.step(np.zeros(1), nominal_state(chain, dq=[-100.0], now=2 * DT), 2 * DT)
+    assert cmd.force[0] == 0.0 and "plausibility" in chain.faults
 
 
 @ONE_FILTER

@@ -123,6 +123,7 @@ class ObservationBuilder:
 
         self.imu_quat = np.full(4, np.nan)  # x, y, z, w
         self.imu_gyro = np.full(3, np.nan)
+        self.imu_accel: np.ndarray | None = None  # not observed; the safety chain checks it
         self.imu_time: float | None = None
         self.cmd_vel = np.zeros(3)
         self.cmd_time: float | None = None
@@ -294,9 +295,13 @@ class ObservationBuilder:
             self.joint_header_stamp = header_stamp
         return hits
 
-    def set_imu(self, orientation_xyzw: Sequence[float], angular_velocity: Sequence[float], arrival: float) -> None:
+    def set_imu(self, orientation_xyzw: Sequence[float], angular_velocity: Sequence[float], arrival: float,
+                linear_acceleration: Sequence[float] | None = None) -> None:
+        """An Imu reading; `arrival`: when it was measured (the watchdog's IMU stamp)."""
         self.imu_quat = np.asarray(orientation_xyzw, dtype=np.float64).reshape(4).copy()
         self.imu_gyro = np.asarray(angular_velocity, dtype=np.float64).reshape(3).copy()
+        if linear_acceleration is not None:
+            self.imu_accel = np.asarray(linear_acceleration, dtype=np.float64).reshape(3).copy()
         self.imu_time = arrival
 
     def set_cmd_vel(self, vx: float, vy: float, wz: float, arrival: float) -> None:
@@ -380,15 +385,19 @@ class ObservationBuilder:
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def robot_state(self, command_time: float | None = None) -> RobotState:
-        """The measured state for the safety chain: every spec joint (spec order), IMU
-        orientation (w, x, y, z), and arrival times on the node's clock. `command_time`
-        defaults to the last cmd_vel / goal arrival."""
-        quat = None
+        """The measured state for the safety chain: every spec joint (spec order), the IMU
+        (orientation w, x, y, z; gyro; accelerometer), and the times set with each reading (the
+        node passes measurement times on its clock). `command_time` defaults to the last
+        cmd_vel / goal arrival."""
+        quat = gyro = accel = None
         if self.imu_time is not None:
             x, y, z, w = self.imu_quat
             quat = np.array([w, x, y, z])
+            gyro = self.imu_gyro.copy()
+            accel = None if self.imu_accel is None else self.imu_accel.copy()
         if command_time is None:
             command_time = self.cmd_time if self.spec.ros.cmd_vel else self.goal_time
         return RobotState(position=self.q[self._spec_idx].copy(), velocity=self.dq[self._spec_idx].copy(),
-                          orientation=quat, joint_state_stamp=self.joint_state_time(), imu_stamp=self.imu_time,
+                          orientation=quat, angular_velocity=gyro, linear_acceleration=accel,
+                          joint_state_stamp=self.joint_state_time(), imu_stamp=self.imu_time,
                           command_stamp=command_time)

@@ -2,18 +2,36 @@
 
     sensors --> ObservationBuilder --> bundle.act --> (teleop override) --> SafetyChain --> commands
 
-Every control period (the manifest's ``control.dt``, on a timer) the node builds the
-observation exactly as the manifest describes it (`observation.py`), runs the policy,
-and passes the action (the policy's, or the human's while intervening) through the
-safety chain. Nothing else is ever published on the command topics.
+Every control step (the manifest's ``control.dt``; see ``control_trigger``) the node builds
+the observation exactly as the manifest describes it (`observation.py`), runs the policy,
+and passes the action (the policy's, or the human's while intervening) through the safety
+chain. Nothing else is ever published on the command topics, in any mode: what arrives
+there is finite, inside the position limits minus the margin, within max_target_rate * dt
+of the previous command, and (wherever those allow) within the torque bound under the gains
+the robot applies (`roboreal.sim2real.safety.SafetyChain`; tested over DDS by
+tests/test_safety_wire.py).
 
 Startup. The bundle is loaded with ``load_bundle(path, robot=spec)``: a bundle for another
 robot (name, joint order, missing sensors, changed robot.yaml) is refused, the error is
 logged and the process exits with status 1. Until every spec joint's position and
-velocity (and, for quadrupeds, an IMU message) has arrived, the node publishes NO
-commands at all (the robot's controller keeps what it has; diagnostics say what is
-missing). On the first complete state the chain is reset: startup ramp from the
-measured pose to the default pose, then the policy fades in.
+velocity (and, for quadrupeds, an IMU message) has arrived, and the readings are finite
+and plausible, the node publishes NO commands at all (the robot's controller keeps what it
+has; diagnostics say what is missing or wrong). Then the chain is reset: startup ramp from
+the measured pose to the default pose, then the policy fades in.
+
+Control step (``control_trigger``): ``timer`` runs it on a fixed grid of period dt, after
+handling every message already waiting (a stalled node never steps on readings older than
+what has arrived); ``joint_states`` runs it when a JointState arrives (lowest latency;
+decimated to the control rate, with a fallback tick when the stream stops). ``executor``:
+``single`` (rclpy's SingleThreadedExecutor) or ``events`` (rclpy.experimental.EventsExecutor).
+A step that starts more than half a period late is a node *overrun*: counted and reported
+in the diagnostics, never mistaken for a sensor timeout. See `timing.py`.
+
+Readings are aged by their header stamps: a JointState / Imu / object pose counts as
+measured at its ``header.stamp`` (the node's ROS clock must be the sensor's: see
+`timing.py`), so a delayed stream, replayed old data or a frozen stamp trip the watchdog
+like silence; a zero stamp, a stamp more than ``safety.watchdog.future_stamp`` in the
+future, or one older than the last accepted is refused (counted in the diagnostics).
 
 subscribes
   * ``joint_states_topic`` sensor_msgs/JointState (sensor-data QoS): joints mapped by NAME;
@@ -29,10 +47,13 @@ subscribes
   * ``~/estop`` std_msgs/Bool: true latches the e-stop (false does nothing)
 
 publishes
-  * ``joint_commands_topic``: std_msgs/Float64MultiArray (ros2_control forward command
-    controller: positions, or efforts for force-controlled robots, actuated joints in spec
-    order), or trajectory_msgs/JointTrajectory (one point, ``trajectory_time_from_start``)
-    when ``command_interface`` is joint_trajectory; reliable, depth 10
+  * ``joint_commands_topic``, by ``command_interface`` (robot.yaml ``ros.command_interface``):
+    forward_command: std_msgs/Float64MultiArray (ros2_control forward command controller:
+    positions, or efforts for force-controlled robots, actuated joints in spec order; the
+    robot applies its fixed robot.yaml gains); position_gains: std_msgs/Float64MultiArray
+    [positions, kp, kd] (3 x N, layout dims "interface" x "joint"), for drivers that take
+    per-joint gains (the chain's damping then has kp = 0); joint_trajectory:
+    trajectory_msgs/JointTrajectory (one point, ``trajectory_time_from_start``); reliable, depth 10
   * ``gripper_commands_topic`` (robots with a gripper and a policy with a gripper action):
     the opening in m from the safety chain's gripper limit (`SafetyChain.gripper`): finite,
     within the gripper range, only while the chain is in policy mode
@@ -43,23 +64,31 @@ publishes
     which the policy ran, holding that step's observation, policy action, commanded action,
     applied (post-chain) action, intervention flags, chain mode, step counter, stamp and reset
     count, as labelled segments (`step_record.py`): what `roboreal record` stores, paired exactly
+  * ``~/audit`` (std_msgs/Float64MultiArray, reliable, depth 100): one message after every
+    command: what was sent, the gains the robot applies, the measured state the chain used,
+    the mode and which filters intervened (`step_record.audit_fields`)
   * ``~/info`` (std_msgs/String JSON, transient local): robot, bundle path and checksums, control
     period, observation layout, step layout and the resolved names of the topics above
   * ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` s)
 
-service ``~/reset`` (std_srvs/Trigger): releases the e-stop, clears latched faults
-(NaN, tilt, watchdog), restarts the startup ramp from the measured pose, and counts itself in
-``~/step``'s ``reset_count`` (the recorder starts a new episode there).
+services (std_srvs/Trigger)
+  * ``~/reset``: clears latched faults (NaN, implausible readings, tilt, watchdog; NOT the
+    e-stop), restarts the startup ramp from the last command (never a jump), and counts itself
+    in ``~/step``'s ``reset_count`` (the recorder starts a new episode there). Refused while any
+    joint moves faster than ``safety.reset_max_joint_speed`` or the joint readings are unusable.
+  * ``~/release_estop``: releases the e-stop (only this does), same refusals; the ramp restarts
+    from the last command. Anyone on the ROS graph can call these: see the README's "Access
+    control" for SROS2.
 
-Watchdog, tilt, NaN and limits are the chain's (`roboreal.sim2real.safety`). While
-intervening, the chain's command watchdog watches the teleop action stream instead of
+Watchdog, tilt, NaN, plausibility and limits are the chain's (`roboreal.sim2real.safety`).
+While intervening, the chain's command watchdog watches the teleop action stream instead of
 cmd_vel/goal. A missing goal / object pose makes the chain hold (the policy is not run on
 an input it never received). ``policy.last_action`` (go1) is, by default, the action fed to
 the chain while it is in policy mode, and the chain's output mapped back to action space
 while it ramps / holds / damps: the action that describes what the robot did (zeros at the
 default pose), as in simulation where every action is executed. On shutdown (SIGINT/SIGTERM)
 the node latches the e-stop, publishes the chain's safe command (hold or damping, the spec's
-fault mode) once more, and exits.
+fault mode, rate-limited like every command) once more, and exits.
 
 Parameters (defaults: this file, then ``config/policy_node_<robot>.yaml``, then params
 files / -p overrides): see `PARAMETERS`; ``safety.<field>`` (the robot.yaml ``safety:``
@@ -72,6 +101,7 @@ from __future__ import annotations
 import collections
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +114,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, MultiArrayLayout, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -94,7 +124,8 @@ from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
 from roboreal.sim2real.nodes.observation import ObservationBuilder, applied_action
 from roboreal.sim2real.nodes.params import config_file, default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
-from roboreal.sim2real.nodes.step_record import MODES, StepPacker, info_json, step_fields
+from roboreal.sim2real.nodes.step_record import MODES, SegmentPacker, StepPacker, audit_fields, info_json, step_fields
+from roboreal.sim2real.nodes.timing import TRIGGERS, ControlSchedule, StampTracker
 from roboreal.sim2real.safety import SafetyChain, SafetyLimits
 
 NODE_NAME = "policy_node"
@@ -109,7 +140,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "object_pose_topic": ("", "geometry_msgs/PoseStamped of the object (default: spec ros.object_pose)"),
     "joint_commands_topic": ("", "command topic (default: spec ros.joint_commands)"),
     "gripper_commands_topic": ("", "gripper command topic (default: spec ros.gripper_commands)"),
-    "command_interface": ("", "forward_command | joint_trajectory (default: spec ros.command_interface)"),
+    "command_interface": ("", "forward_command | position_gains | joint_trajectory (default: spec "
+                              "ros.command_interface)"),
+    "control_trigger": ("timer", "timer (a fixed period) | joint_states (step when a JointState arrives)"),
+    "executor": ("single", "single (SingleThreadedExecutor) | events (rclpy.experimental.EventsExecutor)"),
+    "require_stamps": (True, "refuse sensor messages with a zero header.stamp (their age is unknown)"),
     "trajectory_time_from_start": (0.0, "s, time_from_start of the JointTrajectory point (0: the control period)"),
     "intervention_topic": ("/intervention", "std_msgs/Bool: true = the human's action drives the robot"),
     "teleop_action_topic": ("/teleop/action", "std_msgs/Float64MultiArray: the human's normalized action"),
@@ -125,8 +160,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                                        "(commanded in policy mode, applied while the chain ramps/holds/damps)"),
 }
 SAFETY_KEYS = ("joint_position_margin", "velocity_scale", "torque_scale", "max_target_rate", "tilt_limit",
-               "workspace_min", "workspace_max", "startup_ramp_time", "fade_in_time",
-               "watchdog.joint_states", "watchdog.imu", "watchdog.command")
+               "workspace_min", "workspace_max", "startup_ramp_time", "fade_in_time", "reset_max_joint_speed",
+               "watchdog.joint_states", "watchdog.imu", "watchdog.command", "watchdog.future_stamp",
+               "plausibility.position_tolerance", "plausibility.velocity_factor", "plausibility.angular_velocity",
+               "plausibility.linear_acceleration", "plausibility.quaternion_norm_tolerance")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -137,6 +174,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+_FLOAT32_SAFE = 1e30  # observations beyond this are not fed to a float32 policy
 
 
 def _stamp(msg_stamp) -> float:
@@ -202,22 +242,37 @@ class PolicyNode(Node):
         self.dt = float(m["control"]["dt"])
         self.mapping = self.bundle.action_mapping
         self.limits = base.tighten(**overrides) if overrides else base
-        self.chain = SafetyChain(spec, self.mapping, self.dt, self.limits)
+        ros = spec.ros
+        self.interface = str(p["command_interface"] or ros.command_interface)
+        if self.interface not in ("forward_command", "position_gains", "joint_trajectory"):
+            raise ConfigError("command_interface",
+                              f"expected forward_command, position_gains or joint_trajectory, got {self.interface!r}")
+        if self.interface != "forward_command" and spec.control_mode != "position":
+            raise ConfigError("command_interface", f"{self.interface} needs a position-controlled robot; "
+                              f"{spec.name} is {spec.control_mode}-controlled")
+        # the gains travel with the command only on position_gains; otherwise the robot applies
+        # robot.yaml's, and the chain must not count on any other
+        self.chain = SafetyChain(spec, self.mapping, self.dt, self.limits,
+                                 gains="commanded" if self.interface == "position_gains" else "fixed")
         self.builder = ObservationBuilder(m, spec)
         self.action_size = self.bundle.action_size if not self.bundle.discrete else self.mapping.size
         self.extra = list(m["action"].get("extra") or [])
         self.has_gripper_action = "gripper" in self.extra and spec.gripper is not None
 
         # ----- parameters -----
-        ros = spec.ros
         topic = lambda key, fallback: str(p[key] or (fallback or ""))  # noqa: E731
-        self.interface = topic("command_interface", ros.command_interface)
-        if self.interface not in ("forward_command", "joint_trajectory"):
-            raise ConfigError("command_interface",
-                              f"expected forward_command or joint_trajectory, got {self.interface!r}")
-        if self.interface == "joint_trajectory" and not self.chain.position_control:
-            raise ConfigError("command_interface", f"joint_trajectory needs a position-controlled robot; "
-                              f"{spec.name} is {spec.control_mode}-controlled")
+        trigger = str(p["control_trigger"])
+        if trigger not in TRIGGERS:
+            raise ConfigError("control_trigger", f"expected one of {list(TRIGGERS)}, got {trigger!r}")
+        self.executor_kind = str(p["executor"])
+        if self.executor_kind not in ("single", "events"):
+            raise ConfigError("executor", f"expected single or events, got {self.executor_kind!r}")
+        self.schedule = ControlSchedule(self.dt, trigger)
+        require = p["require_stamps"]
+        if not isinstance(require, bool):
+            raise ConfigError("require_stamps", f"expected true or false, got {require!r}")
+        future = self.limits.watchdog.future_stamp
+        self.stamps = {what: StampTracker(what, future, require) for what in ("JointState", "Imu", "object pose")}
         self.traj_time = float(p["trajectory_time_from_start"]) or self.dt
         wd_cmd = self.limits.watchdog.command
         self.teleop_timeout = float(p["teleop_action_timeout"]) or wd_cmd
@@ -236,6 +291,7 @@ class PolicyNode(Node):
 
         # ----- state -----
         self.started = False  # first complete state seen, chain reset
+        self.step_requested = False  # event-driven control: a JointState asked for a step
         self.pending: str | None = None  # why the policy is not run (the chain holds)
         self.intervening = False
         self.teleop_action: np.ndarray | None = None
@@ -250,6 +306,10 @@ class PolicyNode(Node):
         self.periods = collections.deque(maxlen=max(10, int(round(5.0 / self.dt))))
         self.last_tick: float | None = None
         self.dropped: collections.Counter = collections.Counter()
+        self.drop_reasons: dict[str, str] = {}
+        self.callbacks = 0  # subscription/service callbacks run: how `spin` knows the queue is empty
+        self.commands_sent = 0  # the audit's seq
+        self.waiting_for: list[str] = []  # why no command is sent yet (before the first one)
         self.prev_report = self.chain.report()
         self.prev_report_time = time.monotonic()
 
@@ -264,30 +324,34 @@ class PolicyNode(Node):
         reliable = QoSProfile(depth=10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(JointState, self.topics["joint_states"], self._on_joint_state, qos_profile_sensor_data)
+        self._subscribe(JointState, self.topics["joint_states"], self._on_joint_state, qos_profile_sensor_data)
         if self.builder.needs_imu:
             if not self.topics["imu"]:
                 raise ConfigError("imu_topic", f"the policy needs an IMU and robot {spec.name} names no ros.imu topic")
-            self.create_subscription(Imu, self.topics["imu"], self._on_imu, qos_profile_sensor_data)
+            self._subscribe(Imu, self.topics["imu"], self._on_imu, qos_profile_sensor_data)
         self.needs_cmd_vel = any(t.source == "cmd_vel" for t in self.builder.terms)
         if self.needs_cmd_vel:
-            self.create_subscription(Twist, self.topics["cmd_vel"], self._on_cmd_vel, reliable)
+            self._subscribe(Twist, self.topics["cmd_vel"], self._on_cmd_vel, reliable)
         if self.builder.needs_goal:
-            self.create_subscription(PoseStamped, self.topics["goal"], self._on_goal, reliable)
+            self._subscribe(PoseStamped, self.topics["goal"], self._on_goal, reliable)
         if self.builder.needs_object:
             if not self.topics["object_pose"]:
                 raise ConfigError("object_pose_topic", f"the policy observes an object; robot {spec.name} names "
                                   "no ros.object_pose topic")
-            self.create_subscription(PoseStamped, self.topics["object_pose"], self._on_object, qos_profile_sensor_data)
-        self.create_subscription(Bool, str(p["intervention_topic"]), self._on_intervention, reliable)
-        self.create_subscription(Float64MultiArray, str(p["teleop_action_topic"]), self._on_teleop_action, reliable)
-        self.create_subscription(Bool, "~/estop", self._on_estop, reliable)
-        self.create_service(Trigger, "~/reset", self._on_reset)
+            self._subscribe(PoseStamped, self.topics["object_pose"], self._on_object, qos_profile_sensor_data)
+        self._subscribe(Bool, str(p["intervention_topic"]), self._on_intervention, reliable)
+        self._subscribe(Float64MultiArray, str(p["teleop_action_topic"]), self._on_teleop_action, reliable)
+        self._subscribe(Bool, "~/estop", self._on_estop, reliable)
+        self.create_service(Trigger, "~/reset", self._counted(self._on_reset))
+        self.create_service(Trigger, "~/release_estop", self._counted(self._on_release_estop))
 
-        if self.interface == "forward_command":
-            self.cmd_pub = self.create_publisher(Float64MultiArray, self.topics["joint_commands"], reliable)
-        else:
+        if self.interface == "joint_trajectory":
             self.cmd_pub = self.create_publisher(JointTrajectory, self.topics["joint_commands"], reliable)
+        else:
+            self.cmd_pub = self.create_publisher(Float64MultiArray, self.topics["joint_commands"], reliable)
+        self.gains_layout = MultiArrayLayout(dim=[
+            MultiArrayDimension(label="interface", size=3, stride=3 * self.chain.n),
+            MultiArrayDimension(label="joint", size=self.chain.n, stride=self.chain.n)])
         self.gripper_pub = None
         if self.has_gripper_action:
             if not self.topics["gripper_commands"]:
@@ -299,12 +363,14 @@ class PolicyNode(Node):
         # ~/step: deep history, so a recorder that is briefly slow (writing an episode) loses nothing
         self.step_pub = self.create_publisher(Float64MultiArray, "~/step", QoSProfile(depth=100))
         self.step_packer = StepPacker(self.builder.size, self.action_size)
+        self.audit_pub = self.create_publisher(Float64MultiArray, "~/audit", QoSProfile(depth=100))
+        self.audit_packer = SegmentPacker(audit_fields(self.chain.n))
+        self.audit_filters = [f.name for f in self.chain.filters] + ["final_guard"]
         self.info_pub = self.create_publisher(String, "~/info", latched)
         self.diag_pub = self.create_publisher(DiagnosticArray, str(p["diagnostics_topic"]), reliable)
         self._publish_mode("waiting")
         self.info_pub.publish(String(data=info_json(self.session_info(bundle_path, runtime, p))))
-        self.timer = self.create_timer(self.dt, self._step)
-        self.diag_timer = self.create_timer(self.diag_period, self._publish_diagnostics)
+        self.diag_timer = self.create_timer(self.diag_period, self._counted(self._publish_diagnostics))
         tightened = f"; tightened {overrides}" if overrides else ""
         self.get_logger().info(
             f"{spec.name}: bundle {bundle_path} ({m['training']['task']}, {m['training']['algo']}, {runtime}), "
@@ -333,7 +399,7 @@ class PolicyNode(Node):
                       teleop_action=resolve(str(p["teleop_action_topic"])),
                       diagnostics=resolve(str(p["diagnostics_topic"])),
                       **{k: resolve(f"~/{k}") for k in ("estop", "policy_action", "executed_action", "mode",
-                                                        "step", "info")})
+                                                        "step", "info", "audit")})
         return {
             "node": self.get_fully_qualified_name(), "robot": self.spec.name,
             "robot_spec_checksum": self.spec.checksum, "robot_kind": self.spec.kind,
@@ -345,30 +411,61 @@ class PolicyNode(Node):
             "action": {k: m["action"].get(k) for k in ("type", "space", "extra") if k in m["action"]},
             "step_fields": step_fields(self.builder.size, self.action_size), "modes": list(MODES),
             "command_interface": self.interface, "topics": topics,
+            "audit_fields": audit_fields(self.chain.n), "audit_interventions": self.audit_filters,
+            "gains": self.chain.gains, "control_trigger": self.schedule.trigger, "executor": self.executor_kind,
             "safety_limits": self.limits.to_dict(),
         }
 
     # ------------------------------------------------------------------ inputs
+    def _counted(self, callback):
+        """`callback`, counted in `self.callbacks` (how `spin` sees that nothing is waiting)."""
+        def run(*args):
+            self.callbacks += 1
+            return callback(*args)
+        return run
+
+    def _subscribe(self, msg_type, topic: str, callback, qos):
+        return self.create_subscription(msg_type, topic, self._counted(callback), qos)
+
+    def _measured_at(self, what: str, header) -> float | None:
+        """When a stamped message was measured, on the node's monotonic clock (None: refused)."""
+        arrival = time.monotonic()
+        when, why = self.stamps[what].measured_at(_stamp(header.stamp), self.get_clock().now().nanoseconds * 1e-9,
+                                                  arrival)
+        if why is not None:
+            self._drop(what, why)
+        return when
+
     def _drop(self, what: str, why: str) -> None:
         self.dropped[what] += 1
+        self.drop_reasons[what] = why
         self.get_logger().warning(f"dropping {what}: {why}", throttle_duration_sec=1.0)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        measured = self._measured_at("JointState", msg.header)
+        if measured is None:
+            return
         try:
-            hits = self.builder.set_joint_state(msg.name, msg.position, msg.velocity, time.monotonic(),
+            hits = self.builder.set_joint_state(msg.name, msg.position, msg.velocity, measured,
                                                 _stamp(msg.header.stamp) or None)
         except ValueError as e:
             return self._drop("JointState", str(e))
         if hits == 0:
-            self._drop("JointState", f"none of its joints {list(msg.name)[:4]}... is a joint of {self.spec.name}")
+            return self._drop("JointState", f"none of its joints {list(msg.name)[:4]}... is a joint of {self.spec.name}")
+        if self.schedule.on_joint_state(time.monotonic()):
+            self.step_requested = True
 
     def _on_imu(self, msg: Imu) -> None:
-        o, w = msg.orientation, msg.angular_velocity
+        measured = self._measured_at("Imu", msg.header)
+        if measured is None:
+            return
+        o, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
         if msg.orientation_covariance[0] == -1.0:  # REP 145: orientation not provided
             quat = (math.nan,) * 4
         else:
             quat = (o.x, o.y, o.z, o.w)
-        self.builder.set_imu(quat, (w.x, w.y, w.z), time.monotonic())
+        accel = None if msg.linear_acceleration_covariance[0] == -1.0 else (a.x, a.y, a.z)
+        self.builder.set_imu(quat, (w.x, w.y, w.z), measured, accel)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         v = np.array([msg.linear.x, msg.linear.y, msg.angular.z])
@@ -395,8 +492,11 @@ class PolicyNode(Node):
 
     def _on_object(self, msg: PoseStamped) -> None:
         p = self._pose("object pose", msg)
-        if p is not None:
-            self.builder.set_object_pose(p, time.monotonic(), _stamp(msg.header.stamp) or None)
+        if p is None:
+            return
+        measured = self._measured_at("object pose", msg.header)
+        if measured is not None:
+            self.builder.set_object_pose(p, measured, _stamp(msg.header.stamp) or None)
 
     def _on_intervention(self, msg: Bool) -> None:
         if bool(msg.data) != self.intervening:
@@ -415,20 +515,62 @@ class PolicyNode(Node):
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:
             if not self.chain.faults.get("estop"):
-                self.get_logger().error("E-STOP (latched until ~/reset)")
+                self.get_logger().error("E-STOP (latched until ~/release_estop)")
             self.chain.estop("operator e-stop on ~/estop")
 
+    def _still_enough(self) -> str | None:
+        """Why a reset / e-stop release must wait (the robot moves, or its speed is unknown)."""
+        if not self.builder.ready:
+            return None  # nothing commanded yet: the ramp starts from the first reading anyway
+        dq = np.asarray(self.builder.robot_state().velocity, dtype=float)
+        limit = self.limits.reset_max_joint_speed
+        idx = [i for i, j in enumerate(self.spec.joints) if j.actuated]
+        dq = dq[idx] if len(dq) == len(self.spec.joints) else dq
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(dq) <= limit)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return (f"joint {self.chain.joint_names[i]} moves at {dq[i]:.3g} rad/s (a reset waits until every "
+                    f"joint is below safety.reset_max_joint_speed = {limit} rad/s)")
+        return None
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        why = self._still_enough()
+        if why is not None:
+            response.success, response.message = False, f"reset refused: {why}"
+            self.get_logger().warning(response.message)
+            return response
         now = time.monotonic()
-        before = self.chain.faults
+        before = {k: v for k, v in self.chain.faults.items() if k != "estop"}
         state = self.builder.robot_state() if self.builder.ready else None
-        self.chain.reset_estop(state, now if state is not None else None)
+        self.chain.reset(state, now if state is not None else None)
+        for tracker in self.stamps.values():
+            tracker.reset()
         self.builder.set_last_action(None)
         self.reset_count += 1
         response.success = True
-        response.message = (f"cleared {sorted(before) or 'nothing'}; startup ramp restarted"
-                            + ("" if state is not None else f" (waiting for {', '.join(self.builder.missing())})"))
+        estop = " (the e-stop stays latched: ~/release_estop)" if "estop" in self.chain.faults else ""
+        response.message = (f"cleared {sorted(before) or 'nothing'}; startup ramp restarted from the last command"
+                            + estop + ("" if state is not None else f" (waiting for {', '.join(self.builder.missing())})"))
         self.get_logger().info(f"reset: {response.message}")
+        return response
+
+    def _on_release_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if "estop" not in self.chain.faults:
+            response.success, response.message = True, "the e-stop was not latched"
+            return response
+        why = self._still_enough()
+        if why is not None:
+            response.success, response.message = False, f"e-stop release refused: {why}"
+            self.get_logger().warning(response.message)
+            return response
+        state = self.builder.robot_state() if self.builder.ready else None
+        self.chain.release_estop(state, time.monotonic() if state is not None else None)
+        others = sorted(k for k in self.chain.faults if k != "estop")
+        response.success = True
+        response.message = "e-stop released; startup ramp restarted from the last command" + (
+            f"; still latched: {others} (~/reset clears them)" if others else "")
+        self.get_logger().warning(response.message)
         return response
 
     # ------------------------------------------------------------------ control loop
@@ -440,27 +582,34 @@ class PolicyNode(Node):
             return "no object pose" if b.object_time is None else "stale object pose"
         return None
 
-    def _step(self) -> None:
-        now = time.monotonic()
+    def _step(self, now: float | None = None) -> None:
+        """One control step: observation -> policy -> safety chain -> command (+ audit)."""
+        now = time.monotonic() if now is None else now
         if self.last_tick is not None:
             self.periods.append(now - self.last_tick)
         self.last_tick = now
         b = self.builder
         if not self.started:
-            missing = b.missing()
-            if missing:
-                self.get_logger().info(f"waiting for {', '.join(missing)}; publishing nothing",
+            self.waiting_for = b.missing() or self.chain.check_state(b.robot_state(), now)
+            if self.waiting_for:
+                self.get_logger().info(f"waiting for {'; '.join(self.waiting_for)}; publishing nothing",
                                        throttle_duration_sec=2.0)
                 return
             self.chain.reset(b.robot_state(), now)
             self.started = True
-            self.get_logger().info("robot state complete: startup ramp to the default pose")
+            self.get_logger().info("robot state complete and plausible: startup ramp to the default pose")
 
         pending = self._policy_inputs_pending(now)
-        self.pending = pending
         t0 = time.perf_counter()
+        obs = None
+        if pending is None and self.chain.faults:
+            pending = f"latched fault {sorted(self.chain.faults)}"  # nothing the policy says is used
         if pending is None:
             obs = b.build()
+            if not np.all(np.abs(obs) < _FLOAT32_SAFE):  # NaN, inf, or beyond what float32 holds
+                pending = "observation not finite or out of float32 range"
+        self.pending = pending
+        if pending is None:
             try:
                 policy_action = np.asarray(self.bundle.normalized_action(obs), dtype=np.float64).ravel()
             except Exception as e:  # a broken model must not kill the loop: NaN latches the chain's fault mode
@@ -516,9 +665,13 @@ class PolicyNode(Node):
         return applied_action(self.mapping, cmd.values[idx], None if prev is None else prev.values[idx], action)
 
     def _publish_command(self, cmd) -> None:
+        """Send the chain's command, then its ``~/audit`` record."""
         values = [float(v) for v in cmd.values]
         if self.interface == "forward_command":
             self.cmd_pub.publish(Float64MultiArray(data=values))
+        elif self.interface == "position_gains":
+            gains = [float(v) for v in cmd.kp] + [float(v) for v in cmd.kd]
+            self.cmd_pub.publish(Float64MultiArray(layout=self.gains_layout, data=values + gains))
         else:
             msg = JointTrajectory()
             msg.header.stamp = self.get_clock().now().to_msg()
@@ -529,6 +682,15 @@ class PolicyNode(Node):
             pt.time_from_start.sec, pt.time_from_start.nanosec = sec, int(round((self.traj_time - sec) * 1e9))
             msg.points = [pt]
             self.cmd_pub.publish(msg)
+        self.commands_sent += 1
+        measured = self.builder.joint_state_time()
+        flags = sum(1 << i for i, name in enumerate(self.audit_filters) if name in cmd.interventions)
+        self.audit_pub.publish(self.audit_packer.pack({
+            "seq": self.commands_sent, "stamp": self.get_clock().now().nanoseconds * 1e-9,
+            "mode": MODES.index(cmd.mode) if cmd.mode in MODES else -1,
+            "state_age": math.nan if measured is None else time.monotonic() - measured,
+            "gains_commanded": self.interface == "position_gains", "interventions": flags,
+            "command": cmd.values, "kp": cmd.kp, "kd": cmd.kd, "q": cmd.q, "dq": cmd.dq}))
 
     def _publish_gripper(self, a: float, now: float) -> None:
         width = self.chain.gripper(a, now)  # None: not under the policy, or not a number
@@ -545,6 +707,33 @@ class PolicyNode(Node):
             self.get_logger().warning(f"mode {mode}" + (f": {faults}" if faults else ""))
         else:
             self.get_logger().info(f"mode {mode}")
+
+    # ------------------------------------------------------------------ the loop
+    def spin(self, executor, stop: threading.Event) -> None:
+        """Run the node until `stop` is set: messages and services as they come, the control
+        step when it is due (`timing.ControlSchedule`), and before a timer step every message
+        already waiting, so a step never runs on older readings than have arrived."""
+        schedule = self.schedule
+        schedule.start(time.monotonic())
+        while not stop.is_set() and rclpy.ok(context=self.context):
+            now = time.monotonic()
+            if self.step_requested or schedule.timer_due(now):
+                deadline_tick = not self.step_requested
+                self._drain(executor)
+                self.step_requested = False
+                now = time.monotonic()
+                self._step(now)
+                schedule.stepped(now, deadline_tick)
+                continue
+            executor.spin_once(timeout_sec=min(schedule.timeout(now), 0.05))
+
+    def _drain(self, executor, limit: int = 100) -> None:
+        """Handle the callbacks that are ready now, without waiting (at most `limit`)."""
+        for _ in range(limit):
+            before = self.callbacks
+            executor.spin_once(timeout_sec=0.0)
+            if self.callbacks == before:
+                return
 
     def publish_safe_command(self) -> bool:
         """Latch the e-stop and publish the chain's safe command once (on shutdown)."""
@@ -588,7 +777,14 @@ class PolicyNode(Node):
             "latency_max_ms": f"{np.max(lat):.2f}" if lat else "nan",
             "inference_mean_ms": f"{np.mean(inf):.3f}" if inf else "nan",
             "steps": str(self.steps),
-            "waiting_for": ", ".join(self.builder.missing()) or self.pending or "nothing",
+            "waiting_for": "; ".join(self.waiting_for if not self.started else []) or self.pending or "nothing",
+            "control_trigger": self.schedule.trigger,
+            "executor": self.executor_kind,
+            # the node itself ran late (a stall, an overloaded CPU): not a sensor timeout
+            "overruns": str(self.schedule.overruns.total),
+            "overrun_late_steps": str(self.schedule.overruns.late_steps),
+            "overrun_missed_ticks": str(self.schedule.overruns.missed_ticks),
+            "overrun_max_ms": f"{self.schedule.overruns.max_lateness * 1e3:.2f}",
         }
         for name, r in report.items():
             if r["count"] == 0:
@@ -599,6 +795,7 @@ class PolicyNode(Node):
             values[f"intervention.{name}.max_magnitude"] = f"{r['max_magnitude']:.4g}"
         for what, n in self.dropped.items():
             values[f"dropped.{what}"] = str(n)
+            values[f"dropped.{what}.last_reason"] = self.drop_reasons.get(what, "")
         self.prev_report, self.prev_report_time = report, now
         st.message = mode + (f" ({', '.join(faults)})" if faults else "")
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
@@ -611,12 +808,21 @@ class PolicyNode(Node):
         self.diag_pub.publish(msg)
 
 
+def make_executor(kind: str):
+    """rclpy's SingleThreadedExecutor ("single") or the C++ EventsExecutor ("events")."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor()
+
+
 def run(ros_args: list[str]) -> int:
     """Run the node with `ros_args` (as after `--ros-args`); returns an exit code.
 
     1: the bundle was refused (wrong robot, damaged, unknown runtime); 2: a bad parameter."""
-    from rclpy.executors import SingleThreadedExecutor
-
     # The context outlives SIGINT/SIGTERM so that the safe command is still published on the way out.
     with ros_until_signal("roboreal-deploy", ros_args) as stop:
         try:
@@ -627,11 +833,10 @@ def run(ros_args: list[str]) -> int:
         except ConfigError as e:
             print(f"[policy_node] refusing to start: {e}", file=sys.stderr, flush=True)
             return 2
+        executor = make_executor(node.executor_kind)
         try:
-            executor = SingleThreadedExecutor()
             executor.add_node(node)
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.05)
+            node.spin(executor, stop)
             if node.publish_safe_command():
                 print("[policy_node] shutting down: published the safe command "
                       f"({node.mode}, {node.spec.safety.fault_mode})", flush=True)
@@ -639,5 +844,6 @@ def run(ros_args: list[str]) -> int:
                 while time.monotonic() < end:
                     executor.spin_once(timeout_sec=0.02)
         finally:
+            executor.shutdown()
             node.destroy_node()
     return 0

@@ -26,6 +26,26 @@ as the shape of a multi-dimensional array. The fields, in order (`step_fields`):
                       (what the robot was actually told to do); extra dims (gripper) are
                       the commanded ones
 
+``~/audit``: ``std_msgs/Float64MultiArray`` (reliable, depth 100), the same labelled-segment
+layout, one message right after every command the node publishes (every mode, including the
+safe command on shutdown), for whoever must check or reconstruct what reached the robot (the
+DDS fuzz test, a post-mortem). The fields (`audit_fields`):
+
+    seq               1 for the node's first command, +1 per command: the k-th message on the
+                      command topic pairs with seq k
+    stamp             the node's clock (ROS time, s) when the command was published
+    mode              the safety chain's mode, index into `MODES`
+    state_age         s between the joint reading the command was computed from being
+                      measured (its header stamp) and the step
+    gains_commanded   1 if the gains travel with the command (``position_gains``), 0 if the
+                      robot applies its fixed robot.yaml gains
+    interventions     bitmask over ``~/info``'s ``audit_interventions`` (filter names): which
+                      filters changed this command
+    command           (N) the positions (or efforts) sent, actuated joints in spec order
+    kp, kd            (N) the gains the robot applies with it
+    q, dq             (N) the measured state the safety chain used (NaN where a reading was
+                      missing, not finite or rejected as implausible)
+
 ``~/info``: ``std_msgs/String`` (transient local: a late subscriber gets it), JSON of the
 session's provenance: robot and its spec checksum, bundle path and checksums, training
 task/algo, control period, observation layout, action size, the step layout and the
@@ -44,8 +64,8 @@ import numpy as np
 
 from roboreal.sim2real.safety.types import MODES
 
-__all__ = ["MODES", "StepPacker", "StepFormatError", "step_fields", "unpack_step", "step_from_msg", "info_json",
-           "parse_info"]
+__all__ = ["MODES", "SegmentPacker", "StepPacker", "StepFormatError", "step_fields", "unpack_step", "step_from_msg",
+           "audit_fields", "audit_from_msg", "info_json", "parse_info"]
 
 # ``mode`` is an index into the safety chain's MODES ("waiting" never appears in a step: the
 # policy does not run before the first complete state); ~/info carries the list too.
@@ -60,13 +80,29 @@ def step_fields(obs_size: int, action_size: int) -> list[tuple[str, int]]:
                                                ("applied_action", int(action_size))]
 
 
-class StepPacker:
-    """Builds ``~/step`` messages for a fixed layout (the dims are made once)."""
+AUDIT_SCALARS: tuple[str, ...] = ("seq", "stamp", "mode", "state_age", "gains_commanded", "interventions")
 
-    def __init__(self, obs_size: int, action_size: int):
+
+def audit_fields(n_joints: int) -> list[tuple[str, int]]:
+    """(name, size) of every segment of an ``~/audit`` message, in order."""
+    return [(f, 1) for f in AUDIT_SCALARS] + [(f, int(n_joints)) for f in ("command", "kp", "kd", "q", "dq")]
+
+
+def audit_from_msg(msg) -> dict[str, Any]:
+    """``{field: float | ndarray}`` of an ``~/audit`` std_msgs/Float64MultiArray."""
+    dims = msg.layout.dim
+    return unpack_segments([d.label for d in dims], [d.size for d in dims], msg.data, AUDIT_SCALARS,
+                           [f for f, _ in audit_fields(0)])
+
+
+class SegmentPacker:
+    """Builds Float64MultiArray messages of labelled segments (``fields``: (name, size)) for a
+    fixed layout (the dims are made once)."""
+
+    def __init__(self, fields: list[tuple[str, int]]):
         from std_msgs.msg import MultiArrayDimension
 
-        self.fields = step_fields(obs_size, action_size)
+        self.fields = list(fields)
         self.size = sum(n for _, n in self.fields)
         self.dims = []
         offset = 0
@@ -87,12 +123,26 @@ class StepPacker:
         return Float64MultiArray(layout=MultiArrayLayout(dim=self.dims, data_offset=0), data=data.tolist())
 
 
+class StepPacker(SegmentPacker):
+    """Builds ``~/step`` messages."""
+
+    def __init__(self, obs_size: int, action_size: int):
+        super().__init__(step_fields(obs_size, action_size))
+
+
 class StepFormatError(ValueError):
     """A ``~/step`` message whose layout is not the one the recorder expects (names the cause)."""
 
 
 def unpack_step(labels: Sequence[str], sizes: Sequence[int], data: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """``{field: float | ndarray}`` from a step message's dim labels/sizes and data."""
+    return unpack_segments(labels, sizes, data, SCALAR_FIELDS, list(SCALAR_FIELDS) + [
+        "observation", "policy_action", "commanded_action", "applied_action"])
+
+
+def unpack_segments(labels: Sequence[str], sizes: Sequence[int], data: Sequence[float] | np.ndarray,
+                    scalars: Sequence[str], required: Sequence[str]) -> dict[str, Any]:
+    """``{field: float | ndarray}`` from labelled segments; `scalars` come out as floats."""
     data = np.asarray(data, dtype=np.float64)
     total = int(sum(sizes))
     if total != data.size:
@@ -101,10 +151,9 @@ def unpack_step(labels: Sequence[str], sizes: Sequence[int], data: Sequence[floa
     offset = 0
     for name, n in zip(labels, sizes):
         seg = data[offset:offset + int(n)]
-        out[str(name)] = float(seg[0]) if str(name) in SCALAR_FIELDS else seg.copy()
+        out[str(name)] = float(seg[0]) if str(name) in scalars else seg.copy()
         offset += int(n)
-    missing = [f for f in SCALAR_FIELDS + ("observation", "policy_action", "commanded_action", "applied_action")
-               if f not in out]
+    missing = [f for f in required if f not in out]
     if missing:
         raise StepFormatError(f"step message: field {missing[0]!r} missing (fields: {list(out)})")
     return out

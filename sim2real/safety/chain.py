@@ -15,6 +15,7 @@ from roboreal.sim2real.safety.filters import (
     ActionMap,
     EStop,
     NonFiniteGuard,
+    PlausibilityGuard,
     PositionLimit,
     RateLimit,
     SafetyFilter,
@@ -46,21 +47,28 @@ class SafetyChain:
     """Ordered safety filters, configured from a `RobotSpec` (and optional tighter limits).
 
     >>> chain = SafetyChain(spec, mapping, dt=0.02)
-    >>> chain.reset(state, now)               # clears faults, starts the ramp from the measured pose
-    >>> cmd = chain.step(action, state, now)  # every control period, on a timer
-    >>> chain.estop("operator"); chain.reset_estop(state, now)
+    >>> chain.reset(state, now)               # clears faults, restarts the ramp (from the last command)
+    >>> cmd = chain.step(action, state, now)  # every control period
+    >>> chain.estop("operator"); chain.release_estop(state, now)
 
-    Guarantees, for any action / state / time (NaN, inf, huge, wrong shapes):
-    the command is finite; position targets are within the position limits shrunk by the
-    margin; forces are within the torque bound. Whenever the measured state is finite,
-    the PD torque |kp*(target - q) - kd*dq| is within the torque bound (the gains are
-    scaled down if needed), a joint faster than v_max gets no target leading it further in
-    its direction of motion (if the position limits allow), and, outside damping and
-    workspace back-off, within max_target_rate*dt of the previous target (if compatible
-    with the two before). Damping mode commands the measured position with kp = 0.
+    Guarantees of every command, for any action / state / time (NaN, inf, huge values,
+    wrong shapes), in every mode and across resets and e-stop releases: it is finite;
+    position targets are within the position limits shrunk by the margin and within
+    max_target_rate * dt of the previous command (the first command starts at the measured
+    pose); forces are within the torque bound. Wherever those two allow and the measured
+    state is finite: a joint faster than v_max gets no target leading it further in its
+    direction of motion, and the PD torque |kp*(target - q) - kd*dq| is within the torque
+    bound; with `gains="commanded"` (they travel with the command) the gains are then
+    scaled down so that the torque bound holds for every finite state; with the robot's
+    fixed gains the target is the point nearest to the torque bound. On a manipulator with
+    a workspace box, once a target is inside the box every later one is (the box outranks
+    the velocity and torque bounds). Damping follows the measured position (rate-limited;
+    the last target for joints whose reading is implausible) with, for commanded gains,
+    kp = 0 and kd = damping_kd.
     """
 
-    def __init__(self, spec: RobotSpec, mapping: ActionMapping, dt: float, limits: SafetyLimits | None = None):
+    def __init__(self, spec: RobotSpec, mapping: ActionMapping, dt: float, limits: SafetyLimits | None = None,
+                 gains: str | None = None):
         if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
             raise ConfigError("dt", f"control period must be a positive finite number, got {dt!r}")
         self.spec, self.mapping, self.dt = spec, mapping, float(dt)
@@ -70,6 +78,16 @@ class SafetyChain:
         limits.check_within(base)
         self.limits = limits
         self.position_control = spec.control_mode == "position"
+        if gains is None:
+            gains = "commanded" if spec.ros.command_interface == "position_gains" else "fixed"
+        if gains not in ("fixed", "commanded"):
+            raise ConfigError("gains", f"expected fixed or commanded, got {gains!r}")
+        if gains == "commanded" and not self.position_control:
+            raise ConfigError("gains", f"commanded gains need a position-controlled robot; {spec.name} is "
+                              f"{spec.control_mode}-controlled")
+        # fixed: the robot applies robot.yaml's kp/kd whatever the chain says (a position
+        # interface); commanded: the gains travel with each command, so the chain may set them
+        self.gains = gains
         self._check_mapping(spec, mapping)
 
         act = spec.actuated_joints
@@ -110,6 +128,8 @@ class SafetyChain:
         filters: list[SafetyFilter] = [
             NonFiniteGuard(self.fault_mode, mapping.size, len(spec.joints), self.n,
                            needs_orientation=limits.tilt_limit is not None),  # 1
+            PlausibilityGuard(self.fault_mode, self.joint_names, spec.lower, spec.upper,
+                              spec.array("velocity_limit"), limits.plausibility),  # 1
             ActionClip(),  # 2
             ActionMap(mapping, index, self.default, self.position_control),  # 3
             RateLimit(self.max_rate),  # 3
@@ -164,27 +184,51 @@ class SafetyChain:
 
     # ------------------------------------------------------------------ control
     def reset(self, state: RobotState | None = None, now: float | None = None) -> None:
-        """Clear latched faults (non-finite, tilt, watchdog; NOT the e-stop) and restart the
-        startup ramp from the measured pose of `state` at `now` (or, without them, from the
-        pose measured at the next step)."""
+        """Clear latched faults (non-finite, plausibility, tilt, watchdog; NOT the e-stop) and
+        restart the startup ramp at `now` (or, without a usable `state` and `now`, at the next
+        step). The ramp starts from the last command; before the first command, from the
+        measured pose of `state`."""
         for f in self.filters:
             f.reset()
+        self._restart_ramp(state, now)
+
+    def _restart_ramp(self, state, now) -> None:
         q = self._measured(state)[0]
         start = None
-        if state is not None and np.isfinite(q).all() and now is not None and math.isfinite(now):
+        usable = state is not None and now is not None and isinstance(now, (int, float)) and math.isfinite(now)
+        if not self.ramp.from_measured:  # a command was sent: the ramp continues from it
+            start = self._prev.copy() if usable else None
+        elif usable and np.isfinite(q).all():
             start = np.clip(q, self.lower, self.upper) if self.position_control else self._prev * 0.0
             self._prev = start.copy()
         self.ramp.restart(start, now)
         self._prev_behaviour = "ramp"
 
     def estop(self, reason: str = "e-stop") -> None:
-        """Latch the e-stop: every following command is "estop" until `reset_estop`."""
+        """Latch the e-stop: every following command is "estop" until `release_estop`."""
         self._estop.trigger(reason)
 
-    def reset_estop(self, state: RobotState | None = None, now: float | None = None) -> None:
-        """Release the e-stop, then `reset` (clears faults, restarts the startup ramp)."""
+    def release_estop(self, state: RobotState | None = None, now: float | None = None) -> None:
+        """Release the e-stop (only this does) and restart the startup ramp from the last
+        command. Other latched faults stay latched: `reset` clears those."""
+        was = self._estop.latched is not None
         self._estop.clear()
-        self.reset(state, now)
+        if was:
+            self._restart_ramp(state, now)
+
+    def check_state(self, state: RobotState | None, now: float) -> list[str]:
+        """Why `state` is not a reading to start the robot from: the non-finite and implausible
+        values the chain would latch a fault for ([] if there are none). Latches nothing."""
+        ctx = self._context(np.zeros(self.mapping.size), state, now)
+        _, why = self.filter("non_finite").problems(ctx)
+        found, _ = self.filter("plausibility").problems(ctx, history=False)
+        return why + [reason for reason, _ in found]
+
+    @property
+    def previous_command(self) -> np.ndarray:
+        """The values the next command is rate-limited against: the last command, or before
+        the first one the measured pose the ramp starts from (a copy)."""
+        return self._prev.copy()
 
     @property
     def faults(self) -> dict[str, str]:
@@ -290,9 +334,12 @@ class SafetyChain:
                 ctx.value = np.zeros(self.n)
             return
         if behaviour == "damping":
-            ctx.kp = np.zeros(self.n)
-            ctx.kd = np.full(self.n, self.damping_kd)
-            ctx.value = np.where(np.isfinite(ctx.q), np.clip(ctx.q, self.lower, self.upper), ctx.prev)
+            if self.gains == "commanded":
+                ctx.kp = np.zeros(self.n)
+                ctx.kd = np.full(self.n, self.damping_kd)
+            # follow the measurement (rate-limited by the filters); hold where it is suspect
+            suspect = ~np.isfinite(ctx.q) if ctx.suspect is None else ctx.suspect
+            ctx.value = np.where(suspect, ctx.prev, np.clip(np.nan_to_num(ctx.q), self.lower, self.upper))
         elif behaviour == "hold":
             quadruped_stand = mode == "soft_hold" and self.spec.kind == "quadruped"
             ctx.value = self.default.copy() if quadruped_stand else ctx.prev.copy()
@@ -311,8 +358,8 @@ class SafetyChain:
         # the final clip: np.clip (without its overhead) of the finite values, the fallback elsewhere
         out = np.minimum(np.maximum(v if finite else np.where(np.isfinite(v), v, fallback), lo), hi)
         if self.position_control:
-            self.torque.bound_gains(ctx, out)
-            kp, kd = _gain(ctx.kp), _gain(ctx.kd)
+            self.torque.bound_gains(ctx, out, scale_gains=self.gains == "commanded")
+            kp, kd = (_gain(ctx.kp), _gain(ctx.kd)) if self.gains == "commanded" else (self.kp, self.kd)
             position, force = out, None
         else:
             kp = kd = np.zeros(self.n)
@@ -323,6 +370,7 @@ class SafetyChain:
             if not (fixed <= 1e-12).all():
                 ctx.intervene(FINAL_GUARD, np.nan_to_num(fixed, nan=np.inf).max())
         self._prev = out
+        self.ramp.from_measured = False  # from now on every ramp starts from the last command
         self._prev_behaviour = ctx.behaviour
         self.mode = ctx.mode
         when = ctx.now if math.isfinite(ctx.now) else None
@@ -330,7 +378,8 @@ class SafetyChain:
             self._count(name, mag, when)
         return SafetyCommand(mode=ctx.mode, position=None if position is None else position.copy(),
                              force=None if force is None else force.copy(), kp=kp, kd=kd,
-                             interventions=dict(ctx.interventions), joint_names=self.joint_names)
+                             interventions=dict(ctx.interventions), joint_names=self.joint_names,
+                             q=ctx.q.copy(), dq=ctx.dq.copy())
 
 
 def _gain(k: np.ndarray) -> np.ndarray:

@@ -15,8 +15,10 @@ reports an intervention with ``ctx.intervene(name, magnitude)``; the chain accum
 Position targets are shaped by intervals (`StepContext.constrain`): rate, position,
 velocity and torque each add one, and the target is clipped into the feasible interval.
 Where two cannot both hold (e.g. the robot was pushed far from its previous target), the
-higher priority wins: position limits (absolute) > velocity bound > target rate > torque
-bound, and the torque bound is then met by scaling the gains (`TorqueLimit.bound_gains`).
+higher priority wins: position limits > target rate (these two depend on the command alone
+and always hold together) > velocity bound > torque bound. Where the gains travel with the
+command, the torque bound is then met by scaling them (`TorqueLimit.bound_gains`); with the
+robot's fixed gains the target is the point of the higher-priority interval nearest to it.
 
 The chain runs on the robot every control period, on vectors of a few to a few dozen
 values, where numpy's per-call overhead dominates: the filters take the usual case (finite
@@ -202,6 +204,118 @@ class NonFiniteGuard(LatchingFilter):
             ctx.intervene(self.name, bad)
 
 
+class PlausibilityGuard(LatchingFilter):
+    """Readings no healthy sensor produces latch the fault mode until `reset`; the reason
+    names the field and its value. Finite readings only (NaN/inf are the non-finite guard's):
+
+    - an actuated joint's position beyond its hardware limits by more than position_tolerance;
+    - a joint speed beyond velocity_factor x its velocity limit, as reported (velocity) or as
+      implied by two successive position readings (a glitching encoder; position_tolerance
+      of slack);
+    - a gyro axis beyond angular_velocity, an accelerometer axis beyond linear_acceleration,
+      an IMU quaternion whose norm is off 1 by more than quaternion_norm_tolerance.
+
+    The readings it rejects are not used this step: an implausible position or speed reads as
+    unknown (NaN) to every later filter (no velocity or torque bound is computed from it, and
+    damping holds that joint's last target instead of following it; `ctx.suspect`).
+    Magnitude: how far beyond its bound the worst reading is (0 while only latched).
+    """
+
+    name = "plausibility"
+
+    def __init__(self, fault_mode: str, joint_names: Sequence[str], lower: np.ndarray, upper: np.ndarray,
+                 velocity_limit: np.ndarray, spec):
+        self.fault_mode = fault_mode
+        self.joint_names = tuple(joint_names)
+        self.tolerance = float(spec.position_tolerance)
+        self.lo, self.hi = lower - self.tolerance, upper + self.tolerance
+        self.max_speed = velocity_limit * float(spec.velocity_factor)
+        self.gyro, self.accel = float(spec.angular_velocity), float(spec.linear_acceleration)
+        self.quat_tolerance = float(spec.quaternion_norm_tolerance)
+        self._last: tuple[np.ndarray, float] | None = None  # (q, when) of the last reading
+
+    def reset(self) -> None:
+        super().reset()
+        self._last = None
+
+    def _joint(self, what: str, i: int, value: float, bound: str, excess: float) -> tuple[str, float]:
+        return f"joint_states.{what}[{self.joint_names[i]}] = {value:.6g} {bound}", excess
+
+    def problems(self, ctx: StepContext, history: bool = True) -> tuple[list[tuple[str, float]], np.ndarray]:
+        """[(reason, excess)] and the mask of suspect joints (implausible or non-finite).
+        `history` False: this reading alone (no jump check, nothing remembered)."""
+        q, dq = ctx.q, ctx.dq
+        found: list[tuple[str, float]] = []
+        with np.errstate(invalid="ignore"):
+            finite_q = np.isfinite(q)
+            suspect = ~finite_q
+            out = (q < self.lo) | (q > self.hi)
+            if out.any():
+                suspect |= out
+                for i in np.flatnonzero(out):
+                    lo, hi = self.lo[i] + self.tolerance, self.hi[i] - self.tolerance
+                    found.append(self._joint("position", i, q[i], f"is beyond its limits [{lo:.4g}, {hi:.4g}] by more "
+                                             f"than {self.tolerance}", max(self.lo[i] - q[i], q[i] - self.hi[i])))
+            fast = np.abs(dq) > self.max_speed
+            if fast.any():
+                ctx.dq = np.where(fast, np.nan, dq)
+                for i in np.flatnonzero(fast):
+                    found.append(self._joint("velocity", i, dq[i], f"is beyond {self.max_speed[i]:.4g} (the "
+                                             "plausible speed)", abs(dq[i]) - self.max_speed[i]))
+            # a position that moved further than the plausible speed allows since the last reading
+            when = _stamp_or(getattr(ctx.state, "joint_state_stamp", None), ctx.now)
+            if history and self._last is not None and math.isfinite(when):
+                q0, t0 = self._last
+                elapsed = min(max(when - t0, ctx.dt), 1e6) if math.isfinite(t0) else ctx.dt
+                allowed = self.max_speed * elapsed + self.tolerance
+                jump = np.abs(q - q0) > allowed  # NaN compares False
+                if jump.any():
+                    suspect |= jump
+                    for i in np.flatnonzero(jump):
+                        found.append((f"joint_states.position[{self.joint_names[i]}] jumped {q[i] - q0[i]:+.4g} "
+                                      f"in {elapsed:.3g} s (plausible at most {allowed[i]:.4g})",
+                                      abs(q[i] - q0[i]) - allowed[i]))
+            if history and finite_q.all() and not out.any():
+                self._last = (q.copy(), when)
+        st = ctx.state
+        gyro = _finite_floats(getattr(st, "angular_velocity", None), 3)
+        if gyro is not None:
+            worst = max(map(abs, gyro))
+            if worst > self.gyro:
+                found.append((f"imu.angular_velocity = {gyro} is beyond {self.gyro} rad/s", worst - self.gyro))
+        accel = _finite_floats(getattr(st, "linear_acceleration", None), 3)
+        if accel is not None:
+            worst = max(map(abs, accel))
+            if worst > self.accel:
+                found.append((f"imu.linear_acceleration = {accel} is beyond {self.accel} m/s^2", worst - self.accel))
+        quat = _finite_floats(getattr(st, "orientation", None), 4)
+        if quat is not None:
+            s = max(map(abs, quat))
+            norm = s * math.hypot(*(c / s for c in quat)) if s > 0 else 0.0
+            if abs(norm - 1.0) > self.quat_tolerance:
+                found.append((f"imu.orientation has norm {norm:.6g} (a unit quaternion has 1)", abs(norm - 1.0)))
+        return found, suspect
+
+    def supervise(self, ctx: StepContext) -> None:
+        found, ctx.suspect = self.problems(ctx)
+        if found:
+            ctx.q = np.where(ctx.suspect, np.nan, ctx.q)
+        if found and self._reason is None:
+            self._reason = "implausible reading: " + "; ".join(r for r, _ in found[:3]) + (
+                f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+        if self._reason is not None:
+            ctx.request(self.fault_mode)
+            ctx.intervene(self.name, max((e for _, e in found), default=0.0))
+
+
+def _stamp_or(stamp, default: float) -> float:
+    try:
+        v = float(stamp)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
 # --------------------------------------------------------------------------- 2
 class ActionClip(SafetyFilter):
     """Clips the policy's action to the trained range [-1, 1].
@@ -282,9 +396,10 @@ class ActionMap(SafetyFilter):
 
 
 class RateLimit(SafetyFilter):
-    """Limits how fast a joint target moves: |target - previous target| <= max_target_rate * dt.
-    Position control only; not in damping (the target is then the measured pose).
-    Magnitude: the largest change removed (rad)."""
+    """Limits how fast a joint target moves: |target - previous target| <= max_target_rate * dt,
+    in every mode (damping, hold, e-stop, the ramp after a reset too): the previous target is
+    the last command sent, so this is a property of the command stream, whatever the sensors
+    say. Position control only. Magnitude: the largest change removed (rad)."""
 
     name = "rate_limit"
 
@@ -293,7 +408,7 @@ class RateLimit(SafetyFilter):
         self._per_step = _PerStep(max_rate)
 
     def apply(self, ctx: StepContext) -> None:
-        if not ctx.position_control or ctx.behaviour == "damping":
+        if not ctx.position_control:
             return
         step = self._per_step(ctx.dt)
         lo, hi = ctx.constrain(PRIO_RATE, ctx.prev - step, ctx.prev + step)
@@ -359,8 +474,6 @@ class VelocityLimit(SafetyFilter):
         if not (over.any() or under.any()):
             return
         if ctx.position_control:
-            if ctx.behaviour == "damping":
-                return
             q = ctx.q
             finite = np.isfinite(q)
             lo = np.where(under & finite, q, -np.inf)
@@ -379,9 +492,11 @@ class TorqueLimit(SafetyFilter):
     (tau_max = torque_limit * torque_scale).
 
     `apply` clips the target into the interval q + (kd*dq +- tau_max) / kp where that is
-    compatible with the higher-priority bounds; `bound_gains` (run by the chain on the
-    final target) scales kp and kd down where the bound still does not hold, so it holds
-    for every output whose measured state is finite. Force control: |force| <= tau_max.
+    compatible with the higher-priority bounds (position, rate, velocity), else to the point
+    of theirs nearest to it. `bound_gains` (run by the chain on the final target) then, where
+    the gains travel with the command, scales kp and kd down where the bound still does not
+    hold, so it holds for every output whose measured state is finite; with the robot's
+    fixed gains it reports the excess that remains. Force control: |force| <= tau_max.
     Magnitude: the largest target move (rad), force removed, or torque excess (Nm).
     """
 
@@ -395,8 +510,6 @@ class TorqueLimit(SafetyFilter):
         if not ctx.position_control:
             f = ctx.value
             _record_force(ctx, self.name, f, np.minimum(np.maximum(f, self.neg_tau_max), self.tau_max))
-            return
-        if ctx.behaviour == "damping":
             return
         kp, kd, q, dq = ctx.kp, ctx.kd, ctx.q, ctx.dq
         with np.errstate(all="ignore"):
@@ -417,8 +530,9 @@ class TorqueLimit(SafetyFilter):
         lo, hi = ctx.constrain(PRIO_TORQUE, lo, hi)
         ctx.clip_to(self.name, lo, hi)
 
-    def bound_gains(self, ctx: StepContext, target: np.ndarray) -> None:
-        """Scale ctx.kp/kd per joint so the PD torque at `target` is within tau_max."""
+    def bound_gains(self, ctx: StepContext, target: np.ndarray, scale_gains: bool = True) -> None:
+        """Scale ctx.kp/kd per joint so the PD torque at `target` is within tau_max (with
+        `scale_gains` False, for fixed gains: only report the excess)."""
         with np.errstate(all="ignore"):
             tau = ctx.kp * (target - ctx.q) - ctx.kd * ctx.dq
             within = np.abs(tau) <= self.tau_max
@@ -427,6 +541,10 @@ class TorqueLimit(SafetyFilter):
             ok = np.isfinite(ctx.q) & np.isfinite(ctx.dq)
             over = ok & ~within  # NaN (inf - inf) counts as over
             scale = np.where(np.isfinite(tau), self.tau_max / np.abs(tau) * (1 - 1e-12), 0.0)
+        if over.any() and not scale_gains:
+            excess = np.where(over, np.abs(tau) - self.tau_max, 0.0)
+            ctx.intervene(self.name, np.nan_to_num(excess, nan=0.0).max())
+            return
         if over.any():
             s = np.where(over, scale, 1.0)
             kp, kd = ctx.kp * s, ctx.kd * s
@@ -446,10 +564,10 @@ class WorkspaceLimit(SafetyFilter):
     segment from a safe anchor to the target (bisection, keeping the furthest point that
     is no further outside the box than the anchor). Anchors, first inside the box wins:
     the measured pose and the previous target clipped into the feasible interval of the
-    earlier filters, then the measured pose clipped into the position/velocity bounds.
-    So the result is inside the box whenever the measured pose is (and is within the
-    position limits), and never leaves the position limits or the velocity bound (which
-    always admits the measured pose).
+    earlier filters, then both clipped into the position limits and rate window only. All
+    lie inside the position limits and the rate window, and so does the result. The previous
+    target is always a candidate, so once a target is inside the box every later one is
+    (the box outranks the measured-velocity and torque bounds, which are best effort).
     Magnitude: the largest joint move (rad).
 
     Cost: one `mj_kinematics` per step (none if the target is the one checked last), and
@@ -525,14 +643,15 @@ class WorkspaceLimit(SafetyFilter):
         if outside == 0.0:
             return
         flo, fhi = ctx.feasible()
-        plo, phi = ctx.feasible(max_priority=PRIO_VELOCITY)
+        rlo, rhi = ctx.feasible(max_priority=PRIO_RATE)
         q_finite = all_finite(ctx.q)
         candidates = []
         if q_finite:
             candidates.append(np.clip(ctx.q, flo, fhi))
         candidates.append(np.clip(ctx.prev, flo, fhi))
         if q_finite:
-            candidates.append(np.clip(ctx.q, plo, phi))
+            candidates.append(np.clip(ctx.q, rlo, rhi))
+        candidates.append(np.clip(ctx.prev, rlo, rhi))
         anchor, worst = None, math.inf
         for c in candidates:
             v = self.outside(c)
@@ -653,7 +772,7 @@ class Watchdog(LatchingFilter):
 
 # --------------------------------------------------------------------------- 10
 class EStop(SafetyFilter):
-    """Emergency stop: latched by `trigger(reason)`; only `clear()` (SafetyChain.reset_estop)
+    """Emergency stop: latched by `trigger(reason)`; only `clear()` (SafetyChain.release_estop)
     releases it, never `reset`. Behaves as the spec's fault mode, reported as "estop"."""
 
     name = "estop"
@@ -681,13 +800,15 @@ class EStop(SafetyFilter):
 class StartupRamp(SafetyFilter):
     """Startup ramp and fade-in: how the policy takes over.
 
-    After `restart` the target moves linearly from the measured pose to the default pose
+    After `restart` the target moves linearly from where it starts to the default pose
     (clipped into the position limits) over max(startup_ramp_time, the time the rate and
     velocity limits need); the policy takes over once the time is up *and* the previous
-    target is the default pose. Then the policy's targets are blended in over fade_in_time
-    (weight 0 -> 1, see `ActionMap`); the fade also restarts whenever the policy resumes
-    after a (non-latched) hold. Force control: zero force during the ramp, then the force
-    fades in. Magnitude: the fraction of the policy withheld (1 during the ramp).
+    target is the default pose. It starts from the measured pose only before the chain's
+    first command; after that (a reset, an e-stop release) from the last command, so a
+    reset never makes the command jump. Then the policy's targets are blended in over
+    fade_in_time (weight 0 -> 1, see `ActionMap`); the fade also restarts whenever the
+    policy resumes after a (non-latched) hold. Force control: zero force during the ramp,
+    then the force fades in. Magnitude: the fraction of the policy withheld (1 during the ramp).
     """
 
     name = "startup_ramp"
@@ -702,9 +823,10 @@ class StartupRamp(SafetyFilter):
         self.duration = 0.0
         self.fade_start = 0.0
         self.fade_anchor: np.ndarray | None = None
+        self.from_measured = True  # the chain clears it once it has sent a command
 
     def restart(self, start: np.ndarray | None = None, now: float | None = None) -> None:
-        """Begin the ramp from `start` at `now`, or at the next step (from the measured pose)."""
+        """Begin the ramp from `start` at `now`, or at the next step (see `start_pose`)."""
         if start is None or now is None or not math.isfinite(now):
             self.phase = "pending"
             return
@@ -717,8 +839,9 @@ class StartupRamp(SafetyFilter):
         self.duration = max(self.ramp_time, float(need))
 
     def start_pose(self, ctx: StepContext) -> np.ndarray:
-        """The measured pose clipped into the limits, or the last target if not finite."""
-        if self.end is None:
+        """The last command once there is one; before: the measured pose clipped into the
+        limits (the last target where it is not finite)."""
+        if self.end is None or not self.from_measured:
             return ctx.prev
         return np.where(np.isfinite(ctx.q), np.clip(ctx.q, self.lower, self.upper), ctx.prev)
 

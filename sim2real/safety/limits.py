@@ -19,7 +19,10 @@ What "tighter" means, field by field:
 | tilt_limit | smaller; setting one where the spec has none is tighter, removing one is looser |
 | workspace_min / workspace_max | a box inside the spec's box (a box where the spec has none is tighter) |
 | startup_ramp_time, fade_in_time | longer (gentler) |
+| reset_max_joint_speed | smaller (a reset waits for a stiller robot) |
 | watchdog.joint_states / .imu / .command | shorter timeouts |
+| watchdog.future_stamp | smaller (less clock skew tolerated) |
+| plausibility.* | smaller (a reading counts as impossible sooner) |
 
 `fault_mode` and `damping_kd` are behaviour, not limits: they come from robot.yaml only.
 """
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roboreal.config import ConfigError
-from roboreal.robots.spec import RobotSpec, WatchdogSpec
+from roboreal.robots.spec import PlausibilitySpec, RobotSpec, WatchdogSpec
 
 _PREFIX = "safety"
 
@@ -45,10 +48,18 @@ _SCALARS = {
     "tilt_limit": "smaller",
     "startup_ramp_time": "larger",
     "fade_in_time": "larger",
+    "reset_max_joint_speed": "smaller",
     "watchdog.joint_states": "smaller",
     "watchdog.imu": "smaller",
     "watchdog.command": "smaller",
+    "watchdog.future_stamp": "smaller",
+    "plausibility.position_tolerance": "smaller",
+    "plausibility.velocity_factor": "smaller",
+    "plausibility.angular_velocity": "smaller",
+    "plausibility.linear_acceleration": "smaller",
+    "plausibility.quaternion_norm_tolerance": "smaller",
 }
+_GROUPS = {"watchdog": WatchdogSpec, "plausibility": PlausibilitySpec}  # nested sections
 _OPTIONAL = {"tilt_limit", "watchdog.imu"}  # None = not checked (the loosest value)
 _BOXES = ("workspace_min", "workspace_max")
 _NOT_LIMITS = {"fault_mode", "damping_kd"}
@@ -76,7 +87,9 @@ class SafetyLimits:
     workspace_max: tuple[float, float, float] | None
     startup_ramp_time: float
     fade_in_time: float
+    reset_max_joint_speed: float
     watchdog: WatchdogSpec
+    plausibility: PlausibilitySpec
 
     @classmethod
     def from_spec(cls, spec: RobotSpec) -> "SafetyLimits":
@@ -86,14 +99,28 @@ class SafetyLimits:
             torque_scale=s.torque_scale, max_target_rate=s.max_target_rate, tilt_limit=s.tilt_limit,
             workspace_min=None if s.workspace_min is None else tuple(map(float, s.workspace_min)),
             workspace_max=None if s.workspace_max is None else tuple(map(float, s.workspace_max)),
-            startup_ramp_time=s.startup_ramp_time, fade_in_time=s.fade_in_time, watchdog=s.watchdog)
+            startup_ramp_time=s.startup_ramp_time, fade_in_time=s.fade_in_time,
+            reset_max_joint_speed=s.reset_max_joint_speed, watchdog=s.watchdog, plausibility=s.plausibility)
         limits.validate()
         return limits
 
-    # ----- dotted access ("watchdog.imu") -----
+    @classmethod
+    def from_dict(cls, d: dict) -> "SafetyLimits":
+        """The inverse of `to_dict` (e.g. the limits a policy node reports in ``~/info``)."""
+        d = dict(d)
+        for k in _BOXES:
+            d[k] = None if d.get(k) is None else tuple(map(float, d[k]))
+        for g, group_cls in _GROUPS.items():
+            d[g] = group_cls(**d[g])
+        limits = cls(**d)
+        limits.validate()
+        return limits
+
+    # ----- dotted access ("watchdog.imu", "plausibility.angular_velocity") -----
     def get(self, key: str) -> Any:
-        if key.startswith("watchdog."):
-            return getattr(self.watchdog, key.split(".", 1)[1])
+        group, _, name = key.partition(".")
+        if name:
+            return getattr(getattr(self, group), name)
         return getattr(self, key)
 
     def to_dict(self) -> dict:
@@ -113,11 +140,15 @@ class SafetyLimits:
             v = _number(f, v)
             if key in ("velocity_scale", "torque_scale") and not 0 < v <= 1:
                 raise ConfigError(f, f"must be in (0, 1], got {v}")
-            if key in ("max_target_rate", "tilt_limit") or key.startswith("watchdog."):
-                if not v > 0:
-                    raise ConfigError(f, f"must be positive, got {v}")
-            if key in ("joint_position_margin", "startup_ramp_time", "fade_in_time") and v < 0:
-                raise ConfigError(f, f"must be >= 0, got {v}")
+            non_negative = ("joint_position_margin", "startup_ramp_time", "fade_in_time", "watchdog.future_stamp",
+                            "plausibility.position_tolerance")
+            if key in non_negative:
+                if v < 0:
+                    raise ConfigError(f, f"must be >= 0, got {v}")
+            elif key not in ("velocity_scale", "torque_scale") and not v > 0:
+                raise ConfigError(f, f"must be positive, got {v}")
+            if key == "plausibility.velocity_factor" and v < 1:
+                raise ConfigError(f, f"must be >= 1 (a joint may reach its velocity limit), got {v}")
         lo, hi = self.workspace_min, self.workspace_max
         if (lo is None) != (hi is None):
             raise ConfigError(f"{_PREFIX}.workspace_max" if hi is None else f"{_PREFIX}.workspace_min",
@@ -162,21 +193,21 @@ class SafetyLimits:
     def tighten(self, **overrides: Any) -> "SafetyLimits":
         """A copy with `overrides` applied; each must be at least as tight as `self`.
 
-        Keys are the robot.yaml ``safety:`` keys; the watchdog takes a (partial) mapping,
+        Keys are the robot.yaml ``safety:`` keys; the nested sections take a (partial) mapping,
         ``watchdog={"imu": 0.05}``, or dotted keys, ``**{"watchdog.imu": 0.05}``.
         """
         flat: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key == "watchdog":
-                if isinstance(value, WatchdogSpec):
+            if key in _GROUPS:
+                if isinstance(value, _GROUPS[key]):
                     value = dataclasses.asdict(value)
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{_PREFIX}.watchdog", f"expected a mapping, got {value!r}")
-                flat.update({f"watchdog.{k}": v for k, v in value.items()})
+                    raise ConfigError(f"{_PREFIX}.{key}", f"expected a mapping, got {value!r}")
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
             else:
                 flat[key] = value
         changes: dict[str, Any] = {}
-        wd = dataclasses.asdict(self.watchdog)
+        groups = {g: dataclasses.asdict(getattr(self, g)) for g in _GROUPS}
         for key, value in flat.items():
             f = f"{_PREFIX}.{key}"
             if key in _NOT_LIMITS:
@@ -190,13 +221,14 @@ class SafetyLimits:
             elif key in _SCALARS:
                 if value is not None or key not in _OPTIONAL:
                     value = _number(f, value)
-                if key.startswith("watchdog."):
-                    wd[key.split(".", 1)[1]] = value
+                group, _, name = key.partition(".")
+                if name:
+                    groups[group][name] = value
                 else:
                     changes[key] = value
             else:
-                known = sorted([k for k in _SCALARS if "." not in k] + list(_BOXES) + ["watchdog"])
+                known = sorted([k for k in _SCALARS if "." not in k] + list(_BOXES) + list(_GROUPS))
                 raise ConfigError(f, f"unknown or not a tightenable limit (known: {', '.join(known)})")
-        new = dataclasses.replace(self, **changes, watchdog=WatchdogSpec(**wd))
+        new = dataclasses.replace(self, **changes, **{g: cls(**groups[g]) for g, cls in _GROUPS.items()})
         new.check_within(self)
         return new

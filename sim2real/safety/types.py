@@ -18,9 +18,12 @@ MODES: tuple[str, ...] = ("startup_ramp", "policy", "hold", "damping", "estop")
 RANK = {"policy": 0.0, "soft_hold": 0.5, "startup_ramp": 1.0, "hold": 2.0, "damping": 3.0, "estop": 4.0}
 
 # Priorities of the target constraints (lower wins where two cannot both hold; see
-# `StepContext.constrain`): position limits are absolute, then the measured-velocity
-# bound, then the target rate, then the torque bound (which the gains also enforce).
-PRIO_POSITION, PRIO_VELOCITY, PRIO_RATE, PRIO_TORQUE = 0, 1, 2, 3
+# `StepContext.constrain`). Position limits and the target rate are properties of the
+# command alone, so they hold always, whatever the sensors say (the previous command is
+# inside the limits, so the two are always compatible). The measured-velocity bound and
+# the torque bound depend on the measurement and hold wherever the first two allow (where
+# the gains travel with the command, the torque bound is then met by scaling them).
+PRIO_POSITION, PRIO_RATE, PRIO_VELOCITY, PRIO_TORQUE = 0, 1, 2, 3
 
 _BIG = float(np.finfo(np.float64).max)  # reported instead of an infinite magnitude
 
@@ -53,14 +56,19 @@ class RobotState:
     orientation: base quaternion (w, x, y, z), world <- base. Quadrupeds: this or `gravity`.
     gravity: projected gravity in the base frame, (0, 0, -1) upright (legged_gym convention;
         any norm). An accelerometer reading (+g up) would look upside-down: fails safe.
-    *_stamp: time (same clock as `now`) the last JointState / Imu / command (cmd_vel or
-        goal) message arrived. None means "never received" and counts as stale.
+    angular_velocity, linear_acceleration: the IMU's gyro (rad/s) and accelerometer (m/s^2)
+        readings, for the plausibility check (None: not measured).
+    *_stamp: when the last JointState / Imu / command (cmd_vel or goal) was measured, on
+        the clock of `now` (the node maps header stamps onto it, so a delayed stream or a
+        frozen stamp ages like silence). None means "never received" and counts as stale.
     """
 
     position: np.ndarray
     velocity: np.ndarray
     orientation: np.ndarray | None = None
     gravity: np.ndarray | None = None
+    angular_velocity: np.ndarray | None = None
+    linear_acceleration: np.ndarray | None = None
     joint_state_stamp: float | None = None
     imu_stamp: float | None = None
     command_stamp: float | None = None
@@ -71,14 +79,19 @@ class SafetyCommand:
     """What leaves the chain: the only thing a node may send to the robot.
 
     position: joint position targets (actuated joints, spec order) for position-controlled
-        robots, else None. In damping mode it is the measured position (clipped into the
-        position limits): a ros2_control position interface, which carries no gains, is
-        sent exactly this, so the robot stays where it is instead of being driven.
+        robots, else None. In damping mode it follows the measured position (within the
+        rate limit), so that the robot is not driven: on a position interface, which carries
+        no gains, damping is realised by these targets alone.
     force: joint forces/torques for force-controlled robots (e.g. cartpole), else None.
-    kp, kd: the PD gains for this step (damping: kp = 0, kd = damping_kd). The chain may
-        scale them down so that |kp*(target - q) - kd*dq| stays within the torque bound.
+    kp, kd: the PD gains the robot applies this step. Fixed gains (a position interface):
+        robot.yaml's kp/kd, always. Commanded gains (`position_gains`: they travel with the
+        command): damping has kp = 0, kd = damping_kd, and the chain scales them down so
+        that |kp*(target - q) - kd*dq| stays within the torque bound.
     mode: startup_ramp | policy | hold | damping | estop.
     interventions: filter name -> magnitude, for each filter that intervened this step.
+    q, dq: the measured actuated positions / velocities the chain used this step, NaN where
+        a reading was missing, not finite or rejected as implausible (no bound was computed
+        from it).
     """
 
     mode: str
@@ -88,6 +101,8 @@ class SafetyCommand:
     kd: np.ndarray
     interventions: dict[str, float]
     joint_names: tuple[str, ...] = ()
+    q: np.ndarray | None = None
+    dq: np.ndarray | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -121,6 +136,9 @@ class StepContext:
     fade: float = 1.0  # policy fade-in weight in [0, 1]
     fade_anchor: np.ndarray | None = None  # blended from this pose
     prev_behaviour: str = "policy"
+    # joints whose measured position is not to be trusted this step (non-finite, or flagged
+    # by the plausibility guard): damping holds their last target instead of following them
+    suspect: np.ndarray | None = None
     interventions: dict[str, float] = field(default_factory=dict)
     # (priority, lo, hi), kept sorted by priority (stable); add with `constrain` only
     constraints: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)

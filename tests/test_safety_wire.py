@@ -1,0 +1,155 @@
+"""The safety chain's promises, checked on what arrives on the command topic over real DDS.
+
+A hypothesis-driven hostile driver (`roboreal.sim2real.nodes.hostile.HostileRobot`) plays the
+robot to `roboreal deploy` (a subprocess, loopback DDS, this process's ROS_DOMAIN_ID): it
+sends arbitrary sequences of sensor messages (NaN/inf/huge/impossible values, wrong names,
+lengths and order, stale/frozen/future/zero stamps, floods, silence), velocity commands or
+goals, e-stops, resets, e-stop releases, interventions and teleop actions, and checks every
+command the node publishes, with the node's ``~/audit`` record of it
+(`roboreal.sim2real.safety.wire.WireChecker`): finite, inside the position limits minus the
+margin, within max_target_rate * dt of the previous command, and within the torque bound
+under the gains the robot applies (robot.yaml's on a position interface, the ones on the
+wire with ``position_gains``), for the state the node used, which must be one the driver
+sent. Each example starts from policy mode (reset, release, healthy stream), so the hostile
+acts hit the policy, and every mode they lead to.
+
+Bounded here (ROBOREAL_WIRE_FUZZ_SECONDS per case, default 25); `benchmarks/fuzz_wire.py`
+runs the long campaign. The number of commands checked is printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roboreal.robots.spec import load_robot
+
+assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # set by conftest: DDS stays on loopback
+
+SECONDS = float(os.environ.get("ROBOREAL_WIRE_FUZZ_SECONDS", "25"))
+TINY_PPO = {"num_steps": 4, "num_minibatches": 1, "num_epochs": 1}
+RUNS = {"go1": ("go1-walk", "ppo", TINY_PPO), "panda": ("panda-reach", "sac", {})}
+CASES = [("go1", "forward_command"), ("go1", "position_gains"), ("panda", "forward_command")]
+_REPORTS: dict[str, dict] = {}
+
+
+class _Report:
+    def pytest_terminal_summary(self, terminalreporter):
+        if not _REPORTS:
+            return
+        from roboreal.sim2real.safety.wire import describe
+
+        total = sum(r["commands"] for r in _REPORTS.values())
+        terminalreporter.write_sep("-", f"DDS fuzz: {total} commands checked on the wire (tests/test_safety_wire.py)")
+        for key, r in _REPORTS.items():
+            terminalreporter.write_line(f"{key}: {describe(r)}; acts {r['acts']}, examples {r['examples']}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request):
+    pm = request.config.pluginmanager
+    if pm.get_plugin("wire-fuzz-report") is None:
+        pm.register(_Report(), "wire-fuzz-report")
+    yield
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    from roboreal.agents.runner import resolve_config, train
+    from roboreal.sim2real.bundle import export_bundle
+
+    root = tmp_path_factory.mktemp("wire_runs")
+    out = {}
+    for robot, (task, algo, over) in RUNS.items():
+        run = root / robot
+        train(resolve_config(task, algo, over, num_envs=2, total_steps=1, seed=0), run, progress=False)
+        out[robot] = export_bundle(run)
+    return out
+
+
+def start_node(bundle: Path, robot: str, interface: str, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", "deploy", str(bundle), "--robot", robot,
+            "--ros-args", "-p", "diagnostics_period:=0.5", "-p", f"command_interface:={interface}"]
+    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def stop_node(p: subprocess.Popen) -> int:
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return p.returncode
+
+
+def to_policy(robot, timeout: float = 10.0) -> bool:
+    """Bring the node back to policy mode: reset, release the e-stop, stream healthy readings."""
+    from roboreal.sim2real.nodes.hostile import Act
+
+    if robot.mode() == "policy":
+        return True
+    robot.play([Act("intervention", value=False), Act("estop", value=False), Act("reset"), Act("release_estop")])
+    return robot.wait_mode("policy", timeout)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(int(SECONDS) + 150)
+@pytest.mark.parametrize("robot_name,interface", CASES, ids=[f"{r}-{i}" for r, i in CASES])
+def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, robot_name, interface):
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    from roboreal.sim2real.nodes.hostile import HostileRobot, fuzz_actions
+
+    spec = load_robot(robot_name)
+    dt = float(__import__("yaml").safe_load((bundles[robot_name] / "manifest.yaml").read_text())["control"]["dt"])
+    robot = HostileRobot(spec, interface=interface)
+    node = start_node(bundles[robot_name], robot_name, interface, tmp_path / "node.log")
+    stats = {"acts": 0, "examples": 0}
+    try:
+        robot.attach(dt)
+        assert robot.wait_mode("policy", 30), f"the node never reached policy mode: {robot.modes[-3:]}"
+        end = time.monotonic() + SECONDS
+
+        @settings(max_examples=10_000, deadline=None, phases=[Phase.generate], database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(acts=fuzz_actions(spec))
+        def session(acts):
+            if time.monotonic() > end:
+                return
+            to_policy(robot)
+            robot.play(acts)
+            stats["acts"] += len(acts)
+            stats["examples"] += 1
+            assert node.poll() is None, "the policy node died"
+            assert not robot.problems, robot.problems[:5]
+            assert not robot.invented, f"the audit names states never sent: {robot.invented[:5]}"
+
+        session()
+        robot.stream(0.5)  # let the last commands and audits arrive
+        report = robot.report()
+        report.update(stats)
+        _REPORTS[f"{robot_name}/{interface}"] = report
+        assert node.poll() is None, "the policy node died"
+        assert report["violations"] == {k: 0 for k in report["violations"]}, report["examples"]
+        assert report["invented"] == 0, robot.invented[:5]
+        assert report["audited"] >= report["commands"] - 5, report  # every command came with its audit
+        assert report["commands"] > 0.5 * SECONDS / dt, report  # the node kept publishing under attack
+        assert report["modes"].get("policy", 0) > 0, report["modes"]  # the policy ran between the attacks
+        faults = set(report["modes"]) & {"hold", "damping", "estop"}
+        assert faults, report["modes"]  # ... and the attacks reached the safe modes
+    finally:
+        rc = stop_node(node)
+        robot.close()
+    assert rc == 0, (tmp_path / "node.log").read_text()[-3000:]
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log and "RuntimeWarning" not in log, log[-3000:]
