@@ -105,6 +105,8 @@ class FakeRobot:
         self.order = np.arange(len(self.names))  # publication order of the joints
         self.quat_xyzw = (0.0, 0.0, 0.0, 1.0)
         self.publish_joints = self.publish_imu = True
+        self.stamp_offset = 0.0  # s added to every sensor stamp (negative: stale, positive: future)
+        self.frozen_stamp = None  # a Time to send instead of the clock (a frozen driver)
         self.cmd_vel: tuple | None = (0.3, 0.0, 0.0) if spec.ros.cmd_vel else None
         self.goal: tuple | None = (0.5, 0.0, 0.4) if spec.ros.goal else None
         self.sent_joint_states = 0
@@ -155,6 +157,12 @@ class FakeRobot:
     def _tick(self):
         JointState, Imu, Twist, PoseStamped, Bool, Float64MultiArray = self._msgs
         now = self.node.get_clock().now().to_msg()
+        if self.stamp_offset:
+            from rclpy.duration import Duration
+
+            now = (self.node.get_clock().now() + Duration(nanoseconds=int(self.stamp_offset * 1e9))).to_msg()
+        if self.frozen_stamp is not None:
+            now = self.frozen_stamp
         if self.publish_joints:
             js = JointState()
             js.header.stamp = now
@@ -421,6 +429,79 @@ def test_watchdog_trips_within_its_timeout(bundles, tmp_path):
         msg = robot.call_reset()
         assert "watchdog" in msg
         robot.wait_mode("startup_ramp", 3, since=t_reset)
+    finally:
+        node.stop()
+        robot.close()
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(120)
+def test_stale_frozen_future_and_unset_stamps_are_caught(bundles, tmp_path):
+    """Readings are aged by their header stamps: a stream that keeps coming but is old, frozen,
+    from the future or unstamped makes the robot safe like silence does, with the reason named."""
+    spec = load_robot("go1")
+    wd = spec.safety.watchdog
+    robot = FakeRobot(spec)
+    node = deploy(bundles["go1"], "go1", tmp_path / "node.log")
+    try:
+        for case in ("stale", "frozen", "future", "zero"):
+            t_policy = robot.wait_mode("policy", 25, since=time.monotonic() - 0.05 if case != "stale" else 0.0)
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            if case == "stale":
+                robot.stamp_offset = -1.0  # data keeps flowing at 100 Hz, measured 1 s ago
+            elif case == "frozen":
+                robot.frozen_stamp = robot.node.get_clock().now().to_msg()
+            elif case == "future":
+                robot.stamp_offset = 1.0
+            else:
+                from builtin_interfaces.msg import Time
+
+                robot.frozen_stamp = Time()
+            t_damp = robot.wait_mode("damping", 3, since=t_policy)
+            # stale: at once; frozen: once the stamp is older than the timeout; future/zero: refused -> silence
+            assert t_damp - t0 < wd.joint_states + SLACK, (case, t_damp - t0)
+            robot.wait_for(lambda: any("stale" in d.get("faults", "") for _, d in robot.get("diagnostics", since=t_damp)),
+                           3, f"diagnostics naming the stale readings ({case})")
+            if case in ("future", "zero"):
+                diag = [d for _, d in robot.get("diagnostics", since=t_damp)][-1]
+                reason = diag.get("dropped.JointState.last_reason", "")
+                assert ("future" if case == "future" else "zero") in reason, diag
+            robot.stamp_offset, robot.frozen_stamp = 0.0, None
+            time.sleep(0.2)
+            t_reset = time.monotonic()
+            robot.call_reset()
+            robot.wait_mode("startup_ramp", 3, since=t_reset)
+    finally:
+        node.stop()
+        robot.close()
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("trigger", ["timer", "joint_states"])
+def test_a_stalled_node_is_an_overrun_not_a_sensor_timeout(bundles, tmp_path, trigger):
+    """Fresh data at 200 Hz while the node itself is frozen (SIGSTOP) for 150 ms, longer than
+    the 0.1 s watchdog: on waking it handles what arrived before stepping, so the watchdog does
+    not trip; the stall is reported as the node's own overrun."""
+    spec = load_robot("go1")
+    robot = FakeRobot(spec, rate=200.0)
+    node = deploy(bundles["go1"], "go1", tmp_path / "node.log", f"control_trigger:={trigger}")
+    try:
+        robot.settle("policy", 25)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        for _ in range(5):
+            node.p.send_signal(signal.SIGSTOP)
+            time.sleep(0.15)
+            node.p.send_signal(signal.SIGCONT)
+            time.sleep(0.6)
+        modes = [m for _, m in robot.get("mode", since=t0)]
+        assert "damping" not in modes, modes
+        robot.wait_for(lambda: any(int(d.get("overruns", "0")) >= 5 for _, d in robot.get("diagnostics", since=t0)),
+                       3, f"diagnostics counting the overruns: {robot.get('diagnostics', since=t0)[-1:]}")
+        diag = [d for _, d in robot.get("diagnostics", since=t0)][-1]
+        assert diag["faults"] == "none" and diag["control_trigger"] == trigger, diag
     finally:
         node.stop()
         robot.close()

@@ -986,3 +986,101 @@ def test_gripper_follows_the_chain_mode_through_a_real_startup():
     assert all(w == spec.gripper.closed for m, w in widths if m == "policy")
     with pytest.raises(ValueError, match="no gripper"):
         SafetyChain(robot_spec("go1"), mapping_for(robot_spec("go1")), DT).gripper(0.0)
+
+
+# ============================================================================= plausibility, resets
+@pytest.mark.parametrize("field,expect", [
+    ("position", "joint_states.position[FR_calf_joint] = -10"),
+    ("huge_position", "joint_states.position[FR_calf_joint] = 1e+308"),
+    ("velocity", "joint_states.velocity[FR_calf_joint] = 1e+308"),
+    ("gyro", "imu.angular_velocity"),
+    ("accel", "imu.linear_acceleration"),
+    ("quat", "imu.orientation has norm 3"),
+])
+def test_implausible_readings_latch_the_fault_mode_naming_the_field(field, expect):
+    """Finite but impossible readings: the fault mode, latched, with the field and value in the
+    reason; the reading is not used (the targets hold within the rate limit)."""
+    chain, last, now = warm_chain("go1")
+    state = nominal_state(chain, q=last.position, now=now + DT)
+    state.angular_velocity, state.linear_acceleration = np.zeros(3), np.array([0.0, 0.0, 9.81])
+    if field == "position":
+        state.position[2] = -10.0
+    elif field == "huge_position":
+        state.position[2] = 1e308
+    elif field == "velocity":
+        state.velocity[2] = 1e308
+    elif field == "gyro":
+        state.angular_velocity = np.array([1e30, 0.0, 0.0])
+    elif field == "accel":
+        state.linear_acceleration = np.array([0.0, 0.0, 500.0])
+    else:
+        state.orientation = 3 * state.orientation
+    with np.errstate(all="raise"):  # no overflow anywhere on the way
+        cmd = chain.step(np.zeros(chain.mapping.size), state, now + DT)
+    assert cmd.mode == "damping" and expect in chain.faults["plausibility"], chain.faults
+    check_command(chain, cmd, state, last.position)
+    # healthy readings again: still latched until reset
+    healthy = nominal_state(chain, q=cmd.position, now=now + 2 * DT)
+    assert chain.step(np.zeros(chain.mapping.size), healthy, now + 2 * DT).mode == "damping"
+    chain.reset(nominal_state(chain, q=cmd.position, now=now + 3 * DT), now + 3 * DT)
+    assert "plausibility" not in chain.faults
+
+
+def test_plausible_readings_at_the_bounds_do_not_fault():
+    chain, last, now = warm_chain("go1")
+    p = chain.spec.safety.plausibility
+    q = last.position.copy()
+    state = nominal_state(chain, q=q, now=now + DT, dq=0.99 * p.velocity_factor * chain.spec.array("velocity_limit"))
+    state.angular_velocity = np.full(3, 0.99 * p.angular_velocity)
+    state.linear_acceleration = np.full(3, -0.99 * p.linear_acceleration)
+    state.orientation = state.orientation * (1 + 0.9 * p.quaternion_norm_tolerance)
+    chain.step(np.zeros(chain.mapping.size), state, now + DT)
+    assert "plausibility" not in chain.faults
+
+
+@pytest.mark.parametrize("name", ["panda", "go1"])
+@pytest.mark.parametrize("event", ["reset", "release_estop"])
+def test_a_reset_or_release_ramps_from_the_last_command_never_jumps(name, event):
+    """Before: a reset re-anchored at the measured pose, so the next command jumped there.
+    Now the ramp starts from the last command; the measured pose 0.5 rad away only matters
+    through the rate-limited targets."""
+    chain, last, now = warm_chain(name)
+    r = chain.max_rate * DT
+    if event == "release_estop":
+        chain.estop("test")
+    prev = last.position
+    away = np.clip(prev + 0.5, chain.lower, chain.upper)
+    for k in range(1, 40):
+        t = now + k * DT
+        state = nominal_state(chain, q=away if k < 20 else prev, now=t)
+        if k == 5:
+            chain.reset(state, t) if event == "reset" else chain.release_estop(state, t)
+        cmd = chain.step(np.zeros(chain.mapping.size), state, t)
+        assert np.all(np.abs(cmd.position - prev) <= r * (1 + TOL) + TOL), (k, cmd.mode, cmd.position - prev)
+        prev = cmd.position
+    assert "estop" not in chain.faults
+
+
+def test_release_estop_releases_only_the_estop_and_reset_never_does():
+    chain, last, now = warm_chain("go1")
+    chain.estop("operator")
+    bad = nominal_state(chain, q=last.position, now=now + DT)
+    bad.position[0] = np.nan
+    chain.step(np.zeros(chain.mapping.size), bad, now + DT)
+    assert set(chain.faults) == {"estop", "non_finite"}
+    chain.reset(nominal_state(chain, q=last.position, now=now + 2 * DT), now + 2 * DT)
+    assert set(chain.faults) == {"estop"}
+    chain.step(np.zeros(chain.mapping.size), bad, now + 3 * DT)
+    chain.release_estop(nominal_state(chain, q=last.position, now=now + 4 * DT), now + 4 * DT)
+    assert set(chain.faults) == {"non_finite"}
+
+
+def test_check_state_names_what_is_wrong_without_latching():
+    chain, last, now = warm_chain("panda")
+    state = nominal_state(chain, q=last.position, now=now)
+    assert chain.check_state(state, now) == []
+    state.position[6] = -10.0
+    state.velocity[0] = np.inf
+    why = chain.check_state(state, now)
+    assert any("panda_joint7" in w and "-10" in w for w in why) and any("velocity" in w for w in why), why
+    assert chain.faults == {}

@@ -719,6 +719,11 @@ class PolicyNode(Node):
             now = time.monotonic()
             if self.step_requested or schedule.timer_due(now):
                 deadline_tick = not self.step_requested
+                if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
+                    # the node itself was away (a stall): what the sensors sent meanwhile may still
+                    # be in DDS's hands; give it a moment, so that the watchdog judges the sensors
+                    # on what they sent, not on how long this process slept
+                    self._catch_up(executor, min(0.5 * self.dt, 0.01))
                 self._drain(executor)
                 self.step_requested = False
                 now = time.monotonic()
@@ -726,6 +731,11 @@ class PolicyNode(Node):
                 schedule.stepped(now, deadline_tick)
                 continue
             executor.spin_once(timeout_sec=min(schedule.timeout(now), 0.05))
+
+    def _catch_up(self, executor, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            executor.spin_once(timeout_sec=left)
 
     def _drain(self, executor, limit: int = 100) -> None:
         """Handle the callbacks that are ready now, without waiting (at most `limit`)."""

@@ -12,9 +12,10 @@
   than half a period (a flood cannot speed the policy up); without messages a fallback tick
   runs 1.5 periods after the last step, then every period, so the watchdog still runs.
 
-A step that starts more than half a period after its deadline, or a deadline passed without
-a step, is an *overrun* of the node itself (a stall, an overloaded machine): it is counted
-and reported as such, separately from sensor timeouts.
+A step that starts more than half a period after its deadline (event-driven: more than two
+periods after the previous step, when the fallback would have run), or a timer deadline
+passed without a step, is an *overrun* of the node itself (a stall, an overloaded machine):
+it is counted and reported as such, separately from sensor timeouts.
 
 `StampTracker` maps a message's ``header.stamp`` onto the node's monotonic clock: the time
 the sensor measured = arrival - (ROS now - stamp). The watchdog compares that measurement
@@ -65,6 +66,7 @@ class ControlSchedule:
         self._last_arrival: float | None = None
         self._period: float | None = None
         self._arrivals = 0
+        self._deferred = False  # the deadline is a state's step, held back to keep steps apart
 
     def start(self, now: float) -> None:
         if self.deadline is None:
@@ -93,16 +95,33 @@ class ControlSchedule:
         if self.last_step is None:
             return True
         every = max(1, round(self.dt / self._period)) if self._period else 1
-        return self._arrivals >= every and now - self.last_step >= 0.5 * self.dt
+        if self._arrivals < every:
+            return False
+        earliest = self.last_step + 0.5 * self.dt
+        if now >= earliest:
+            return True
+        # too soon after the last step (a fallback tick just ran, or a flood): step with the
+        # freshest state at the earliest moment allowed, which also locks onto the stream's phase
+        if self.deadline is None or earliest < self.deadline:
+            self.deadline, self._deferred = earliest, True
+        return False
 
     def stepped(self, now: float, deadline_tick: bool) -> None:
         """Record a step at `now`; `deadline_tick`: it ran because a deadline was due."""
         dt = self.dt
-        if deadline_tick and self.deadline is not None:
-            late = now - self.deadline
-            if late > 0.5 * dt:
-                self.overruns.late_steps += 1
-                self.overruns.max_lateness = max(self.overruns.max_lateness, late)
+        if deadline_tick and self._deferred:
+            deadline_tick = False  # a state's step that waited for its turn, not a fallback
+        self._deferred = False
+        # lateness: past the timer's deadline; event-driven: past when the fallback would have run
+        late = 0.0
+        if self.trigger == "timer":
+            if deadline_tick and self.deadline is not None:
+                late = now - self.deadline
+        elif self.last_step is not None:
+            late = now - self.last_step - 1.5 * dt
+        if late > 0.5 * dt:
+            self.overruns.late_steps += 1
+            self.overruns.max_lateness = max(self.overruns.max_lateness, late)
         if self.trigger == "timer":
             d = (self.deadline if self.deadline is not None else now) + dt
             if d <= now:  # whole periods passed without a step: skip them, do not burst
