@@ -76,6 +76,75 @@ def test_sim_robot_quadruped_imu_and_force_robot_efforts():
         SimRobot(load_robot("go1"), initial_pose="nope")
 
 
+def _joint_addr(sim: SimRobot, name: str) -> tuple[int, int]:
+    import mujoco
+
+    jid = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_JOINT, name)
+    return int(sim.model.jnt_qposadr[jid]), int(sim.model.jnt_dofadr[jid])
+
+
+def test_sim_robot_gains_sent_with_the_targets():
+    """position_gains at the SimRobot level: kp = 0 with kd > 0 only damps (a displaced,
+    moving joint is not pulled back); the spec's gains pull it back; the actuator force is
+    kp (target - q) - kd dq for the gains sent; reset() restores the model's gains."""
+    import mujoco
+
+    spec = load_robot("panda")
+    sim = SimRobot(spec)
+    default, kp0, kd0 = spec.array("default"), spec.array("kp"), spec.array("kd")
+    assert sim.gains_settable
+    assert np.allclose(sim.gains[0], kp0) and np.allclose(sim.gains[1], kd0)  # the MJCF servos carry the spec's
+    j = 3  # the elbow
+    qa, va = _joint_addr(sim, spec.joint_names[j])
+
+    # kp = 0, kd > 0: displaced by 0.3 rad and moving away at 0.5 rad/s, the joint is damped to
+    # rest further away, never pulled back towards its target.
+    sim.data.qpos[qa] += 0.3
+    sim.data.qvel[va] = 0.5
+    mujoco.mj_forward(sim.model, sim.data)
+    sim.set_targets(default, kp=np.zeros(7), kd=kd0)
+    assert np.allclose(sim.gains[0], 0.0) and np.allclose(sim.gains[1], kd0)
+    sim.step(200)  # 1 s
+    err = sim.actuated_positions() - default
+    assert err[j] > 0.3 and abs(sim.joint_state()[1][j]) < 0.01, (err, sim.joint_state()[1])
+    assert np.allclose(np.delete(err, j), 0.0, atol=0.02)  # the others barely move (coupling; gravcomp)
+    # The spec's gains: pulled back onto the target.
+    sim.set_targets(default, kp=kp0, kd=kd0)
+    sim.step(200)
+    assert np.allclose(sim.actuated_positions(), default, atol=0.01)
+
+    # The force the servo applies is kp (target - q) - kd dq with the gains sent (inside the
+    # force range: no clipping), measured in the step right after the command.
+    kp, kd = 0.5 * kp0 + 7.0, 0.3 * kd0 + 1.0
+    target = default.copy()
+    target[j] += 0.05
+    sim.data.qvel[va] = -0.2
+    mujoco.mj_forward(sim.model, sim.data)
+    q, dq = sim.actuated_positions(), sim.joint_state()[1][:7]
+    sim.set_targets(target, kp=kp, kd=kd)
+    sim.step(1)
+    expected = kp * (target - q) - kd * dq
+    assert abs(expected[j]) > 10 and np.all(np.abs(expected) < sim.model.actuator_forcerange[sim._act, 1])
+    np.testing.assert_allclose(sim.data.actuator_force[sim._act], expected, rtol=1e-9, atol=1e-9)
+
+    # Bad gains change nothing (targets included); targets alone keep the gains.
+    for bad_kp, bad_kd in ((-kp, kd), (kp, np.full(7, np.nan)), (kp[:3], kd)):
+        with pytest.raises(ValueError):
+            sim.set_targets(default, kp=bad_kp, kd=bad_kd)
+    assert np.allclose(sim.targets, target) and np.allclose(sim.gains[0], kp) and np.allclose(sim.gains[1], kd)
+    sim.set_targets(default)
+    assert np.allclose(sim.gains[0], kp)
+    sim.reset()  # the model's gains again
+    assert np.allclose(sim.gains[0], kp0) and np.allclose(sim.gains[1], kd0)
+    assert np.allclose(sim.model.actuator_biasprm[sim._act, 1], -kp0)
+
+    go1 = SimRobot(load_robot("go1"))  # 12 <position> servos, kp 20 / kv 0.5
+    assert go1.gains_settable and np.allclose(go1.gains[0], 20.0) and np.allclose(go1.gains[1], 0.5)
+    cart = SimRobot(load_robot("cartpole"))  # a force robot: no servo gains
+    with pytest.raises(ValueError, match="position servos"):
+        cart.set_gains([1.0], [0.0])
+
+
 def test_trajectory_follower_interpolates_then_holds():
     f = TrajectoryFollower(start=np.array([0.0, 1.0, 2.0]), joint_index=np.array([2, 0]),
                            times=np.array([1.0, 2.0]), positions=np.array([[4.0, 1.0], [6.0, 3.0]]), t0=10.0)
@@ -284,6 +353,105 @@ def test_bridge_node_joint_trajectory_interface(node_context):
         assert node.stats["ignored"] == n + 2 and not node.pending_commands
     finally:
         node.destroy_node()
+
+
+def _gains_msg(q, kp, kd, labelled: bool = True):
+    """A position_gains command: [positions, kp, kd], layout "interface" (3) x "joint" (N)."""
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
+
+    data = np.concatenate([np.asarray(q, float), np.asarray(kp, float), np.asarray(kd, float)])
+    n = len(q)
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(label="interface", size=3, stride=3 * n),
+                                   MultiArrayDimension(label="joint", size=n, stride=n)]) if labelled \
+        else MultiArrayLayout()
+    return Float64MultiArray(layout=layout, data=data.tolist())
+
+
+@pytest.mark.ros
+def test_bridge_node_position_gains_interface(node_context):
+    """command_interface position_gains: each valid command sets the targets and the servo
+    gains; wrong length / NaN / negative gain: ignored whole; ~/reset restores the model's gains."""
+    from std_srvs.srv import Trigger
+
+    from roboreal.config import ConfigError
+
+    node = _bridge_node(node_context, robot="go1", command_interface="position_gains")
+    try:
+        spec, n = node.spec, 12
+        kp0, kd0 = spec.array("kp"), spec.array("kd")
+        q = spec.array("default") + 0.1
+        kp, kd = np.linspace(5.0, 40.0, n), np.linspace(0.1, 1.2, n)
+        node._on_position_gains(_gains_msg(q, kp, kd))
+        node._apply_due_commands(time.monotonic() + 1)
+        assert np.allclose(node.sim.targets, q)
+        assert np.allclose(node.sim.gains[0], kp) and np.allclose(node.sim.gains[1], kd)
+        ignored = node.stats["ignored"]
+        bad_kd = kd.copy()
+        bad_kd[4] = -0.1
+        nan_kp = kp.copy()
+        nan_kp[0] = np.nan
+        for msg in (_gains_msg(q[:6], kp[:6], kd[:6]), _gains_msg(q, kp, kd[:11]), _gains_msg(q, nan_kp, kd),
+                    _gains_msg(q, -kp, kd), _gains_msg(q, kp, bad_kd), _gains_msg(q + np.inf, kp, kd)):
+            node._on_position_gains(msg)
+        assert node.stats["ignored"] == ignored + 6 and not node.pending_commands
+        node._on_position_gains(_gains_msg(q - 0.2, np.zeros(n), kd0, labelled=False))  # any layout: only 3N counts
+        node._apply_due_commands(time.monotonic() + 1)
+        assert np.allclose(node.sim.targets, q - 0.2) and np.allclose(node.sim.gains[0], 0.0)
+        node._on_reset(Trigger.Request(), Trigger.Response())
+        assert np.allclose(node.sim.gains[0], kp0) and np.allclose(node.sim.gains[1], kd0)
+    finally:
+        node.destroy_node()
+    with pytest.raises(ConfigError, match="position_gains needs a position-controlled robot"):
+        _bridge_node(node_context, robot="cartpole", command_interface="position_gains")
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_go1_bridge_applies_position_gains_over_dds():
+    """`roboreal sim-bridge --robot go1 -p command_interface:=position_gains` over DDS: the
+    servos carry the standing robot; malformed commands that would switch them off are
+    ignored with a warning; kp = kd = 0 makes every joint effort exactly 0 (a limp robot);
+    the spec's gains bring the efforts back."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    spec = load_robot("go1")
+    n, default = 12, spec.array("default")
+    kp0, kd0, zeros = spec.array("kp"), spec.array("kd"), np.zeros(12)
+    with running_bridge("go1", _domain(75), "gains_bridge",
+                        "--ros-args", "-p", "command_interface:=position_gains") as (bridge, probe):
+        js = _subscribe(probe, JointState, "/joint_states")
+        _wait_first(probe, js, bridge, "JointState")
+        assert "commands (position_gains, positions, kp, kd)" in bridge.output
+        pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
+        assert probe.spin_until(lambda: pub.get_subscription_count() > 0, 10.0)
+
+        def effort() -> np.ndarray:
+            return np.abs(np.array(js.msgs[-1].effort))
+
+        probe.spin_for(0.3)
+        assert effort().max() > 0.5, effort()  # standing: the servos carry the 13 kg robot
+        neg = zeros.copy()
+        neg[3] = -1.0
+        nan = zeros.copy()
+        nan[7] = np.nan
+        # Each malformed kind once, 1.1 s apart (the warning is throttled to one a second).
+        for msg in (Float64MultiArray(data=np.concatenate([default, zeros]).tolist()),  # 24 values, not 36
+                    _gains_msg(default, zeros, nan), _gains_msg(default, zeros, neg)):
+            pub.publish(msg)
+            probe.spin_for(1.1)
+            assert effort().max() > 0.5, "a malformed command was applied"
+        out = bridge.output
+        assert out.count("ignoring command") >= 3, out
+        assert "has 24 values, expected 36" in out and "NaN or inf" in out and "negative gain" in out, out
+
+        pub.publish(_gains_msg(default, zeros, zeros))  # valid: no servo force at all
+        assert probe.spin_until(lambda: np.all(effort() == 0.0), 2.0), effort()
+        pub.publish(_gains_msg(default, kp0, kd0 + neg))  # malformed (a negative kd): still limp
+        probe.spin_for(0.3)
+        assert np.all(effort() == 0.0), effort()
+        pub.publish(_gains_msg(default, kp0, kd0))  # the spec's gains again
+        assert probe.spin_until(lambda: effort().max() > 0.5, 2.0), effort()
 
 
 @pytest.mark.ros

@@ -2,7 +2,9 @@
 
 `SimRobot` owns a single `MjModel`/`MjData` built from a `RobotSpec`, holds joint
 targets (position robots: the MJCF position servos, whose kp/kv are the spec's gains)
-or efforts (force robots), and reads back what a real robot's driver would report:
+or efforts (force robots), optionally per-joint PD gains sent with the targets (drivers
+that take kp/kd with every command, `set_targets(q, kp, kd)` / `set_gains`), and reads
+back what a real robot's driver would report:
 joint positions/velocities/efforts, the IMU (orientation, angular velocity, linear
 acceleration including gravity, like a real accelerometer) and the end-effector pose.
 `sim_bridge.py` wraps it in a ROS 2 node; tests can drive it directly.
@@ -69,6 +71,24 @@ class SimRobot:
         else:
             limit = spec.array("torque_limit")
             self._ctrl_lo, self._ctrl_hi = -limit, limit
+
+        # Per-joint PD gains of the position servos. A MuJoCo <position> actuator is
+        # force = gainprm[0] * ctrl + biasprm[0] + biasprm[1] * q + biasprm[2] * qdot with
+        # gainprm[0] = kp, biasprm = (0, -kp, -kv): i.e. kp (ctrl - q) - kv qdot, clipped to
+        # forcerange. Gains can be changed at run time only for such servos on a joint with
+        # gear 1 (ctrl and forces in joint units); `reset()` restores the loaded gains.
+        a = self._act
+        self.gains_settable = bool(
+            self.position_control
+            and np.all(m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT)
+            and np.all(m.actuator_gaintype[a] == mujoco.mjtGain.mjGAIN_FIXED)
+            and np.all(m.actuator_biastype[a] == mujoco.mjtBias.mjBIAS_AFFINE)
+            and np.all(m.actuator_dyntype[a] == mujoco.mjtDyn.mjDYN_NONE)
+            and np.allclose(m.actuator_gear[a, 0], 1.0) and np.allclose(m.actuator_gear[a, 1:], 0.0)
+            and np.allclose(m.actuator_biasprm[a, 0], 0.0)
+            and np.allclose(m.actuator_biasprm[a, 1], -m.actuator_gainprm[a, 0]))
+        self._init_gainprm = m.actuator_gainprm[a].copy()
+        self._init_biasprm = m.actuator_biasprm[a].copy()
 
         # Gripper: the one actuator that drives none of the spec's joints.
         self._gripper_act: int | None = None
@@ -171,20 +191,66 @@ class SimRobot:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         d.qpos[:] = self._init_qpos
+        m.actuator_gainprm[self._act] = self._init_gainprm
+        m.actuator_biasprm[self._act] = self._init_biasprm
         self.targets = self._init_targets.copy()
         self.gripper_target = self._init_gripper
         self._apply_ctrl()
         mujoco.mj_forward(m, d)
 
-    def set_targets(self, values: np.ndarray) -> None:
-        """Position targets (position robots) or efforts (force robots) of the actuated joints."""
+    def set_targets(self, values: np.ndarray, kp: np.ndarray | None = None, kd: np.ndarray | None = None) -> None:
+        """Position targets (position robots) or efforts (force robots) of the actuated joints.
+
+        With `kp` and `kd` (position robots only, one value per actuated joint, >= 0) the
+        servos' gains are set too, as a driver that takes (q, kp, kd) per joint with every
+        command does; without them the gains stay as they are. Everything is checked before
+        anything changes: a bad command raises ValueError and changes nothing."""
         values = np.asarray(values, dtype=np.float64)
         if values.shape != self.targets.shape:
             raise ValueError(f"expected {self.targets.size} values (actuated joints {self.actuated_names}), "
                              f"got {values.size}")
         if not np.all(np.isfinite(values)):
             raise ValueError("command contains NaN or inf")
+        if (kp is None) != (kd is None):
+            raise ValueError("pass both kp and kd, or neither")
+        if kp is not None:
+            kp, kd = self._check_gains(kp, kd)
+            self._write_gains(kp, kd)
         self.targets = np.clip(values, self._ctrl_lo, self._ctrl_hi)
+
+    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
+        """Per-joint PD gains of the position servos (N m/rad and N m s/rad, or N/m, N s/m),
+        actuated joints in spec order; both >= 0 (kp = 0: no pull towards the target, only
+        damping). Held until changed or `reset()` (which restores the model's gains)."""
+        self._write_gains(*self._check_gains(kp, kd))
+
+    @property
+    def gains(self) -> tuple[np.ndarray, np.ndarray]:
+        """(kp, kd) the servos apply now, actuated joints in spec order."""
+        m = self.model
+        return m.actuator_gainprm[self._act, 0].copy(), -m.actuator_biasprm[self._act, 2].copy()
+
+    def _check_gains(self, kp, kd) -> tuple[np.ndarray, np.ndarray]:
+        if not self.gains_settable:
+            raise ValueError(f"robot {self.spec.name!r}: gains can be set only on position servos (MuJoCo "
+                             f"<position> actuators with gear 1) of a position-controlled robot")
+        kp = np.asarray(kp, dtype=np.float64)
+        kd = np.asarray(kd, dtype=np.float64)
+        n = len(self._act)
+        if kp.shape != (n,) or kd.shape != (n,):
+            raise ValueError(f"expected {n} kp and {n} kd values (actuated joints {self.actuated_names}), "
+                             f"got {kp.size} and {kd.size}")
+        if not (np.all(np.isfinite(kp)) and np.all(np.isfinite(kd))):
+            raise ValueError("gains contain NaN or inf")
+        if np.any(kp < 0) or np.any(kd < 0):
+            raise ValueError(f"gains must be >= 0, got kp {kp.tolist()} kd {kd.tolist()}")
+        return kp, kd
+
+    def _write_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
+        m = self.model
+        m.actuator_gainprm[self._act, 0] = kp
+        m.actuator_biasprm[self._act, 1] = -kp
+        m.actuator_biasprm[self._act, 2] = -kd
 
     def set_gripper(self, opening: float) -> None:
         if self._gripper_act is None:

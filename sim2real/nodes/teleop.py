@@ -24,6 +24,23 @@ stop this node and the robot holds):
 A Joy stream silent for ``joy_timeout`` s counts as released sticks: zero velocity, no
 goal motion, and no teleop action (the policy node then holds while intervening).
 
+Stopping (SIGINT/SIGTERM; measured 0.4-0.8 s from the signal to the process's exit, the
+limit is 2 s). Its last words are published once, reliably; it then waits up to 0.2 s for
+the subscribers' acknowledgements (the data itself arrives at once on loopback; Fast DDS's
+acknowledgements can take half a second, so this is a bounded wait, not a guarantee):
+  * quadrupeds: a zero ``Twist`` on ``cmd_vel_topic``: the policy is asked to stand still,
+    and when the stream it stands on goes stale the policy node's command watchdog makes
+    the robot hold its standing pose (``safety.watchdog.command``);
+  * manipulators: no goal at all (the goal stream just stops): a last goal would be a new
+    target nobody is watching; the policy node keeps the last goal until its command
+    watchdog makes the arm hold;
+  * ``false`` on ``intervention_topic``: no human is driving any more. Leaving the policy
+    node in intervention would hold the robot on a dead teleop stream indefinitely and
+    mark every recorded step as an intervention without a label; with ``false`` the policy
+    node's own watchdogs decide (hold on the stale cmd_vel / goal above), which is where
+    that decision belongs. No teleop action and no e-stop (``false`` releases nothing).
+A Ctrl-C therefore never leaves the robot walking or reaching on the human's last command.
+
 Keys: w/s a/d q/e  vx, vy, yaw rate (quadruped) | w/s a/d r/f  goal x, y, z (manipulator)
       space  zero the velocity  |  i  toggle intervention  |  [ ]  select action dim
       k/l  action dim -/+  |  z  zero the action  |  x  e-stop  |  h  help
@@ -283,6 +300,10 @@ def make_node(**kwargs):
             self.action_pub = self.create_publisher(Float64MultiArray, str(p["teleop_action_topic"]), qos)
             self.estop_pub = self.create_publisher(Bool, str(p["estop_topic"]), qos)
             self._estops_sent = 0
+            # Set when the process is stopping: from then on only `publish_last_words` speaks
+            # (run() hands in its signal flag, so a tick or a Joy message handled between the
+            # signal and the end of the loop publishes nothing).
+            self.stopping = threading.Event()
             if not self.keyboard:
                 self.create_subscription(Joy, str(p["joy_topic"]), self._on_joy, qos)
             self.create_timer(1.0 / self.rate, self._tick)
@@ -310,13 +331,36 @@ def make_node(**kwargs):
             self.logic.set_goal(g)  # someone else set a goal: nudge from there
 
         def _publish_events(self) -> None:
+            if self.stopping.is_set():
+                return
             while self._estops_sent < self.logic.estop_requests:
                 self.estop_pub.publish(Bool(data=True))
                 self._estops_sent += 1
                 self.get_logger().error("E-STOP sent")
             self.intervention_pub.publish(Bool(data=self.logic.intervening))
 
+        def publish_last_words(self, timeout: float = 0.2) -> list[str]:
+            """On shutdown: zero velocity (quadrupeds), intervention false, no new goal;
+            waits (at most `timeout` s) for every subscriber's acknowledgement."""
+            from rclpy.duration import Duration
+
+            sent = []
+            self.logic.velocity = np.zeros(3)
+            self.logic.intervening = False
+            if self.twist_pub is not None:
+                self.twist_pub.publish(Twist())
+                sent.append((self.twist_pub, "zero velocity"))
+            self.intervention_pub.publish(Bool(data=False))
+            sent.append((self.intervention_pub, "intervention false"))
+            end = time.monotonic() + timeout
+            for pub, _ in sent:
+                left = max(end - time.monotonic(), 0.0)
+                pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+            return [what for _, what in sent]
+
         def _tick(self) -> None:
+            if self.stopping.is_set():
+                return
             now = time.monotonic()
             lg = self.logic
             lg.tick(1.0 / self.rate, now, self.keyboard)
@@ -360,40 +404,49 @@ def _keyboard_loop(keys: list, lock: threading.Lock, stop: threading.Event) -> N
 
 
 def run(ros_args: list[str]) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    """Run teleop with `ros_args` (as after ``--ros-args``); returns an exit code.
 
-    rclpy.init(args=["roboreal-teleop", "--ros-args", *ros_args])
-    node = None
-    stop = threading.Event()
-    try:
+    SIGINT/SIGTERM set a flag (`process.ros_until_signal`, rclpy's handlers not installed),
+    checked every 20 ms; then the last words (see the module docstring) go out while the
+    context is still valid, and the node exits."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from roboreal.sim2real.nodes.process import ros_until_signal
+
+    with ros_until_signal("roboreal-teleop", ros_args) as stop:
         try:
             node = make_node()
         except ConfigError as e:
             print(f"[teleop] error: {e}", file=sys.stderr, flush=True)
             return 2
+        node.stopping = stop
         keys: list[str] = []
         lock = threading.Lock()
-        if node.keyboard:
-            if not sys.stdin.isatty():
-                print("[teleop] error: keyboard: stdin is not a terminal", file=sys.stderr, flush=True)
-                return 2
-            threading.Thread(target=_keyboard_loop, args=(keys, lock, stop), daemon=True).start()
-            print(__doc__.split("Keys:")[1], file=sys.stderr)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.02)
-            with lock:
-                pending, keys[:] = list(keys), []
-            for ch in pending:
-                node.on_key(ch)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        stop.set()
-        time.sleep(0.15)  # the keyboard thread restores the terminal
-        if node is not None:
+        keyboard_stop = threading.Event()
+        keyboard = None
+        try:
+            if node.keyboard:
+                if not sys.stdin.isatty():
+                    print("[teleop] error: keyboard: stdin is not a terminal", file=sys.stderr, flush=True)
+                    return 2
+                keyboard = threading.Thread(target=_keyboard_loop, args=(keys, lock, keyboard_stop), daemon=True)
+                keyboard.start()
+                print(__doc__.split("Keys:")[1], file=sys.stderr)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.02)
+                with lock:
+                    pending, keys[:] = list(keys), []
+                for ch in pending:
+                    node.on_key(ch)
+            if rclpy.ok():
+                said = node.publish_last_words()
+                print(f"[teleop] stopped: published {', '.join(said)}", flush=True)
+        finally:
+            keyboard_stop.set()
+            if keyboard is not None:
+                keyboard.join(0.5)  # it restores the terminal
             node.destroy_node()
-        rclpy.try_shutdown()
     return 0
