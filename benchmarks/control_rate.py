@@ -18,10 +18,16 @@ After --warmup seconds (startup ramp and fade-in done) it measures for --seconds
   arrivals at the probe (what the robot sees), p50 / p99;
 - sensor-to-command latency: from a JointState's stamp (the bridge measured the joints)
   to the node publishing the command computed from it: one DDS hop, the wait for the
-  next control tick (up to a period: the node is timer-driven, like a ros2_control
-  controller), observation, inference and the safety chain; p50 / p99.
+  next control step (up to a period with ``control_trigger=timer``, like a ros2_control
+  controller; none with ``joint_states``, which steps when the state arrives),
+  observation, inference and the safety chain; p50 / p99;
+- overruns: steps the node itself started late (`timing.ControlSchedule`).
 
-    python benchmarks/control_rate.py [--rates 50 200 500] [--seconds 10]
+Each rate is measured for every --configs pair of the node's ``control_trigger`` (timer |
+joint_states) and ``executor`` (single: rclpy's SingleThreadedExecutor | events: rclpy's
+experimental EventsExecutor).
+
+    python benchmarks/control_rate.py [--rates 50 200 500] [--seconds 10] [--configs timer/single ...]
 
 Numbers depend on the machine's load: run it on a quiet machine.
 """
@@ -94,27 +100,27 @@ def percentiles(x: list[float] | np.ndarray) -> tuple[float, float]:
     return float(np.percentile(x, 50)), float(np.percentile(x, 99))
 
 
-def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
+def measure(rate: int, bundle: Path, warmup: float, seconds: float, trigger: str = "timer",
+            executor_kind: str = "single") -> dict:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
-    from roboreal.sim2real.nodes.policy_node import PolicyNode
+    from roboreal.sim2real.nodes.policy_node import PolicyNode, make_executor
 
     env = os.environ.copy()
     bridge = subprocess.Popen([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", "go1", "--rate", str(rate)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     probe = subprocess.Popen([sys.executable, __file__, "--probe", "--probe-seconds", str(warmup + seconds + 1.0)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    rclpy.init(args=["control-rate-bench", "--ros-args", "-p", "robot:=go1", "-p", f"bundle:={bundle}"])
+    rclpy.init(args=["control-rate-bench", "--ros-args", "-p", "robot:=go1", "-p", f"bundle:={bundle}",
+                     "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor_kind}"])
     node = PolicyNode()
     node.window = collections.deque()  # keep every sample (the node keeps a few seconds for its diagnostics)
-    executor = SingleThreadedExecutor()
+    executor = make_executor(executor_kind)
     executor.add_node(node)
     stop = threading.Event()
 
     def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
+        node.spin(executor, stop)  # exactly as `roboreal deploy` runs it
 
     thread = threading.Thread(target=spin, daemon=True)
     t_start = time.monotonic()
@@ -127,6 +133,8 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
         mode = node.mode
         windows = list(node.window)
         ticks = [t for t, *_ in windows]
+        overruns = node.schedule.overruns.total
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
         bridge.terminate()
@@ -139,7 +147,8 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
     arrival_periods = np.diff(arrivals)
     period = 1.0 / rate
     return {
-        "rate": rate, "mode": mode, "samples": len(sel),
+        "rate": rate, "trigger": trigger, "executor": executor_kind, "mode": mode, "samples": len(sel),
+        "overruns": overruns,
         "node_rate": len(sel) / seconds, "arrival_rate": len(arrivals) / seconds,
         "node_jitter": percentiles(np.abs(node_periods - period)),
         "arrival_jitter": percentiles(np.abs(arrival_periods - period)),
@@ -150,6 +159,9 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", type=int, nargs="+", default=[50, 200, 500])
+    p.add_argument("--configs", nargs="+", default=["timer/single", "timer/events", "joint_states/single",
+                                                    "joint_states/events"],
+                   help="control_trigger/executor pairs of the policy node to measure")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
     p.add_argument("--warmup", type=float, default=6.0, help="seconds before measuring (startup ramp, fade-in)")
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
@@ -163,18 +175,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rate in args.rates:
             bundle = export_bundle(rate, Path(tmp))
-            row = measure(rate, bundle, args.warmup, args.seconds)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for config in args.configs:
+                trigger, executor_kind = config.split("/")
+                row = measure(rate, bundle, args.warmup, args.seconds, trigger, executor_kind)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     ms = 1e3
     print()
-    print(f"{'target Hz':>9s} {'node Hz':>8s} {'robot Hz':>9s} {'tick jitter p50/p99 ms':>23s} "
-          f"{'arrival jitter p50/p99 ms':>26s} {'sensor->command p50/p99 ms':>27s}")
+    print(f"{'target Hz':>9s} {'trigger/executor':>20s} {'node Hz':>8s} {'robot Hz':>9s} {'tick jitter p50/p99 ms':>23s} "
+          f"{'arrival jitter p50/p99 ms':>26s} {'sensor->command p50/p99 ms':>27s} {'overruns':>8s}")
     for r in rows:
         nj, aj, lat = r["node_jitter"], r["arrival_jitter"], r["latency"]
-        print(f"{r['rate']:9d} {r['node_rate']:8.1f} {r['arrival_rate']:9.1f} "
+        print(f"{r['rate']:9d} {r['trigger'] + '/' + r['executor']:>20s} {r['node_rate']:8.1f} {r['arrival_rate']:9.1f} "
               f"{nj[0] * ms:11.3f} / {nj[1] * ms:7.3f}   {aj[0] * ms:12.3f} / {aj[1] * ms:7.3f}   "
-              f"{lat[0] * ms:12.3f} / {lat[1] * ms:7.3f}")
+              f"{lat[0] * ms:12.3f} / {lat[1] * ms:7.3f} {r['overruns']:8d}")
 
 
 if __name__ == "__main__":

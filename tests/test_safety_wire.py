@@ -36,7 +36,10 @@ assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # set by 
 SECONDS = float(os.environ.get("ROBOREAL_WIRE_FUZZ_SECONDS", "25"))
 TINY_PPO = {"num_steps": 4, "num_minibatches": 1, "num_epochs": 1}
 RUNS = {"go1": ("go1-walk", "ppo", TINY_PPO), "panda": ("panda-reach", "sac", {})}
-CASES = [("go1", "forward_command"), ("go1", "position_gains"), ("panda", "forward_command")]
+# (robot, command interface, control trigger / executor): fixed and commanded gains, timer and
+# event-driven stepping, rclpy's executor and the events executor
+CASES = [("go1", "forward_command", "timer/single"), ("go1", "position_gains", "joint_states/events"),
+         ("panda", "forward_command", "timer/single")]
 _REPORTS: dict[str, dict] = {}
 
 
@@ -74,10 +77,12 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def start_node(bundle: Path, robot: str, interface: str, log: Path) -> subprocess.Popen:
+def start_node(bundle: Path, robot: str, interface: str, config: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    trigger, executor = config.split("/")
     args = [sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", "deploy", str(bundle), "--robot", robot,
-            "--ros-args", "-p", "diagnostics_period:=0.5", "-p", f"command_interface:={interface}"]
+            "--ros-args", "-p", "diagnostics_period:=0.5", "-p", f"command_interface:={interface}",
+            "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor}"]
     return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -92,20 +97,10 @@ def stop_node(p: subprocess.Popen) -> int:
     return p.returncode
 
 
-def to_policy(robot, timeout: float = 10.0) -> bool:
-    """Bring the node back to policy mode: reset, release the e-stop, stream healthy readings."""
-    from roboreal.sim2real.nodes.hostile import Act
-
-    if robot.mode() == "policy":
-        return True
-    robot.play([Act("intervention", value=False), Act("estop", value=False), Act("reset"), Act("release_estop")])
-    return robot.wait_mode("policy", timeout)
-
-
 @pytest.mark.ros
 @pytest.mark.timeout(int(SECONDS) + 150)
-@pytest.mark.parametrize("robot_name,interface", CASES, ids=[f"{r}-{i}" for r, i in CASES])
-def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, robot_name, interface):
+@pytest.mark.parametrize("robot_name,interface,config", CASES, ids=[f"{r}-{i}-{c}" for r, i, c in CASES])
+def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, robot_name, interface, config):
     from hypothesis import HealthCheck, Phase, given, settings
 
     from roboreal.sim2real.nodes.hostile import HostileRobot, fuzz_actions
@@ -113,22 +108,21 @@ def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, 
     spec = load_robot(robot_name)
     dt = float(__import__("yaml").safe_load((bundles[robot_name] / "manifest.yaml").read_text())["control"]["dt"])
     robot = HostileRobot(spec, interface=interface)
-    node = start_node(bundles[robot_name], robot_name, interface, tmp_path / "node.log")
+    node = start_node(bundles[robot_name], robot_name, interface, config, tmp_path / "node.log")
     stats = {"acts": 0, "examples": 0}
     try:
         robot.attach(dt)
         assert robot.wait_mode("policy", 30), f"the node never reached policy mode: {robot.modes[-3:]}"
         end = time.monotonic() + SECONDS
 
-        @settings(max_examples=10_000, deadline=None, phases=[Phase.generate], database=None,
+        @settings(max_examples=max(10, int(3 * SECONDS)), deadline=None, phases=[Phase.generate], database=None,
                   suppress_health_check=list(HealthCheck))
         @given(acts=fuzz_actions(spec))
         def session(acts):
             if time.monotonic() > end:
                 return
-            to_policy(robot)
-            robot.play(acts)
-            stats["acts"] += len(acts)
+            robot.recover()
+            stats["acts"] += robot.play(acts, deadline=end)
             stats["examples"] += 1
             assert node.poll() is None, "the policy node died"
             assert not robot.problems, robot.problems[:5]
@@ -138,7 +132,7 @@ def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, 
         robot.stream(0.5)  # let the last commands and audits arrive
         report = robot.report()
         report.update(stats)
-        _REPORTS[f"{robot_name}/{interface}"] = report
+        _REPORTS[f"{robot_name}/{interface}/{config}"] = report
         assert node.poll() is None, "the policy node died"
         assert report["violations"] == {k: 0 for k in report["violations"]}, report["examples"]
         assert report["invented"] == 0, robot.invented[:5]

@@ -269,13 +269,30 @@ class HostileRobot:
                                                                        (value if value is not None else self.goal))
             self.goal_pub.publish(g)
 
-    def call(self, service: str) -> None:
-        """Call ~/reset or ~/release_estop without waiting for the answer."""
+    def call(self, service: str, wait: float = 0.0) -> bool | None:
+        """Call ~/reset or ~/release_estop; with `wait`, stream healthy readings until it answers
+        (True: done, False: refused, None: no answer)."""
         client = self.clients[service]
-        if client.service_is_ready():
-            fut = client.call_async(self._types["Trigger"].Request())
-            fut.add_done_callback(lambda f: self.service_answers.update(
-                [f"{service}: {'ok' if f.result() and f.result().success else 'refused'}"]))
+        if not client.service_is_ready() and not (wait and client.wait_for_service(timeout_sec=wait)):
+            return None
+        fut = client.call_async(self._types["Trigger"].Request())
+        fut.add_done_callback(lambda f: self.service_answers.update(
+            [f"{service}: {'ok' if f.result() and f.result().success else 'refused'}"]))
+        end = time.monotonic() + wait
+        while wait and not fut.done() and time.monotonic() < end:
+            self.stream(0.02)
+        return (fut.result().success if fut.result() else None) if fut.done() else None
+
+    def recover(self, timeout: float = 10.0) -> bool:
+        """Back to policy mode: no intervention, faults reset, e-stop released, healthy readings."""
+        self.intervention_pub.publish(self._types["Bool"](data=False))
+        end = time.monotonic() + timeout
+        while self.mode() != "policy" and time.monotonic() < end:
+            if self.mode() in ("damping", "hold", "estop"):
+                self.call("reset", wait=1.0)
+                self.call("release_estop", wait=1.0)
+            self.stream(0.2)
+        return self.mode() == "policy"
 
     def stream(self, duration: float, joints: bool = True, imu: bool = True, commands: bool = True,
                corrupt=None) -> None:
@@ -302,11 +319,17 @@ class HostileRobot:
         self.check_pending()
 
     # ------------------------------------------------------------------ sessions
-    def play(self, acts: list[Act]) -> None:
-        """Run a hostile session (see `Act`); every command is checked as it comes."""
+    def play(self, acts: list[Act], deadline: float | None = None) -> int:
+        """Run a hostile session (see `Act`), until `deadline` (monotonic) if given; every
+        command is checked as it comes. Returns how many acts ran."""
+        done = 0
         for act in acts:
+            if deadline is not None and time.monotonic() > deadline:
+                break
             getattr(self, f"_act_{act.kind}")(act)
+            done += 1
         self.check_pending()
+        return done
 
     def _act_stream(self, act: Act) -> None:
         self.stream(act.duration)

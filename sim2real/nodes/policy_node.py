@@ -715,22 +715,39 @@ class PolicyNode(Node):
         already waiting, so a step never runs on older readings than have arrived."""
         schedule = self.schedule
         schedule.start(time.monotonic())
+        failures = 0
         while not stop.is_set() and rclpy.ok(context=self.context):
-            now = time.monotonic()
-            if self.step_requested or schedule.timer_due(now):
-                deadline_tick = not self.step_requested
-                if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
-                    # the node itself was away (a stall): what the sensors sent meanwhile may still
-                    # be in DDS's hands; give it a moment, so that the watchdog judges the sensors
-                    # on what they sent, not on how long this process slept
-                    self._catch_up(executor, min(0.5 * self.dt, 0.01))
-                self._drain(executor)
-                self.step_requested = False
-                now = time.monotonic()
-                self._step(now)
-                schedule.stepped(now, deadline_tick)
-                continue
+            try:
+                self._spin_once(executor)
+                failures = 0
+            except Exception as e:  # a bug in a callback must not silence the robot: latch the e-stop, go on
+                failures += 1
+                self.get_logger().error(f"internal error, e-stop latched: {type(e).__name__}: {e}",
+                                        throttle_duration_sec=1.0)
+                self.chain.estop(f"internal error: {type(e).__name__}: {e}")
+                if failures > 100:
+                    raise
+
+    def _spin_once(self, executor) -> None:
+        """One turn of `spin`: a due step, or waiting for (and handling) the next message."""
+        schedule = self.schedule
+        now = time.monotonic()
+        if not (self.step_requested or schedule.timer_due(now)):
             executor.spin_once(timeout_sec=min(schedule.timeout(now), 0.05))
+            return
+        deadline_tick = not self.step_requested
+        if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
+            # the node itself was away (a stall): what the sensors sent meanwhile may still be in
+            # DDS's hands; give it a moment, so that the watchdog judges the sensors on what they
+            # sent, not on how long this process slept
+            self._catch_up(executor, min(0.5 * self.dt, 0.01))
+        self._drain(executor)
+        self.step_requested = False
+        now = time.monotonic()
+        try:
+            self._step(now)
+        finally:
+            schedule.stepped(now, deadline_tick)
 
     def _catch_up(self, executor, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -811,7 +828,7 @@ class PolicyNode(Node):
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return st
 
-    def _publish_diagnostics(self) -> None:
+    def _publish_diagnostics(self, *_) -> None:  # (the events executor passes timer info)
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [self.diagnostics()]
