@@ -1084,3 +1084,16 @@ def test_check_state_names_what_is_wrong_without_latching():
     why = chain.check_state(state, now)
     assert any("panda_joint7" in w and "-10" in w for w in why) and any("velocity" in w for w in why), why
     assert chain.faults == {}
+
+
+def test_screen_latches_a_bad_sample_even_if_a_good_one_follows():
+    """A reading is screened when it arrives: one NaN or impossible sample between two steps
+    latches the fault mode, though the step itself only sees the good one after it."""
+    for bad_value, guard in ((np.nan, "non_finite"), (-10.0, "plausibility")):
+        chain, last, now = warm_chain("go1")
+        bad = nominal_state(chain, q=last.position, now=now)
+        bad.position[4] = bad_value
+        assert chain.screen(bad, now) and guard in chain.faults and "on arrival" in chain.faults[guard]
+        cmd = chain.step(np.zeros(chain.mapping.size), nominal_state(chain, q=last.position, now=now + DT), now + DT)
+        assert cmd.mode == "damping"
+        check_command(chain, cmd, nominal_state(chain, q=last.position, now=now + DT), last.position)

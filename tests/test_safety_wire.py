@@ -20,13 +20,9 @@ runs the long campaign. The number of commands checked is printed in the termina
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from roboreal.robots.spec import load_robot
@@ -34,8 +30,6 @@ from roboreal.robots.spec import load_robot
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # set by conftest: DDS stays on loopback
 
 SECONDS = float(os.environ.get("ROBOREAL_WIRE_FUZZ_SECONDS", "25"))
-TINY_PPO = {"num_steps": 4, "num_minibatches": 1, "num_epochs": 1}
-RUNS = {"go1": ("go1-walk", "ppo", TINY_PPO), "panda": ("panda-reach", "sac", {})}
 # (robot, command interface, control trigger / executor): fixed and commanded gains, timer and
 # event-driven stepping, rclpy's executor and the events executor
 CASES = [("go1", "forward_command", "timer/single"), ("go1", "position_gains", "joint_states/events"),
@@ -65,36 +59,10 @@ def _report(request):
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
-    from roboreal.agents.runner import resolve_config, train
-    from roboreal.sim2real.bundle import export_bundle
+    from roboreal.sim2real.nodes.hostile import tiny_bundle
 
     root = tmp_path_factory.mktemp("wire_runs")
-    out = {}
-    for robot, (task, algo, over) in RUNS.items():
-        run = root / robot
-        train(resolve_config(task, algo, over, num_envs=2, total_steps=1, seed=0), run, progress=False)
-        out[robot] = export_bundle(run)
-    return out
-
-
-def start_node(bundle: Path, robot: str, interface: str, config: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    trigger, executor = config.split("/")
-    args = [sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", "deploy", str(bundle), "--robot", robot,
-            "--ros-args", "-p", "diagnostics_period:=0.5", "-p", f"command_interface:={interface}",
-            "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor}"]
-    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-
-
-def stop_node(p: subprocess.Popen) -> int:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    return p.returncode
+    return {robot: tiny_bundle(robot, root) for robot in ("go1", "panda")}
 
 
 @pytest.mark.ros
@@ -103,12 +71,12 @@ def stop_node(p: subprocess.Popen) -> int:
 def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, robot_name, interface, config):
     from hypothesis import HealthCheck, Phase, given, settings
 
-    from roboreal.sim2real.nodes.hostile import HostileRobot, fuzz_actions
+    from roboreal.sim2real.nodes.hostile import HostileRobot, fuzz_actions, start_policy_node, stop_process
 
     spec = load_robot(robot_name)
     dt = float(__import__("yaml").safe_load((bundles[robot_name] / "manifest.yaml").read_text())["control"]["dt"])
     robot = HostileRobot(spec, interface=interface)
-    node = start_node(bundles[robot_name], robot_name, interface, config, tmp_path / "node.log")
+    node = start_policy_node(bundles[robot_name], robot_name, tmp_path / "node.log", interface, config)
     stats = {"acts": 0, "examples": 0}
     try:
         robot.attach(dt)
@@ -142,7 +110,7 @@ def test_every_command_on_the_wire_keeps_the_chains_promises(bundles, tmp_path, 
         faults = set(report["modes"]) & {"hold", "damping", "estop"}
         assert faults, report["modes"]  # ... and the attacks reached the safe modes
     finally:
-        rc = stop_node(node)
+        rc = stop_process(node)
         robot.close()
     assert rc == 0, (tmp_path / "node.log").read_text()[-3000:]
     log = (tmp_path / "node.log").read_text()

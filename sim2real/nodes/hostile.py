@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import collections
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -457,6 +462,48 @@ class HostileRobot:
         self.executor.shutdown()
         self.node.destroy_node()
         self.ctx.try_shutdown()
+
+
+# (robot, task, algorithm, overrides) of the one-iteration training runs whose bundles the
+# hostile sessions deploy: valid bundles, untrained policies (a human's wild takeovers
+# stress the chain harder than any policy would)
+TINY_RUNS = {"go1": ("go1-walk", "ppo", {"num_steps": 4, "num_minibatches": 1, "num_epochs": 1}),
+             "panda": ("panda-reach", "sac", {})}
+
+
+def tiny_bundle(robot: str, root: Path) -> Path:
+    """A bundle for `robot` from a one-iteration training run in `root`."""
+    from roboreal.agents.runner import resolve_config, train
+    from roboreal.sim2real.bundle import export_bundle
+
+    task, algo, over = TINY_RUNS[robot]
+    run = Path(root) / robot
+    train(resolve_config(task, algo, over, num_envs=2, total_steps=1, seed=0), run, progress=False)
+    return export_bundle(run)
+
+
+def start_policy_node(bundle: Path, robot: str, log: Path, interface: str = "forward_command",
+                      config: str = "timer/single") -> subprocess.Popen:
+    """`roboreal deploy` as a subprocess (same environment: DDS domain and range), output to `log`;
+    `config` = "control_trigger/executor"."""
+    trigger, executor = config.split("/")
+    args = [sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", "deploy", str(bundle), "--robot", robot,
+            "--ros-args", "-p", "diagnostics_period:=0.5", "-p", f"command_interface:={interface}",
+            "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor}"]
+    return subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def stop_process(p: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGINT, then SIGKILL after `timeout` s; the exit code."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return p.returncode
 
 
 def fuzz_actions(spec: RobotSpec, max_acts: int = 12):

@@ -452,8 +452,15 @@ class PolicyNode(Node):
             return self._drop("JointState", str(e))
         if hits == 0:
             return self._drop("JointState", f"none of its joints {list(msg.name)[:4]}... is a joint of {self.spec.name}")
+        self._screen()
         if self.schedule.on_joint_state(time.monotonic()):
             self.step_requested = True
+
+    def _screen(self) -> None:
+        """Every reading is checked as it arrives (not only the latest at a step): a single
+        NaN or impossible sample latches the fault mode even if a good one follows."""
+        if self.started and self.builder.ready:
+            self.chain.screen(self.builder.robot_state(), time.monotonic())
 
     def _on_imu(self, msg: Imu) -> None:
         measured = self._measured_at("Imu", msg.header)
@@ -466,6 +473,7 @@ class PolicyNode(Node):
             quat = (o.x, o.y, o.z, o.w)
         accel = None if msg.linear_acceleration_covariance[0] == -1.0 else (a.x, a.y, a.z)
         self.builder.set_imu(quat, (w.x, w.y, w.z), measured, accel)
+        self._screen()
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         v = np.array([msg.linear.x, msg.linear.y, msg.angular.z])

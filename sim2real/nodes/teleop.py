@@ -19,7 +19,7 @@ stop this node and the robot holds):
     nudged per dimension from the keyboard. The policy node executes it through the SAME
     safety chain as the policy's action.
   * e-stop: ``estop_button`` / the key ``x`` publish true on ``estop_topic`` (latched in the
-    policy node until its ``~/reset`` service).
+    policy node until its ``~/release_estop`` service; its ``~/reset`` does not release it).
 
 A Joy stream silent for ``joy_timeout`` s counts as released sticks: zero velocity, no
 goal motion, and no teleop action (the policy node then holds while intervening).

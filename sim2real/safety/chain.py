@@ -219,10 +219,25 @@ class SafetyChain:
     def check_state(self, state: RobotState | None, now: float) -> list[str]:
         """Why `state` is not a reading to start the robot from: the non-finite and implausible
         values the chain would latch a fault for ([] if there are none). Latches nothing."""
+        non_finite, implausible = self._screen(state, now)
+        return non_finite + implausible
+
+    def screen(self, state: RobotState | None, now: float) -> list[str]:
+        """Check a reading the moment it arrives, between steps: non-finite or implausible
+        values latch the fault mode now (reason: "on arrival: ..."), so a bad sample is caught
+        even if a good one replaces it before the next step. Returns the reasons ([] if fine)."""
+        non_finite, implausible = self._screen(state, now)
+        for name, reasons in (("non_finite", non_finite), ("plausibility", implausible)):
+            guard = self.filter(name)
+            if reasons and guard.latched is None:
+                guard._reason = "on arrival: " + "; ".join(reasons[:3])
+        return non_finite + implausible
+
+    def _screen(self, state, now) -> tuple[list[str], list[str]]:
         ctx = self._context(np.zeros(self.mapping.size), state, now)
-        _, why = self.filter("non_finite").problems(ctx)
+        _, non_finite = self.filter("non_finite").problems(ctx)
         found, _ = self.filter("plausibility").problems(ctx, history=False)
-        return why + [reason for reason, _ in found]
+        return non_finite, [reason for reason, _ in found]
 
     @property
     def previous_command(self) -> np.ndarray:
