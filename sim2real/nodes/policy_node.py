@@ -98,6 +98,7 @@ robot's limits (`SafetyLimits.tighten` refuses loosening: the node exits with st
 
 from __future__ import annotations
 
+import array
 import collections
 import math
 import sys
@@ -309,6 +310,7 @@ class PolicyNode(Node):
         self.drop_reasons: dict[str, str] = {}
         self.callbacks = 0  # subscription/service callbacks run: how `spin` knows the queue is empty
         self.commands_sent = 0  # the audit's seq
+        self.last_latency: float | None = None  # s from the joints' stamp to the last command
         self.waiting_for: list[str] = []  # why no command is sent yet (before the first one)
         self.prev_report = self.chain.report()
         self.prev_report_time = time.monotonic()
@@ -452,9 +454,10 @@ class PolicyNode(Node):
             return self._drop("JointState", str(e))
         if hits == 0:
             return self._drop("JointState", f"none of its joints {list(msg.name)[:4]}... is a joint of {self.spec.name}")
-        self._screen()
         if self.schedule.on_joint_state(time.monotonic()):
-            self.step_requested = True
+            self.step_requested = True  # the step checks this reading itself
+        else:
+            self._screen()
 
     def _screen(self) -> None:
         """Every reading is checked as it arrives (not only the latest at a step): a single
@@ -663,10 +666,7 @@ class PolicyNode(Node):
         self.executed_action_pub.publish(Float64MultiArray(data=[float(v) for v in action]))
         if cmd.mode != self.mode:
             self._publish_mode(cmd.mode)
-        latency = None
-        if b.joint_header_stamp:
-            latency = self.get_clock().now().nanoseconds * 1e-9 - b.joint_header_stamp
-        self.window.append((now, latency, inference))
+        self.window.append((now, self.last_latency, inference))
 
     def _applied_action(self, cmd, prev, action: np.ndarray) -> np.ndarray:
         idx = [self.chain.joint_names.index(j) for j in self.mapping.joints]
@@ -674,22 +674,26 @@ class PolicyNode(Node):
 
     def _publish_command(self, cmd) -> None:
         """Send the chain's command, then its ``~/audit`` record."""
-        values = [float(v) for v in cmd.values]
+        values = array.array("d", cmd.values.tolist())
         if self.interface == "forward_command":
             self.cmd_pub.publish(Float64MultiArray(data=values))
         elif self.interface == "position_gains":
-            gains = [float(v) for v in cmd.kp] + [float(v) for v in cmd.kd]
-            self.cmd_pub.publish(Float64MultiArray(layout=self.gains_layout, data=values + gains))
+            values.extend(cmd.kp.tolist())
+            values.extend(cmd.kd.tolist())
+            self.cmd_pub.publish(Float64MultiArray(layout=self.gains_layout, data=values))
         else:
             msg = JointTrajectory()
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.joint_names = list(cmd.joint_names)
             pt = JointTrajectoryPoint()
-            pt.positions = values
+            pt.positions = values.tolist()
             sec = int(self.traj_time)
             pt.time_from_start.sec, pt.time_from_start.nanosec = sec, int(round((self.traj_time - sec) * 1e9))
             msg.points = [pt]
             self.cmd_pub.publish(msg)
+        # sensor -> command: from when the joints were measured (stamp) to the command leaving
+        stamp = self.builder.joint_header_stamp
+        self.last_latency = self.get_clock().now().nanoseconds * 1e-9 - stamp if stamp else None
         self.commands_sent += 1
         measured = self.builder.joint_state_time()
         flags = sum(1 << i for i, name in enumerate(self.audit_filters) if name in cmd.interventions)
@@ -749,7 +753,9 @@ class PolicyNode(Node):
             # DDS's hands; give it a moment, so that the watchdog judges the sensors on what they
             # sent, not on how long this process slept
             self._catch_up(executor, min(0.5 * self.dt, 0.01))
-        self._drain(executor)
+            self._drain(executor)
+        elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
+            self._drain(executor)
         self.step_requested = False
         now = time.monotonic()
         try:
