@@ -1097,3 +1097,42 @@ def test_screen_latches_a_bad_sample_even_if_a_good_one_follows():
         cmd = chain.step(np.zeros(chain.mapping.size), nominal_state(chain, q=last.position, now=now + DT), now + DT)
         assert cmd.mode == "damping"
         check_command(chain, cmd, nominal_state(chain, q=last.position, now=now + DT), last.position)
+
+
+def test_the_wire_checker_catches_each_kind_of_violation():
+    """The DDS tests are only as good as their checker: each invariant, broken on purpose, is
+    counted under its own name; a clean stream from the chain itself counts nothing."""
+    from roboreal.sim2real.safety.wire import WireChecker
+
+    chain, last, now = warm_chain("go1")
+    spec, n = chain.spec, chain.n
+    ok = WireChecker(spec, DT)
+    prev = last.position
+    for k in range(1, 30):  # the chain's own commands, with their audits: clean
+        state = nominal_state(chain, q=prev, now=now + k * DT, dq=np.full(n, 3.0 * (-1) ** k))
+        cmd = chain.step(np.full(chain.mapping.size, (-1) ** k), state, now + k * DT)
+        audit = {"seq": k, "command": cmd.position, "kp": cmd.kp, "kd": cmd.kd, "q": cmd.q, "dq": cmd.dq,
+                 "interventions": 0, "gains_commanded": 0.0}
+        assert ok.check(cmd.position, audit) == []
+        prev = cmd.position
+    bad = WireChecker(spec, DT)
+    p = chain.default.copy()
+    audit = lambda seq, cmd, q, dq: {"seq": seq, "command": cmd, "kp": chain.kp, "kd": chain.kd,  # noqa: E731
+                                     "q": q, "dq": dq, "interventions": 0}
+    assert bad.check(p, audit(1, p, p, np.zeros(n))) == []
+    jump = p.copy()
+    jump[0] += 0.5  # beyond 0.3 rad per step
+    assert any(v.startswith("rate") for v in bad.check(jump, audit(2, jump, jump, np.zeros(n))))
+    assert any(v.startswith("finite") for v in bad.check(np.full(n, np.nan)))
+    out = jump.copy()
+    out[2] = spec.upper[2]  # inside the hardware limit, outside the margin
+    assert any(v.startswith("position_limits") for v in bad.check(out))
+    # torque (fixed gains): the hip measured 1.5 rad away (20 * 1.5 = 30 Nm > 21.3 Nm) and the target
+    # not moved towards it within the rate limit
+    q = out.copy()
+    q[0] -= 1.5
+    same = out.copy()
+    assert any(v.startswith("torque") for v in bad.check(same, audit(3, same, q, np.zeros(n))))
+    assert any(v.startswith("audit") for v in bad.check(same, audit(9, same, same, np.zeros(n))))
+    s = bad.summary()["violations"]
+    assert all(s[k] >= 1 for k in ("finite", "position_limits", "rate", "torque", "audit")), s
