@@ -101,7 +101,7 @@ def percentiles(x: list[float] | np.ndarray) -> tuple[float, float]:
 
 
 def measure(rate: int, bundle: Path, warmup: float, seconds: float, trigger: str = "timer",
-            executor_kind: str = "single") -> dict:
+            executor_kind: str = "single", realtime: int = 0) -> dict:
     import rclpy
 
     from roboreal.sim2real.nodes.policy_node import PolicyNode, make_executor
@@ -112,7 +112,8 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float, trigger: str
     probe = subprocess.Popen([sys.executable, __file__, "--probe", "--probe-seconds", str(warmup + seconds + 1.0)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     rclpy.init(args=["control-rate-bench", "--ros-args", "-p", "robot:=go1", "-p", f"bundle:={bundle}",
-                     "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor_kind}"])
+                     "-p", f"control_trigger:={trigger}", "-p", f"executor:={executor_kind}",
+                     "-p", f"realtime_priority:={realtime}"])
     node = PolicyNode()
     node.window = collections.deque()  # keep every sample (the node keeps a few seconds for its diagnostics)
     executor = make_executor(executor_kind)
@@ -147,7 +148,8 @@ def measure(rate: int, bundle: Path, warmup: float, seconds: float, trigger: str
     arrival_periods = np.diff(arrivals)
     period = 1.0 / rate
     return {
-        "rate": rate, "trigger": trigger, "executor": executor_kind, "mode": mode, "samples": len(sel),
+        "rate": rate, "trigger": trigger, "executor": executor_kind, "realtime_priority": realtime, "mode": mode,
+        "samples": len(sel),
         "overruns": overruns,
         "node_rate": len(sel) / seconds, "arrival_rate": len(arrivals) / seconds,
         "node_jitter": percentiles(np.abs(node_periods - period)),
@@ -163,6 +165,8 @@ def main() -> None:
                                                     "joint_states/events"],
                    help="control_trigger/executor pairs of the policy node to measure")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
+    p.add_argument("--realtime-priority", type=int, default=0,
+                   help="the policy node's realtime_priority (SCHED_FIFO of its control thread; 0: off)")
     p.add_argument("--warmup", type=float, default=6.0, help="seconds before measuring (startup ramp, fade-in)")
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--probe-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -177,7 +181,7 @@ def main() -> None:
             bundle = export_bundle(rate, Path(tmp))
             for config in args.configs:
                 trigger, executor_kind = config.split("/")
-                row = measure(rate, bundle, args.warmup, args.seconds, trigger, executor_kind)
+                row = measure(rate, bundle, args.warmup, args.seconds, trigger, executor_kind, args.realtime_priority)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     ms = 1e3

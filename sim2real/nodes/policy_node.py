@@ -101,6 +101,7 @@ from __future__ import annotations
 import array
 import collections
 import math
+import os
 import sys
 import threading
 import time
@@ -146,6 +147,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "control_trigger": ("timer", "timer (a fixed period) | joint_states (step when a JointState arrives)"),
     "executor": ("single", "single (SingleThreadedExecutor) | events (rclpy.experimental.EventsExecutor)"),
     "require_stamps": (True, "refuse sensor messages with a zero header.stamp (their age is unknown)"),
+    "realtime_priority": (0, "SCHED_FIFO priority (1-99) of the control loop's thread, as ros2_control's "
+                             "thread_priority; 0: normal scheduling. Needs CAP_SYS_NICE / an rtprio limit"),
     "trajectory_time_from_start": (0.0, "s, time_from_start of the JointTrajectory point (0: the control period)"),
     "intervention_topic": ("/intervention", "std_msgs/Bool: true = the human's action drives the robot"),
     "teleop_action_topic": ("/teleop/action", "std_msgs/Float64MultiArray: the human's normalized action"),
@@ -269,6 +272,9 @@ class PolicyNode(Node):
         if self.executor_kind not in ("single", "events"):
             raise ConfigError("executor", f"expected single or events, got {self.executor_kind!r}")
         self.schedule = ControlSchedule(self.dt, trigger)
+        self.realtime_priority = int(p["realtime_priority"])
+        if not 0 <= self.realtime_priority <= 99:
+            raise ConfigError("realtime_priority", f"expected 0 (off) or 1-99, got {self.realtime_priority}")
         require = p["require_stamps"]
         if not isinstance(require, bool):
             raise ConfigError("require_stamps", f"expected true or false, got {require!r}")
@@ -726,6 +732,12 @@ class PolicyNode(Node):
         step when it is due (`timing.ControlSchedule`), and before a timer step every message
         already waiting, so a step never runs on older readings than have arrived."""
         schedule = self.schedule
+        if self.realtime_priority:
+            try:  # this thread only: the control loop preempts ordinary processes (not the kernel's)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except (OSError, AttributeError) as e:
+                self.get_logger().warning(f"realtime_priority {self.realtime_priority} not granted ({e}): "
+                                          "normal scheduling")
         schedule.start(time.monotonic())
         failures = 0
         while not stop.is_set() and rclpy.ok(context=self.context):
@@ -756,6 +768,8 @@ class PolicyNode(Node):
             self._drain(executor)
         elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
             self._drain(executor)
+        if deadline_tick:
+            _sleep_until(schedule.deadline)  # woken `lead` early to drain: now step on the tick
         self.step_requested = False
         now = time.monotonic()
         try:
@@ -847,6 +861,15 @@ class PolicyNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [self.diagnostics()]
         self.diag_pub.publish(msg)
+
+
+def _sleep_until(t: float) -> None:
+    """Wait until monotonic time `t`: sleep, then spin for the last 0.1 ms (sleep overshoots)."""
+    left = t - time.monotonic()
+    if left > 2e-4:
+        time.sleep(left - 1e-4)
+    while time.monotonic() < t:
+        pass
 
 
 def make_executor(kind: str):
