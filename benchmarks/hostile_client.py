@@ -675,8 +675,9 @@ def wire_check(seg: dict, spec, lim: Limits, robot: "HostileRobot", t_ref: float
         limits = SafetyLimits.from_dict(info["safety_limits"])
         limits.check_within(SafetyLimits.from_spec(spec))
     interface = info.get("command_interface", seg["interface"])
-    checker = WIRE.WireChecker(spec, lim.dt, limits, interface,
-                               workspace_flag=WIRE.intervention_flag(info.get("audit_interventions", []), "workspace"))
+    checker = WIRE.WireChecker(spec, lim.dt, limits, interface)
+    names = list(info.get("audit_interventions", []))
+    ws_flag = 1 << names.index("workspace") if "workspace" in names else None  # the box's audit bit
     by_seq = {}
     for _, a in seg["audits"]:
         by_seq.setdefault(int(a["seq"]), a)
@@ -689,7 +690,6 @@ def wire_check(seg: dict, spec, lim: Limits, robot: "HostileRobot", t_ref: float
         first = seg["commands"][0][1][:n]
         off = next((q - 1 for q in sorted(by_seq)[:50] if np.array_equal(np.asarray(by_seq[q]["command"]), first)), 0)
     checker.expected_seq = off + 1
-    ws_flag = checker.workspace_flag
     strict = {"torque_strict_audit": 0, "torque_strict_max_excess_nm": 0.0, "workspace_outranked": 0}
     modes = STEP.MODES
     per_cmd = []  # (t, mode, [problems], best_effort, rate ratio, strict torque exceeded, workspace flag, min kp on wire)

@@ -277,8 +277,7 @@ def torque_interval(chain: SafetyChain, q, dq, kp, kd) -> tuple[np.ndarray, np.n
     return np.where(ok, lo, -np.inf), np.where(ok, hi, np.inf)
 
 
-def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarray | None,
-                  prev_in_box: bool = False) -> None:
+def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarray | None) -> None:
     """Everything the chain promises about one output, for any input. `prev_out`: the
     previous command (None for a chain's first)."""
     n = chain.n
@@ -323,11 +322,6 @@ def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarr
             tau = cmd.kp * (t - q) - cmd.kd * dq
         assert (np.abs(tau[finite]) <= chain.tau_max[finite] * (1 + TOL) + TOL).all(), (tau, chain.tau_max)
     behaviour = chain.fault_mode if cmd.mode == "estop" else cmd.mode
-    if "workspace" in cmd.interventions:
-        # the box outranks the velocity and torque bounds: inside it when the last one was
-        if prev_in_box and behaviour != "damping":
-            assert inside_box(chain, fk(chain, t)), fk(chain, t)
-        return
     # 3. velocity: a joint faster than v_max gets no target leading it further, where 1-2 allow
     over = np.isfinite(q) & (dq > chain.v_max)
     under = np.isfinite(q) & (dq < -chain.v_max)
@@ -341,15 +335,12 @@ def check_command(chain: SafetyChain, cmd, state: RobotState, prev_out: np.ndarr
     lo, hi = fold(limits)
     tol = 1e-9 * (1 + np.abs(t))
     assert (t >= lo - tol).all() and (t <= hi + tol).all(), ("torque", t, lo, hi, q, dq)
-    if prev_in_box and behaviour != "damping" and chain.limits.workspace_min is not None:
-        assert inside_box(chain, fk(chain, t)), fk(chain, t)
-
-
-def in_box(chain: SafetyChain, cmd) -> bool:
-    """Whether the command's end-effector is inside the workspace box (False without a box)."""
-    if chain.limits.workspace_min is None or cmd.position is None:
-        return False
-    return inside_box(chain, fk(chain, cmd.position), 0.0)
+    # 5. workspace: inside the box whenever the last command or the measured pose, clipped into
+    # all the bounds above, is (outside damping, where the robot is let go)
+    if chain.limits.workspace_min is not None and behaviour != "damping" and prev_out is not None:
+        anchors = [np.clip(prev_out, lo, hi)] + ([np.clip(q, lo, hi)] if np.isfinite(q).all() else [])
+        if any(inside_box(chain, fk(chain, a), 0.0) for a in anchors):
+            assert inside_box(chain, fk(chain, t)), fk(chain, t)
 
 
 # ============================================================================= whole chain
@@ -368,12 +359,10 @@ def test_chain_output_is_finite_and_within_every_limit_for_any_input(name, data)
     if data.draw(st.booleans(), label="warm"):
         chain, last, now = warm_chain(name, kind, gains)
         prev_out = last.position
-        prev_in_box = in_box(chain, last)
     else:
         chain, now = SafetyChain(spec, mapping_for(spec, kind), DT, gains=gains), 0.0
         chain.reset(nominal_state(chain, now=now), now)
         prev_out = chain.previous_command if chain.position_control else None  # the measured pose
-        prev_in_box = False
     estopped = False
     sent = prev_out is not None and chain.ramp.from_measured is False  # a command went out already
     wild = data.draw(st.booleans(), label="wild")  # else: only plausible inputs, no events
@@ -397,11 +386,10 @@ def test_chain_output_is_finite_and_within_every_limit_for_any_input(name, data)
         event_(f"mode={cmd.mode}")
         for name_ in cmd.interventions:
             event_(f"intervened: {name_}")
-        check_command(chain, cmd, state, prev_out, prev_in_box)
+        check_command(chain, cmd, state, prev_out)
         assert (cmd.mode == "estop") == estopped, (cmd.mode, estopped)
         prev_out = cmd.position if cmd.position is not None else cmd.force
         sent = True
-        prev_in_box = prev_in_box or in_box(chain, cmd)
 
 
 @pytest.mark.parametrize("name", ROBOTS)

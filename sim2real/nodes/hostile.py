@@ -33,7 +33,7 @@ import numpy as np
 
 from roboreal.robots.spec import RobotSpec
 from roboreal.sim2real.nodes.step_record import MODES, audit_from_msg, parse_info
-from roboreal.sim2real.safety.wire import WireChecker, intervention_flag
+from roboreal.sim2real.safety.wire import WireChecker
 
 # Values a broken sensor can produce (finite ones beyond every plausibility bound included).
 WILD = (math.nan, math.inf, -math.inf, 1e308, -1e308, 1e30, -1e30, 10.0, -10.0, 0.0)
@@ -165,9 +165,7 @@ class HostileRobot:
         if limits is None:  # the node's own (possibly tightened) limits, as long as robot.yaml allows them
             limits = SafetyLimits.from_dict(self.info["safety_limits"])
             limits.check_within(SafetyLimits.from_spec(self.spec))
-        self.checker = WireChecker(self.spec, dt, limits, self.info.get("command_interface", self.interface),
-                                   workspace_flag=intervention_flag(self.info.get("audit_interventions", []),
-                                                                    "workspace"))
+        self.checker = WireChecker(self.spec, dt, limits, self.info.get("command_interface", self.interface))
 
     # ------------------------------------------------------------------ checking
     def check_pending(self) -> list[str]:
@@ -215,6 +213,7 @@ class HostileRobot:
 
         if self.frozen_stamp is not None:
             return self.frozen_stamp
+        offset = max(-1e6, min(1e6, offset)) if math.isfinite(offset) else math.copysign(1e6, offset)  # fits a Time
         ns = self.node.get_clock().now().nanoseconds + int(offset * 1e9)
         return Time(sec=max(0, ns // 1_000_000_000), nanosec=ns % 1_000_000_000)
 

@@ -61,8 +61,8 @@ class SafetyChain:
     bound; with `gains="commanded"` (they travel with the command) the gains are then
     scaled down so that the torque bound holds for every finite state; with the robot's
     fixed gains the target is the point nearest to the torque bound. On a manipulator with
-    a workspace box, once a target is inside the box every later one is (the box outranks
-    the velocity and torque bounds). Damping follows the measured position (rate-limited;
+    a workspace box, the target is inside the box whenever the previous target or the
+    measured pose, clipped into all the bounds above, is. Damping follows the measured position (rate-limited;
     the last target for joints whose reading is implausible) with, for commanded gains,
     kp = 0 and kd = damping_kd.
     """

@@ -563,11 +563,11 @@ class WorkspaceLimit(SafetyFilter):
     (`mj_kinematics` on one MjData). A target outside the box is backed off along the
     segment from a safe anchor to the target (bisection, keeping the furthest point that
     is no further outside the box than the anchor). Anchors, first inside the box wins:
-    the measured pose and the previous target clipped into the feasible interval of the
-    earlier filters, then both clipped into the position limits and rate window only. All
-    lie inside the position limits and the rate window, and so does the result. The previous
-    target is always a candidate, so once a target is inside the box every later one is
-    (the box outranks the measured-velocity and torque bounds, which are best effort).
+    the measured pose and the previous target, each clipped into the feasible interval of
+    the earlier filters (position, rate, velocity, torque). So the result keeps every one of
+    those bounds, and is inside the box whenever one of the anchors is: the box gives way
+    only to the torque and velocity bounds, and then only towards where the robot actually
+    is (a robot pushed out of the box is not fought with more torque than the bound).
     Magnitude: the largest joint move (rad).
 
     Cost: one `mj_kinematics` per step (none if the target is the one checked last), and
@@ -643,15 +643,10 @@ class WorkspaceLimit(SafetyFilter):
         if outside == 0.0:
             return
         flo, fhi = ctx.feasible()
-        rlo, rhi = ctx.feasible(max_priority=PRIO_RATE)
-        q_finite = all_finite(ctx.q)
         candidates = []
-        if q_finite:
+        if all_finite(ctx.q):
             candidates.append(np.clip(ctx.q, flo, fhi))
         candidates.append(np.clip(ctx.prev, flo, fhi))
-        if q_finite:
-            candidates.append(np.clip(ctx.q, rlo, rhi))
-        candidates.append(np.clip(ctx.prev, rlo, rhi))
         anchor, worst = None, math.inf
         for c in candidates:
             v = self.outside(c)

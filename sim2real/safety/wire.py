@@ -18,9 +18,7 @@ counts every violation of:
 
 The torque and velocity bounds are relative to the measured state, so they can only be
 checked with the state the node used; the node's word for that state is checked by the
-caller against what it actually published (`HostileRobot` in tests does). Where the
-workspace box moved a manipulator's target (audit flag), it outranks those two bounds and
-only the first four invariants are checked.
+caller against what it actually published (`HostileRobot` in tests does).
 """
 
 from __future__ import annotations
@@ -66,8 +64,7 @@ class WireChecker:
     >>> checker.summary()
     """
 
-    def __init__(self, spec: RobotSpec, dt: float, limits=None, interface: str | None = None,
-                 workspace_flag: int | None = None):
+    def __init__(self, spec: RobotSpec, dt: float, limits=None, interface: str | None = None):
         from roboreal.sim2real.safety.limits import SafetyLimits
 
         self.spec, self.dt = spec, float(dt)
@@ -82,7 +79,6 @@ class WireChecker:
         self.v_max = spec.array("velocity_limit") * self.limits.velocity_scale
         self.kp = spec.array("kp") if self.position else np.zeros(self.n)
         self.kd = spec.array("kd") if self.position else np.zeros(self.n)
-        self.workspace_flag = workspace_flag  # the audit's intervention bit of the workspace filter
         self.previous: np.ndarray | None = None
         self.expected_seq = 1
         self.commands = 0
@@ -152,9 +148,6 @@ class WireChecker:
                           f"kp={np.asarray(audit['kp']).tolist()} kd={np.asarray(audit['kd']).tolist()}"))
         if not self.position:
             return found
-        flags = int(audit.get("interventions", 0))
-        if self.workspace_flag is not None and flags & self.workspace_flag:
-            return found  # the box outranked the velocity and torque bounds
         if self.previous is None:
             return found  # the first command is rate-limited against a pose the wire never saw
         q, dq = np.asarray(audit["q"], dtype=float), np.asarray(audit["dq"], dtype=float)
@@ -207,12 +200,6 @@ class WireChecker:
 
 def gains_commanded(audit: dict) -> bool:
     return bool(audit.get("gains_commanded", 0.0))
-
-
-def intervention_flag(names: Sequence[str], name: str) -> int | None:
-    """The audit bit of filter `name` given ``~/info``'s ``audit_interventions`` list."""
-    names = list(names)
-    return 1 << names.index(name) if name in names else None
 
 
 def describe(summary: dict) -> str:
