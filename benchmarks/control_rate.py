@@ -28,6 +28,7 @@ joint_states) and ``executor`` (single: rclpy's SingleThreadedExecutor | events:
 experimental EventsExecutor).
 
     python benchmarks/control_rate.py [--rates 50 200 500] [--seconds 10] [--configs timer/single ...]
+                                      [--realtime-priority 50 | 0]
 
 Numbers depend on the machine's load: run it on a quiet machine.
 """
@@ -165,8 +166,9 @@ def main() -> None:
                                                     "joint_states/events"],
                    help="control_trigger/executor pairs of the policy node to measure")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
-    p.add_argument("--realtime-priority", type=int, default=0,
-                   help="the policy node's realtime_priority (SCHED_FIFO of its control thread; 0: off)")
+    p.add_argument("--realtime-priority", type=int, default=50,
+                   help="the policy node's realtime_priority (SCHED_FIFO of its control thread, as the robot "
+                        "configs set it; 0: normal scheduling)")
     p.add_argument("--warmup", type=float, default=6.0, help="seconds before measuring (startup ramp, fade-in)")
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--probe-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
