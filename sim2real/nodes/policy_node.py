@@ -762,9 +762,9 @@ class PolicyNode(Node):
         deadline_tick = not self.step_requested
         if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
             # the node itself was away (a stall): what the sensors sent meanwhile may still be in
-            # DDS's hands; give it a moment, so that the watchdog judges the sensors on what they
+            # DDS's hands; take it first, so that the watchdog judges the sensors on what they
             # sent, not on how long this process slept
-            self._catch_up(executor, min(0.5 * self.dt, 0.01))
+            self._catch_up(executor, 0.05)
             self._drain(executor)
         elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
             self._drain(executor)
@@ -777,10 +777,24 @@ class PolicyNode(Node):
         finally:
             schedule.stepped(now, deadline_tick)
 
-    def _catch_up(self, executor, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            executor.spin_once(timeout_sec=left)
+    def _catch_up(self, executor, limit: float) -> None:
+        """After a stall: handle what DDS delivers until the joint reading is fresh again, DDS
+        has had nothing more for 3 ms, or `limit` s have passed (the sensors then really are
+        silent, and the watchdog says so)."""
+        fresh = 0.5 * self.limits.watchdog.joint_states
+        now = time.monotonic()
+        end, last_news = now + limit, now
+        while now < end:
+            before = self.callbacks
+            executor.spin_once(timeout_sec=min(0.002, end - now))
+            now = time.monotonic()
+            if self.callbacks != before:
+                last_news = now
+            measured = self.builder.joint_state_time()
+            if measured is not None and now - measured < fresh:
+                return
+            if now - last_news > 0.003:
+                return
 
     def _drain(self, executor, limit: int = 100) -> None:
         """Handle the callbacks that are ready now, without waiting (at most `limit`)."""
