@@ -358,7 +358,7 @@ class HostileRobot:
                 q[j] = lo + (hi - lo) * ((k * 0.6180339887 + v) % 1.0)
                 return {"q": q}, {}
             if act.what == "names_shuffled":
-                order = np.roll(np.arange(n_all), 1 + int(v) % max(1, n_all - 1))
+                order = np.roll(np.arange(n_all), 1 + _small_int(v) % max(1, n_all - 1))
                 return {"q": q[order], "dq": dq[order], "names": [self.names[i] for i in order]}, {}
             if act.what == "names_unknown":
                 return {"names": [f"bogus_{i}" for i in range(n_all)]}, {}
@@ -367,7 +367,7 @@ class HostileRobot:
                 names[-1] = names[0]
                 return {"names": names}, {}
             if act.what == "length":
-                return {"q": q[: max(0, n_all - 1 - int(abs(v)) % n_all)]}, {}
+                return {"q": q[: max(0, n_all - 1 - _small_int(v) % n_all)]}, {}
             if act.what in ("stamp_stale", "stamp_future"):
                 stamp = self._stamp(-abs(v) if act.what == "stamp_stale" else abs(v))
                 return {"stamp": stamp}, {"stamp": stamp}
@@ -503,6 +503,11 @@ def stop_process(p: subprocess.Popen, timeout: float = 10.0) -> int:
             p.kill()
             p.wait(5)
     return p.returncode
+
+
+def _small_int(v) -> int:
+    """A non-negative int from any float (NaN, inf and huge included), for shuffles and cuts."""
+    return int(abs(v)) % 1000 if math.isfinite(v) else 1
 
 
 def fuzz_actions(spec: RobotSpec, max_acts: int = 12):
