@@ -535,7 +535,7 @@ class PolicyNode(Node):
                 self.get_logger().error("E-STOP (latched until ~/release_estop)")
             self.chain.estop("operator e-stop on ~/estop")
 
-    def _still_enough(self) -> str | None:
+    def _why_not_still(self) -> str | None:
         """Why a reset / e-stop release must wait (the robot moves, or its speed is unknown)."""
         if not self.builder.ready:
             return None  # nothing commanded yet: the ramp starts from the first reading anyway
@@ -552,7 +552,7 @@ class PolicyNode(Node):
         return None
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        why = self._still_enough()
+        why = self._why_not_still()
         if why is not None:
             response.success, response.message = False, f"reset refused: {why}"
             self.get_logger().warning(response.message)
@@ -576,7 +576,7 @@ class PolicyNode(Node):
         if "estop" not in self.chain.faults:
             response.success, response.message = True, "the e-stop was not latched"
             return response
-        why = self._still_enough()
+        why = self._why_not_still()
         if why is not None:
             response.success, response.message = False, f"e-stop release refused: {why}"
             self.get_logger().warning(response.message)
