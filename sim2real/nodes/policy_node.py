@@ -539,17 +539,7 @@ class PolicyNode(Node):
         """Why a reset / e-stop release must wait (the robot moves, or its speed is unknown)."""
         if not self.builder.ready:
             return None  # nothing commanded yet: the ramp starts from the first reading anyway
-        dq = np.asarray(self.builder.robot_state().velocity, dtype=float)
-        limit = self.limits.reset_max_joint_speed
-        idx = [i for i, j in enumerate(self.spec.joints) if j.actuated]
-        dq = dq[idx] if len(dq) == len(self.spec.joints) else dq
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.abs(dq) <= limit)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return (f"joint {self.chain.joint_names[i]} moves at {dq[i]:.3g} rad/s (a reset waits until every "
-                    f"joint is below safety.reset_max_joint_speed = {limit} rad/s)")
-        return None
+        return self.chain.why_not_still(self.builder.robot_state())
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         why = self._why_not_still()

@@ -26,6 +26,7 @@ from roboreal.sim2real.safety.filters import (
     Watchdog,
     WorkspaceLimit,
     as_vector,
+    summarize,
 )
 from roboreal.sim2real.safety.limits import SafetyLimits
 from roboreal.sim2real.safety.types import _BIG, RobotState, SafetyCommand, StepContext, all_finite, same_values
@@ -228,10 +229,22 @@ class SafetyChain:
         even if a good one replaces it before the next step. Returns the reasons ([] if fine)."""
         non_finite, implausible = self._screen(state, now)
         for name, reasons in (("non_finite", non_finite), ("plausibility", implausible)):
-            guard = self.filter(name)
-            if reasons and guard.latched is None:
-                guard._reason = "on arrival: " + "; ".join(reasons[:3])
+            if reasons:
+                self.filter(name).latch("on arrival: " + summarize(reasons))
         return non_finite + implausible
+
+    def why_not_still(self, state: RobotState | None) -> str | None:
+        """Why a reset or an e-stop release must wait: an actuated joint moves faster than
+        safety.reset_max_joint_speed, or its speed is unknown. None: the robot is still."""
+        dq = self._measured(state)[1]
+        limit = self.limits.reset_max_joint_speed
+        with np.errstate(invalid="ignore"):
+            moving = ~(np.abs(dq) <= limit)  # NaN: unknown, counts as moving
+        if not moving.any():
+            return None
+        i = int(np.flatnonzero(moving)[0])
+        return (f"joint {self.joint_names[i]} moves at {dq[i]:.3g} rad/s (a reset waits until every joint is "
+                f"below safety.reset_max_joint_speed = {limit} rad/s)")
 
     def _screen(self, state, now) -> tuple[list[str], list[str]]:
         ctx = self._context(np.zeros(self.mapping.size), state, now)

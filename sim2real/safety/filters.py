@@ -145,6 +145,17 @@ class LatchingFilter(SafetyFilter):
     def reset(self) -> None:
         self._reason = None
 
+    def latch(self, reason: str) -> None:
+        """Latch with `reason`, unless already latched (the first reason is the one kept)."""
+        if self._reason is None:
+            self._reason = reason
+
+
+def summarize(reasons: Sequence[str], most: int = 3) -> str:
+    """The first `most` reasons, and how many more there were."""
+    more = f" (and {len(reasons) - most} more)" if len(reasons) > most else ""
+    return "; ".join(reasons[:most]) + more
+
 
 # --------------------------------------------------------------------------- 1
 class NonFiniteGuard(LatchingFilter):
@@ -197,8 +208,8 @@ class NonFiniteGuard(LatchingFilter):
 
     def supervise(self, ctx: StepContext) -> None:
         bad, why = self.problems(ctx)
-        if bad and self._reason is None:
-            self._reason = "; ".join(why)
+        if bad:
+            self.latch("; ".join(why))
         if self._reason is not None:
             ctx.request(self.fault_mode)
             ctx.intervene(self.name, bad)
@@ -300,9 +311,7 @@ class PlausibilityGuard(LatchingFilter):
         found, ctx.suspect = self.problems(ctx)
         if found:
             ctx.q = np.where(ctx.suspect, np.nan, ctx.q)
-        if found and self._reason is None:
-            self._reason = "implausible reading: " + "; ".join(r for r, _ in found[:3]) + (
-                f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+            self.latch("implausible reading: " + summarize([r for r, _ in found]))
         if self._reason is not None:
             ctx.request(self.fault_mode)
             ctx.intervene(self.name, max((e for _, e in found), default=0.0))
@@ -696,8 +705,7 @@ class TiltGuard(LatchingFilter):
         beyond = 0.0
         if tilt is not None and tilt > self.tilt_limit:
             beyond = tilt - self.tilt_limit
-            if self._reason is None:
-                self._reason = f"base tilt {tilt:.3f} rad beyond tilt_limit {self.tilt_limit} rad"
+            self.latch(f"base tilt {tilt:.3f} rad beyond tilt_limit {self.tilt_limit} rad")
         if self._reason is not None:
             ctx.request("damping")
             ctx.intervene(self.name, beyond)
@@ -750,8 +758,8 @@ class Watchdog(LatchingFilter):
             if age > timeout:
                 stale.append(key)
                 beyond = max(beyond, age - timeout if math.isfinite(age) else 0.0)
-        if stale and self._reason is None:
-            self._reason = f"stale {' and '.join(stale)} at t={ctx.now}"
+        if stale:
+            self.latch(f"stale {' and '.join(stale)} at t={ctx.now}")
         tripped = self._reason is not None
         if tripped:
             ctx.request(self.fault_mode)

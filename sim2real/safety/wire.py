@@ -171,7 +171,7 @@ class WireChecker:
             # fixed gains: the torque bound is met as closely as the higher-priority ones allow
             tlo, thi = fold(limits + [torque_interval(self.tau_max, q, dq, kp, kd)])
             nearest = (p >= tlo - tol) & (p <= thi + tol)
-            if gains_commanded(audit) or not nearest[~within].all():
+            if self.interface == "position_gains" or not nearest[~within].all():
                 i = int(np.flatnonzero(~within)[0])
                 found.append(("torque", f"{self.spec.actuated_names[i]}: |kp (p - q) - kd dq| = {abs(tau[i]):.6g} > "
                               f"{self.tau_max[i]:.6g} (p={p[i]:.6g}, q={q[i]:.6g}, dq={dq[i]:.6g}, kp={kp[i]:.4g}, "
@@ -196,10 +196,6 @@ class WireChecker:
     @property
     def total_violations(self) -> int:
         return int(sum(self.violations.values()))
-
-
-def gains_commanded(audit: dict) -> bool:
-    return bool(audit.get("gains_commanded", 0.0))
 
 
 def describe(summary: dict) -> str:
