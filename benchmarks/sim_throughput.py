@@ -34,8 +34,10 @@ import roboreal
 class PlainMujocoGymEnv(gym.Env):
     """The usual way to wrap a MuJoCo model as a Gymnasium env (one MjData, mj_step in Python)."""
 
-    def __init__(self, model_path: str, decimation: int, timestep: float, max_steps: int = 1000):
-        self.model = mujoco.MjModel.from_xml_path(model_path)
+    def __init__(self, robot, decimation: int, timestep: float, max_steps: int = 1000):
+        from roboreal.robots.model import build_model
+
+        self.model = build_model(robot)  # the MJCF with robot.yaml's gains and ranges, as roboreal's envs
         self.model.opt.timestep = timestep
         self.data = mujoco.MjData(self.model)
         self.decimation = decimation
@@ -129,9 +131,9 @@ def bench_ceiling(task: str, n: int, seconds: float, control_steps: int = 50) ->
 
 def bench_gym(task: str, n: int, seconds: float, mode: str) -> float:
     env = roboreal.make(task, num_envs=1, seed=0)
-    path, decimation, dt = str(env.robot.model_path), env.cfg.decimation, env.physics_dt
+    robot, decimation, dt = env.robot, env.cfg.decimation, env.physics_dt
     env.close()
-    fns = [lambda: PlainMujocoGymEnv(path, decimation, dt) for _ in range(n)]
+    fns = [lambda: PlainMujocoGymEnv(robot, decimation, dt) for _ in range(n)]
     venv = gym.vector.SyncVectorEnv(fns) if mode == "sync" else gym.vector.AsyncVectorEnv(fns, context="fork")
     venv.reset(seed=0)
     venv.action_space.seed(0)

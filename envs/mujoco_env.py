@@ -2,7 +2,9 @@
 
 A task subclass declares (mjlab/Isaac Lab manager style, in plain methods):
 
-- observation terms: `_observation_terms()` -> {group: [ObsTerm, ...]} (ordered),
+- observation terms: `_observation_terms()` -> {group: [ObsTerm, ...]} (ordered), each by
+  source and properties (`roboreal.control.observation`, shared with the robot's observation
+  builder), and `_readings()`: where the sim's values for those sources come from,
 - reward terms: methods `_reward_<name>()` -> (N,) tensors, weighted by `cfg.rewards`,
 - termination terms: `_terminations()` -> {name: (N,) bool},
 - how actions become actuator controls: `_action_to_ctrl(actions)`,
@@ -22,13 +24,15 @@ import mujoco
 import numpy as np
 import torch
 
+from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings, SiteKinematics, Term, finish,
+                                          raw_value, single_joint)
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
 from roboreal.envs.sim.warp_backend import WarpSimCfg
 from roboreal.robots.spec import RobotSpec, load_robot
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping
 
 
 @dataclass
@@ -45,16 +49,23 @@ class TaskCfg:
     warp: WarpSimCfg = field(default_factory=WarpSimCfg)  # MuJoCo Warp backend options (ignored by "mujoco")
 
 
-@dataclass
-class ObsTerm:
-    """One named observation term. `fn` returns the raw (N, k) value in physical units."""
+@dataclass(frozen=True)
+class ObsTerm(Term):
+    """One named observation term: a `roboreal.control.observation.Term` (source, scale, clip,
+    offset, wrap, relative_to). A deployable term is computed by its source's shared function
+    from the readings the env provides (`_readings`), exactly as the robot's observation
+    builder computes it; a ``source="privileged"`` term gives `fn`, the raw (N, k) value."""
 
-    name: str
-    fn: Callable[[], torch.Tensor]
-    scale: float = 1.0
-    clip: float | None = None
-    source: str = ""  # what feeds it on the real robot (for the bundle manifest)
-    offset: str | None = None  # "default_pose": the default joint pose is subtracted from the raw value
+    fn: Callable[[], torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.fn is None) == (not self.deployable):
+            raise ObservationError(f"observation term {self.name!r}: give `fn` exactly for source "
+                                   f"{PRIVILEGED!r} (a deployable term is computed from its source)")
+
+
+NOISY_GROUPS = ("policy", "observation")  # cfg.observation_noise applies to these groups' terms
 
 
 class MujocoTaskEnv(BatchedEnv):
@@ -69,7 +80,9 @@ class MujocoTaskEnv(BatchedEnv):
         self.device = torch.device(device)
         self.seed = seed
         self.robot: RobotSpec = load_robot(self.robot_name)
-        self.model = mujoco.MjModel.from_xml_path(str(self.robot.model_path))
+        from roboreal.robots.model import build_model  # robot.yaml's gains and ranges written in
+
+        self.model = build_model(self.robot)
         if cfg.physics_dt is not None:
             self.model.opt.timestep = cfg.physics_dt
         self.physics_dt = float(self.model.opt.timestep)
@@ -129,7 +142,7 @@ class MujocoTaskEnv(BatchedEnv):
         for name in cfg.observation_noise:
             if name not in noisy_terms:
                 raise ValueError(f"observation_noise.{name}: {self.task_name} has no policy observation term {name!r}")
-        sizes = {g: sum(int(t.fn().shape[-1]) for t in terms) for g, terms in self._obs_terms.items()}
+        sizes = self._setup_observations()
         if self.goal_conditioned:
             sizes["policy"] = sizes["observation"] + sizes["desired_goal"]
         self.spec = EnvSpec(task=self.task_name, observation_sizes=sizes, action_size=self.action_size,
@@ -170,6 +183,10 @@ class MujocoTaskEnv(BatchedEnv):
         """Hook: allocate task state (commands, goals) before observations are evaluated."""
 
     def _action_mapping(self) -> ActionMapping:
+        """Hook: the task's action mapping (`roboreal.control.action`), usually
+        ``ActionMapping.for_robot(self.robot, type, scale)``, which fills the joints, the
+        default-pose offset and the margin bounds from the robot spec. `_action_to_ctrl`
+        applies it with ``self.action_mapping.to_command``; the bundle writes its `to_dict`."""
         raise NotImplementedError
 
     def _action_size(self) -> int:
@@ -183,6 +200,32 @@ class MujocoTaskEnv(BatchedEnv):
 
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         raise NotImplementedError
+
+    def _readings(self) -> dict[str, Callable[[], torch.Tensor]]:
+        """Where the env takes each observation reading (`roboreal.control.observation`) from:
+        name -> a getter of the (N, k) tensor. Tasks extend it with their own (commands, goals,
+        tracked objects); ``joint_pos[J]`` / ``joint_vel[J]`` are found by joint name."""
+        readers = {"joint_pos": lambda: self.joint_pos, "joint_vel": lambda: self.joint_vel,
+                   "last_action": lambda: self.actions}
+        if "imu_quat" in self._sensor_slices:  # MuJoCo framequat: w, x, y, z
+            readers["imu_quat_wxyz"] = lambda: self.sensor("imu_quat")
+        if "imu_gyro" in self._sensor_slices:
+            readers["imu_gyro"] = lambda: self.sensor("imu_gyro")
+        if self.robot.sites.end_effector:
+            readers["ee_pos"] = lambda: self.site_position(self.robot.sites.end_effector)
+        return readers
+
+    def site_position(self, site: str) -> torch.Tensor:
+        """World position (N, 3) of a model site from the current joint positions, by the shared
+        forward kinematics (`roboreal.control.observation.SiteKinematics`) that the robot's
+        observation builder runs on the measured joints (a site sensor lags by a physics step)."""
+        cache = self.__dict__.setdefault("_site_kinematics", {})
+        if site not in cache:
+            fk = SiteKinematics(self.model, site)
+            cache[site] = (fk, torch.tensor([int(self.model.jnt_qposadr[self._jid(j)]) for j in fk.joints],
+                                            dtype=torch.long, device=self.device))
+        fk, idx = cache[site]
+        return fk.position(self.qpos[:, idx])
 
     def _terminations(self) -> dict[str, torch.Tensor]:
         return {}
@@ -208,6 +251,16 @@ class MujocoTaskEnv(BatchedEnv):
         self._reset_idx(torch.arange(self.num_envs, device=self.device))
         return self._compute_observations(), {}
 
+    def restart_episodes(self) -> None:
+        """New episodes in every env from the current physics state (nothing is reset in the
+        simulation): step counters, statistics and the task's per-episode sampling (commands,
+        goals). sim2sim starts its episodes so once the safety chain's startup ramp is done."""
+        ids = torch.arange(self.num_envs, device=self.device)
+        self.tracker.reset_all()
+        self.episode_reward_sums.zero_()
+        self.episode_step.zero_()
+        self._reset_task(ids)
+
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         ids_np = env_ids.cpu().numpy()
         qpos, qvel = self._initial_state(env_ids)
@@ -225,7 +278,11 @@ class MujocoTaskEnv(BatchedEnv):
         # The contract: actions live in [-1, 1]; non-finite values are treated as 0.
         return torch.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
 
-    def step(self, actions: torch.Tensor):
+    def step(self, actions: torch.Tensor, ctrl: np.ndarray | None = None):
+        """The env contract's step. `ctrl` (sim2sim only): actuator controls per physics
+        substep, (N, decimation, nu), that drive the physics instead of the task's mapping of
+        `actions` (the deployed safety chain's commands, arriving with their latency);
+        `actions` are then what the task records (last action, action-rate reward)."""
         actions = self._prepare_actions(actions)
         self.last_actions = self.actions
         self.actions = actions
@@ -236,8 +293,8 @@ class MujocoTaskEnv(BatchedEnv):
             applied = self.action_history[torch.arange(self.num_envs, device=self.device), latency]
         else:
             applied = actions
-        ctrl = self._action_to_ctrl(applied)
-        self.sim.step(ctrl.detach())
+        task_ctrl = self._action_to_ctrl(applied)
+        self.sim.step(task_ctrl.detach() if ctrl is None else ctrl)
         self.sim_time += self.control_dt
         self._refresh()
         self.episode_step += 1
@@ -285,26 +342,61 @@ class MujocoTaskEnv(BatchedEnv):
             logged[name] = value.mean()
         return reward, logged
 
-    def _compute_observations(self) -> Obs:
-        obs = {}
-        noise_cfg = self.cfg.observation_noise
-        for group, terms in self._obs_terms.items():
-            parts = []
+    def _setup_observations(self) -> dict[str, int]:
+        """Check that the env provides every reading its deployable terms need; the size of
+        each group (and of each term, for the layout)."""
+        self._readers = self._readings()
+        for terms in self._obs_terms.values():
             for t in terms:
-                v = t.fn()
-                if t.offset == "default_pose":
-                    v = v - self.default_joint_pos
-                if group in ("policy", "observation") and noise_cfg.get(t.name, 0.0) > 0:
-                    n = noise_cfg[t.name]
-                    v = v + self.rand(*v.shape, low=-n, high=n)
-                v = v * t.scale
-                if t.clip is not None:
-                    v = v.clamp(-t.clip, t.clip)
-                parts.append(v)
-            obs[group] = torch.cat(parts, dim=-1)
+                for r in t.readings:
+                    if r in self._readers:
+                        continue
+                    joint = single_joint(r)
+                    if joint is None:
+                        raise ObservationError(f"observation term {t.name!r} ({t.source}) needs the reading {r!r}, "
+                                               f"which {self.task_name} does not provide")
+                    field, name = joint
+                    jid = self._jid(name)
+                    adr = int(self.model.jnt_qposadr[jid] if field == "pos" else self.model.jnt_dofadr[jid])
+                    self._readers[r] = ((lambda a=adr: self.qpos[:, a:a + 1]) if field == "pos"
+                                        else (lambda a=adr: self.qvel[:, a:a + 1]))
+        readings = Readings(self._readers)
+        self._term_sizes = {g: [int(v.shape[-1]) for v in self._term_values(g, readings, noise=False)]
+                            for g in self._obs_terms}
+        return {g: sum(s) for g, s in self._term_sizes.items()}
+
+    def _term_values(self, group: str, readings: Readings, noise: bool) -> list[torch.Tensor]:
+        """Finished values (offset, noise, scale, clip) of a group's terms, in order."""
+        noise_cfg = self.cfg.observation_noise if (noise and group in NOISY_GROUPS) else None
+        out = []
+        for t in self._obs_terms[group]:
+            v = raw_value(t, readings) if t.fn is None else t.fn()
+            n = noise_cfg.get(t.name, 0.0) if noise_cfg else 0.0
+            # training noise is added after the offset, before scale (as a sensor error in physical units)
+            out.append(finish(v, t, self.default_joint_pos,
+                              self.rand(*v.shape, low=-n, high=n) if n > 0 else None))
+        return out
+
+    def _compute_observations(self) -> Obs:
+        readings = Readings(self._readers)  # each reading taken once, shared by all groups
+        obs = {group: torch.cat(self._term_values(group, readings, noise=True), dim=-1) for group in self._obs_terms}
         if self.goal_conditioned:
             obs["policy"] = torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
         return obs
+
+    def _layout_groups(self, group: str) -> list[str]:
+        return ["observation", "desired_goal"] if (self.goal_conditioned and group == "policy") else [group]
+
+    def observation_terms(self, group: str = "policy", noise: bool = False) -> dict[str, torch.Tensor]:
+        """Each term of `group` by name: the (N, k) value the policy sees (after offset, scale and
+        clip; observation noise only if `noise`), from the current simulation state. What the
+        robot's `ObservationBuilder.term_values` must equal for the same state."""
+        readings = Readings(self._readers)
+        out = {}
+        for g in self._layout_groups(group):
+            for t, v in zip(self._obs_terms[g], self._term_values(g, readings, noise=noise)):
+                out[t.name] = v.clone()
+        return out
 
     def _events(self) -> None:
         self.randomizer.on_time(self.sim_time)
@@ -318,13 +410,12 @@ class MujocoTaskEnv(BatchedEnv):
 
     # ----- observation term details for export -----
     def observation_layout(self, group: str = "policy") -> list[dict]:
-        """Ordered terms of an observation group: name, size, scale, clip, source."""
-        groups = ["observation", "desired_goal"] if (self.goal_conditioned and group == "policy") else [group]
+        """Ordered terms of an observation group: name, size, the term's properties (source,
+        scale, clip, offset, wrap, relative_to) and its training noise."""
         out = []
-        for g in groups:
-            for t in self._obs_terms[g]:
-                out.append({"name": t.name, "size": int(t.fn().shape[-1]), "scale": t.scale, "clip": t.clip,
-                            "source": t.source, "offset": t.offset,
+        for g in self._layout_groups(group):
+            for t, size in zip(self._obs_terms[g], self._term_sizes[g]):
+                out.append({"name": t.name, "size": size, **t.properties(),
                             "noise": self.cfg.observation_noise.get(t.name, 0.0)})
         return out
 

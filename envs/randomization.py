@@ -88,6 +88,40 @@ class RandomizationCfg:
                 if f.name not in ("enabled", "push") and getattr(self, f.name) is not None}
 
 
+# Named physical randomizations for a simulated robot outside training (the sim bridge,
+# sim2sim): "heavy" goes beyond every training preset in roboreal's task configs.
+PRESETS: dict[str, dict] = {
+    "none": {"enabled": False},
+    "mild": {"friction": {"range": [0.6, 1.1]}, "mass_scale": {"range": [0.9, 1.1]}},
+    "heavy": {
+        "friction": {"range": [0.3, 1.6], "mode": "reset"},
+        "mass_scale": {"range": [0.75, 1.3], "mode": "reset"},
+        "com_offset": {"range": [-0.03, 0.03], "mode": "reset"},
+        "kp_scale": {"range": [0.8, 1.2], "mode": "reset"},
+        "kd_scale": {"range": [0.7, 1.3], "mode": "reset"},
+        "motor_strength": {"range": [0.8, 1.2], "mode": "reset"},
+        "push": {"interval_s": 4.0, "max_velocity": [0.8, 0.8]},
+    },
+}
+
+
+def randomization_preset(name: str) -> RandomizationCfg:
+    """A preset by name (`PRESETS`), or a YAML file whose ``randomization:`` section (or whole
+    content) is a RandomizationCfg."""
+    from pathlib import Path
+
+    from roboreal.config import ConfigError, from_dict, load_yaml
+
+    if name in PRESETS:
+        data, source = {"enabled": True, **PRESETS[name]}, f"preset {name!r}"
+    elif Path(name).is_file():
+        data, source = load_yaml(name) or {}, name
+        data = data.get("randomization", data)
+    else:
+        raise ConfigError("randomization", f"{name!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+    return from_dict(RandomizationCfg, data, source=source)
+
+
 MODEL_PARAMS = ("friction", "mass_scale", "added_mass", "com_offset", "kp_scale", "kd_scale", "motor_strength",
                 "joint_damping_scale", "armature_scale", "gravity_tilt")
 ENV_LAYER_PARAMS = ("action_latency",)  # applied by the env itself, whatever the backend

@@ -3,11 +3,16 @@
 Training, export and deployment all read it. `load_robot(name)` parses and validates
 the YAML against the MJCF model next to it; any inconsistency (unknown joint, missing
 field, default pose outside limits, safety limits looser than the hardware limits) is
-refused with a `ConfigError` naming the field.
+refused with a `ConfigError` naming the field. The simulated actuators take their gains
+and ranges from the spec too: `roboreal.robots.model.build_model(spec)` writes them into
+the MJCF before compiling (and `load_robot_file` refuses values the model cannot take).
+The ``safety:`` section is declared once, in `SafetySpec` (its fields' metadata say what
+is valid and which way is tighter), and checked once, in `validate_safety`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -35,15 +40,32 @@ class JointSpec:
     actuator: str | None = None  # MJCF actuator name; defaults to the joint name
 
 
+def _limit(default, valid: str | None, tighter: str | None):
+    """A safety field: `valid` is the rule a value must meet on its own (`validate_safety`),
+    `tighter` which way a deployment may move it (`SafetyLimits.tighten`; None = behaviour,
+    not a limit). A default of None means "not checked" (the loosest value)."""
+    return field(default=default, metadata={"valid": valid, "tighter": tighter})
+
+
+# `valid` rules: name -> (test, message)
+_SAFETY_RULES = {
+    "positive": (lambda v: v > 0, "must be positive"),
+    "non_negative": (lambda v: v >= 0, "must be >= 0"),
+    "fraction": (lambda v: 0 < v <= 1, "must be in (0, 1] (a deployment cannot exceed the hardware)"),
+    "factor": (lambda v: v >= 1, "must be >= 1 (a joint may reach its velocity limit)"),
+}
+
+
 @dataclass(frozen=True)
 class WatchdogSpec:
     """How old a reading may be. Age = the node's clock minus the message's header stamp
     (when the sensor measured), so silence, a delayed stream and a frozen stamp all trip."""
 
-    joint_states: float = 0.1  # s: older joint states make the robot safe (latched)
-    imu: float | None = None  # s, quadrupeds only
-    command: float = 0.5  # s without a command/goal before the robot holds (not latched)
-    future_stamp: float = 0.05  # s a header stamp may lie ahead of the node's clock (else refused)
+    joint_states: float = _limit(0.1, "positive", "smaller")  # s: older joint states make the robot safe (latched)
+    imu: float | None = _limit(None, "positive", "smaller")  # s, quadrupeds only
+    command: float = _limit(0.5, "positive", "smaller")  # s without a command/goal before the robot holds (not latched)
+    # s a header stamp may lie ahead of the node's clock (else refused)
+    future_stamp: float = _limit(0.05, "non_negative", "smaller")
 
 
 @dataclass(frozen=True)
@@ -51,31 +73,91 @@ class PlausibilitySpec:
     """Readings no healthy sensor produces. A finite reading beyond these latches the fault
     mode, naming the field and its value (NaN/inf are the non-finite guard's)."""
 
-    position_tolerance: float = 0.2  # rad (m) an actuated joint may read beyond its hardware limits
-    velocity_factor: float = 3.0  # a joint speed beyond this many times its velocity_limit
-    angular_velocity: float = 35.0  # rad/s per gyro axis (a 2000 deg/s IMU's range)
-    linear_acceleration: float = 160.0  # m/s^2 per accelerometer axis (a 16 g IMU's range)
-    quaternion_norm_tolerance: float = 0.1  # | |orientation| - 1 | of the IMU quaternion
+    # rad (m) an actuated joint may read beyond its hardware limits
+    position_tolerance: float = _limit(0.2, "non_negative", "smaller")
+    velocity_factor: float = _limit(3.0, "factor", "smaller")  # a joint speed beyond this many times its velocity_limit
+    angular_velocity: float = _limit(35.0, "positive", "smaller")  # rad/s per gyro axis (a 2000 deg/s IMU's range)
+    linear_acceleration: float = _limit(160.0, "positive", "smaller")  # m/s^2 per accelerometer axis (16 g IMU)
+    quaternion_norm_tolerance: float = _limit(0.1, "positive", "smaller")  # | |orientation| - 1 | of the IMU quaternion
 
 
 @dataclass(frozen=True)
 class SafetySpec:
-    """Limits a deployment enforces. A deployment may tighten these, never loosen them."""
+    """Limits a deployment enforces. A deployment may tighten these, never loosen them.
 
-    joint_position_margin: float = 0.05  # kept inside the hardware position limits
-    velocity_scale: float = 0.8  # fraction of each joint's velocity limit
-    torque_scale: float = 0.9  # fraction of each joint's torque limit
-    max_target_rate: float = 2.0  # rad/s: fastest a joint target may move
-    fault_mode: Literal["hold", "damping"] = "hold"
-    damping_kd: float = 1.0  # kd used in damping mode
-    tilt_limit: float | None = None  # rad of roll/pitch (quadrupeds)
-    workspace_min: tuple[float, float, float] | None = None  # end-effector box (manipulators), m
-    workspace_max: tuple[float, float, float] | None = None
-    startup_ramp_time: float = 2.0  # s from the measured pose to the default pose
-    fade_in_time: float = 1.0  # s over which the policy's actions are blended in
-    reset_max_joint_speed: float = 0.5  # rad/s: a reset is refused while any joint moves faster
+    The one declaration of the safety section: each field's metadata says what a valid
+    value is and which way is tighter; `validate_safety` checks it and
+    `roboreal.sim2real.safety.SafetyLimits` (the deployment's limits) takes its fields
+    from here, so a new limit is added in this class (and its nested sections) only.
+    """
+
+    joint_position_margin: float = _limit(0.05, "non_negative", "larger")  # kept inside the hardware position limits
+    velocity_scale: float = _limit(0.8, "fraction", "smaller")  # fraction of each joint's velocity limit
+    torque_scale: float = _limit(0.9, "fraction", "smaller")  # fraction of each joint's torque limit
+    max_target_rate: float = _limit(2.0, "positive", "smaller")  # rad/s: fastest a joint target may move
+    fault_mode: Literal["hold", "damping"] = _limit("hold", None, None)
+    damping_kd: float = _limit(1.0, "non_negative", None)  # kd used in damping mode
+    tilt_limit: float | None = _limit(None, "positive", "smaller")  # rad of roll/pitch (quadrupeds)
+    # end-effector box (manipulators), m: tighter is a box inside this one
+    workspace_min: tuple[float, float, float] | None = _limit(None, "box", "inside")
+    workspace_max: tuple[float, float, float] | None = _limit(None, "box", "inside")
+    startup_ramp_time: float = _limit(2.0, "non_negative", "larger")  # s from the measured pose to the default pose
+    fade_in_time: float = _limit(1.0, "non_negative", "larger")  # s over which the policy's actions are blended in
+    # rad/s: a reset is refused while any joint moves faster
+    reset_max_joint_speed: float = _limit(0.5, "positive", "smaller")
     watchdog: WatchdogSpec = field(default_factory=WatchdogSpec)
     plausibility: PlausibilitySpec = field(default_factory=PlausibilitySpec)
+
+
+def finite_number(field_path: str, value, source: str | None = None) -> float:
+    """`value` as a finite float, else a ConfigError naming `field_path`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(field_path, f"expected a number, got {value!r}", source)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(field_path, f"must be finite, got {value}", source)
+    return value
+
+
+def validate_safety(s, source: str | None = None, prefix: str = "safety") -> None:
+    """Check each value of a safety section on its own (finite, in range; the workspace
+    box). The one place these rules live: `validate` (robot.yaml) and `SafetyLimits` (a
+    deployment's limits, same field names; fields it lacks are skipped) both call it.
+    Checks that need the robot (margin vs joint ranges, what a quadruped needs) are in
+    `validate`."""
+
+    def section(obj, cls, path: str) -> None:
+        for f in dataclasses.fields(cls):
+            if not hasattr(obj, f.name):
+                continue
+            value, fpath = getattr(obj, f.name), f"{path}.{f.name}"
+            if dataclasses.is_dataclass(f.default_factory):
+                section(value, f.default_factory, fpath)
+                continue
+            rule = f.metadata.get("valid")
+            if rule is None or rule == "box" or (value is None and f.default is None):
+                continue
+            v = finite_number(fpath, value, source)
+            test, message = _SAFETY_RULES[rule]
+            if not test(v):
+                raise ConfigError(fpath, f"{message}, got {v}", source)
+
+    section(s, SafetySpec, prefix)
+    lo, hi = getattr(s, "workspace_min", None), getattr(s, "workspace_max", None)
+    if (lo is None) != (hi is None):
+        raise ConfigError(f"{prefix}.workspace_max" if hi is None else f"{prefix}.workspace_min",
+                          "workspace_min and workspace_max go together", source)
+    if lo is None:
+        return
+    for name, box in (("workspace_min", lo), ("workspace_max", hi)):
+        if isinstance(box, (str, bytes)) or not hasattr(box, "__len__") or len(box) != 3:
+            raise ConfigError(f"{prefix}.{name}", f"expected 3 values (x, y, z), got {box!r}", source)
+        for i, v in enumerate(box):
+            finite_number(f"{prefix}.{name}[{i}]", v, source)
+    for i in range(3):
+        if not lo[i] < hi[i]:
+            raise ConfigError(f"{prefix}.workspace_min[{i}]", f"{lo[i]} must be below workspace_max[{i}] = {hi[i]}",
+                              source)
 
 
 @dataclass(frozen=True)
@@ -199,23 +281,11 @@ def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
                 if not (math.isfinite(v) and v >= 0):
                     raise err(f"{p}.{gain}", f"must be a finite non-negative number, got {v}")
     s = spec.safety
-    if not 0 <= s.joint_position_margin:
-        raise err("safety.joint_position_margin", "must be >= 0")
-    for k in ("velocity_scale", "torque_scale"):
-        v = getattr(s, k)
-        if not 0 < v <= 1:
-            raise err(f"safety.{k}", f"must be in (0, 1] (a deployment cannot exceed the hardware), got {v}")
-    if not s.max_target_rate > 0:
-        raise err("safety.max_target_rate", "must be positive")
+    validate_safety(s, source)  # each value on its own
     for i, j in enumerate(spec.actuated_joints):
         lo, hi = j.position_limits
         if hi - lo <= 2 * s.joint_position_margin:
             raise err("safety.joint_position_margin", f"leaves no range for joint {j.name!r}")
-    if (s.workspace_min is None) != (s.workspace_max is None):
-        raise err("safety.workspace_max" if s.workspace_max is None else "safety.workspace_min",
-                  "workspace_min and workspace_max go together")
-    if s.workspace_min is not None and not all(a < b for a, b in zip(s.workspace_min, s.workspace_max)):
-        raise err("safety.workspace_min", "must be below workspace_max on every axis")
     if spec.kind == "quadruped":
         if s.tilt_limit is None:
             raise err("safety.tilt_limit", "missing: quadrupeds need a tilt limit")
@@ -227,20 +297,14 @@ def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
             raise err("safety.watchdog.imu", "missing: quadrupeds need an IMU timeout")
     if spec.kind == "manipulator" and spec.sites.end_effector is None:
         raise err("sites.end_effector", "missing: manipulators need an end-effector site")
-    if s.watchdog.joint_states <= 0 or s.watchdog.command <= 0:
-        raise err("safety.watchdog", "timeouts must be positive")
-    if not (math.isfinite(s.watchdog.future_stamp) and s.watchdog.future_stamp >= 0):
-        raise err("safety.watchdog.future_stamp", f"must be a finite number >= 0, got {s.watchdog.future_stamp}")
-    if not (math.isfinite(s.reset_max_joint_speed) and s.reset_max_joint_speed > 0):
-        raise err("safety.reset_max_joint_speed", f"must be positive, got {s.reset_max_joint_speed}")
-    for k in ("position_tolerance", "velocity_factor", "angular_velocity", "linear_acceleration",
-              "quaternion_norm_tolerance"):
-        v = getattr(s.plausibility, k)
-        if not (math.isfinite(v) and (v >= 0 if k == "position_tolerance" else v > 0)):
-            raise err(f"safety.plausibility.{k}", f"must be a finite {'non-negative' if k == 'position_tolerance' else 'positive'} number, got {v}")
-    if s.plausibility.velocity_factor < 1:
-        raise err("safety.plausibility.velocity_factor", f"must be >= 1 (a joint may reach its velocity limit), "
-                  f"got {s.plausibility.velocity_factor}")
+    g = spec.gripper
+    if g is not None:
+        for k in ("open", "closed", "force_limit"):
+            finite_number(f"gripper.{k}", getattr(g, k), source)
+        if g.open == g.closed:
+            raise err("gripper.closed", f"must differ from gripper.open ({g.open})")
+        if g.force_limit <= 0:
+            raise err("gripper.force_limit", f"must be positive, got {g.force_limit}")
     if spec.ros.command_interface in ("position_gains", "joint_trajectory") and spec.control_mode != "position":
         raise err("ros.command_interface", f"{spec.ros.command_interface} needs a position-controlled robot; "
                   f"{spec.name} is {spec.control_mode}-controlled")
@@ -291,7 +355,9 @@ def spec_checksum(robot_dir: Path, spec_file: Path) -> str:
 
 
 def load_robot_file(spec_file: str | Path, check_model: bool = True) -> RobotSpec:
-    """Load and validate a robot.yaml (and its MJCF model)."""
+    """Load and validate a robot.yaml (and its MJCF model). Names are checked against the
+    MJCF as written; then `roboreal.robots.model.build_model` writes robot.yaml's gains and
+    ranges into it, so a robot.yaml whose values its actuators cannot take is refused here."""
     spec_file = Path(spec_file).resolve()
     data = load_yaml(spec_file)
     source = str(spec_file)
@@ -311,6 +377,16 @@ def load_robot_file(spec_file: str | Path, check_model: bool = True) -> RobotSpe
         except ValueError as e:
             raise ConfigError("model", f"MJCF failed to load: {e}", source) from None
     validate(spec, model, source)
+    if check_model:
+        # robot.yaml's gains and ranges must fit the model's actuators (written at build)
+        from roboreal.robots.model import build_model
+
+        try:
+            build_model(spec)
+        except ConfigError as e:
+            if e.source is not None:
+                raise
+            raise ConfigError(e.field, str(e).split(f"{e.field}: ", 1)[1] if e.field else str(e), source) from None
     return spec
 
 

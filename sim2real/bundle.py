@@ -19,6 +19,7 @@ robot whose joint order, observation layout or spec differs from the one it was 
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import yaml
 import roboreal
 from roboreal.config import to_dict
 from roboreal.robots.spec import RobotSpec, load_robot
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping
 
 FORMAT = "roboreal-bundle/1"
 MODEL_FILES = ("policy.onnx", "policy.pt")
@@ -84,12 +85,20 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
     elif policy_info["action_size"] > mapping.size:
         action["extra"] = ["gripper"] if robot.gripper else [f"extra_{i}" for i in
                                                               range(policy_info["action_size"] - mapping.size)]
+    # What a deployment feeds the policy besides the robot's sensors, with the frames and
+    # ranges the task trained on (the policy node reads them from here, not from its YAML).
     inputs = {}
     sources = {t["source"].split(".")[0] for t in layout}
+    task_inputs = env.deployment_inputs() if hasattr(env, "deployment_inputs") else {}
     if "cmd_vel" in sources:
-        inputs["command"] = {"type": "geometry_msgs/Twist", "topic": robot.ros.cmd_vel}
+        inputs["command"] = {"type": "geometry_msgs/Twist", "topic": robot.ros.cmd_vel,
+                             **task_inputs.get("command", {})}
     if "goal_pose" in sources:
-        inputs["goal"] = {"type": "geometry_msgs/PoseStamped", "topic": robot.ros.goal}
+        inputs["goal"] = {"type": "geometry_msgs/PoseStamped", "topic": robot.ros.goal, **task_inputs.get("goal", {})}
+    if "object_pose" in sources:
+        goal = task_inputs.get("goal", {})
+        inputs["object"] = {"type": "geometry_msgs/PoseStamped", "topic": robot.ros.object_pose,
+                            **{k: goal[k] for k in ("frame", "frame_ids") if k in goal}}
     act = robot.actuated_joints
     return {
         "format": FORMAT,
@@ -103,8 +112,8 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         "control": {"dt": float(env.control_dt), "physics_dt": float(env.physics_dt),
                     "decimation": int(env.cfg.decimation)},
         "observation": {"group": policy_info["obs_group"], "size": int(policy_info["obs_size"]),
-                        "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source", "offset")}
-                                  for t in layout]},
+                        "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source", "offset", "wrap",
+                                                     "relative_to")} for t in layout]},
         "inputs": inputs,
         "safety": to_dict(robot.safety),
         "training": {"task": policy_info["task"], "algo": policy_info["algo"], "run_dir": str(run_dir),
@@ -180,8 +189,7 @@ class BundlePolicy:
 
     @property
     def action_mapping(self) -> ActionMapping:
-        a = self.manifest["action"]
-        return ActionMapping(a["type"], tuple(a["joints"]), tuple(a["scale"]), tuple(a["offset"]))
+        return ActionMapping.from_dict(self.manifest["action"])
 
     def normalized_action(self, obs: np.ndarray) -> np.ndarray:
         """The action as the safety chain takes it: continuous, normalized, (A,) for one observation.
@@ -241,10 +249,53 @@ def check_robot(manifest: dict, robot: RobotSpec) -> None:
         missing = _source_requirement(term["source"], robot)
         if missing:
             raise BundleError(f"observation term {term['name']!r} needs {missing}; robot {robot.name} has none")
+    _check_values(manifest, robot)
     if manifest["robot"]["spec_checksum"] != robot.checksum:
         raise BundleError(f"robot spec checksum changed: the bundle was trained against "
                           f"{manifest['robot']['spec_checksum'][:12]}, robot {robot.name}'s robot.yaml/model is now "
                           f"{robot.checksum[:12]} (re-export or re-train after changing the robot spec)")
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a != b
+
+
+def _check_values(manifest: dict, robot: RobotSpec) -> None:
+    """Refuse a bundle whose recorded gains, default pose or safety limits differ from
+    `robot`'s robot.yaml, naming the field, the joint and both values."""
+    act = robot.actuated_joints
+    gains = manifest.get("pd_gains") or {}
+    for key in ("kp", "kd"):
+        recorded = gains.get(key)
+        if recorded is None:
+            continue
+        for j, trained in zip(act, recorded):
+            have = getattr(j, key)
+            if (trained is None) != (have is None) or (have is not None and _differs(trained, have)):
+                raise BundleError(f"pd_gains.{key} of {j.name}: the bundle was trained with {trained}, robot "
+                                  f"{robot.name}'s robot.yaml has {have} (re-train, or export against this robot.yaml)")
+    for j, trained in zip(act, manifest.get("default_pose") or []):
+        if _differs(trained, j.default):
+            raise BundleError(f"default_pose of {j.name}: the bundle has {trained}, robot {robot.name}'s robot.yaml "
+                              f"has {j.default}")
+    recorded = manifest.get("safety")
+    if recorded is not None:
+        have = to_dict(robot.safety)
+
+        def walk(a: dict, b: dict, prefix: str) -> None:
+            for k in sorted(set(a) | set(b)):
+                x, y = a.get(k), b.get(k)
+                if isinstance(x, dict) and isinstance(y, dict):
+                    walk(x, y, f"{prefix}{k}.")
+                elif _differs(x, y):
+                    raise BundleError(f"safety.{prefix}{k}: the bundle was exported with {x}, robot {robot.name}'s "
+                                      f"robot.yaml has {y} (re-export against this robot.yaml)")
+
+        walk(recorded, have, "")
 
 
 def check_layout(manifest: dict, expected: list[dict]) -> None:

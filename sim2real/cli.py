@@ -12,9 +12,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint file name")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("sim2sim", help="run an exported bundle under held-out perturbations vs nominal")
+    p = sub.add_parser("sim2sim", help="run an exported bundle through the deployment path (observation "
+                                       "builder, runtime, safety chain, driver latency) under held-out "
+                                       "perturbations vs nominal")
     p.add_argument("bundle")
-    p.add_argument("--randomize", default="heavy", help="none | heavy | a YAML file of task overrides")
+    p.add_argument("--randomize", default="heavy",
+                   help="none | heavy | a YAML file with randomization: and driver: sections")
+    p.add_argument("--sensor-latency-ms", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="sensor -> controller latency range (perturbed run; replaces the preset's)")
+    p.add_argument("--command-latency-ms", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="command -> actuator latency range (perturbed run)")
+    p.add_argument("--jitter-ms", type=float, default=None, help="extra delay per message, uniform [0, J]")
+    p.add_argument("--drop", type=float, default=None, help="probability a sensor message is lost")
+    p.add_argument("--over-dds", action="store_true",
+                   help="run the sim bridge and the policy node as separate processes over DDS, in real time "
+                        "(use few --episodes: each takes its episode length in wall-clock)")
+    p.add_argument("--json", default=None, help="also write the full result as JSON here")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runtime", choices=["onnx", "torchscript"], default="onnx")
@@ -36,6 +50,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sim2sim(args: argparse.Namespace) -> int:
     from roboreal.sim2real.sim2sim import print_report, run_sim2sim
 
-    result = run_sim2sim(args.bundle, args.randomize, args.episodes, args.seed, args.runtime)
-    print_report(result)
+    driver = {k: v for k, v in (("sensor_latency_ms", args.sensor_latency_ms),
+                                ("command_latency_ms", args.command_latency_ms),
+                                ("jitter_ms", args.jitter_ms), ("drop", args.drop)) if v is not None}
+    if args.over_dds:
+        from roboreal.sim2real.sim2sim import print_dds_report, run_sim2sim_over_dds
+
+        result = run_sim2sim_over_dds(args.bundle, args.randomize, args.episodes, args.seed, driver_overrides=driver)
+        print_dds_report(result)
+    else:
+        result = run_sim2sim(args.bundle, args.randomize, args.episodes, args.seed, args.runtime,
+                             progress=not args.no_progress, driver_overrides=driver)
+        print_report(result)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=float)
     return 0

@@ -1,96 +1,482 @@
-"""sim2sim: run an exported bundle (not the training code) under held-out perturbations.
+"""sim2sim: run an exported bundle through the deployment path, in simulation.
 
-The bundle's `act` drives the simulator twice: once nominal (as trained) and once with
-a randomization preset whose ranges go beyond what training used (friction, masses,
-centre of mass, PD gains, motor strength, action latency, observation noise, pushes).
-The side-by-side return / success (and for go1-walk, velocity tracking error) tells a
-user, before touching hardware, whether the policy will survive reality.
+Not the training env's tensors: each simulated robot is driven exactly as a real one is,
+
+    physics (its own rate) --> driver readings (latency ms, jitter, drops, noise)
+        --> ObservationBuilder --> bundle runtime (ONNX) --> SafetyChain --> command
+        --> (command latency ms) --> the robot's PD (MuJoCo position servos, robot.yaml gains)
+
+with `PolicyController`, the same code the ROS 2 policy node runs, at the bundle's control
+period. The task env only keeps the score: it samples velocity commands / goals, applies
+physical randomization and pushes, detects falls and success, and computes the tracking
+error from the true state. Each robot first goes through the chain's startup ramp and
+fade-in, as on hardware; the evaluated episode starts when that is done.
+
+Two runs side by side: nominal (no randomization, a perfect driver) and a held-out preset
+(`heavy`, or a YAML file with ``randomization:`` and ``driver:`` sections) whose ranges go
+beyond training. The report adds the chain's interventions, latched faults, the largest
+per-step command change, and a "training vs deployment" check: the same states through
+the env's observation terms and through the builder, largest difference per term.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import torch
 
-from roboreal.config import load_yaml
+from roboreal.config import ConfigError, from_dict, load_yaml
+from roboreal.envs.randomization import PRESETS as RANDOMIZATION_PRESETS
+from roboreal.robots.spec import load_robot
 from roboreal.sim2real.bundle import BundlePolicy, load_bundle
 
-# Held-out perturbations: wider than any training preset in roboreal's task configs.
-HEAVY = {
-    "enabled": True,
-    "friction": {"range": [0.3, 1.6], "mode": "reset"},
-    "mass_scale": {"range": [0.75, 1.3], "mode": "reset"},
-    "com_offset": {"range": [-0.03, 0.03], "mode": "reset"},
-    "kp_scale": {"range": [0.8, 1.2], "mode": "reset"},
-    "kd_scale": {"range": [0.7, 1.3], "mode": "reset"},
-    "motor_strength": {"range": [0.8, 1.2], "mode": "reset"},
-    "action_latency": {"range": [0, 2], "mode": "reset"},
-    "push": {"interval_s": 4.0, "max_velocity": [0.8, 0.8]},
-}
-HEAVY_NOISE = {"joint_pos": 0.02, "joint_vel": 2.0, "base_ang_vel": 0.3, "projected_gravity": 0.08, "ee_pos": 0.01}
+
+@dataclass
+class DriverCfg:
+    """What the robot's driver and the network do to readings and commands."""
+
+    sensor_latency_ms: tuple[float, float] = (0.0, 0.0)  # measurement -> the controller, per episode (uniform)
+    command_latency_ms: tuple[float, float] = (0.0, 0.0)  # command sent -> applied by the actuators, per episode
+    jitter_ms: float = 0.0  # extra delay per message, uniform [0, jitter]
+    drop: float = 0.0  # probability that a sensor message is lost
+    sensor_period_ms: float = 0.0  # how often the driver publishes; 0: every physics step
+    # reading -> noise half-width (uniform): joint_pos (rad), joint_vel (rad/s), imu_gyro (rad/s),
+    # imu_orientation (rad, per axis), object_pos (m)
+    noise: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("sensor_latency_ms", "command_latency_ms"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi or not math.isfinite(hi):
+                raise ConfigError(f"driver.{name}", f"expected 0 <= low <= high, got [{lo}, {hi}]")
+        if not (0 <= self.jitter_ms < math.inf):
+            raise ConfigError("driver.jitter_ms", f"must be >= 0, got {self.jitter_ms}")
+        if not 0 <= self.drop < 1:
+            raise ConfigError("driver.drop", f"must be in [0, 1), got {self.drop}")
+        if not (0 <= self.sensor_period_ms < math.inf):
+            raise ConfigError("driver.sensor_period_ms", f"must be >= 0, got {self.sensor_period_ms}")
+        for k, v in self.noise.items():
+            if k not in NOISE_READINGS:
+                raise ConfigError(f"driver.noise.{k}", f"unknown reading (known: {', '.join(NOISE_READINGS)})")
+            if not (0 <= v < math.inf):
+                raise ConfigError(f"driver.noise.{k}", f"must be >= 0, got {v}")
+
+
+NOISE_READINGS = ("joint_pos", "joint_vel", "imu_gyro", "imu_orientation", "object_pos")
+
+# Held-out perturbations, beyond what training used: physics (`envs.randomization.PRESETS["heavy"]`)
+# and the driver's latency, drops and noise.
+HEAVY_DRIVER = {"sensor_latency_ms": [0.0, 10.0], "command_latency_ms": [0.0, 20.0], "jitter_ms": 2.0, "drop": 0.02,
+                "noise": {"joint_pos": 0.02, "joint_vel": 2.0, "imu_gyro": 0.3, "imu_orientation": 0.08,
+                          "object_pos": 0.01}}
 PRESETS = ("none", "heavy")
 
 
-def perturbation_overrides(preset: str | Path, bundle: BundlePolicy) -> dict:
-    """Task overrides for a preset name or a YAML file with ``randomization``/``observation_noise``."""
-    terms = {t["name"] for t in bundle.manifest["observation"]["terms"]}
+def preset_conditions(preset: str | Path) -> tuple[dict, DriverCfg]:
+    """(task randomization overrides, driver conditions) of a preset name or YAML file."""
     if preset == "none":
-        return {"randomization": {"enabled": False}}
+        return {"enabled": False}, DriverCfg()
     if preset == "heavy":
-        return {"randomization": HEAVY, "observation_noise": {k: v for k, v in HEAVY_NOISE.items() if k in terms}}
-    return load_yaml(preset) or {}
+        return {"enabled": True, **RANDOMIZATION_PRESETS["heavy"]}, from_dict(DriverCfg, HEAVY_DRIVER, source="heavy preset")
+    path = Path(preset)
+    if not path.is_file():
+        raise ConfigError("randomize", f"{preset!r} is neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+    data = load_yaml(path) or {}
+    unknown = sorted(set(data) - {"randomization", "driver"})
+    if unknown:
+        raise ConfigError(unknown[0], "unknown section (known: randomization, driver)", str(path))
+    return dict(data.get("randomization") or {"enabled": False}), from_dict(DriverCfg, data.get("driver") or {},
+                                                                           source=str(path))
+
+
+# --------------------------------------------------------------------------- the driver
+class _Readings:
+    """Turns the simulation's substep results into what a robot driver publishes."""
+
+    def __init__(self, env, tracked: list[str], driver: DriverCfg, rng: np.random.Generator):
+        from roboreal.sim2real.nodes.sim_robot import imu_sensor_slices
+
+        m, spec = env.model, env.robot
+        sim = env.sim
+        jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in tracked]
+        self.names = list(tracked)
+        self.qpos = np.array([sim.qpos_slice.start + m.jnt_qposadr[j] for j in jids])
+        self.qvel = np.array([sim.qvel_slice.start + m.jnt_dofadr[j] for j in jids])
+        self.imu = imu_sensor_slices(m, spec) if spec.sites.imu is not None else None
+        self.object: slice | None = None
+        if spec.ros.object_pose and "object_pos" in env._sensor_slices:
+            self.object = env._sensor_slices["object_pos"]
+        self.driver, self.rng = driver, rng
+        self.physics_dt = env.physics_dt
+        self.every = max(1, int(round(driver.sensor_period_ms / 1000.0 / env.physics_dt))) if driver.sensor_period_ms else 1
+        self.substep_count = 0
+
+    def _noisy(self, key: str, v: np.ndarray) -> np.ndarray:
+        n = self.driver.noise.get(key, 0.0)
+        return v + self.rng.uniform(-n, n, size=v.shape) if n > 0 else v
+
+    def messages(self, states: np.ndarray, sensors: np.ndarray, t0: float) -> list[list[tuple]]:
+        """Per world, the messages of one control period's substeps: (stamp, kind, payload).
+        Joint states are measured after substep k (t0 + (k+1) dt); sensors at its start."""
+        n, dec = states.shape[:2]
+        out: list[list[tuple]] = [[] for _ in range(n)]
+        for k in range(dec):
+            self.substep_count += 1
+            if self.substep_count % self.every:
+                continue
+            q = self._noisy("joint_pos", states[:, k, self.qpos])
+            dq = self._noisy("joint_vel", states[:, k, self.qvel])
+            t_joint, t_sensor = t0 + (k + 1) * self.physics_dt, t0 + k * self.physics_dt
+            imu = None
+            if self.imu is not None:
+                quat = _rotate_small(sensors[:, k, self.imu["quat"]], self.driver.noise.get("imu_orientation", 0.0),
+                                     self.rng)
+                gyro = self._noisy("imu_gyro", sensors[:, k, self.imu["gyro"]])
+                acc = sensors[:, k, self.imu["acc"]]
+                imu = (quat, gyro, acc)
+            obj = self._noisy("object_pos", sensors[:, k, self.object]) if self.object is not None else None
+            for i in range(n):
+                out[i].append((t_joint, "joints", (q[i], dq[i])))
+                if imu is not None:
+                    out[i].append((t_sensor, "imu", (imu[0][i], imu[1][i], imu[2][i])))
+                if obj is not None:
+                    out[i].append((t_sensor, "object", obj[i]))
+        return out
+
+
+def _rotate_small(quat_wxyz: np.ndarray, half_width: float, rng: np.random.Generator) -> np.ndarray:
+    """Each quaternion turned by a random rotation of up to `half_width` rad per axis."""
+    if half_width <= 0:
+        return quat_wxyz
+    out = np.empty_like(quat_wxyz)
+    for i, q in enumerate(quat_wxyz):
+        rot = np.zeros(4)
+        mujoco.mju_axisAngle2Quat(rot, *_axis_angle(rng.uniform(-half_width, half_width, size=3)))
+        mujoco.mju_mulQuat(out[i], q, rot)
+    return out
+
+
+def _axis_angle(v: np.ndarray) -> tuple[np.ndarray, float]:
+    angle = float(np.linalg.norm(v))
+    return (v / angle if angle > 0 else np.array([1.0, 0.0, 0.0])), angle
+
+
+def _deliver(ctl, msg: tuple, spec) -> None:
+    stamp, kind, payload = msg
+    b = ctl.builder
+    if kind == "joints":
+        b.set_joint_state(b.tracked, payload[0], payload[1], arrival=stamp, header_stamp=stamp)
+    elif kind == "imu":
+        w, x, y, z = payload[0]
+        b.set_imu((x, y, z, w), payload[1], stamp, payload[2])
+    else:
+        b.set_object_pose(payload, stamp, stamp)
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class _World:
+    ctl: object
+    inbox: list = field(default_factory=list)  # (arrival, stamp, kind, payload)
+    outbox: collections.deque = field(default_factory=collections.deque)  # (apply_at, ctrl)
+    ctrl: np.ndarray | None = None  # what the actuators apply now
+    sensor_latency: float = 0.0
+    command_latency: float = 0.0
+    prev_values: np.ndarray | None = None
+    largest_step: float = 0.0  # largest |command change| / (max_target_rate * dt)
+    modes: collections.Counter = field(default_factory=collections.Counter)
+    dropped: int = 0
+    sent: int = 0  # sensor messages the driver published
 
 
 @torch.no_grad()
-def evaluate_bundle(bundle: BundlePolicy, episodes: int, seed: int = 0, overrides: dict | None = None) -> dict:
-    """Roll the bundle out for one episode in each of `episodes` parallel envs."""
-    from roboreal.agents.policy import evaluate
+def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, randomization: dict | None = None,
+                        driver: DriverCfg | None = None, check_observations: bool = False,
+                        progress: bool = False) -> dict:
+    """Run one episode per simulated robot through the deployment path (module docstring).
+
+    With `check_observations` the driver is perfect and, at every step, the env's
+    observation terms and the builder's are computed from the same state: the result gets
+    ``observation_difference`` (term -> largest absolute difference)."""
     from roboreal.envs import make
+    from roboreal.sim2real.nodes.controller import PolicyController
 
-    train = bundle.manifest["training"]
-    env_kwargs = {**(train.get("env_overrides") or {}), **(overrides or {})}
+    driver = driver or DriverCfg()
+    if check_observations:
+        driver = DriverCfg()
+    manifest = bundle.manifest
+    train = manifest["training"]
+    rand = dict(randomization or {"enabled": False})
+    rand.pop("action_latency", None)  # latency is the driver's, in ms
+    env_kwargs = {**(train.get("env_overrides") or {}), "randomization": rand, "observation_noise": {}}
     env = make(train["task"], num_envs=episodes, seed=seed, **env_kwargs)
-    group = bundle.manifest["observation"]["group"]
-    tracking: list[torch.Tensor] = []
+    spec = env.robot
+    if abs(env.control_dt - float(manifest["control"]["dt"])) > 1e-9:
+        raise ConfigError("control.dt", f"the bundle runs at {manifest['control']['dt']} s, task {train['task']} "
+                          f"at {env.control_dt} s")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5125]))
+    worlds = [_World(PolicyController(bundle, spec, gains="fixed")) for _ in range(episodes)]
+    tracked = worlds[0].ctl.builder.tracked
+    readings = _Readings(env, tracked, driver, rng)
+    for w in worlds:
+        w.sensor_latency = rng.uniform(*driver.sensor_latency_ms) / 1000.0
+        w.command_latency = rng.uniform(*driver.command_latency_ms) / 1000.0
 
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(bundle.act(obs.cpu().numpy()))
+    m = env.model
+    act_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
+                        for j in spec.actuated_joints])
+    others = [a for a in range(m.nu) if a not in set(act_ids.tolist())]
+    grip_id = others[0] if (spec.gripper is not None and others) else None
+    dt, pdt, dec = env.control_dt, env.physics_dt, env.cfg.decimation
+    chain0 = worlds[0].ctl.chain
+    rate_step = float(chain0.limits.max_target_rate) * dt if chain0.position_control else math.inf
 
-    def on_step(e) -> None:
-        if hasattr(e, "velocity_tracking_error"):
-            tracking.append(e.velocity_tracking_error().cpu())
+    env.reset()
+    hold = env._action_to_ctrl(torch.zeros(episodes, env.action_size, device=env.device)).cpu().double().numpy()
+    for i, w in enumerate(worlds):
+        w.ctrl = hold[i].copy()
+    n_act = env.action_size
+    goal_source = hasattr(env, "goal") and any(t.source == "goal_pose.position" for t in worlds[0].ctl.builder.terms)
+    has_cmd = hasattr(env, "commands") and any(t.source == "cmd_vel" for t in worlds[0].ctl.builder.terms)
+    obs_diff: dict[str, float] = {}
 
-    stats = evaluate(policy, env, episodes=episodes, obs_group=group, on_step=on_step)
+    def tick(t: float, active: np.ndarray, score: bool) -> np.ndarray:
+        """One control period at time t for the `active` worlds; returns the env actions."""
+        actions = np.zeros((episodes, n_act))
+        for i in np.nonzero(active)[0]:
+            w, ctl = worlds[i], worlds[i].ctl
+            due = [msg for msg in w.inbox if msg[0] <= t + 1e-12]
+            if due:
+                w.inbox = [msg for msg in w.inbox if msg[0] > t + 1e-12]
+                for msg in sorted(due, key=lambda x: x[0]):
+                    _deliver(ctl, msg[1:], spec)
+            if has_cmd:
+                c = env.commands[i].tolist() if score else [0.0, 0.0, 0.0]  # stand still through the ramp
+                ctl.set_cmd_vel(*c, arrival=t)
+            if goal_source:
+                ctl.builder.set_goal(env.goal[i].cpu().numpy(), t)
+            if not ctl.started and not ctl.start(t):
+                continue
+            out = ctl.step(t)
+            w.modes[out.cmd.mode] += 1
+            values = out.cmd.values
+            if w.prev_values is not None and chain0.position_control:
+                w.largest_step = max(w.largest_step, float(np.max(np.abs(values - w.prev_values))) / rate_step)
+            w.prev_values = values
+            target = w.outbox[-1][1].copy() if w.outbox else w.ctrl.copy()
+            target[act_ids] = values
+            if grip_id is not None and out.gripper is not None:
+                target[grip_id] = out.gripper
+            w.outbox.append((t + w.command_latency + rng.uniform(0, driver.jitter_ms / 1000.0), target))
+            last = ctl.builder.last_action
+            actions[i] = out.applied if last is None else last[:n_act]
+        return actions
+
+    def physics(t: float, actions: np.ndarray):
+        sched = np.empty((episodes, dec, m.nu))
+        for i, w in enumerate(worlds):
+            for k in range(dec):
+                while w.outbox and w.outbox[0][0] <= t + k * pdt + 1e-12:
+                    w.ctrl = w.outbox.popleft()[1]
+                sched[i, k] = w.ctrl
+        result = env.step(torch.as_tensor(actions, dtype=torch.float32), ctrl=sched)
+        states, sensors = env.sim.substeps()
+        for i, msgs in enumerate(readings.messages(states, sensors, t)):
+            w = worlds[i]
+            w.sent += len(msgs)
+            for stamp, kind, payload in msgs:
+                if driver.drop and rng.random() < driver.drop:
+                    w.dropped += 1
+                    continue
+                arrival = stamp + w.sensor_latency + (rng.uniform(0, driver.jitter_ms / 1000.0) if driver.jitter_ms else 0)
+                w.inbox.append((arrival, stamp, kind, payload))
+        return result
+
+    # ----- the robots' startup ramp and fade-in, then the evaluated episode -----
+    limits = chain0.limits
+    preroll = int(math.ceil((limits.startup_ramp_time + limits.fade_in_time) / dt)) + 10
+    t = 0.0
+    everyone = np.ones(episodes, dtype=bool)
+    # the first readings, as a driver publishes them before anything is commanded
+    physics(t, np.zeros((episodes, n_act)))
+    t += dt
+    for _ in range(preroll):
+        physics(t, tick(t, everyone, score=False))
+        t += dt
+    env.restart_episodes()
+
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, dtype=int)
+    finished = np.zeros(episodes, dtype=bool)
+    success = np.full(episodes, np.nan)
+    err_sum, err_steps, speed_sum = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes)
+    tracking = hasattr(env, "velocity_tracking_error")
+    steps = env.spec.max_episode_steps + 1
+    bar = _progress(progress, steps, "sim2sim")
+    for _ in range(steps):
+        actions = tick(t, ~finished, score=True)
+        _, reward, terminated, truncated, info = physics(t, actions)
+        t += dt
+        running = ~finished
+        returns += np.where(running, reward.cpu().numpy(), 0.0)
+        lengths += running
+        done = (terminated | truncated).cpu().numpy() & running
+        if tracking:
+            live = running & ~done
+            err_sum += np.where(live, env.velocity_tracking_error().cpu().numpy(), 0.0)
+            speed_sum += np.where(live, env.commands[:, :2].norm(dim=-1).cpu().numpy(), 0.0)
+            err_steps += live
+        if done.any():
+            if "is_success" in info:
+                success[done] = info["is_success"].float().cpu().numpy()[done]
+            finished |= done
+        if check_observations:
+            _compare_observations(env, worlds, ~finished, obs_diff, t)
+        if bar is not None:
+            bar.update(1)
+        if finished.all():
+            break
+    if bar is not None:
+        bar.close()
+
+    reports = [w.ctl.chain.report() for w in worlds]
+    interventions = {name: int(sum(r[name]["count"] for r in reports)) for name in reports[0]}
+    faults = collections.Counter(k for w in worlds for k in w.ctl.chain.faults)
+    total_steps = int(sum(sum(w.modes.values()) for w in worlds))
+    stats = {
+        "mean_return": float(returns.mean()), "std_return": float(returns.std()), "mean_length": float(lengths.mean()),
+        "success_rate": float(np.nanmean(success)) if np.isfinite(success).any() else float("nan"),
+        "episodes": episodes, "returns": returns.tolist(),
+        "interventions": {k: v for k, v in interventions.items() if v},
+        "intervention_rate": {k: v / max(1, total_steps) for k, v in interventions.items() if v},
+        "faults": dict(faults),
+        "largest_command_step": max(w.largest_step for w in worlds),  # x the rate limit per step
+        "policy_mode_fraction": sum(w.modes["policy"] for w in worlds) / max(1, total_steps),
+        "dropped_messages": int(sum(w.dropped for w in worlds)),
+        "sensor_messages": int(sum(w.sent for w in worlds)),
+        "driver": dataclasses.asdict(driver),
+        "randomized_terms": sorted(env.randomizer.values),
+    }
     if tracking:
-        stats["velocity_tracking_error"] = float(torch.stack(tracking).mean())
+        stats["velocity_tracking_error"] = float(err_sum.sum() / max(1.0, err_steps.sum()))
+        # what standing still would score: the mean commanded planar speed over the same steps
+        stats["standing_still_error"] = float(speed_sum.sum() / max(1.0, err_steps.sum()))
+        # 1 = perfect tracking, 0 = no better than standing still
+        stats["tracking_quality"] = 1.0 - stats["velocity_tracking_error"] / max(1e-9, stats["standing_still_error"])
+        stats["fell"] = int(sum(1 for i in range(episodes) if lengths[i] < env.spec.max_episode_steps))
+    if check_observations:
+        stats["observation_difference"] = obs_diff
     env.close()
     return stats
 
 
-def run_sim2sim(bundle_path: str | Path, randomize: str = "heavy", episodes: int = 32, seed: int = 0,
-                runtime: str = "onnx") -> dict:
-    bundle = load_bundle(bundle_path, robot=None, runtime=runtime)
-    from roboreal.robots.spec import load_robot
-    from roboreal.sim2real.bundle import check_robot
+def _compare_observations(env, worlds: list[_World], active: np.ndarray, diff: dict[str, float], now: float) -> None:
+    """The same states through both observation paths: the env's terms and the builder's,
+    fed as a driver would from the current state (sensors recomputed at it)."""
+    ids = np.nonzero(active)[0]
+    if not len(ids):
+        return
+    env.sim.forward(ids)  # sensors at the current state (the rollout records them one substep earlier)
+    env._refresh()
+    sim_terms = {k: v.cpu().double().numpy() for k, v in env.observation_terms(noise=False).items()}
+    state, sensordata = env.sim.state, env.sim.sensordata
+    readings = _Readings(env, worlds[0].ctl.builder.tracked, DriverCfg(), np.random.default_rng(0))
+    msgs = readings.messages(state[:, None, :], sensordata[:, None, :], now - env.physics_dt)  # joints stamped `now`
+    for i in ids:
+        ctl = worlds[i].ctl
+        for msg in msgs[i]:
+            _deliver(ctl, msg, env.robot)
+        if hasattr(env, "commands"):
+            ctl.set_cmd_vel(*env.commands[i].tolist(), arrival=now)
+        if hasattr(env, "goal"):
+            ctl.builder.set_goal(env.goal[i].cpu().numpy(), now)
+        ctl.builder.set_last_action(env.actions[i].cpu().numpy())
+        for name, value in ctl.builder.term_values().items():
+            d = float(np.max(np.abs(np.asarray(value) - sim_terms[name][i]))) if name in sim_terms else math.nan
+            diff[name] = max(diff.get(name, 0.0), d)
 
-    check_robot(bundle.manifest, load_robot(bundle.manifest["robot"]["name"]))
-    nominal = evaluate_bundle(bundle, episodes, seed, perturbation_overrides("none", bundle))
-    perturbed = evaluate_bundle(bundle, episodes, seed + 1, perturbation_overrides(randomize, bundle))
+
+def _progress(enabled: bool, total: int, label: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, leave=False)
+
+
+def run_sim2sim(bundle_path: str | Path, randomize: str = "heavy", episodes: int = 32, seed: int = 0,
+                runtime: str = "onnx", progress: bool = False, driver_overrides: dict | None = None) -> dict:
+    """Nominal vs `randomize` through the deployment path, plus the observation check.
+    `driver_overrides` (DriverCfg fields) replace the preset's driver conditions."""
+    probe = load_bundle(bundle_path, robot=None, runtime=runtime)
+    spec = load_robot(probe.manifest["robot"]["name"])
+    bundle = load_bundle(bundle_path, robot=spec, runtime=runtime)  # refused unless it matches the robot
+    rand_none, drv_none = preset_conditions("none")
+    rand, drv = preset_conditions(randomize)
+    if driver_overrides:
+        drv = from_dict(DriverCfg, {**dataclasses.asdict(drv), **driver_overrides}, source="sim2sim options")
+    nominal = evaluate_deployment(bundle, episodes, seed, rand_none, drv_none, progress=progress)
+    perturbed = evaluate_deployment(bundle, episodes, seed + 1, rand, drv, progress=progress)
+    check = evaluate_deployment(bundle, min(episodes, 8), seed + 2, rand, check_observations=True, progress=progress)
+    return {"nominal": nominal, "perturbed": perturbed, "preset": str(randomize), "episodes": episodes,
+            "observation_difference": check["observation_difference"], "task": bundle.manifest["training"]["task"]}
+
+
+def run_sim2sim_over_dds(bundle_path: str | Path, randomize: str = "heavy", episodes: int = 2, seed: int = 0,
+                         driver_overrides: dict | None = None) -> dict:
+    """Nominal vs `randomize` with the sim bridge and the policy node as processes (`sim2sim_dds`)."""
+    from roboreal.sim2real.sim2sim_dds import evaluate_over_dds
+
+    if randomize not in ("none", "heavy"):
+        raise ConfigError("randomize", "over DDS only the presets none and heavy are supported")
+    _, drv = preset_conditions(randomize)
+    if driver_overrides:
+        drv = from_dict(DriverCfg, {**dataclasses.asdict(drv), **driver_overrides}, source="sim2sim options")
+    nominal = evaluate_over_dds(bundle_path, episodes, seed)
+    perturbed = evaluate_over_dds(bundle_path, episodes, seed + 1, None if randomize == "none" else randomize, drv)
     return {"nominal": nominal, "perturbed": perturbed, "preset": str(randomize), "episodes": episodes}
+
+
+def print_dds_report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    nom, per = result["nominal"], result["perturbed"]
+    table = Table(title=f"sim2sim over DDS (sim bridge + policy node processes): nominal vs {result['preset']} "
+                        f"({result['episodes']} episodes each)")
+    for col in ("metric", "nominal", result["preset"]):
+        table.add_column(col)
+    for label, key in (("mean length (control steps)", "mean_length"),
+                       ("velocity tracking error (m/s)", "velocity_tracking_error"),
+                       ("success rate", "success_rate"), ("final distance (m)", "final_distance")):
+        if key in nom:
+            table.add_row(label, f"{nom[key]:.3f}", f"{per[key]:.3f}")
+    Console(width=120).print(table)
 
 
 def print_report(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=120)
     nom, per = result["nominal"], result["perturbed"]
-    table = Table(title=f"sim2sim: nominal vs {result['preset']} perturbations ({result['episodes']} episodes each)")
+    table = Table(title=f"sim2sim through the deployment path: nominal vs {result['preset']} "
+                        f"({result['episodes']} episodes each)")
     for col in ("metric", "nominal", result["preset"], "ratio"):
         table.add_column(col)
     rows = [("mean return", "mean_return"), ("success rate", "success_rate"), ("mean length", "mean_length"),
-            ("velocity tracking error (m/s)", "velocity_tracking_error")]
+            ("velocity tracking error (m/s)", "velocity_tracking_error"),
+            ("standing still would score (m/s)", "standing_still_error"),
+            ("tracking quality (1 - error / standing still)", "tracking_quality"),
+            ("episodes ended early (fell)", "fell"),
+            ("largest command step (x rate limit)", "largest_command_step"),
+            ("steps in policy mode", "policy_mode_fraction"), ("dropped sensor messages", "dropped_messages")]
     for label, key in rows:
         if key not in nom:
             continue
@@ -99,4 +485,14 @@ def print_report(result: dict) -> None:
             continue
         ratio = f"{b / a:.2f}" if a not in (0, 0.0) else "-"
         table.add_row(label, f"{a:.3f}", f"{b:.3f}", ratio)
-    Console(width=120).print(table)
+    for label, key in (("interventions (steps)", "interventions"), ("latched faults (robots)", "faults")):
+        names = sorted(set(nom[key]) | set(per[key]))
+        table.add_row(label, ", ".join(f"{k} {nom[key].get(k, 0)}" for k in names) or "none",
+                      ", ".join(f"{k} {per[key].get(k, 0)}" for k in names) or "none", "")
+    console.print(table)
+    diff = Table(title="training vs deployment: the same states through the env's terms and the builder")
+    diff.add_column("term")
+    diff.add_column("largest |difference|")
+    for name, d in result["observation_difference"].items():
+        diff.add_row(name, f"{d:.2e}")
+    console.print(diff)

@@ -97,7 +97,7 @@ def test_different_joint_order_is_refused_naming_the_joint(bundles, tmp_path):
         check_robot(load_bundle(bundle_dir).manifest, robot)
 
 
-def test_changed_robot_spec_is_refused_by_checksum(bundles, tmp_path):
+def test_changed_robot_spec_is_refused_naming_the_field_else_by_checksum(bundles, tmp_path):
     _, bundle_dir = bundles["gaussian"]
 
     def stiffer(data):
@@ -105,6 +105,15 @@ def test_changed_robot_spec_is_refused_by_checksum(bundles, tmp_path):
             j["kp"] = 25.0
 
     robot = _robot_copy(tmp_path, "go1", stiffer)
+    with pytest.raises(BundleError, match=r"pd_gains\.kp of FR_hip_joint: the bundle was trained with 20\.0, robot "
+                                          r"go1's robot\.yaml has 25\.0"):
+        check_robot(load_bundle(bundle_dir).manifest, robot)
+
+    def faster(data):  # a field the manifest does not record: the checksum still catches it
+        for j in data["joints"]:
+            j["velocity_limit"] = 25.0
+
+    robot = _robot_copy(tmp_path / "v", "go1", faster)
     with pytest.raises(BundleError, match="robot spec checksum changed"):
         check_robot(load_bundle(bundle_dir).manifest, robot)
 
@@ -164,7 +173,14 @@ def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
 
     _, bundle_dir = bundles["gaussian"]
     result = run_sim2sim(bundle_dir, "heavy", episodes=2, seed=0)
-    for key in ("nominal", "perturbed"):
-        assert result[key]["episodes"] == 2
-        assert np.isfinite(result[key]["mean_return"])
-        assert "velocity_tracking_error" in result[key]
+    nominal, heavy = result["nominal"], result["perturbed"]
+    for r in (nominal, heavy):
+        assert r["episodes"] == 2 and len(r["returns"]) == 2
+        assert np.isfinite(r["mean_return"]) and np.isfinite(r["velocity_tracking_error"])
+        assert r["largest_command_step"] <= 1.0 + 1e-9  # what the chain sent kept the rate limit
+    # the perturbations were applied: physics drawn per world, a lossy and late driver
+    assert nominal["randomized_terms"] == [] and nominal["dropped_messages"] == 0
+    assert {"friction", "mass_scale", "kp_scale", "motor_strength"} <= set(heavy["randomized_terms"])
+    assert heavy["dropped_messages"] > 0 and tuple(heavy["driver"]["command_latency_ms"]) == (0.0, 20.0)
+    assert heavy["returns"] != nominal["returns"]
+    assert max(result["observation_difference"].values()) < 1e-5

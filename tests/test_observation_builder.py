@@ -2,7 +2,8 @@
 
 The builder gets only what a real robot publishes (JointState with names in any order,
 Imu with a ROS x-y-z-w quaternion, Twist, PoseStamped); the env computes from the
-simulator state. Both must give the same vector for the same physical state.
+simulator state. Both compute every term with `roboreal.control.observation` and must give
+the same vector for the same physical state.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ import torch
 import roboreal
 from roboreal.envs.math_utils import projected_gravity as env_projected_gravity
 from roboreal.sim2real.bundle import build_manifest
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.observation import Term, finish, projected_gravity, raw_value, wrap_angle
+from roboreal.envs.mujoco_env import ObsTerm
 from roboreal.sim2real.nodes.observation import (
     ObservationBuilder,
     ObservationError,
-    applied_action,
-    projected_gravity_xyzw,
+    quat_wxyz_from_ros,
 )
+
+
+def projected_gravity_xyzw(q_xyzw) -> np.ndarray:
+    """The builder's path: a ROS quaternion -> the reading -> the shared source function."""
+    return projected_gravity(quat_wxyz_from_ros(q_xyzw)[None])[0]
+
 
 def make_env(task: str):
     # NB: observation_noise={} does NOT disable noise (config dicts merge into the defaults):
@@ -133,11 +140,14 @@ def test_go1_term_by_term_and_units():
         b.set_joint_state(names, pos, vel, arrival=0.0)
         w, x, y, z = qpos[3:7]
         b.set_imu((x, y, z, w), qvel[3:6], arrival=0.0)
-        raw = b.raw_terms()
-        for term in env._obs_terms["policy"]:
-            if term.name in ("velocity_command", "last_action"):
+        values = b.term_values()
+        for name, v in env.observation_terms("policy").items():
+            if name in ("velocity_command", "last_action"):
                 continue
-            np.testing.assert_allclose(raw[term.name], term.fn()[0].double().numpy(), atol=2e-5, err_msg=term.name)
+            np.testing.assert_allclose(values[name], v[0].double().numpy(), atol=2e-5, err_msg=name)
+        raw = b.raw_terms()
+        np.testing.assert_allclose(raw["joint_pos"], qpos[7:19])  # raw: before the default-pose offset
+        np.testing.assert_allclose(raw["base_ang_vel"], qvel[3:6])  # raw: before the 0.25 scale
         # an upright robot sees gravity straight down
         b.set_imu((0, 0, 0, 1), (0, 0, 0), arrival=0.0)
         np.testing.assert_allclose(b.raw_terms()["projected_gravity"], [0, 0, -1], atol=1e-12)
@@ -281,14 +291,190 @@ def test_unknown_source_is_refused_by_name():
         ObservationBuilder(manifest, env.robot)
 
 
-def test_applied_action_inverts_the_action_mapping():
-    """last_action_source=applied: the chain's output mapped back to the action space."""
-    a = np.array([0.3, -0.7, 1.0])
-    absolute = ActionMapping("joint_position_absolute", ("a", "b", "c"), (0.25,) * 3, (0.1, -0.2, 0.3))
-    np.testing.assert_allclose(applied_action(absolute, absolute.to_command(a), None, a), a)
-    delta = ActionMapping("joint_position_delta", ("a", "b", "c"), (0.05,) * 3, (0.0,) * 3)
-    prev = np.array([0.5, 0.5, 0.5])
-    np.testing.assert_allclose(applied_action(delta, delta.to_command(a, prev), prev, a), a)
-    force = ActionMapping("force", ("a",), (10.0,), (0.0,))
-    # a rate-limited / clipped output is what the robot did: e.g. the chain allowed 2 N of 7
-    np.testing.assert_allclose(applied_action(force, np.array([2.0]), None, np.array([0.7, 0.4])), [0.2, 0.4])
+# ----------------------------------------------------------------------------------------------
+# One definition, two edges: env states replayed through the builder, term by term
+# ----------------------------------------------------------------------------------------------
+REPLAY_TASKS = {
+    # task: overrides besides the noise (cartpole: starts beyond +-pi, so the wrap is exercised)
+    "go1-walk": {},  # domain randomization stays on (friction, mass, motor strength, pushes)
+    "panda-reach": {},
+    "panda-pick": {},
+    "cartpole-balance": {"initial_state_range": 4.0},
+}
+
+
+def publish_sim_state(env, i: int, b: ObservationBuilder, rng) -> None:
+    """Hand the builder world `i`'s state as the sim bridge's drivers publish it after a physics
+    step: JointState of every joint (shuffled) from qpos/qvel; the IMU's and the object tracker's
+    readings from that step's sensor pass (MuJoCo computes sensors and body poses before it
+    integrates, so they are one physics step older than the joints, on the bridge as in the env);
+    a tracker's velocity estimate; the command / goal and the action the node sent."""
+    import mujoco
+
+    m = env.sim.model_of(i)
+    qpos, qvel = env.sim.state[i, env.sim.qpos_slice], env.sim.state[i, env.sim.qvel_slice]
+    sensors = env.sim.get_sensordata()[i]
+    names = list(env.robot.joint_names) + [g for g in (env.robot.gripper.joints if env.robot.gripper else [])
+                                           if g not in env.robot.joint_names]
+    ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in names]
+    pos = np.array([qpos[m.jnt_qposadr[j]] for j in ids])
+    vel = np.array([qvel[m.jnt_dofadr[j]] for j in ids])
+    order = rng.permutation(len(names))
+    b.set_joint_state([names[k] for k in order], pos[order], vel[order], arrival=1.0)
+    if "imu_quat" in env._sensor_slices:
+        w, x, y, z = sensors[env._sensor_slices["imu_quat"]]
+        b.set_imu((x, y, z, w), sensors[env._sensor_slices["imu_gyro"]], arrival=1.0)
+    if hasattr(env, "commands"):
+        b.set_cmd_vel(*env.commands[i].double().numpy(), arrival=1.0)
+    if hasattr(env, "goal"):
+        b.set_goal(env.goal[i].double().numpy(), arrival=1.0)
+    if hasattr(env, "object_joint"):
+        b.set_object_pose(sensors[env._sensor_slices["object_pos"]], arrival=1.0)
+        b.set_object_velocity(qvel[env.object_qvel:env.object_qvel + 3])
+    b.set_last_action(env.actions[i].double().numpy())
+
+
+@pytest.mark.parametrize("task", list(REPLAY_TASKS))
+def test_replayed_env_states_build_the_same_terms(task):
+    """Several steps of random actions; after each, every world's state goes through the builder
+    as a robot would publish it: each term equals the env's to 1e-5 (max differences printed)."""
+    from roboreal.envs.registry import task_config
+
+    noisy = task_config(task, {}).observation_noise
+    env = roboreal.make(task, num_envs=4, seed=5, observation_noise={k: 0.0 for k in noisy},
+                        **REPLAY_TASKS[task])
+    assert not any(env.cfg.observation_noise.values())
+    assert env.cfg.randomization.enabled == (task == "go1-walk")
+    manifest = manifest_of(env)
+    rng = np.random.default_rng(6)
+    gen = torch.Generator().manual_seed(7)
+    worst: dict[str, float] = {}
+    wrapped = False
+    try:
+        env.reset()
+        for step in range(12):
+            env.step(torch.rand(env.num_envs, env.action_size, generator=gen) * 2 - 1)
+            expected = env.observation_terms()
+            policy = env._compute_observations()["policy"]
+            for i in range(env.num_envs):
+                b = ObservationBuilder(manifest, env.robot)
+                publish_sim_state(env, i, b, rng)
+                assert b.ready, b.missing()
+                got = b.term_values()
+                assert list(got) == list(expected) == [t["name"] for t in manifest["observation"]["terms"]]
+                for name, v in got.items():
+                    d = float(np.abs(v - expected[name][i].double().numpy()).max())
+                    worst[name] = max(worst.get(name, 0.0), d)
+                np.testing.assert_allclose(b.build(), policy[i].double().numpy(), atol=1e-5, rtol=0)
+                if task.startswith("cartpole"):
+                    wrapped |= abs(float(env.qpos[i, 1])) > math.pi
+        print(f"\n{task}: per-term max |builder - env| " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
+        assert all(v <= 1e-5 for v in worst.values()), worst
+        assert not task.startswith("cartpole") or wrapped, "no pole angle beyond +-pi was replayed"
+    finally:
+        env.close()
+
+
+def test_manifest_properties_not_names_decide_relative_and_wrap():
+    """relative_to / wrap come from the manifest: a term named anything is built as object minus
+    end-effector when it says relative_to: end_effector, and wrapped when it says wrap: true."""
+    env = make_env("panda-pick")
+    manifest = manifest_of(env)
+    try:
+        terms = manifest["observation"]["terms"]
+        rel = next(t for t in terms if t["name"] == "object_rel_pos")
+        assert rel["relative_to"] == "end_effector" and rel["wrap"] is False
+        rel["name"] = "cube_from_gripper"
+        raw_pos = next(t for t in terms if t["name"] == "object_pos")
+        assert raw_pos["relative_to"] is None
+        b = ObservationBuilder(manifest, env.robot)
+        rng = np.random.default_rng(8)
+        qpos = env.model.qpos0.copy()
+        qpos[env.joint_qpos_idx.numpy()] = rng.uniform(env.robot.lower, env.robot.upper)
+        set_state(env, qpos, np.zeros(env.model.nv))
+        names, pos, vel = joint_state_msg(env, qpos, np.zeros(env.model.nv), rng)
+        b.set_joint_state(names, pos, vel, arrival=0.0)
+        obj = np.array([0.4, 0.1, 0.2])
+        b.set_object_pose(obj, arrival=0.0)
+        raw = b.raw_terms()
+        np.testing.assert_allclose(raw["cube_from_gripper"], obj - raw["ee_pos"], atol=1e-12)
+        np.testing.assert_allclose(raw["ee_pos"], env.ee_pos[0].double().numpy(), atol=2e-6)
+        np.testing.assert_allclose(raw["object_pos"], obj)
+        # ... and without relative_to, the same source is the object's position itself
+        rel["relative_to"] = None
+        b2 = ObservationBuilder(manifest, env.robot)
+        b2.set_joint_state(names, pos, vel, arrival=0.0)
+        b2.set_object_pose(obj, arrival=0.0)
+        np.testing.assert_allclose(b2.raw_terms()["cube_from_gripper"], obj)
+        rel["relative_to"] = "base_link"
+        with pytest.raises(ObservationError, match="cube_from_gripper.*relative_to"):
+            ObservationBuilder(manifest, env.robot)
+    finally:
+        env.close()
+
+    env = make_env("cartpole-balance")
+    manifest = manifest_of(env)
+    env.close()
+    terms = manifest["observation"]["terms"]
+    assert [t["wrap"] for t in terms] == [False, False, True, False]
+    terms[2]["name"] = "theta"
+    terms[0]["wrap"] = True  # the slider: wrapped because the manifest says so, not because of the joint
+    b = ObservationBuilder(manifest, env.robot)
+    b.set_joint_state(["slider", "hinge"], [4.0, 3 * math.pi + 0.25], [0.0, 0.0], arrival=0.0)
+    raw = b.raw_terms()
+    assert raw["theta"][0] == pytest.approx(-math.pi + 0.25)
+    assert raw["cart_position"][0] == pytest.approx(4.0 - 2 * math.pi)
+    terms[2]["wrap"] = False
+    b = ObservationBuilder(manifest, env.robot)
+    b.set_joint_state(["slider", "hinge"], [4.0, 3 * math.pi + 0.25], [0.0, 0.0], arrival=0.0)
+    assert b.raw_terms()["theta"][0] == pytest.approx(3 * math.pi + 0.25)
+
+
+def test_manifest_without_the_new_keys():
+    """Defaults (wrap false, relative_to none) for manifests that lack the keys; where a builder
+    before them read a term differently (name *_rel_pos, an unlimited hinge), it is refused
+    with the fix, not silently read another way than the policy was trained."""
+    for task, refused in (("go1-walk", None), ("panda-reach", None), ("panda-pick", "object_rel_pos.*relative_to"),
+                          ("cartpole-balance", "pole_angle.*wrap: true")):
+        env = make_env(task)
+        manifest = manifest_of(env)
+        env.close()
+        for t in manifest["observation"]["terms"]:
+            del t["wrap"], t["relative_to"]
+        if refused is None:
+            b = ObservationBuilder(manifest, env.robot)
+            assert not any(t.wrap or t.relative_to for t in b.terms)
+        else:
+            with pytest.raises(ObservationError, match=refused + ".*re-export"):
+                ObservationBuilder(manifest, env.robot)
+
+
+def test_shared_functions_agree_on_numpy_and_torch():
+    """The env runs the term functions on float32 tensors, the builder on float64 arrays."""
+    rng = np.random.default_rng(9)
+    q = rng.normal(size=(64, 4))
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    np.testing.assert_allclose(projected_gravity(torch.tensor(q)).numpy(), projected_gravity(q), atol=1e-12)
+    np.testing.assert_allclose(projected_gravity(q), env_projected_gravity(torch.tensor(q)).numpy(), atol=1e-12)
+    a = rng.uniform(-20, 20, (64, 1))
+    np.testing.assert_allclose(wrap_angle(torch.tensor(a)).numpy(), wrap_angle(a), atol=1e-12)
+    assert np.all((wrap_angle(a) > -math.pi) & (wrap_angle(a) <= math.pi))
+    term = Term("x", "object_pose.position", scale=2.0, clip=0.5, relative_to="end_effector")
+    readings = {"object_pos": np.array([[1.0, 0.2, 0.1]]), "ee_pos": np.array([[0.5, 0.3, 0.0]])}
+    np.testing.assert_allclose(finish(raw_value(term, readings), term), [[0.5, -0.2, 0.2]])
+    t_readings = {k: torch.tensor(v) for k, v in readings.items()}
+    np.testing.assert_allclose(finish(raw_value(term, t_readings), term).numpy(), [[0.5, -0.2, 0.2]])
+    offset = Term("j", "joint_states.position", offset="default_pose", scale=10.0)
+    np.testing.assert_allclose(finish(np.array([[1.0, 2.0]]), offset, np.array([0.5, 0.5]),
+                                      noise=np.array([[0.1, 0.0]])), [[6.0, 15.0]])
+
+
+def test_env_terms_are_declared_by_source():
+    with pytest.raises(ObservationError, match="lidar.*lidar.scan"):
+        ObsTerm("lidar", "lidar.scan")
+    with pytest.raises(ObservationError, match="height.*fn"):
+        ObsTerm("height", "privileged")
+    with pytest.raises(ObservationError, match="joint_pos.*fn"):
+        ObsTerm("joint_pos", "joint_states.position", fn=lambda: None)
+    with pytest.raises(ObservationError, match="angle.*unknown relative_to"):
+        ObsTerm("angle", "joint_states.position[hinge]", relative_to="hand")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import mujoco
@@ -13,11 +12,13 @@ import pytest
 import yaml
 
 from roboreal.config import ConfigError
+from roboreal.robots.model import build_model
 from roboreal.robots.spec import ROBOTS_DIR, available_robots, load_robot, load_robot_file
 
 
 def _model(name: str) -> mujoco.MjModel:
-    return mujoco.MjModel.from_xml_path(str(load_robot(name).model_path))
+    """The model the simulator runs: the MJCF with robot.yaml's gains and ranges written in."""
+    return build_model(load_robot(name))
 
 
 def _id(m, obj, name: str) -> int:
@@ -39,26 +40,42 @@ def test_shipped_robots_listed():
     assert {"cartpole", "panda", "go1"} <= set(available_robots())
 
 
+def _assert_actuators_match_spec(spec, m: mujoco.MjModel) -> None:
+    """Every gain and range the simulator applies is robot.yaml's (see robots/model.py)."""
+    raw = mujoco.MjModel.from_xml_path(str(spec.model_path))  # the MJCF as written
+    driven = set()
+    for j in spec.joints:
+        jid = _id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)
+        assert m.jnt_limited[jid] == raw.jnt_limited[jid], j.name  # unlimited joints stay unlimited
+        if m.jnt_limited[jid]:
+            np.testing.assert_allclose(m.jnt_range[jid], j.position_limits, atol=1e-12)
+        if not j.actuated:
+            continue
+        aid = _id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
+        driven.add(aid)
+        assert m.actuator_trnid[aid, 0] == jid
+        assert m.actuator_forcelimited[aid] and m.actuator_ctrllimited[aid]
+        np.testing.assert_allclose(m.actuator_forcerange[aid], [-j.torque_limit, j.torque_limit], atol=1e-12)
+        if spec.control_mode == "position":
+            # position servo: force = kp (ctrl - q) - kd qdot: gain = kp, bias = [0, -kp, -kd]
+            assert m.actuator_gainprm[aid, 0] == j.kp
+            np.testing.assert_array_equal(m.actuator_biasprm[aid, :3], [0.0, -j.kp, -j.kd])
+            np.testing.assert_allclose(m.actuator_ctrlrange[aid], j.position_limits, atol=1e-12)
+        else:  # a gear-1 motor: ctrl is the force
+            np.testing.assert_allclose(m.actuator_ctrlrange[aid], [-j.torque_limit, j.torque_limit], atol=1e-12)
+    if spec.gripper is not None:
+        (aid,) = [a for a in range(m.nu) if a not in driven]
+        g = spec.gripper
+        np.testing.assert_allclose(m.actuator_forcerange[aid], [-g.force_limit, g.force_limit], atol=1e-12)
+        np.testing.assert_allclose(m.actuator_ctrlrange[aid], [min(g.open, g.closed), max(g.open, g.closed)],
+                                   atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["cartpole", "panda", "go1"])
 def test_shipped_robot_loads_and_matches_model(name):
     spec = load_robot(name)
     assert spec.name == name
-    m = _model(name)
-    for j in spec.joints:
-        jid = _id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)
-        if m.jnt_limited[jid]:
-            np.testing.assert_allclose(m.jnt_range[jid], j.position_limits, atol=1e-6)
-        if not j.actuated:
-            continue
-        aid = _id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
-        assert m.actuator_trnid[aid, 0] == jid
-        np.testing.assert_allclose(m.actuator_forcerange[aid], [-j.torque_limit, j.torque_limit])
-        if spec.control_mode == "position":
-            # <position kp kv>: gain = kp, bias = [0, -kp, -kv]
-            assert m.actuator_gainprm[aid, 0] == pytest.approx(j.kp)
-            assert m.actuator_biasprm[aid, 1] == pytest.approx(-j.kp)
-            assert m.actuator_biasprm[aid, 2] == pytest.approx(-j.kd)
-            np.testing.assert_allclose(m.actuator_ctrlrange[aid], j.position_limits, atol=1e-6)
+    _assert_actuators_match_spec(spec, _model(name))
 
 
 @pytest.mark.parametrize("name", ["panda", "go1"])
@@ -206,9 +223,14 @@ def test_panda_gripper_lifts_cube():
 # --------------------------------------------------------------------------- validation
 
 
-def _edited_copy(tmp_path: Path, name: str, edit) -> Path:
+def _edited_copy(tmp_path: Path, name: str, edit, model_edit=None) -> Path:
     src = ROBOTS_DIR / name
-    shutil.copy(src / "model.xml", tmp_path / "model.xml")
+    xml = (src / "model.xml").read_text()
+    if model_edit is not None:
+        edited = model_edit(xml)
+        assert edited != xml, "the model edit changed nothing"
+        xml = edited
+    (tmp_path / "model.xml").write_text(xml)
     data = yaml.safe_load((src / "robot.yaml").read_text())
     edit(data)
     out = tmp_path / "robot.yaml"
@@ -270,3 +292,154 @@ def test_quadruped_needs_imu_watchdog(tmp_path):
         del d["safety"]["watchdog"]["imu"]
 
     _expect_error(_edited_copy(tmp_path, "go1", edit), "safety.watchdog.imu")
+
+
+# --------------------------------------------------------------------------- robot.yaml -> model
+
+
+def _calf(d: dict) -> dict:
+    (j,) = [j for j in d["joints"] if j["name"] == "FR_calf_joint"]
+    return j
+
+
+def test_build_model_writes_robot_yaml_values(tmp_path):
+    """robot.yaml is the single source of actuator truth: editing it changes the simulator."""
+    def edit(d):
+        c = _calf(d)
+        c["kp"], c["kd"], c["torque_limit"] = 35.0, 0.7, 30.0
+        c["position_limits"] = [-2.5, -1.0]  # narrower than the MJCF's stops [-2.818, -0.888]
+
+    spec = load_robot_file(_edited_copy(tmp_path, "go1", edit))
+    m = build_model(spec)
+    _assert_actuators_match_spec(spec, m)
+    aid = _id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, "FR_calf_joint")
+    assert m.actuator_gainprm[aid, 0] == 35.0
+    np.testing.assert_array_equal(m.actuator_biasprm[aid, :3], [0.0, -35.0, -0.7])
+    np.testing.assert_array_equal(m.actuator_forcerange[aid], [-30.0, 30.0])
+    np.testing.assert_array_equal(m.actuator_ctrlrange[aid], [-2.5, -1.0])
+    np.testing.assert_array_equal(m.jnt_range[_id(m, mujoco.mjtObj.mjOBJ_JOINT, "FR_calf_joint")], [-2.5, -1.0])
+    # the other legs keep the shipped values
+    shipped = _model("go1")
+    other = _id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, "FL_calf_joint")
+    np.testing.assert_array_equal(m.actuator_gainprm[other], shipped.actuator_gainprm[other])
+    np.testing.assert_array_equal(m.actuator_forcerange[other], shipped.actuator_forcerange[other])
+
+
+def test_build_model_returns_a_copy():
+    spec = load_robot("cartpole")
+    m = build_model(spec)
+    dt = m.opt.timestep
+    m.opt.timestep = dt / 2
+    m.actuator_forcerange[0] = [-1.0, 1.0]
+    again = build_model(spec)
+    assert again is not m and again.opt.timestep == dt
+    np.testing.assert_array_equal(again.actuator_forcerange[0], [-10.0, 10.0])
+
+
+def test_unlimited_joint_stays_unlimited():
+    """cartpole's pole hinge is continuous: robot.yaml's +-pi is for wrapping, not a stop."""
+    m = _model("cartpole")
+    assert not m.jnt_limited[_id(m, mujoco.mjtObj.mjOBJ_JOINT, "hinge")]
+    assert m.jnt_limited[_id(m, mujoco.mjtObj.mjOBJ_JOINT, "slider")]
+
+
+@pytest.mark.parametrize("replacement,why", [
+    ('<motor name="FR_calf_joint" joint="FR_calf_joint"/>', "a motor"),
+    ('<velocity name="FR_calf_joint" joint="FR_calf_joint" kv="1"/>', "a velocity servo"),
+    ('<position name="FR_calf_joint" joint="FR_calf_joint" class="calf" gear="2"/>', "gear is not 1"),
+    ('<position name="FR_calf_joint" joint="FR_thigh_joint" class="calf"/>', "does not drive that joint"),
+])
+def test_position_robot_needs_position_servos(tmp_path, replacement, why):
+    def model_edit(xml: str) -> str:
+        return xml.replace('<position name="FR_calf_joint" joint="FR_calf_joint" class="calf"/>', replacement)
+
+    err = _expect_error(_edited_copy(tmp_path, "go1", lambda d: None, model_edit), "joints[2].kp")
+    assert "FR_calf_joint" in str(err) and why in str(err), str(err)
+
+
+def test_force_robot_needs_motors(tmp_path):
+    def model_edit(xml: str) -> str:
+        return xml.replace('<motor name="slider" joint="slider" gear="1"/>',
+                           '<position name="slider" joint="slider" kp="10"/>')
+
+    err = _expect_error(_edited_copy(tmp_path, "cartpole", lambda d: None, model_edit), "joints[0].torque_limit")
+    assert "'slider'" in str(err) and "a position servo" in str(err), str(err)
+
+
+def test_force_robot_torque_limit_is_written(tmp_path):
+    def edit(d):
+        d["joints"][0]["torque_limit"] = 4.0
+
+    def model_edit(xml: str) -> str:  # a gear-2 motor: ctrl 2 N gives the joint 4 N
+        return xml.replace('gear="1"/>', 'gear="2"/>')
+
+    m = build_model(load_robot_file(_edited_copy(tmp_path, "cartpole", edit, model_edit)))
+    np.testing.assert_array_equal(m.actuator_forcerange[0], [-2.0, 2.0])
+    np.testing.assert_array_equal(m.actuator_ctrlrange[0], [-2.0, 2.0])
+    assert m.actuator_gear[0, 0] * m.actuator_forcerange[0, 1] == 4.0  # the joint never sees more
+
+
+def test_gripper_actuator_must_be_a_position_servo(tmp_path):
+    def model_edit(xml: str) -> str:
+        return xml.replace('<position name="gripper" tendon="gripper_split" kp="2000" kv="40"/>',
+                           '<motor name="gripper" tendon="gripper_split"/>')
+
+    err = _expect_error(_edited_copy(tmp_path, "panda", lambda d: None, model_edit), "gripper.open")
+    assert "'gripper'" in str(err) and "a motor" in str(err), str(err)
+
+
+def test_gripper_values_are_written(tmp_path):
+    def edit(d):
+        d["gripper"].update(open=0.035, closed=0.005, force_limit=50.0)
+
+    spec = load_robot_file(_edited_copy(tmp_path, "panda", edit))
+    _assert_actuators_match_spec(spec, build_model(spec))
+
+
+# --------------------------------------------------------------------------- one safety schema
+
+
+def test_safety_limits_are_the_spec_limits():
+    """SafetyLimits takes its fields from SafetySpec: a limit is declared in one place."""
+    import dataclasses
+
+    from roboreal.robots.spec import SafetySpec
+    from roboreal.sim2real.safety.limits import SafetyLimits
+
+    spec_fields = [f.name for f in dataclasses.fields(SafetySpec) if f.name not in ("fault_mode", "damping_kd")]
+    assert [f.name for f in dataclasses.fields(SafetyLimits)] == spec_fields
+    for name in ("cartpole", "panda", "go1"):
+        spec = load_robot(name)
+        limits = SafetyLimits.from_spec(spec)
+        for k in spec_fields:
+            expected = getattr(spec.safety, k)
+            assert getattr(limits, k) == (tuple(expected) if isinstance(expected, list) else expected), (name, k)
+
+
+@pytest.mark.parametrize("key,value,field", [
+    ("velocity_scale", 1.5, "safety.velocity_scale"),
+    ("max_target_rate", 0.0, "safety.max_target_rate"),
+    ("damping_kd", -1.0, "safety.damping_kd"),
+    ("watchdog", {"joint_states": -0.1, "imu": 0.1, "command": 0.5}, "safety.watchdog.joint_states"),
+    ("plausibility", {"velocity_factor": 0.5}, "safety.plausibility.velocity_factor"),
+])
+def test_safety_rules_are_shared(tmp_path, key, value, field):
+    """robot.yaml and a deployment's SafetyLimits refuse the same value with the same field."""
+    import dataclasses
+
+    from roboreal.sim2real.safety.limits import SafetyLimits
+
+    def edit(d):
+        d["safety"][key] = value
+
+    err = _expect_error(_edited_copy(tmp_path, "go1", edit), field)
+    assert err.field == field
+    base = SafetyLimits.from_spec(load_robot("go1"))
+    if key == "damping_kd":
+        return  # behaviour, not a limit: robot.yaml only
+    group = {"watchdog": base.watchdog, "plausibility": base.plausibility}.get(key)
+    hand = (dataclasses.replace(base, **{key: dataclasses.replace(group, **value)}) if group is not None
+            else dataclasses.replace(base, **{key: value}))
+    with pytest.raises(ConfigError) as e:
+        hand.validate()
+    assert e.value.field == field

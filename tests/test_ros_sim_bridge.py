@@ -156,14 +156,25 @@ def test_trajectory_follower_interpolates_then_holds():
     assert np.allclose(jump.targets(0.0), [1.0, 0.0])
 
 
-def test_randomization_is_seeded_and_modest():
+def test_randomization_is_the_training_randomizer_seeded():
     spec = load_robot("go1")
-    a = SimRobot(spec, randomize=True, seed=3)
-    b = SimRobot(spec, randomize=True, seed=3)
-    c = SimRobot(spec, randomize=True, seed=4)
+    a = SimRobot(spec, randomization="mild", seed=3)
+    b = SimRobot(spec, randomization="mild", seed=3)
+    c = SimRobot(spec, randomization="mild", seed=4)
     assert a.randomization == b.randomization != c.randomization
-    assert 0.8 <= a.randomization["friction_scale"] <= 1.2
-    assert 0.9 <= a.randomization["mass_scale_min"] <= a.randomization["mass_scale_max"] <= 1.1
+    assert set(a.randomization) == {"friction", "mass_scale"}
+    assert 0.6 <= a.randomization["friction"][0] <= 1.1 and 0.9 <= a.randomization["mass_scale"][0] <= 1.1
+    # what was sampled is what the model simulates (the envs' Randomizer wrote it)
+    nominal = SimRobot(spec)
+    assert np.allclose(a.model.geom_friction[:, 0], a.randomization["friction"][0])
+    scale = a.model.body_mass[1:] / np.where(nominal.model.body_mass[1:] > 0, nominal.model.body_mass[1:], 1)
+    assert np.allclose(scale[nominal.model.body_mass[1:] > 0], a.randomization["mass_scale"][0])
+    # heavy also scales the servos: the gains SimRobot applies (and restores on reset) are the randomized ones
+    h = SimRobot(spec, randomization="heavy", seed=5)
+    kp_scale = h.randomization["kp_scale"][0] * h.randomization["motor_strength"][0]
+    assert np.allclose(h.gains[0], spec.array("kp") * kp_scale, rtol=1e-6)
+    h.reset()
+    assert np.allclose(h.gains[0], spec.array("kp") * kp_scale, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------

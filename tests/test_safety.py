@@ -27,7 +27,7 @@ from hypothesis.extra import numpy as hnp
 
 from roboreal.config import ConfigError
 from roboreal.robots import spec as spec_module
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping
 from roboreal.sim2real.safety import (
     MODES,
     ActionClip,

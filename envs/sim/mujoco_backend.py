@@ -124,10 +124,12 @@ class MujocoBatchSim:
 
     # ----- stepping -----
     def step(self, ctrl: np.ndarray | torch.Tensor) -> None:
-        """Advance every world by `decimation` physics steps holding `ctrl` (N, nu)."""
+        """Advance every world by `decimation` physics steps holding `ctrl` (N, nu), or
+        applying ``ctrl[:, k]`` in substep k when it is (N, decimation, nu) (sim2sim: commands
+        that arrive part-way through a control period). `substeps()` has every substep's result."""
         if isinstance(ctrl, torch.Tensor):
             ctrl = ctrl.detach().to("cpu", torch.float64).numpy()
-        self._control[:] = ctrl[:, None, :]
+        self._control[:] = ctrl if ctrl.ndim == 3 else ctrl[:, None, :]
         self._pool.rollout(
             self.models if self.models is not None else self._shared_models,
             self._datas,
@@ -141,6 +143,12 @@ class MujocoBatchSim:
         self.state[:] = self._out_state[:, -1]
         if self.nsensordata:
             self.sensordata[:] = self._out_sensor[:, -1]
+
+    def substeps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last `step`'s per-substep results: states (N, decimation, nstate), each after its
+        substep, and sensor readings (N, decimation, nsensordata), each computed at the start
+        of its substep (see the module docstring). Views, overwritten by the next step."""
+        return self._out_state, self._out_sensor
 
     def set_state(self, env_ids: Sequence[int], qpos: np.ndarray | None = None, qvel: np.ndarray | None = None,
                   time: float | None = 0.0) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping
 
 
 @dataclass
@@ -36,7 +36,7 @@ class CartpoleEnv(MujocoTaskEnv):
     cfg: CartpoleCfg
 
     def _action_mapping(self) -> ActionMapping:
-        return ActionMapping("force", ("slider",), (self.cfg.max_force,), (0.0,))
+        return ActionMapping.for_robot(self.robot, "force", self.cfg.max_force)
 
     def _action_size(self) -> int:
         return 2 if self.cfg.discrete else 1
@@ -58,10 +58,9 @@ class CartpoleEnv(MujocoTaskEnv):
         return torch.tensor([[-1.0], [1.0]])
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
-        if self.cfg.discrete:
-            force = (actions[:, 1] - actions[:, 0]) * self.cfg.max_force
-            return force[:, None]
-        return actions * self.cfg.max_force
+        if self.cfg.discrete:  # one-hot (left, right) -> the normalized force -1 / +1
+            actions = (actions[:, 1] - actions[:, 0])[:, None]
+        return self.action_mapping.to_command(actions)
 
     @property
     def pole_angle(self) -> torch.Tensor:
@@ -70,10 +69,10 @@ class CartpoleEnv(MujocoTaskEnv):
 
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         return {"policy": [
-            ObsTerm("cart_position", lambda: self.qpos[:, 0:1], source="joint_states.position[slider]"),
-            ObsTerm("cart_velocity", lambda: self.qvel[:, 0:1], source="joint_states.velocity[slider]"),
-            ObsTerm("pole_angle", lambda: self.pole_angle[:, None], source="joint_states.position[hinge]"),
-            ObsTerm("pole_angular_velocity", lambda: self.qvel[:, 1:2], source="joint_states.velocity[hinge]"),
+            ObsTerm("cart_position", "joint_states.position[slider]"),
+            ObsTerm("cart_velocity", "joint_states.velocity[slider]"),
+            ObsTerm("pole_angle", "joint_states.position[hinge]", wrap=True),  # the hinge is unlimited
+            ObsTerm("pole_angular_velocity", "joint_states.velocity[hinge]"),
         ]}
 
     def _initial_state(self, env_ids: torch.Tensor):

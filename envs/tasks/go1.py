@@ -18,7 +18,7 @@ import torch
 from roboreal.envs.math_utils import projected_gravity, quat_rotate_inverse
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
 from roboreal.envs.randomization import PushTerm, RandomizationCfg, RangeTerm
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping
 
 
 def _default_randomization() -> RandomizationCfg:
@@ -69,9 +69,9 @@ class Go1WalkEnv(MujocoTaskEnv):
     cfg: Go1WalkCfg
 
     def _action_mapping(self) -> ActionMapping:
-        n = len(self.actuated)
-        return ActionMapping("joint_position_absolute", tuple(self.robot.actuated_names),
-                             (self.cfg.action_scale,) * n, tuple(self.robot.array("default")))
+        # targets around the default pose, clipped into the limits minus the safety margin
+        # (as the safety chain clips them on the robot)
+        return ActionMapping.for_robot(self.robot, "joint_position_absolute", self.cfg.action_scale)
 
     def _init_task_buffers(self) -> None:
         n = self.num_envs
@@ -113,26 +113,29 @@ class Go1WalkEnv(MujocoTaskEnv):
         return forces > self.cfg.contact_force_threshold
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
-        self.targets = self.default_joint_pos + self.cfg.action_scale * actions
+        self.targets = self.action_mapping.to_command(actions)
         return self.targets
 
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         policy = [
-            ObsTerm("base_ang_vel", lambda: self.sensor("imu_gyro"), scale=0.25, source="imu.angular_velocity"),
-            ObsTerm("projected_gravity", lambda: projected_gravity(self.sensor("imu_quat")),
-                    source="imu.projected_gravity"),
-            ObsTerm("velocity_command", lambda: self.commands, source="cmd_vel"),
-            ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
-            ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.05, source="joint_states.velocity"),
-            ObsTerm("last_action", lambda: self.actions, source="policy.last_action"),
+            ObsTerm("base_ang_vel", "imu.angular_velocity", scale=0.25),
+            ObsTerm("projected_gravity", "imu.projected_gravity"),
+            ObsTerm("velocity_command", "cmd_vel"),
+            ObsTerm("joint_pos", "joint_states.position", offset="default_pose"),
+            ObsTerm("joint_vel", "joint_states.velocity", scale=0.05),
+            ObsTerm("last_action", "policy.last_action"),
         ]
         critic = [
             *policy,
-            ObsTerm("base_lin_vel", lambda: self.base_lin_vel, scale=2.0, source="privileged"),
-            ObsTerm("base_height", lambda: self.qpos[:, 2:3], source="privileged"),
-            ObsTerm("foot_contacts", lambda: self.foot_contacts.float(), source="privileged"),
+            ObsTerm("base_lin_vel", "privileged", scale=2.0, fn=lambda: self.base_lin_vel),
+            ObsTerm("base_height", "privileged", fn=lambda: self.qpos[:, 2:3]),
+            ObsTerm("foot_contacts", "privileged", fn=lambda: self.foot_contacts.float()),
         ]
         return {"policy": policy, "critic": critic}
+
+    def _readings(self) -> dict:
+        # IMU (sensors imu_quat, imu_gyro), joints and the last action come from the base class
+        return {**super()._readings(), "cmd_vel": lambda: self.commands}
 
     def _initial_state(self, env_ids: torch.Tensor):
         n = len(env_ids)
@@ -221,6 +224,14 @@ class Go1WalkEnv(MujocoTaskEnv):
     def _reward_dof_pos_limits(self) -> torch.Tensor:
         q = self.joint_pos
         return ((self.soft_lower - q).clamp(min=0) + (q - self.soft_upper).clamp(min=0)).sum(-1)
+
+    def deployment_inputs(self) -> dict:
+        """What a deployment must feed the policy (written into the bundle manifest): the
+        velocity command in the base frame, within the ranges it was trained on."""
+        c = self.cfg
+        return {"command": {"frame": "base", "fields": ["linear.x", "linear.y", "angular.z"],
+                            "ranges": {"min": [c.command_vx[0], c.command_vy[0], c.command_yaw_rate[0]],
+                                       "max": [c.command_vx[1], c.command_vy[1], c.command_yaw_rate[1]]}}}
 
     def velocity_tracking_error(self) -> torch.Tensor:
         """|commanded - actual| planar velocity (m/s), per env: the figure benchmarks report."""

@@ -6,7 +6,10 @@
 - `panda-pick`: pick the cube out of the bin and bring it to a goal position; sparse.
 
 Actions are joint-position *deltas* added to the previous joint targets (the command a
-ros2_control forward position controller takes), plus a gripper command for pick.
+ros2_control forward position controller takes), clipped into the position limits minus
+``safety.joint_position_margin`` as the safety chain clips them on the robot
+(`roboreal.control.action.ActionMapping`), plus a gripper command for pick
+(`GripperMapping`, the same mapping the chain's `SafetyChain.gripper` uses).
 The reward is a function of (achieved_goal, desired_goal) only, so `compute_reward`
 recomputes it exactly for hindsight relabeling.
 """
@@ -18,7 +21,7 @@ import mujoco
 import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping, GripperMapping
 
 
 @dataclass
@@ -53,9 +56,9 @@ class PandaEnv(MujocoTaskEnv):
     cfg: PandaCfg
 
     def _action_mapping(self) -> ActionMapping:
-        n = len(self.actuated)
-        return ActionMapping("joint_position_delta", tuple(self.robot.actuated_names),
-                             (self.cfg.action_scale,) * n, (0.0,) * n)
+        # delta targets, clipped into the limits minus the safety margin (as the safety chain
+        # clips them on the robot)
+        return ActionMapping.for_robot(self.robot, "joint_position_delta", self.cfg.action_scale)
 
     def _init_task_buffers(self) -> None:
         n = self.num_envs
@@ -66,8 +69,10 @@ class PandaEnv(MujocoTaskEnv):
         self.goal = torch.zeros(n, 3, device=self.device)
         self.arm_act = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name) for j in self.actuated]
         self.gripper_act = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, "gripper")
-        self.gripper_open = self.robot.gripper.open if self.robot.gripper else 0.04
-        self.gripper_closed = self.robot.gripper.closed if self.robot.gripper else 0.0
+        self.gripper_mapping = (GripperMapping.for_robot(self.robot) if self.robot.gripper
+                                else GripperMapping(open=0.04, closed=0.0))
+        self.gripper_open = self.gripper_mapping.open
+        self.gripper_closed = self.gripper_mapping.closed
         self.gripper_cmd = torch.full((n,), self.gripper_open, device=self.device)
         self.finger_qpos_idx = torch.tensor([m.jnt_qposadr[self._jid(g)] for g in self.robot.gripper.joints],
                                             device=self.device) if self.robot.gripper else None
@@ -82,12 +87,13 @@ class PandaEnv(MujocoTaskEnv):
 
     @property
     def ee_pos(self) -> torch.Tensor:
-        return self.sensor("ee_pos")
+        """TCP position from the current joints: the forward kinematics the robot's observation
+        builder runs (the model's ee_pos sensor would lag the joints by one physics step)."""
+        return self.site_position(self.robot.sites.end_effector)
 
     def _arm_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         ctrl = torch.zeros(self.num_envs, self.model.nu, device=self.device)
-        self.targets = torch.maximum(torch.minimum(self.targets + self.cfg.action_scale * actions[:, :7], self.upper),
-                                     self.lower)
+        self.targets = self.action_mapping.to_command(actions[:, :self.action_mapping.size], self.targets)
         ctrl[:, self.arm_act] = self.targets
         if self.gripper_act >= 0:
             ctrl[:, self.gripper_act] = self.gripper_cmd
@@ -133,6 +139,15 @@ class PandaEnv(MujocoTaskEnv):
     def _success(self) -> torch.Tensor:
         return self._goal_distance() <= self.cfg.distance_threshold
 
+    def deployment_inputs(self) -> dict:
+        """What a deployment must feed the policy (written into the bundle manifest): goal
+        (and object) positions in the robot base frame, which is the sim's world frame; a
+        pose stamped with one of `frame_ids` is taken as is, anything else is refused."""
+        base = self.base_pos.cpu().tolist()
+        frame_ids = ["", "world"] + (["panda_link0"] if max(map(abs, base)) < 1e-9 else [])
+        return {"goal": {"frame": "world", "frame_ids": frame_ids, "base_position": base,
+                         "box": {"min": self.goal_low.cpu().tolist(), "max": self.goal_high.cpu().tolist()}}}
+
     def _render_setup(self, data: mujoco.MjData, env_id: int) -> None:
         if self.goal_mocap >= 0:
             data.mocap_pos[self.goal_mocap] = self.goal[env_id].cpu().numpy()
@@ -151,13 +166,16 @@ class PandaReachEnv(PandaEnv):
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         return {
             "observation": [
-                ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
-                ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
-                ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
+                ObsTerm("joint_pos", "joint_states.position", offset="default_pose"),
+                ObsTerm("joint_vel", "joint_states.velocity", scale=0.1),
+                ObsTerm("ee_pos", "forward_kinematics.end_effector"),
             ],
-            "achieved_goal": [ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector")],
-            "desired_goal": [ObsTerm("goal", lambda: self.goal, source="goal_pose.position")],
+            "achieved_goal": [ObsTerm("ee_pos", "forward_kinematics.end_effector")],
+            "desired_goal": [ObsTerm("goal", "goal_pose.position")],
         }
+
+    def _readings(self) -> dict:
+        return {**super()._readings(), "goal_pos": lambda: self.goal}  # ee_pos: the base's forward kinematics
 
     def _initial_state(self, env_ids: torch.Tensor):
         return self._initial_arm(len(env_ids))
@@ -191,8 +209,7 @@ class PandaPickEnv(PandaEnv):
         self.rest_z = float(self.object_rest[2])  # the cube's centre height resting in the bin
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
-        width = self.gripper_closed + (actions[:, 7] + 1.0) * 0.5 * (self.gripper_open - self.gripper_closed)
-        self.gripper_cmd = width
+        self.gripper_cmd = self.gripper_mapping.to_command(actions[:, self.action_mapping.size])
         return self._arm_ctrl(actions)
 
     @property
@@ -208,18 +225,22 @@ class PandaPickEnv(PandaEnv):
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
         return {
             "observation": [
-                ObsTerm("joint_pos", lambda: self.joint_pos, source="joint_states.position", offset="default_pose"),
-                ObsTerm("joint_vel", lambda: self.joint_vel, scale=0.1, source="joint_states.velocity"),
-                ObsTerm("gripper_width", self._gripper_width, source="joint_states.position[gripper]"),
-                ObsTerm("ee_pos", lambda: self.ee_pos, source="forward_kinematics.end_effector"),
-                ObsTerm("object_pos", lambda: self.object_pos, source="object_pose.position"),
-                ObsTerm("object_rel_pos", lambda: self.object_pos - self.ee_pos, source="object_pose.position"),
-                ObsTerm("object_vel", lambda: self.qvel[:, self.object_qvel:self.object_qvel + 3], scale=0.1,
-                        source="object_pose.velocity"),
+                ObsTerm("joint_pos", "joint_states.position", offset="default_pose"),
+                ObsTerm("joint_vel", "joint_states.velocity", scale=0.1),
+                ObsTerm("gripper_width", "joint_states.position[gripper]"),
+                ObsTerm("ee_pos", "forward_kinematics.end_effector"),
+                ObsTerm("object_pos", "object_pose.position"),
+                ObsTerm("object_rel_pos", "object_pose.position", relative_to="end_effector"),
+                ObsTerm("object_vel", "object_pose.velocity", scale=0.1),
             ],
-            "achieved_goal": [ObsTerm("object_pos", lambda: self.object_pos, source="object_pose.position")],
-            "desired_goal": [ObsTerm("goal", lambda: self.goal, source="goal_pose.position")],
+            "achieved_goal": [ObsTerm("object_pos", "object_pose.position")],
+            "desired_goal": [ObsTerm("goal", "goal_pose.position")],
         }
+
+    def _readings(self) -> dict:
+        return {**super()._readings(), "goal_pos": lambda: self.goal, "gripper_width": self._gripper_width,
+                "object_pos": lambda: self.object_pos,
+                "object_vel": lambda: self.qvel[:, self.object_qvel:self.object_qvel + 3]}
 
     def _initial_state(self, env_ids: torch.Tensor):
         n = len(env_ids)

@@ -21,7 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", action="append", default=[], metavar="FILE.yaml",
                    help="ROS 2 params file (repeatable; later files win)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--randomize", action="store_true", default=None, help="randomize friction and masses")
+    p.add_argument("--randomize", action="store_true", default=None,
+                   help="randomize the model once (-p randomization:=mild|heavy|FILE.yaml; default mild)")
     p.add_argument("--initial-pose", help="'default' or an MJCF keyframe name")
     p.add_argument("--latency", type=float, help="s of delay on outgoing sensor messages")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",

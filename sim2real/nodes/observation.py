@@ -1,27 +1,33 @@
 """The policy's observation, rebuilt from what a real robot publishes (no ROS import).
 
-`ObservationBuilder` reads a bundle manifest's ``observation.terms`` and reproduces, term
-by term, what the simulated env computed in training (`MujocoTaskEnv._compute_observations`):
-
-    raw value (from the robot's messages)  ->  minus offset ("default_pose")  ->  times scale  ->  clip
+`ObservationBuilder` reads a bundle manifest's ``observation.terms`` and computes each term
+with the same code the simulated env used in training (`roboreal.control.observation`:
+the source's function, ``relative_to``, ``wrap``, then `finish`: offset, scale, clip). What
+differs is only where the raw *readings* come from: here, the robot's messages.
 
 The node hands it plain values taken from ROS messages (names, arrays, quaternions in ROS
-order x, y, z, w); tests hand it the same from a simulated state. Sources (the manifest's
-``source`` field) and how each is computed:
+order x, y, z, w); tests hand it the same from a simulated state. How each reading is
+obtained on the robot:
 
-| source | value |
+| reading | from |
 |---|---|
-| ``joint_states.position`` / ``.velocity`` | the manifest's joints (actuated, spec order), BY NAME from JointState |
-| ``joint_states.position[gripper]`` | sum of the gripper joints' positions (the finger opening, m) |
-| ``joint_states.position[J]`` / ``velocity[J]`` | one joint; unlimited hinges (cartpole's pole) wrapped to (-pi, pi] |
-| ``imu.angular_velocity`` | Imu angular_velocity (IMU frame = base frame, as the sim's gyro site) |
-| ``imu.projected_gravity`` | (0, 0, -1) rotated into the IMU frame by the inverse of the Imu orientation |
+| ``joint_pos`` / ``joint_vel`` | the manifest's joints (actuated, spec order), BY NAME from JointState |
+| ``joint_pos[J]`` / ``joint_vel[J]`` | one joint of JointState, by name |
+| ``gripper_width`` | sum of the gripper joints' positions in JointState (the finger opening, m) |
+| ``imu_quat_wxyz`` | Imu orientation, ROS x, y, z, w -> w, x, y, z, normalized (NaN for a zero/non-finite one) |
+| ``imu_gyro`` | Imu angular_velocity (IMU frame = base frame, as the sim's gyro site) |
 | ``cmd_vel`` | Twist (linear.x, linear.y, angular.z); zeros until one arrives |
-| ``policy.last_action`` | set by the node (`set_last_action`, see its ``last_action_source``), clipped to [-1, 1] |
-| ``forward_kinematics.end_effector`` | MuJoCo FK of the measured joints on the robot's MJCF, ``sites.end_effector`` |
-| ``goal_pose.position`` | PoseStamped position (robot base frame = the sim's world frame) |
-| ``object_pose.position`` | PoseStamped of the tracked object; a term named ``*_rel_pos``: object minus end-effector |
-| ``object_pose.velocity`` | finite difference of successive object poses (by header stamp), world frame |
+| ``last_action`` | set by the node (`set_last_action`, see its ``last_action_source``), clipped to [-1, 1] |
+| ``ee_pos`` | MuJoCo FK of the measured joints on the robot's MJCF, ``sites.end_effector`` |
+| ``goal_pos`` | PoseStamped position (robot base frame = the sim's world frame) |
+| ``object_pos`` | PoseStamped position of the tracked object |
+| ``object_vel`` | finite difference of successive object poses (by header stamp), or a tracker's estimate |
+
+Term properties come from the manifest: ``offset``, ``scale``, ``clip``, ``wrap`` and
+``relative_to`` (false / none where a manifest lacks them). A manifest written before
+``wrap`` / ``relative_to`` existed, with a term the old builder wrapped (an unlimited hinge)
+or made relative by its name (``*_rel_pos``), is refused with the fix in the message,
+rather than read differently than the policy was trained.
 
 Readiness: `missing()` lists what has never been received that the observation or the
 safety chain needs (every spec joint's position and velocity, the gripper joints if a
@@ -39,58 +45,46 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from roboreal.control.observation import (
+    SOURCES,
+    ObservationError,
+    Readings,
+    SiteKinematics,
+    Term,
+    finish,
+    raw_value,
+    single_joint,
+)
 from roboreal.robots.spec import RobotSpec
 from roboreal.sim2real.safety.types import RobotState
 
-KNOWN_OFFSETS = (None, "default_pose")
-_SINGLE = re.compile(r"^joint_states\.(position|velocity)\[([^\]]+)\]$")
 
-
-class ObservationError(ValueError):
-    """The manifest asks for an observation this builder cannot produce (names the term)."""
-
-
-def projected_gravity_xyzw(q_xyzw: Sequence[float]) -> np.ndarray:
-    """Gravity direction (0, 0, -1) expressed in the frame of orientation `q` (ROS order
-    x, y, z, w; world <- sensor). NaN for a zero or non-finite quaternion."""
+def quat_wxyz_from_ros(q_xyzw: Sequence[float]) -> np.ndarray:
+    """A ROS quaternion (x, y, z, w) as the ``imu_quat_wxyz`` reading: w, x, y, z, normalized
+    (some drivers publish a non-unit one); NaN for a zero or non-finite quaternion."""
     x, y, z, w = (float(v) for v in q_xyzw)
     n = math.sqrt(x * x + y * y + z * z + w * w) if all(map(math.isfinite, (x, y, z, w))) else math.nan
     if not (n > 0 and math.isfinite(n)):
-        return np.full(3, np.nan)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    # R^T (0, 0, -1) = minus the third row of R(q)
-    return -np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
-
-
-def wrap_angle(a: float) -> float:
-    """To (-pi, pi], as the sim's atan2(sin a, cos a)."""
-    return math.atan2(math.sin(a), math.cos(a)) if math.isfinite(a) else a
+        return np.full(4, np.nan)
+    return np.array([w / n, x / n, y / n, z / n])
 
 
 def applied_action(mapping, values: np.ndarray, previous: np.ndarray | None, action: np.ndarray) -> np.ndarray:
     """The safety chain's output (targets/forces of `mapping.joints`) mapped back to the
-    normalized action that would have produced it, clipped to [-1, 1]; dims beyond the
-    mapping (a gripper) are kept from `action`. Delta mappings need the previous output."""
-    scale = np.asarray(mapping.scale, dtype=np.float64)
+    normalized action that would have produced it (`ActionMapping.to_action`, clipped to
+    [-1, 1]); dims beyond the mapping (a gripper) are kept from `action`. Delta mappings need
+    the previous output; without one (the first command) the applied delta is 0."""
     values = np.asarray(values, dtype=np.float64)
-    if mapping.type == "joint_position_delta":
-        arm = (values - (values if previous is None else np.asarray(previous, dtype=np.float64))) / scale
-    else:
-        arm = (values - np.asarray(mapping.offset, dtype=np.float64)) / scale
     out = np.array(action, dtype=np.float64)
-    out[:mapping.size] = np.clip(arm, -1.0, 1.0)
+    out[:mapping.size] = mapping.to_action(values, values if previous is None else previous)
     return out
 
 
-@dataclass
-class _Term:
-    name: str
-    size: int
-    scale: float
-    clip: float | None
-    source: str
-    offset: np.ndarray | None
-    fn: Callable[[], np.ndarray]
+@dataclass(frozen=True)
+class _Term(Term):
+    """A manifest term (`roboreal.control.observation.Term`) with the size the manifest gives it."""
+
+    size: int = 0
 
 
 class ObservationBuilder:
@@ -138,6 +132,7 @@ class ObservationBuilder:
         self.needs_imu = spec.kind == "quadruped"
         self.needs_goal = self.needs_object = False
         self._fk = None
+        self._readers: dict[str, Callable[[], np.ndarray]] = {}  # reading -> its current (1, k) value
         self.terms: list[_Term] = [self._make_term(t) for t in manifest["observation"]["terms"]]
         self.size = sum(t.size for t in self.terms)
         if self.size != int(manifest["observation"]["size"]):
@@ -146,76 +141,88 @@ class ObservationBuilder:
 
     # ------------------------------------------------------------------ terms
     def _make_term(self, t: dict) -> _Term:
-        name, source, size = str(t["name"]), str(t["source"]), int(t["size"])
-        offset = t.get("offset")
-        if offset not in KNOWN_OFFSETS:
-            raise ObservationError(f"observation term {name!r}: unknown offset {offset!r} (known: default_pose)")
-        fn = self._source_fn(name, source, size)
-        off = None
-        if offset == "default_pose":
-            if size != len(self.default_pose):
-                raise ObservationError(f"observation term {name!r}: offset default_pose has {len(self.default_pose)} "
-                                       f"values, the term {size}")
-            off = self.default_pose
-        clip = t.get("clip")
-        term = _Term(name, size, float(t.get("scale", 1.0)), None if clip is None else float(clip), source, off, fn)
-        got = np.asarray(fn()).shape
-        if got != (size,):
-            raise ObservationError(f"observation term {name!r} ({source}) gives {got[0] if got else 0} values on "
-                                   f"robot {self.spec.name}, the manifest says {size}")
+        name, size = str(t["name"]), int(t["size"])
+        legacy = self._legacy_reading(t)
+        if legacy:
+            raise ObservationError(f"observation term {name!r}: the manifest predates explicit wrap/relative_to, and "
+                                   f"builders before them read this term with `{legacy}`; re-export the bundle "
+                                   f"(roboreal export) or add `{legacy}` to the term")
+        term = _Term.from_dict(t, size=size)  # unknown source / offset / relative_to: ObservationError naming it
+        if not term.deployable:
+            raise ObservationError(f"observation term {name!r}: source {term.source!r} cannot be built from robot "
+                                   "messages")
+        if term.offset == "default_pose" and size != len(self.default_pose):
+            raise ObservationError(f"observation term {name!r}: offset default_pose has {len(self.default_pose)} "
+                                   f"values, the term {size}")
+        for reading in term.readings:
+            self._add_reader(reading, term)
+        got = raw_value(term, Readings(self._readers)).shape
+        if got != (1, size):
+            raise ObservationError(f"observation term {name!r} ({term.source}) gives {got[-1] if got else 0} values "
+                                   f"on robot {self.spec.name}, the manifest says {size}")
         return term
 
-    def _source_fn(self, name: str, source: str, size: int) -> Callable[[], np.ndarray]:
+    def _legacy_reading(self, t: dict) -> str | None:
+        """What a builder before explicit ``wrap`` / ``relative_to`` did with this term that the
+        defaults would not (None: nothing)."""
+        name, src = str(t.get("name")), str(t.get("source"))
+        if "relative_to" not in t and src == "object_pose.position" and name.endswith("_rel_pos"):
+            return "relative_to: end_effector"
+        m = re.match(r"^joint_states\.position\[([^\]]+)\]$", src)
+        joint = m.group(1) if (m and src not in SOURCES) else None  # one joint's position (not [gripper])
+        if "wrap" not in t and joint in self.index and self._is_continuous_hinge(joint):
+            return "wrap: true"
+        return None
+
+    def _add_reader(self, reading: str, term: _Term) -> None:
+        """Register how `reading` is taken from the robot's messages (and what it needs)."""
         spec = self.spec
-        if source == "joint_states.position":
-            return lambda: self.q[self._act_idx]
-        if source == "joint_states.velocity":
-            return lambda: self.dq[self._act_idx]
-        if source == "joint_states.position[gripper]":
+        if reading in self._readers:
+            return
+        if reading == "joint_pos":
+            fn = lambda: self.q[None, self._act_idx]  # noqa: E731
+        elif reading == "joint_vel":
+            fn = lambda: self.dq[None, self._act_idx]  # noqa: E731
+        elif single_joint(reading):
+            field, joint = single_joint(reading)
+            if joint not in self.index:
+                raise ObservationError(f"observation term {term.name!r}: {joint!r} is not a joint of robot "
+                                       f"{spec.name} ({self.tracked})")
+            i = self.index[joint]
+            fn = (lambda: self.q[None, i:i + 1]) if field == "pos" else (lambda: self.dq[None, i:i + 1])
+        elif reading == "gripper_width":
             if spec.gripper is None:
-                raise ObservationError(f"observation term {name!r} needs a gripper; robot {spec.name} has none")
+                raise ObservationError(f"observation term {term.name!r} needs a gripper; robot {spec.name} has none")
             idx = np.array([self.index[g] for g in spec.gripper.joints], dtype=int)
             self.required += [g for g in spec.gripper.joints if g not in self.required]
-            return lambda: np.array([self.q[idx].sum()])
-        m = _SINGLE.match(source)
-        if m:
-            field, joint = m.groups()
-            if joint not in self.index:
-                raise ObservationError(f"observation term {name!r}: {joint!r} is not a joint of robot {spec.name} "
-                                       f"({self.tracked})")
-            i = self.index[joint]
-            if field == "velocity":
-                return lambda: self.dq[i:i + 1].copy()
-            if self._is_continuous_hinge(joint):
-                return lambda: np.array([wrap_angle(self.q[i])])
-            return lambda: self.q[i:i + 1].copy()
-        if source == "imu.angular_velocity":
+            fn = lambda: self.q[idx].sum(keepdims=True)[None]  # noqa: E731
+        elif reading == "imu_quat_wxyz":
             self.needs_imu = True
-            return lambda: self.imu_gyro.copy()
-        if source == "imu.projected_gravity":
+            fn = lambda: quat_wxyz_from_ros(self.imu_quat)[None]  # noqa: E731
+        elif reading == "imu_gyro":
             self.needs_imu = True
-            return lambda: projected_gravity_xyzw(self.imu_quat)
-        if source == "cmd_vel":
-            return lambda: self.cmd_vel.copy()
-        if source == "policy.last_action":
-            self._last_action_size = size
-            return lambda: np.zeros(size) if self.last_action is None else self.last_action.copy()
-        if source == "forward_kinematics.end_effector":
+            fn = lambda: self.imu_gyro[None]  # noqa: E731
+        elif reading == "cmd_vel":
+            fn = lambda: self.cmd_vel[None]  # noqa: E731
+        elif reading == "last_action":
+            size = self._last_action_size = term.size
+            fn = lambda: np.zeros((1, size)) if self.last_action is None else self.last_action[None]  # noqa: E731
+        elif reading == "ee_pos":
             fk = self._forward_kinematics()
-            return lambda: fk(self.q)
-        if source == "goal_pose.position":
+            fn = lambda: fk(self.q)  # noqa: E731
+        elif reading == "goal_pos":
             self.needs_goal = True
-            return lambda: self.goal.copy()
-        if source == "object_pose.position":
+            fn = lambda: self.goal[None]  # noqa: E731
+        elif reading == "object_pos":
             self.needs_object = True
-            if name.endswith("_rel_pos"):  # sim: object_pos - ee_pos (the manifest's source cannot say so)
-                fk = self._forward_kinematics()
-                return lambda: self.object_pos - fk(self.q)
-            return lambda: self.object_pos.copy()
-        if source == "object_pose.velocity":
+            fn = lambda: self.object_pos[None]  # noqa: E731
+        elif reading == "object_vel":
             self.needs_object = True
-            return lambda: self.object_vel.copy()
-        raise ObservationError(f"observation term {name!r}: source {source!r} cannot be built from robot messages")
+            fn = lambda: self.object_vel[None]  # noqa: E731
+        else:
+            raise ObservationError(f"observation term {term.name!r}: source {term.source!r} needs the reading "
+                                   f"{reading!r}, which this builder cannot take from robot messages")
+        self._readers[reading] = fn
 
     def _is_continuous_hinge(self, joint: str) -> bool:
         import mujoco
@@ -227,44 +234,27 @@ class ObservationBuilder:
 
     def _model(self):
         if not hasattr(self, "_mj_model"):
-            import mujoco
+            from roboreal.robots.model import build_model
 
-            self._mj_model = mujoco.MjModel.from_xml_path(str(self.spec.model_path))
+            self._mj_model = build_model(self.spec)
         return self._mj_model
 
     def _forward_kinematics(self) -> Callable[[np.ndarray], np.ndarray]:
-        """FK of the end-effector site for measured joint positions (tracked order), on the
-        same MJCF the sim uses; joints not measured stay at the model's qpos0."""
-        if self._fk is not None:
-            return self._fk
-        import mujoco
-
-        site = self.spec.sites.end_effector
-        if site is None:
-            raise ObservationError(f"forward_kinematics.end_effector: robot {self.spec.name} has no sites.end_effector")
-        model = self._model()
-        data = mujoco.MjData(model)
-        sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site)
-        pairs = []
-        for i, name in enumerate(self.tracked):
-            jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
-            if jid >= 0 and int(model.jnt_type[jid]) in (int(mujoco.mjtJoint.mjJNT_HINGE),
-                                                         int(mujoco.mjtJoint.mjJNT_SLIDE)):
-                pairs.append((i, int(model.jnt_qposadr[jid])))
-        src = np.array([p[0] for p in pairs], dtype=int)
-        adr = np.array([p[1] for p in pairs], dtype=int)
-
-        def fk(q: np.ndarray) -> np.ndarray:
-            vals = q[src]
-            if not np.isfinite(vals).all():
-                return np.full(3, np.nan)
-            data.qpos[:] = model.qpos0
-            data.qpos[adr] = vals
-            mujoco.mj_kinematics(model, data)
-            return data.site_xpos[sid].copy()
-
-        self._fk = fk
-        return fk
+        """The end-effector site's position (1, 3) from measured joint positions (tracked order):
+        the shared `SiteKinematics` the env evaluates on the simulated joints, on the robot's MJCF."""
+        if self._fk is None:
+            site = self.spec.sites.end_effector
+            if site is None:
+                raise ObservationError(f"forward_kinematics.end_effector: robot {self.spec.name} has no "
+                                       "sites.end_effector")
+            chain = SiteKinematics(self._model(), site)
+            unmeasured = [j for j in chain.joints if j not in self.index]
+            if unmeasured:
+                raise ObservationError(f"forward_kinematics.end_effector: joints {unmeasured} move {site!r} but are "
+                                       f"not joints of robot {self.spec.name}")
+            idx = np.array([self.index[j] for j in chain.joints], dtype=int)
+            self._fk = lambda q: chain.position(q[None, idx])
+        return self._fk
 
     # ------------------------------------------------------------------ inputs
     def set_joint_state(self, names: Sequence[str], position: Sequence[float], velocity: Sequence[float],
@@ -367,22 +357,27 @@ class ObservationBuilder:
         t = float(min(self.q_time[idx].min(), self.dq_time[idx].min()))
         return t if math.isfinite(t) else None
 
+    def readings(self) -> dict[str, np.ndarray]:
+        """The current value of every reading the terms use, (1, k) each (for diagnostics)."""
+        return {name: np.array(fn(), dtype=np.float64) for name, fn in self._readers.items()}
+
     def raw_terms(self) -> dict[str, np.ndarray]:
-        """Each term's raw value (physical units, before offset/scale/clip)."""
-        return {t.name: np.asarray(t.fn(), dtype=np.float64) for t in self.terms}
+        """Each term's raw value (physical units, before offset/scale/clip), (size,)."""
+        readings = Readings(self._readers)
+        return {t.name: np.array(raw_value(t, readings)[0], dtype=np.float64) for t in self.terms}
+
+    def term_values(self) -> dict[str, np.ndarray]:
+        """Each term as the policy sees it (after offset, scale, clip), (size,): what the
+        training env's `observation_terms()` gives for the same state."""
+        readings = Readings(self._readers)
+        return {t.name: np.array(finish(raw_value(t, readings), t, self.default_pose)[0], dtype=np.float64)
+                for t in self.terms}
 
     def build(self) -> np.ndarray:
         """The observation vector (float64, `size`), exactly as the env computed it in training."""
-        parts = []
-        for t in self.terms:
-            v = np.asarray(t.fn(), dtype=np.float64)
-            if t.offset is not None:
-                v = v - t.offset
-            v = v * t.scale
-            if t.clip is not None:
-                v = np.clip(v, -t.clip, t.clip)
-            parts.append(v)
-        return np.concatenate(parts) if parts else np.zeros(0)
+        readings = Readings(self._readers)
+        parts = [finish(raw_value(t, readings), t, self.default_pose)[0] for t in self.terms]
+        return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.zeros(0)
 
     def robot_state(self, command_time: float | None = None) -> RobotState:
         """The measured state for the safety chain: every spec joint (spec order), the IMU

@@ -38,7 +38,8 @@ subscribes
     partial messages are merged; unknown joints ignored; NaN passes to the chain (latched fault)
   * ``imu_topic`` sensor_msgs/Imu (quadrupeds; sensor-data QoS)
   * ``cmd_vel_topic`` geometry_msgs/Twist (quadrupeds): the velocity command, clipped to
-    [cmd_vel_min, cmd_vel_max] (the training ranges); non-finite messages are dropped
+    the ranges the bundle was trained on (manifest ``inputs.command.ranges``), narrowed by
+    [cmd_vel_min, cmd_vel_max] if set; non-finite messages are dropped
   * ``goal_topic`` geometry_msgs/PoseStamped (manipulators): the goal position, in one of
     ``goal_frame_ids`` (the robot base = the sim's world frame; no TF lookups here)
   * ``object_pose_topic`` geometry_msgs/PoseStamped (only if the manifest observes the object)
@@ -123,12 +124,12 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
-from roboreal.sim2real.nodes.observation import ObservationBuilder, applied_action
+from roboreal.sim2real.nodes.controller import PolicyController
 from roboreal.sim2real.nodes.params import config_file, default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.step_record import MODES, SegmentPacker, StepPacker, audit_fields, info_json, step_fields
 from roboreal.sim2real.nodes.timing import TRIGGERS, ControlSchedule, StampTracker
-from roboreal.sim2real.safety import SafetyChain, SafetyLimits
+from roboreal.sim2real.safety import SafetyLimits
 
 NODE_NAME = "policy_node"
 
@@ -156,9 +157,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "object_pose_timeout": (0.0, "s after which the object pose is stale and the chain holds (0: command timeout)"),
     "diagnostics_topic": ("/diagnostics", "diagnostic_msgs/DiagnosticArray"),
     "diagnostics_period": (1.0, "s between diagnostics messages"),
-    "cmd_vel_min": ([-math.inf] * 3, "lower bounds of (vx, vy, yaw rate) fed to the policy"),
-    "cmd_vel_max": ([math.inf] * 3, "upper bounds of (vx, vy, yaw rate) fed to the policy"),
-    "goal_frame_ids": (["", "world"], "frame_ids a goal / object pose may be given in (the robot base frame)"),
+    "cmd_vel_min": ([-math.inf] * 3, "narrow the manifest's lower bounds of (vx, vy, yaw rate) fed to the policy"),
+    "cmd_vel_max": ([math.inf] * 3, "narrow the manifest's upper bounds of (vx, vy, yaw rate) fed to the policy"),
+    "goal_frame_ids": ([""], "frame_ids a goal / object pose may be given in (the robot base frame); "
+                                "[\"\"] (default): the bundle manifest's inputs.goal.frame_ids"),
     "last_action_source": ("executed", "what policy.last_action observes: commanded (the action fed to the chain) | "
                                        "applied (the chain's output mapped back to the action space) | executed "
                                        "(commanded in policy mode, applied while the chain ramps/holds/damps)"),
@@ -180,7 +182,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-_FLOAT32_SAFE = 1e30  # observations beyond this are not fed to a float32 policy
 
 
 def _stamp(msg_stamp) -> float:
@@ -254,14 +255,6 @@ class PolicyNode(Node):
         if self.interface != "forward_command" and spec.control_mode != "position":
             raise ConfigError("command_interface", f"{self.interface} needs a position-controlled robot; "
                               f"{spec.name} is {spec.control_mode}-controlled")
-        # the gains travel with the command only on position_gains; otherwise the robot applies
-        # robot.yaml's, and the chain must not count on any other
-        self.chain = SafetyChain(spec, self.mapping, self.dt, self.limits,
-                                 gains="commanded" if self.interface == "position_gains" else "fixed")
-        self.builder = ObservationBuilder(m, spec)
-        self.action_size = self.bundle.action_size if not self.bundle.discrete else self.mapping.size
-        self.extra = list(m["action"].get("extra") or [])
-        self.has_gripper_action = "gripper" in self.extra and spec.gripper is not None
 
         # ----- parameters -----
         topic = lambda key, fallback: str(p[key] or (fallback or ""))  # noqa: E731
@@ -287,17 +280,24 @@ class PolicyNode(Node):
         self.diag_period = float(p["diagnostics_period"])
         if not self.diag_period > 0:
             raise ConfigError("diagnostics_period", f"must be positive, got {self.diag_period}")
-        self.cmd_min = _floats("cmd_vel_min", p["cmd_vel_min"], 3)
-        self.cmd_max = _floats("cmd_vel_max", p["cmd_vel_max"], 3)
-        self.goal_frames = {str(f) for f in p["goal_frame_ids"]}
-        self.last_action_source = str(p["last_action_source"])
-        if self.last_action_source not in ("commanded", "applied", "executed"):
-            raise ConfigError("last_action_source",
-                              f"expected commanded, applied or executed, got {self.last_action_source!r}")
+        frames = [str(f) for f in p["goal_frame_ids"]]
+        if frames == [""]:  # the frames the policy's goals were given in during training
+            frames = list(((m.get("inputs") or {}).get("goal") or {}).get("frame_ids") or ["", "world"])
+        self.goal_frames = set(frames)
+        # The control step itself (observation -> policy -> chain) is the ROS-free controller
+        # sim2sim runs too. The gains travel with the command only on position_gains;
+        # otherwise the robot applies robot.yaml's, and the chain must not count on any other.
+        self.controller = PolicyController(
+            self.bundle, spec, self.limits, gains="commanded" if self.interface == "position_gains" else "fixed",
+            last_action_source=str(p["last_action_source"]), object_timeout=self.object_timeout,
+            cmd_min=_floats("cmd_vel_min", p["cmd_vel_min"], 3), cmd_max=_floats("cmd_vel_max", p["cmd_vel_max"], 3))
+        self.chain, self.builder = self.controller.chain, self.controller.builder
+        self.action_size = self.controller.action_size
+        self.has_gripper_action = self.controller.has_gripper_action
+        self.cmd_min, self.cmd_max = self.controller.cmd_min, self.controller.cmd_max
         self.watch_commands = ros.cmd_vel is not None or ros.goal is not None  # the chain's command watchdog
 
         # ----- state -----
-        self.started = False  # first complete state seen, chain reset
         self.step_requested = False  # event-driven control: a JointState asked for a step
         self.pending: str | None = None  # why the policy is not run (the chain holds)
         self.intervening = False
@@ -305,7 +305,6 @@ class PolicyNode(Node):
         self.teleop_time: float | None = None
         self.gripper_width: float | None = None
         self.mode = "waiting"
-        self.last_cmd = None
         self.steps = 0
         self.reset_count = 0  # ~/reset calls: the recorder's episode boundary
         self.human_action = False  # the human's fresh teleop action was fed to the chain this step
@@ -317,7 +316,6 @@ class PolicyNode(Node):
         self.callbacks = 0  # subscription/service callbacks run: how `spin` knows the queue is empty
         self.commands_sent = 0  # the audit's seq
         self.last_latency: float | None = None  # s from the joints' stamp to the last command
-        self.waiting_for: list[str] = []  # why no command is sent yet (before the first one)
         self.prev_report = self.chain.report()
         self.prev_report_time = time.monotonic()
 
@@ -488,8 +486,7 @@ class PolicyNode(Node):
         v = np.array([msg.linear.x, msg.linear.y, msg.angular.z])
         if not np.isfinite(v).all():
             return self._drop("cmd_vel", f"non-finite {v.tolist()}")
-        v = np.clip(v, self.cmd_min, self.cmd_max)
-        self.builder.set_cmd_vel(*v, arrival=time.monotonic())
+        self.controller.set_cmd_vel(*v, arrival=time.monotonic())  # clipped to the trained range
 
     def _pose(self, what: str, msg: PoseStamped) -> np.ndarray | None:
         p = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
@@ -581,92 +578,55 @@ class PolicyNode(Node):
         return response
 
     # ------------------------------------------------------------------ control loop
-    def _policy_inputs_pending(self, now: float) -> str | None:
-        b = self.builder
-        if b.needs_goal and b.goal_time is None:
-            return "no goal yet"
-        if b.needs_object and (b.object_time is None or now - b.object_time > self.object_timeout):
-            return "no object pose" if b.object_time is None else "stale object pose"
-        return None
+    @property
+    def started(self) -> bool:
+        return self.controller.started
+
+    @property
+    def waiting_for(self) -> list[str]:
+        return self.controller.waiting_for
 
     def _step(self, now: float | None = None) -> None:
-        """One control step: observation -> policy -> safety chain -> command (+ audit)."""
+        """One control step: observation -> policy -> safety chain -> command (+ audit).
+        The decision is `PolicyController.step` (the code sim2sim runs); this publishes it."""
         now = time.monotonic() if now is None else now
         if self.last_tick is not None:
             self.periods.append(now - self.last_tick)
         self.last_tick = now
-        b = self.builder
-        if not self.started:
-            self.waiting_for = b.missing() or self.chain.check_state(b.robot_state(), now)
-            if self.waiting_for:
-                self.get_logger().info(f"waiting for {'; '.join(self.waiting_for)}; publishing nothing",
+        ctl = self.controller
+        if not ctl.started:
+            if not ctl.start(now):
+                self.get_logger().info(f"waiting for {'; '.join(ctl.waiting_for)}; publishing nothing",
                                        throttle_duration_sec=2.0)
                 return
-            self.chain.reset(b.robot_state(), now)
-            self.started = True
             self.get_logger().info("robot state complete and plausible: startup ramp to the default pose")
-
-        pending = self._policy_inputs_pending(now)
-        t0 = time.perf_counter()
-        obs = None
-        if pending is None and self.chain.faults:
-            pending = f"latched fault {sorted(self.chain.faults)}"  # nothing the policy says is used
-        if pending is None:
-            obs = b.build()
-            if not np.all(np.abs(obs) < _FLOAT32_SAFE):  # NaN, inf, or beyond what float32 holds
-                pending = "observation not finite or out of float32 range"
-        self.pending = pending
-        if pending is None:
-            try:
-                policy_action = np.asarray(self.bundle.normalized_action(obs), dtype=np.float64).ravel()
-            except Exception as e:  # a broken model must not kill the loop: NaN latches the chain's fault mode
-                self.get_logger().error(f"policy failed: {e}", throttle_duration_sec=1.0)
-                policy_action = np.full(self.action_size, np.nan)
-        else:
-            policy_action = np.zeros(self.action_size)  # not run; the chain holds (command_stamp None)
-        inference = time.perf_counter() - t0
-
-        state = b.robot_state()
-        if pending is not None:
-            state.command_stamp = None  # the chain holds until the policy's inputs are there
-        action = policy_action
-        self.human_action = False
+        human = None
         if self.intervening:
             if self.teleop_time is not None and now - self.teleop_time <= self.teleop_timeout:
-                action, state.command_stamp = self.teleop_action, self.teleop_time
-                self.human_action = True
+                human = (self.teleop_action, self.teleop_time)
             else:  # stale teleop: the chain holds where it watches commands; else zero action (= hold)
-                action, state.command_stamp = np.zeros(self.action_size), None
-        arm = action[:self.mapping.size]
-        prev = self.last_cmd
-        cmd = self.chain.step(arm, state, now)
+                human = (np.zeros(self.action_size), None)
+        out = ctl.step(now, human)
+        if out.pending is None and not np.isfinite(out.policy_action).all():
+            self.get_logger().error("policy gave a non-finite action (the chain's fault mode)", throttle_duration_sec=1.0)
+        self.pending, self.human_action = out.pending, out.human
+        cmd = out.cmd
         self._publish_command(cmd)
-        if self.has_gripper_action and cmd.mode == "policy" and len(action) > self.mapping.size:
-            self._publish_gripper(action[self.mapping.size], now)
-        # policy.last_action, as the sim's `actions`: what drove the robot this step
-        applied = self._applied_action(cmd, prev, action)
-        last = action
-        if self.last_action_source == "applied" or (self.last_action_source == "executed" and cmd.mode != "policy"):
-            last = applied
-        if any(t.source == "policy.last_action" for t in b.terms):
-            b.set_last_action(last)
-        self.last_cmd = cmd
+        if out.gripper is not None:
+            self.gripper_width = out.gripper
+            self.gripper_pub.publish(Float64MultiArray(data=[out.gripper]))
         self.steps += 1
-        if pending is None:  # not published while the policy is not run
-            self.policy_action_pub.publish(Float64MultiArray(data=[float(v) for v in policy_action]))
+        if out.pending is None:  # not published while the policy is not run
+            self.policy_action_pub.publish(Float64MultiArray(data=[float(v) for v in out.policy_action]))
             self.step_pub.publish(self.step_packer.pack({
                 "step": self.steps, "stamp": self.get_clock().now().nanoseconds * 1e-9,
                 "reset_count": self.reset_count, "mode": MODES.index(cmd.mode) if cmd.mode in MODES else -1,
-                "intervention": self.intervening, "human_action": self.human_action, "observation": obs,
-                "policy_action": policy_action, "commanded_action": action, "applied_action": applied}))
-        self.executed_action_pub.publish(Float64MultiArray(data=[float(v) for v in action]))
+                "intervention": self.intervening, "human_action": out.human, "observation": out.obs,
+                "policy_action": out.policy_action, "commanded_action": out.action, "applied_action": out.applied}))
+        self.executed_action_pub.publish(Float64MultiArray(data=[float(v) for v in out.action]))
         if cmd.mode != self.mode:
             self._publish_mode(cmd.mode)
-        self.window.append((now, self.last_latency, inference))
-
-    def _applied_action(self, cmd, prev, action: np.ndarray) -> np.ndarray:
-        idx = [self.chain.joint_names.index(j) for j in self.mapping.joints]
-        return applied_action(self.mapping, cmd.values[idx], None if prev is None else prev.values[idx], action)
+        self.window.append((now, self.last_latency, out.inference_s))
 
     def _publish_command(self, cmd) -> None:
         """Send the chain's command, then its ``~/audit`` record."""
@@ -699,13 +659,6 @@ class PolicyNode(Node):
             "state_age": math.nan if measured is None else time.monotonic() - measured,
             "gains_commanded": self.interface == "position_gains", "interventions": flags,
             "command": cmd.values, "kp": cmd.kp, "kd": cmd.kd, "q": cmd.q, "dq": cmd.dq}))
-
-    def _publish_gripper(self, a: float, now: float) -> None:
-        width = self.chain.gripper(a, now)  # None: not under the policy, or not a number
-        if width is None:
-            return  # the gripper keeps its last command
-        self.gripper_width = width
-        self.gripper_pub.publish(Float64MultiArray(data=[width]))
 
     def _publish_mode(self, mode: str) -> None:
         self.mode = mode

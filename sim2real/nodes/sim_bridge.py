@@ -11,6 +11,9 @@ publishes
     includes the reaction to gravity: +9.81 m/s^2 up at rest), sensor-data QoS;
   * manipulators: `geometry_msgs/PoseStamped` of the end-effector site on `~/ee_pose`
     (frame `world`, which is the robot base), sensor-data QoS;
+  * robots with a free-floating base (legged robots): the simulator's ground truth, which
+    no real driver has, for scoring (sim2sim over DDS): `~/base_pose` (PoseStamped, frame
+    `world`) and `~/base_twist` (TwistStamped, base frame), without latency or noise;
   * robots whose spec names `ros.object_pose` (pick tasks): the object's pose as an
     object tracker would publish it (`geometry_msgs/PoseStamped`, frame `world`, on that
     topic, sensor-data QoS, with the same latency as the other sensors).
@@ -56,9 +59,10 @@ then from `config/sim_bridge_<robot>.yaml` next to this file, then from what is 
   real_time_factor       simulated seconds per wall-clock second (1.0 = real time)
   initial_pose           `default` (the spec's default pose) or an MJCF keyframe name
   command_interface      forward_command | position_gains | joint_trajectory (default: the spec's)
-  randomize              sample friction/mass scales once at startup (seeded)
-  friction_scale_range   [lo, hi] scale of every geom's sliding friction
-  mass_scale_range       [lo, hi] per-body mass/inertia scale
+  randomize              randomize the model once at startup (seeded), with `randomization`
+  randomization          mild | heavy (`roboreal.envs.randomization.PRESETS`) or a YAML file
+                         with a `randomization:` section, applied by the training envs' own
+                         Randomizer (friction, masses, centre of mass, gains, motor strength...)
   joint_position_noise   std of Gaussian noise on reported joint positions (rad or m)
   joint_velocity_noise   std of Gaussian noise on reported joint velocities
   imu_noise              std of Gaussian noise on the IMU angular velocity (rad/s)
@@ -87,7 +91,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -111,9 +115,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "real_time_factor": (1.0, "simulated seconds per wall-clock second"),
     "initial_pose": ("default", "'default' (the spec's default pose) or an MJCF keyframe name"),
     "command_interface": ("", "forward_command | position_gains | joint_trajectory (empty: the robot spec's)"),
-    "randomize": (False, "randomize friction and masses once at startup"),
-    "friction_scale_range": ([0.8, 1.2], "[lo, hi] scale of the geoms' sliding friction"),
-    "mass_scale_range": ([0.9, 1.1], "[lo, hi] per-body mass/inertia scale"),
+    "randomize": (False, "randomize the model once at startup (see randomization)"),
+    "randomization": ("mild", "mild | heavy | a YAML file with a randomization: section"),
     "joint_position_noise": (0.0, "std of noise on reported joint positions"),
     "joint_velocity_noise": (0.0, "std of noise on reported joint velocities"),
     "imu_noise": (0.0, "std of noise on the IMU angular velocity, rad/s"),
@@ -133,14 +136,6 @@ def _float(name: str, value: Any, minimum: float | None = None) -> float:
     if not np.isfinite(v) or (minimum is not None and v < minimum):
         raise ConfigError(name, f"must be a finite number >= {minimum}, got {value!r}")
     return v
-
-
-def _range(name: str, value: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in value)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"expected [lower, upper], got {value!r}") from None
-    return lo, hi
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -206,10 +201,8 @@ class SimBridge(Node):
                               f"{self.spec.name} is {self.spec.control_mode}-controlled")
         self.interface = interface
 
-        self.sim = SimRobot(self.spec, initial_pose=str(p["initial_pose"]),
-                            randomize=_bool("randomize", p["randomize"]),
-                            friction_scale_range=_range("friction_scale_range", p["friction_scale_range"]),
-                            mass_scale_range=_range("mass_scale_range", p["mass_scale_range"]), seed=seed)
+        randomization = str(p["randomization"]) if _bool("randomize", p["randomize"]) else None
+        self.sim = SimRobot(self.spec, initial_pose=str(p["initial_pose"]), randomization=randomization, seed=seed)
         if interface == "position_gains" and not self.sim.gains_settable:
             raise ConfigError("command_interface", f"position_gains needs MuJoCo <position> servos with gear 1 on "
                               f"the actuated joints; {self.spec.model_path} has other actuators")
@@ -233,6 +226,10 @@ class SimBridge(Node):
                        if self.spec.kind == "manipulator" and self.sim.has_end_effector else None)
         self.object_pub = (self.create_publisher(PoseStamped, ros.object_pose, qos_profile_sensor_data)
                            if self.sim.has_object else None)
+        self.base_pose_pub = (self.create_publisher(PoseStamped, "~/base_pose", qos_profile_sensor_data)
+                              if self.sim.has_free_base else None)
+        self.base_twist_pub = (self.create_publisher(TwistStamped, "~/base_twist", qos_profile_sensor_data)
+                               if self.sim.has_free_base else None)
         command_qos = QoSProfile(depth=10)  # reliable, volatile: ros2_control's SystemDefaultsQoS
         if interface == "forward_command":
             self.create_subscription(Float64MultiArray, ros.joint_commands, self._on_command, command_qos)
@@ -440,6 +437,15 @@ class SimBridge(Node):
         release = time.monotonic() + self.latency
         for pub, msg in out:
             self.outbox.append((release, pub, msg))
+        if self.base_pose_pub is not None:  # ground truth: now, not through the sensor latency
+            pos, quat, lin, ang = self.sim.base_state()
+            twist = TwistStamped()
+            twist.header.stamp = stamp
+            twist.header.frame_id = self.spec.sites.base_body or "base"
+            twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in lin)
+            twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(v) for v in ang)
+            self.outbox.appendleft((0.0, self.base_twist_pub, twist))
+            self.outbox.appendleft((0.0, self.base_pose_pub, _pose_msg(stamp, pos, quat)))
 
     def _flush_outbox(self, now: float) -> None:
         while not self._stop.is_set():

@@ -31,18 +31,43 @@ class ImuReading:
     linear_acceleration: np.ndarray  # (3,) m/s^2, IMU frame, includes the reaction to gravity
 
 
+def imu_sensor_slices(model: mujoco.MjModel, spec: RobotSpec) -> dict[str, slice]:
+    """Where the IMU's readings are in ``sensordata``: {"quat", "gyro", "acc"} -> slice of the
+    frame-quaternion, gyro and accelerometer sensors on the spec's IMU site (what a real
+    IMU driver reports; the sim bridge and sim2sim read the same)."""
+    m = model
+    site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.imu)
+    want = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
+            "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
+    found: dict[str, slice] = {}
+    for key, typ in want.items():
+        for s in range(m.nsensor):
+            on_site = m.sensor_objtype[s] == mujoco.mjtObj.mjOBJ_SITE and m.sensor_objid[s] == site
+            if m.sensor_type[s] == typ and on_site:
+                found[key] = slice(m.sensor_adr[s], m.sensor_adr[s] + m.sensor_dim[s])
+                break
+        else:
+            raise ConfigError("sites.imu", f"{spec.model} has no {typ.name} sensor on site {spec.sites.imu!r}")
+    return found
+
+
 class SimRobot:
     """A MuJoCo simulation of `spec`'s robot, commanded like the real one."""
 
-    def __init__(self, spec: RobotSpec, *, initial_pose: str = "default", randomize: bool = False,
-                 friction_scale_range: tuple[float, float] = (0.8, 1.2),
-                 mass_scale_range: tuple[float, float] = (0.9, 1.1), seed: int = 0):
+    def __init__(self, spec: RobotSpec, *, initial_pose: str = "default", randomization=None, seed: int = 0):
+        """`randomization`: an `envs.randomization.RandomizationCfg` (or a preset name, see
+        `randomization_preset`), sampled once at startup by the training envs' own
+        `Randomizer` (per-episode terms are sampled once too; pushes are not applied)."""
         self.spec = spec
-        self.model = mujoco.MjModel.from_xml_path(str(spec.model_path))
+        from roboreal.robots.model import build_model  # robot.yaml's gains and ranges written in
+
+        self.model = build_model(spec)
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.position_control = spec.control_mode == "position"
         self.rng = np.random.default_rng(seed)
+        # Randomize first: the gains read below (and restored by reset) are then the randomized ones.
+        self.randomization: dict[str, list[float]] = self._randomize(randomization, seed) if randomization else {}
 
         def joint_id(name: str) -> int:
             jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
@@ -102,23 +127,15 @@ class SimRobot:
             self.gripper_range = (min(g.open, g.closed), max(g.open, g.closed))
 
         # IMU sensors on the IMU site (quadrupeds).
-        self._imu: dict[str, slice] | None = None
-        if spec.sites.imu is not None:
-            site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.imu)
-            want = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
-                    "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
-            found: dict[str, slice] = {}
-            for key, typ in want.items():
-                for s in range(m.nsensor):
-                    on_site = m.sensor_objtype[s] == mujoco.mjtObj.mjOBJ_SITE and m.sensor_objid[s] == site
-                    if m.sensor_type[s] == typ and on_site:
-                        found[key] = slice(m.sensor_adr[s], m.sensor_adr[s] + m.sensor_dim[s])
-                        break
-                else:
-                    raise ConfigError("sites.imu", f"{spec.model} has no {typ.name} sensor on site {spec.sites.imu!r}")
-            self._imu = found
+        self._imu = imu_sensor_slices(m, spec) if spec.sites.imu is not None else None
         self._ee_site = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.end_effector)
                          if spec.sites.end_effector else -1)
+
+        # A free-floating base (legged robots): its free joint, for ground-truth scoring.
+        self._base_qadr = self._base_dadr = None
+        base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, spec.sites.base_body) if spec.sites.base_body else -1
+        if base >= 0 and m.body_jntnum[base] >= 1 and m.jnt_type[m.body_jntadr[base]] == mujoco.mjtJoint.mjJNT_FREE:
+            self._base_qadr, self._base_dadr = int(m.jnt_qposadr[m.body_jntadr[base]]), int(m.jnt_dofadr[m.body_jntadr[base]])
 
         # The tracked object of pick tasks (robot.yaml `ros.object_pose`): the body of the
         # model's one free joint (a manipulator's base is fixed, so that is the object).
@@ -130,9 +147,6 @@ class SimRobot:
                                   f"publish its pose, it has {len(free)}")
             self._object_body = int(m.jnt_bodyid[free[0]])
 
-        self.randomization: dict[str, float] = {}
-        if randomize:
-            self._randomize(friction_scale_range, mass_scale_range)
 
         self.initial_pose = initial_pose
         self._init_qpos, self._init_targets, self._init_gripper = self._initial_state(initial_pose)
@@ -141,21 +155,34 @@ class SimRobot:
         self.reset()
 
     # ----- setup -----
-    def _randomize(self, friction_range: tuple[float, float], mass_range: tuple[float, float]) -> None:
-        """Modest physical randomization, sampled once: one friction scale for every geom, a
-        mass (and inertia) scale per body."""
+    def _randomize(self, cfg, seed: int) -> dict[str, list[float]]:
+        """Apply a randomization config once with the training envs' `Randomizer` (one world:
+        this model); returns what was sampled."""
+        import torch
+
+        from roboreal.envs.randomization import Randomizer, randomization_preset
+        from roboreal.envs.sim.backend import RANDOMIZED_FIELDS
+
+        if isinstance(cfg, str):
+            cfg = randomization_preset(cfg)
+        if not cfg.enabled:
+            return {}
+
+        class OneWorld:  # the slice of the batched-sim interface the Randomizer uses
+            backend, num_envs, randomizable = "mujoco", 1, frozenset(RANDOMIZED_FIELDS)
+
+            def __init__(self, model):
+                self.model, self.models = model, [model]
+
+            def ensure_per_world_fields(self, fields) -> None:
+                pass
+
         m = self.model
-        for name, (lo, hi) in (("friction_scale_range", friction_range), ("mass_scale_range", mass_range)):
-            if not 0 < lo <= hi:
-                raise ConfigError(name, f"expected 0 < lower <= upper, got [{lo}, {hi}]")
-        f = float(self.rng.uniform(*friction_range))
-        m.geom_friction[:, 0] *= f
-        bodies = np.nonzero(m.body_mass > 0)[0]
-        scales = self.rng.uniform(*mass_range, size=len(bodies))
-        m.body_mass[bodies] *= scales
-        m.body_inertia[bodies] *= scales[:, None]
-        self.randomization = {"friction_scale": f, "mass_scale_min": float(scales.min()),
-                              "mass_scale_max": float(scales.max())}
+        dofs = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)]
+                         for j in self.spec.actuated_joints])
+        randomizer = Randomizer(cfg, OneWorld(m), 1, seed, torch.device("cpu"), actuator_joint_ids=dofs)
+        randomizer.on_startup()
+        return randomizer.describe(0)
 
     def _initial_state(self, pose: str) -> tuple[np.ndarray, np.ndarray, float]:
         m, d = self.model, self.data
@@ -299,6 +326,24 @@ class SimRobot:
         if self._object_body < 0:
             raise ValueError(f"robot {self.spec.name!r} tracks no object (robot.yaml ros.object_pose)")
         return self.data.xpos[self._object_body].copy(), self.data.xquat[self._object_body].copy()
+
+    @property
+    def has_free_base(self) -> bool:
+        """The robot's base body (robot.yaml sites.base_body) floats on a free joint (legged robots)."""
+        return self._base_qadr is not None
+
+    def base_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Ground truth of a free-floating base: (position (3,), orientation wxyz (4,), linear
+        velocity (3,) and angular velocity (3,) in the base frame). No real driver reports
+        this; simulations use it to score a policy (sim2sim over DDS)."""
+        if self._base_qadr is None:
+            raise ValueError(f"robot {self.spec.name!r} has no free-floating base (sites.base_body)")
+        q, v = self.data.qpos[self._base_qadr:self._base_qadr + 7], self.data.qvel[self._base_dadr:self._base_dadr + 6]
+        world_to_base = np.zeros(4)
+        mujoco.mju_negQuat(world_to_base, q[3:7])
+        lin = np.zeros(3)
+        mujoco.mju_rotVecQuat(lin, v[0:3], world_to_base)  # free joints: linear velocity in the world frame
+        return q[0:3].copy(), q[3:7].copy(), lin, v[3:6].copy()  # angular velocity: already in the body frame
 
     def actuated_positions(self) -> np.ndarray:
         return self.data.qpos[self._act_qadr].copy()

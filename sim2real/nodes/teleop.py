@@ -97,7 +97,9 @@ def default_goal(spec: RobotSpec) -> np.ndarray:
     """The end-effector position at the default pose (MuJoCo FK on the robot's model)."""
     import mujoco
 
-    model = mujoco.MjModel.from_xml_path(str(spec.model_path))
+    from roboreal.robots.model import build_model
+
+    model = build_model(spec)
     data = mujoco.MjData(model)
     for j in spec.joints:
         jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j.name)

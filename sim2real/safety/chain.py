@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import RobotSpec
-from roboreal.sim2real.action_mapping import ActionMapping
+from roboreal.control.action import ActionMapping, GripperMapping
 from roboreal.sim2real.safety.filters import (
     ActionClip,
     ActionMap,
@@ -37,11 +36,11 @@ GRIPPER = "gripper"  # the gripper command's own limit (`SafetyChain.gripper`)
 _BEHAVIOUR = {"soft_hold": "hold", "startup_ramp": "ramp"}
 
 
-@lru_cache(maxsize=8)
-def _load_model(path: str):
-    import mujoco
+def _load_model(spec: RobotSpec):
+    """The robot's model with robot.yaml's values written in (cached by `build_model`)."""
+    from roboreal.robots.model import build_model
 
-    return mujoco.MjModel.from_xml_path(path)
+    return build_model(spec)
 
 
 class SafetyChain:
@@ -142,7 +141,7 @@ class SafetyChain:
             if not self.position_control or spec.sites.end_effector is None:
                 raise ConfigError("safety.workspace_min",
                                   "a workspace box needs a position-controlled robot with sites.end_effector")
-            filters.append(WorkspaceLimit(_load_model(str(spec.model_path)), spec.sites.end_effector,
+            filters.append(WorkspaceLimit(_load_model(spec), spec.sites.end_effector,
                                           self.joint_names, limits.workspace_min, limits.workspace_max))
         if limits.tilt_limit is not None:  # 8
             filters.append(TiltGuard(limits.tilt_limit))
@@ -303,8 +302,7 @@ class SafetyChain:
         if abs(a) > 1.0:
             self._count(GRIPPER, abs(a) - 1.0, t)
             a = 1.0 if a > 0 else -1.0
-        g = self.spec.gripper
-        width = g.closed + (a + 1.0) * 0.5 * (g.open - g.closed)
+        width = GripperMapping.for_robot(self.spec).to_command(a)  # the training env's mapping
         lo, hi = self.gripper_range
         return min(hi, max(lo, width))
 

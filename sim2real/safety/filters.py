@@ -346,12 +346,15 @@ class ActionClip(SafetyFilter):
 # --------------------------------------------------------------------------- 3
 class ActionMap(SafetyFilter):
     """Maps the clipped action to joint targets / forces with the bundle's `ActionMapping`
-    and blends the policy in over the fade-in (weight ``ctx.fade`` from `StartupRamp`).
+    (its own `to_command`, the code the training env runs) and blends the policy in over the
+    fade-in (weight ``ctx.fade`` from `StartupRamp`).
 
     absolute: target = anchor + w * (mapped - anchor)   (anchor: the pose when the policy
               took over, the default pose after the startup ramp)
-    delta:    target = previous target + w * scale * action
+    delta:    target = mapped(w * action, previous target) = previous target + scale * w * action
     force:    force  = w * mapped
+    A mapping with bounds (limits minus margin) clips its position targets into them, as in
+    training; `PositionLimit` then only acts on what is left (tighter chain limits).
     Actuated joints the mapping does not drive get the default pose (zero force).
     Never intervenes.
     """
@@ -363,43 +366,39 @@ class ActionMap(SafetyFilter):
         self.index = index  # actuated-joint index of each mapped joint
         # every actuated joint, in order: the mapped vector is the whole target
         self.all_joints = np.array_equal(index, np.arange(len(default)))
-        self.scale = np.asarray(mapping.scale, dtype=np.float64)
-        self.offset = np.asarray(mapping.offset, dtype=np.float64)
         self.delta = mapping.type == "joint_position_delta"
         self.default = default
         self.position_control = position_control
-
-    def mapped(self, action: np.ndarray) -> np.ndarray:
-        """`ActionMapping.to_command` for absolute targets and forces (offset + scale * action),
-        with the mapping's arrays converted once."""
-        return self.offset + self.scale * action
+        mapping.arrays  # the mapping converts its arrays once, here rather than on the first step
 
     def apply(self, ctx: StepContext) -> None:
         if ctx.behaviour != "policy" or ctx.action is None:
             return
         w = ctx.fade
+        to_command = self.mapping.to_command
         if not self.position_control:
             if self.all_joints:
-                full = self.mapped(ctx.action)
+                full = to_command(ctx.action)
             else:
                 full = np.zeros(len(ctx.prev))
-                full[self.index] = self.mapped(ctx.action)
+                full[self.index] = to_command(ctx.action)
             ctx.value = w * full
             return
         if self.delta:
+            action = ctx.action if w == 1.0 else w * ctx.action
             if self.all_joints:  # every joint is set from the previous target
-                target = ctx.prev + w * self.scale * ctx.action
+                target = to_command(action, ctx.prev)
             else:
                 anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
                 target = anchor + w * (self.default - anchor)
-                target[self.index] = ctx.prev[self.index] + w * self.scale * ctx.action
+                target[self.index] = to_command(action, ctx.prev[self.index])
         else:
             anchor = self.default if ctx.fade_anchor is None else ctx.fade_anchor
             if self.all_joints:
-                full = self.mapped(ctx.action)
+                full = to_command(ctx.action)
             else:
                 full = self.default.copy()
-                full[self.index] = self.mapped(ctx.action)
+                full[self.index] = to_command(ctx.action)
             target = anchor + w * (full - anchor)
         ctx.value = target
 

@@ -25,82 +25,72 @@ What "tighter" means, field by field:
 | plausibility.* | smaller (a reading counts as impossible sooner) |
 
 `fault_mode` and `damping_kd` are behaviour, not limits: they come from robot.yaml only.
+
+The fields, what a valid value is and which way is tighter are all read off `SafetySpec`
+(its fields' metadata, `roboreal.robots.spec`): a new limit is declared there and
+`SafetyLimits` has it; values are checked by the same `validate_safety` as robot.yaml.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
+import typing
 from typing import Any
 
 from roboreal.config import ConfigError
-from roboreal.robots.spec import PlausibilitySpec, RobotSpec, WatchdogSpec
+from roboreal.robots.spec import RobotSpec, SafetySpec, finite_number, validate_safety
 
 _PREFIX = "safety"
 
-# field -> "smaller" | "larger": which direction is tighter.
-_SCALARS = {
-    "joint_position_margin": "larger",
-    "velocity_scale": "smaller",
-    "torque_scale": "smaller",
-    "max_target_rate": "smaller",
-    "tilt_limit": "smaller",
-    "startup_ramp_time": "larger",
-    "fade_in_time": "larger",
-    "reset_max_joint_speed": "smaller",
-    "watchdog.joint_states": "smaller",
-    "watchdog.imu": "smaller",
-    "watchdog.command": "smaller",
-    "watchdog.future_stamp": "smaller",
-    "plausibility.position_tolerance": "smaller",
-    "plausibility.velocity_factor": "smaller",
-    "plausibility.angular_velocity": "smaller",
-    "plausibility.linear_acceleration": "smaller",
-    "plausibility.quaternion_norm_tolerance": "smaller",
-}
-_GROUPS = {"watchdog": WatchdogSpec, "plausibility": PlausibilitySpec}  # nested sections
-_OPTIONAL = {"tilt_limit", "watchdog.imu"}  # None = not checked (the loosest value)
-_BOXES = ("workspace_min", "workspace_max")
-_NOT_LIMITS = {"fault_mode", "damping_kd"}
+
+def _derive() -> tuple[tuple[dataclasses.Field, ...], dict[str, str], dict[str, type], set[str], tuple[str, ...],
+                       set[str]]:
+    """Everything below is read off `SafetySpec`'s fields (their metadata says which way is
+    tighter), so a new limit is declared there only."""
+    limit_fields, scalars, groups, optional, boxes, not_limits = [], {}, {}, set(), [], set()
+    for f in dataclasses.fields(SafetySpec):
+        if dataclasses.is_dataclass(f.default_factory):  # a nested section
+            groups[f.name] = f.default_factory
+            limit_fields.append(f)
+            for g in dataclasses.fields(f.default_factory):
+                key = f"{f.name}.{g.name}"
+                scalars[key] = g.metadata["tighter"]
+                if g.default is None:
+                    optional.add(key)
+            continue
+        tighter = f.metadata.get("tighter")
+        if tighter is None:
+            not_limits.add(f.name)
+            continue
+        limit_fields.append(f)
+        if tighter == "inside":
+            boxes.append(f.name)
+        else:
+            scalars[f.name] = tighter
+            if f.default is None:
+                optional.add(f.name)
+    return tuple(limit_fields), scalars, groups, optional, tuple(boxes), not_limits
+
+
+# _SCALARS: field -> "smaller" | "larger" (which direction is tighter); _GROUPS: nested
+# sections; _OPTIONAL: None = not checked (the loosest value); _NOT_LIMITS: behaviour.
+_FIELDS, _SCALARS, _GROUPS, _OPTIONAL, _BOXES, _NOT_LIMITS = _derive()
 
 
 def _number(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"expected a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(field, f"must be finite, got {value}")
-    return value
+    return finite_number(field, value)
 
 
-@dataclass(frozen=True)
-class SafetyLimits:
-    """The effective safety limits of one deployment (same fields as `SafetySpec`)."""
-
-    joint_position_margin: float
-    velocity_scale: float
-    torque_scale: float
-    max_target_rate: float
-    tilt_limit: float | None
-    workspace_min: tuple[float, float, float] | None
-    workspace_max: tuple[float, float, float] | None
-    startup_ramp_time: float
-    fade_in_time: float
-    reset_max_joint_speed: float
-    watchdog: WatchdogSpec
-    plausibility: PlausibilitySpec
+class _SafetyLimitsMethods:
+    """The methods of `SafetyLimits` (its fields are `SafetySpec`'s limits, added below)."""
 
     @classmethod
     def from_spec(cls, spec: RobotSpec) -> "SafetyLimits":
         s = spec.safety
-        limits = cls(
-            joint_position_margin=s.joint_position_margin, velocity_scale=s.velocity_scale,
-            torque_scale=s.torque_scale, max_target_rate=s.max_target_rate, tilt_limit=s.tilt_limit,
-            workspace_min=None if s.workspace_min is None else tuple(map(float, s.workspace_min)),
-            workspace_max=None if s.workspace_max is None else tuple(map(float, s.workspace_max)),
-            startup_ramp_time=s.startup_ramp_time, fade_in_time=s.fade_in_time,
-            reset_max_joint_speed=s.reset_max_joint_speed, watchdog=s.watchdog, plausibility=s.plausibility)
+        values = {f.name: getattr(s, f.name) for f in _FIELDS}
+        for k in _BOXES:
+            values[k] = None if values[k] is None else tuple(map(float, values[k]))
+        limits = cls(**values)
         limits.validate()
         return limits
 
@@ -131,38 +121,9 @@ class SafetyLimits:
 
     # ----- checks -----
     def validate(self) -> None:
-        """Each value on its own: finite, in range. Raises ConfigError naming the field."""
-        for key in _SCALARS:
-            v = self.get(key)
-            if v is None and key in _OPTIONAL:
-                continue
-            f = f"{_PREFIX}.{key}"
-            v = _number(f, v)
-            if key in ("velocity_scale", "torque_scale") and not 0 < v <= 1:
-                raise ConfigError(f, f"must be in (0, 1], got {v}")
-            non_negative = ("joint_position_margin", "startup_ramp_time", "fade_in_time", "watchdog.future_stamp",
-                            "plausibility.position_tolerance")
-            if key in non_negative:
-                if v < 0:
-                    raise ConfigError(f, f"must be >= 0, got {v}")
-            elif key not in ("velocity_scale", "torque_scale") and not v > 0:
-                raise ConfigError(f, f"must be positive, got {v}")
-            if key == "plausibility.velocity_factor" and v < 1:
-                raise ConfigError(f, f"must be >= 1 (a joint may reach its velocity limit), got {v}")
-        lo, hi = self.workspace_min, self.workspace_max
-        if (lo is None) != (hi is None):
-            raise ConfigError(f"{_PREFIX}.workspace_max" if hi is None else f"{_PREFIX}.workspace_min",
-                              "workspace_min and workspace_max go together")
-        if lo is not None:
-            for name, box in (("workspace_min", lo), ("workspace_max", hi)):
-                if len(box) != 3:
-                    raise ConfigError(f"{_PREFIX}.{name}", f"expected 3 values (x, y, z), got {len(box)}")
-                for i, v in enumerate(box):
-                    _number(f"{_PREFIX}.{name}[{i}]", v)
-            for i in range(3):
-                if not lo[i] < hi[i]:
-                    raise ConfigError(f"{_PREFIX}.workspace_min[{i}]",
-                                      f"{lo[i]} must be below workspace_max[{i}] = {hi[i]}")
+        """Each value on its own: finite, in range. Raises ConfigError naming the field.
+        The rules are robot.yaml's (`roboreal.robots.spec.validate_safety`)."""
+        validate_safety(self, prefix=_PREFIX)
 
     def check_within(self, base: "SafetyLimits") -> None:
         """Raise ConfigError naming the first field where `self` is looser than `base`."""
@@ -232,3 +193,12 @@ class SafetyLimits:
         new = dataclasses.replace(self, **changes, **{g: cls(**groups[g]) for g, cls in _GROUPS.items()})
         new.check_within(self)
         return new
+
+
+_HINTS = typing.get_type_hints(SafetySpec)
+SafetyLimits = dataclasses.make_dataclass(
+    "SafetyLimits", [(f.name, _HINTS[f.name]) for f in _FIELDS], bases=(_SafetyLimitsMethods,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": (
+        "The effective safety limits of one deployment: `SafetySpec`'s fields less the behaviour "
+        "ones (fault_mode, damping_kd), derived from it. Build with `from_spec` / `from_dict`; "
+        "`tighten` returns a tighter copy.")})
