@@ -167,7 +167,7 @@ def _axis_angle(v: np.ndarray) -> tuple[np.ndarray, float]:
     return (v / angle if angle > 0 else np.array([1.0, 0.0, 0.0])), angle
 
 
-def _deliver(ctl, msg: tuple, spec) -> None:
+def _deliver(ctl, msg: tuple) -> None:
     stamp, kind, payload = msg
     b = ctl.builder
     if kind == "joints":
@@ -255,7 +255,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
             if due:
                 w.inbox = [msg for msg in w.inbox if msg[0] > t + 1e-12]
                 for msg in sorted(due, key=lambda x: x[0]):
-                    _deliver(ctl, msg[1:], spec)
+                    _deliver(ctl, msg[1:])
             if has_cmd:
                 c = env.commands[i].tolist() if score else [0.0, 0.0, 0.0]  # stand still through the ramp
                 ctl.set_cmd_vel(*c, arrival=t)
@@ -306,9 +306,20 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     # the first readings, as a driver publishes them before anything is commanded
     physics(t, np.zeros((episodes, n_act)))
     t += dt
-    for _ in range(preroll):
+    def in_control(w: _World) -> bool:  # the policy drives, fully faded in
+        ramp = w.ctl.chain.ramp
+        return (w.ctl.started and w.prev_values is not None and ramp.phase == "policy"
+                and t - ramp.fade_start >= limits.fade_in_time and not w.ctl.chain.faults)
+
+    episode_steps = env.max_episode_steps
+    env.max_episode_steps = 1 << 30  # no time-out resets while the robots ramp (a reset teleports the robot)
+    for k in range(3 * preroll):  # the ramp may take longer than its time (speed-limited, latency)
+        if k >= preroll and all(in_control(w) for w in worlds):
+            break
         physics(t, tick(t, everyone, score=False))
         t += dt
+    not_ready = sum(not in_control(w) for w in worlds)
+    env.max_episode_steps = episode_steps
     env.restart_episodes()
 
     returns = np.zeros(episodes)
@@ -362,6 +373,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
         "sensor_messages": int(sum(w.sent for w in worlds)),
         "driver": dataclasses.asdict(driver),
         "randomized_terms": sorted(env.randomizer.values),
+        "not_in_control_at_start": not_ready,  # robots still ramping (or faulted) when their episode began
     }
     if tracking:
         stats["velocity_tracking_error"] = float(err_sum.sum() / max(1.0, err_steps.sum()))
@@ -391,7 +403,7 @@ def _compare_observations(env, worlds: list[_World], active: np.ndarray, diff: d
     for i in ids:
         ctl = worlds[i].ctl
         for msg in msgs[i]:
-            _deliver(ctl, msg, env.robot)
+            _deliver(ctl, msg)
         if hasattr(env, "commands"):
             ctl.set_cmd_vel(*env.commands[i].tolist(), arrival=now)
         if hasattr(env, "goal"):
@@ -476,7 +488,8 @@ def print_report(result: dict) -> None:
             ("tracking quality (1 - error / standing still)", "tracking_quality"),
             ("episodes ended early (fell)", "fell"),
             ("largest command step (x rate limit)", "largest_command_step"),
-            ("steps in policy mode", "policy_mode_fraction"), ("dropped sensor messages", "dropped_messages")]
+            ("steps in policy mode", "policy_mode_fraction"),
+            ("robots not yet in control at the episode start", "not_in_control_at_start"), ("dropped sensor messages", "dropped_messages")]
     for label, key in rows:
         if key not in nom:
             continue

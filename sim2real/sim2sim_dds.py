@@ -17,63 +17,41 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from roboreal.sim2real.bundle import load_bundle
+from roboreal.sim2real.nodes.process import stop_process
 
 TOPIC_WAIT_S = 90.0  # process start-up + startup ramp, on a loaded 2-core machine
-
-
-def _stop(p: subprocess.Popen, timeout: float = 10.0) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 class _Scorer:
     """An rclpy node: sends commands/goals, reads the ground truth and the policy node's mode."""
 
     def __init__(self, spec, domain: int):
-        import rclpy
         from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
         from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
         from std_msgs.msg import String
 
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("sim2sim_scorer", context=self.context)
+        from roboreal.sim2real.nodes.process import BackgroundNode
+
+        self.background = BackgroundNode("sim2sim_scorer", domain, period=0.05)
+        self.node = n = self.background.node
         self.Twist, self.PoseStamped = Twist, PoseStamped
         self.mode: str | None = None
         self.base_pose = self.base_twist = self.ee = None
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        n = self.node
         n.create_subscription(String, "/policy_node/mode", lambda m: setattr(self, "mode", m.data), latched)
         n.create_subscription(TwistStamped, "/sim_bridge/base_twist", self._on_twist, qos_profile_sensor_data)
         n.create_subscription(PoseStamped, "/sim_bridge/base_pose", self._on_pose, qos_profile_sensor_data)
         n.create_subscription(PoseStamped, "/sim_bridge/ee_pose", self._on_ee, qos_profile_sensor_data)
         self.cmd_pub = n.create_publisher(Twist, spec.ros.cmd_vel, 10) if spec.ros.cmd_vel else None
         self.goal_pub = n.create_publisher(PoseStamped, spec.ros.goal, 10) if spec.ros.goal else None
-        self._executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(n)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stopping.is_set():
-            self._executor.spin_once(timeout_sec=0.05)
 
     def _on_twist(self, m) -> None:
         t = m.twist
@@ -101,11 +79,7 @@ class _Scorer:
             self.goal_pub.publish(msg)
 
     def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=2.0)
-        self._executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
+        self.background.close()
 
 
 def _tilted(pose: np.ndarray, tilt_limit: float) -> bool:
@@ -178,8 +152,8 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
                 results.append(_episode(scorer, ep, commands, goals, dt, length_s, resample_s, threshold, tilt_limit,
                                         fade, (bridge, node)))
             finally:
-                _stop(node)
-                _stop(bridge)
+                stop_process(node)
+                stop_process(bridge)
                 scorer.mode = scorer.base_pose = scorer.base_twist = scorer.ee = None
     finally:
         scorer.close()

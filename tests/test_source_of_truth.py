@@ -170,3 +170,17 @@ def test_sim2sim_runs_the_chain_and_the_driver_latency_matters(go1_bundle):
     assert 0.15 < fine["dropped_messages"] / fine["sensor_messages"] < 0.25
     assert fine["largest_command_step"] <= 1.0 + 1e-9  # the rate limit holds on what is sent
     assert math.isfinite(fine["velocity_tracking_error"])
+
+
+def test_sim2sim_over_dds_scores_the_deployed_processes(go1_bundle, tmp_path):
+    """The sim bridge and the policy node as processes (what the launch file starts): one
+    short episode after the startup ramp, scored from the bridge's ground truth."""
+    from roboreal.sim2real.sim2sim_dds import evaluate_over_dds
+
+    result = evaluate_over_dds(go1_bundle, episodes=1, seed=0, randomization="heavy", log_dir=tmp_path,
+                               episode_s=2.0)
+    (episode,) = result["per_episode"]
+    assert episode["length"] > 0 and episode["mode_at_end"] in ("policy", "damping")
+    assert math.isfinite(episode["tracking_error"])
+    log = (tmp_path / "bridge_0.log").read_text()
+    assert "randomized" in log  # the bridge applied the heavy preset's draw

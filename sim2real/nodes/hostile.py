@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from roboreal.robots.spec import RobotSpec
+from roboreal.sim2real.nodes.process import BackgroundNode, stop_process  # noqa: F401 (re-exported)
 from roboreal.sim2real.nodes.step_record import MODES, audit_from_msg, parse_info
 from roboreal.sim2real.safety.wire import WireChecker
 
@@ -59,10 +59,8 @@ class HostileRobot:
 
     def __init__(self, spec: RobotSpec, node_name: str = "/policy_node", rate: float = 100.0,
                  interface: str | None = None, limits=None):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped, Twist
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Imu, JointState
         from std_msgs.msg import Bool, Float64MultiArray, String
@@ -71,9 +69,9 @@ class HostileRobot:
         self.spec, self.rate, self.node_name = spec, rate, node_name
         self.interface = interface or spec.ros.command_interface
         self.limits = limits
-        self.ctx = rclpy.context.Context()
-        rclpy.init(context=self.ctx)
-        self.node = n = rclpy.create_node("hostile_robot", context=self.ctx)
+        self.background = BackgroundNode("hostile_robot")  # spins from the end of __init__: callbacks are set up first
+        self.ctx, self.node = self.background.context, self.background.node
+        n = self.node
         self._types = dict(JointState=JointState, Imu=Imu, Twist=Twist, PoseStamped=PoseStamped, Bool=Bool,
                            Float64MultiArray=Float64MultiArray, Trigger=Trigger)
         self.names = list(spec.joint_names) + (list(spec.gripper.joints) if spec.gripper else [])
@@ -141,15 +139,6 @@ class HostileRobot:
         n.create_subscription(String, f"{node_name}/mode", on_mode, latched)
         n.create_subscription(String, f"{node_name}/info", on_info, latched)
         n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(n)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.01)
 
     # ------------------------------------------------------------------ setup
     def attach(self, dt: float, timeout: float = 30.0) -> None:
@@ -456,11 +445,7 @@ class HostileRobot:
         return out
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
+        self.background.close()
 
 
 # (robot, task, algorithm, overrides) of the one-iteration training runs whose bundles the
@@ -493,16 +478,6 @@ def start_policy_node(bundle: Path, robot: str, log: Path, interface: str = "for
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-def stop_process(p: subprocess.Popen, timeout: float = 10.0) -> int:
-    """SIGINT, then SIGKILL after `timeout` s; the exit code."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-    return p.returncode
 
 
 def _small_int(v) -> int:
