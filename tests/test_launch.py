@@ -222,7 +222,10 @@ def test_sim_robot_launch_file_plan():
     assert p.cmd == ROBOREAL + [
         "sim-bridge", "--ros-args", "-r", "__node:=sim_bridge",
         "--params-file", str(PACKAGE_DIR / "sim2real" / "nodes" / "config" / "sim_bridge_go1.yaml"),
-        "-p", "robot:=go1", "-p", "randomize:=false", "-p", "seed:=7"]
+        "-p", "robot:=go1", "-p", "randomize:=false", "-p", "randomization:=mild", "-p", "seed:=7"]
+    [p] = plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml",
+                      ["robot:=go1", "randomize:=true", "randomization:=heavy"]).processes
+    assert p.cmd[-6:] == ["-p", "randomize:=true", "-p", "randomization:=heavy", "-p", "seed:=0"]
     for robot in ("panda", "go1", "cartpole"):  # every robot has its params file
         plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml", {"robot": robot})
 
