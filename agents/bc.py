@@ -72,6 +72,9 @@ class BCConfig:
     relabel_fraction: float = 0.0  # goal tasks: share of samples whose goal is relabeled (0 = plain BC)
     relabel_strategy: Literal["future", "final"] = "future"
     obs_group: str = "policy"
+    # which steps are labels (roboreal.sim2real.datasets.label_source, decided per file): "auto" = finite
+    # expert_actions, or in a file with none the actions of steps no policy ran; "executed" = every executed
+    # action, the policy's own included (an explicit choice; DAgger refuses it)
     labels: Literal["auto", "expert", "executed"] = "auto"
 
     def __post_init__(self) -> None:
@@ -394,7 +397,9 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
     scores = {}
     if eval_episodes > 0:
         scores = evaluate_policy(trainer.policy(), task, env_overrides, eval_episodes, eval_seed, cfg.obs_group)
-    metrics = {"task": task, "algo": "bc", "seed": seed, "labels": train.num_labels,
+    val_labels = val.num_labels if val else 0
+    metrics = {"task": task, "algo": "bc", "seed": seed, "labels": train.num_labels + val_labels,
+               "train_labels": train.num_labels, "val_labels": val_labels,
                "train_episodes": train.num_episodes, "val_episodes": val.num_episodes if val else 0,
                "epochs": result["epochs"], "best_epoch": result["best_epoch"], "best_val_loss": result["best_loss"],
                "updates": result["updates"], "wall_time_s": round(result["wall_time_s"], 2),

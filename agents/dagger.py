@@ -50,7 +50,7 @@ from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, run_meta
 from roboreal.agents.experts import Expert
 from roboreal.config import ConfigError, to_dict
 from roboreal.sim2real.datasets import (BatchedRecorder, DatasetReader, DatasetWriter, TransitionSet, check_compatible,
-                                        dataset_meta)
+                                        dataset_meta, require_labels)
 
 
 @dataclass
@@ -84,6 +84,10 @@ class DAggerConfig:
             raise ConfigError("beta", f"must be in [0, 1], got {self.beta}")
         if self.gate_threshold is not None and self.gate_threshold <= 0:
             raise ConfigError("gate_threshold", f"must be > 0, got {self.gate_threshold}")
+        if self.bc.labels == "executed":
+            # the executed actions of learner rollouts (and of a robot session) are the policy's own
+            raise ConfigError("bc.labels", "DAgger learns only from expert/human labels; 'executed' would train the "
+                                           "learner on its own actions (use 'auto' or 'expert')")
 
 
 def beta_for_round(cfg: DAggerConfig, i: int) -> float:
@@ -217,6 +221,8 @@ class DAgger:
             raise ConfigError("run_dir", f"{self.run_dir} already holds a run; choose another --run-dir")
         if expert is None and not self.datasets:
             raise ConfigError("expert", "give an expert (scripted, a run, a bundle) or --dataset files with human labels")
+        if expert is None:  # human labels only: refuse files without any before a run directory is made
+            require_labels(self.datasets, cfg.bc.labels)
         self.env = make(task, num_envs=cfg.num_envs, seed=seed, **self.env_overrides)
         self.expert = expert if (expert is None or isinstance(expert, Expert)) else expert(self.env)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -238,18 +244,21 @@ class DAgger:
         self.policy = None
         self.trainer = None
 
-    def _training_data(self) -> tuple[TransitionSet, TransitionSet | None, int]:
-        """Everything collected so far plus the given datasets, split by episode."""
+    def _training_data(self) -> tuple[TransitionSet, TransitionSet | None]:
+        """Everything collected so far plus the given datasets, split by episode (labels decided per
+        file, so train + validation labels equal ``roboreal data info``'s counts)."""
         from roboreal.sim2real.datasets import load_transitions
 
         files = [self.data_path] if self.recorder.written else []
         files += self.datasets
         train, val, _ = load_transitions(files, self.cfg.bc.val_fraction, self.seed, self.cfg.bc.labels)
-        return train, val, train.num_labels + (val.num_labels if val else 0)
+        return train, val
 
     def _train_and_evaluate(self, round_i: int, beta: float, collected: dict) -> dict:
         t0 = time.perf_counter()
-        train, val, labels = self._training_data()
+        train, val = self._training_data()
+        val_labels = val.num_labels if val else 0
+        labels = train.num_labels + val_labels
         if self.cfg.warm_start and self.trainer is not None:
             trainer = self.trainer
             result = trainer.fit(train, val, fit_normalizer=False, max_epochs=self.cfg.warm_start_epochs)
@@ -263,7 +272,8 @@ class DAgger:
             score = evaluate_policy(self.policy, self.task, self.env_overrides, self.cfg.eval_episodes,
                                     self.cfg.eval_seed, self.cfg.bc.obs_group)
         row = {"round": round_i, "beta": round(beta, 4), "episodes": self.recorder.written,
-               "labels": labels, "new_labels": collected.get("labels", 0),
+               "labels": labels, "train_labels": train.num_labels, "val_labels": val_labels,
+               "new_labels": collected.get("labels", 0),
                "interventions": collected.get("interventions", 0),
                "rollout_success": collected.get("success_rate", float("nan")),
                "train_episodes": train.num_episodes, "val_loss": round(result["best_loss"], 6),

@@ -177,10 +177,16 @@ def cmd_bc(args: argparse.Namespace) -> int:
     if not task:
         raise ConfigError("task", "the dataset names no task; pass --task")
     run_dir = args.run_dir or f"runs/{task}_bc_{time.strftime('%Y%m%d-%H%M%S')}"
-    res = run_bc(files, task, cfg, run_dir, seed=args.seed, env_overrides=env_over, eval_episodes=args.eval_episodes,
-                 log=_log_row(args.quiet))
+    from roboreal.sim2real.datasets import DatasetError
+
+    try:
+        res = run_bc(files, task, cfg, run_dir, seed=args.seed, env_overrides=env_over,
+                     eval_episodes=args.eval_episodes, log=_log_row(args.quiet))
+    except DatasetError as e:  # e.g. no labelled step: a message, not a traceback
+        raise ConfigError("datasets", str(e)) from None
     succ = res.get("success_rate")
-    print(f"{run_dir}: BC on {res['labels']} labels ({res['train_episodes']} train / {res['val_episodes']} val episodes), "
+    print(f"{run_dir}: BC on {res['labels']} expert labels ({res['train_labels']} train / {res['val_labels']} val; "
+          f"{res['train_episodes']} train / {res['val_episodes']} val episodes), "
           f"{res['epochs']} epochs (best {res['best_epoch']}, val loss {res['best_val_loss']:.4g}) in "
           f"{res['wall_time_s']:.1f} s" + ("" if succ is None or succ != succ else
                                            f"; success rate {succ:.0%} over {res['eval_episodes']} episodes"))
@@ -212,11 +218,17 @@ def cmd_dagger(args: argparse.Namespace) -> int:
     else:
         def expert(env):  # built on the DAgger's own env (scripted experts keep per-world kinematics)
             return make_expert(args.expert, env, obs_group=args.expert_obs_group)
-    dagger = DAgger(args.task, expert, cfg, run_dir, seed=args.seed, env_overrides=env_over, datasets=args.dataset,
-                    log=_log_row(args.quiet), expert_name=args.expert)
-    history = dagger.run()
+    from roboreal.sim2real.datasets import DatasetError
+
+    try:
+        dagger = DAgger(args.task, expert, cfg, run_dir, seed=args.seed, env_overrides=env_over,
+                        datasets=args.dataset, log=_log_row(args.quiet), expert_name=args.expert)
+        history = dagger.run()
+    except DatasetError as e:  # e.g. a session without a labelled step: a message, not a traceback
+        raise ConfigError("dataset", str(e)) from None
     last = history[-1]
-    print(f"{run_dir}: {len(history)} rounds, {last['labels']} expert labels, final success rate "
+    print(f"{run_dir}: {len(history)} rounds, {last['labels']} expert labels ({last['train_labels']} train / "
+          f"{last['val_labels']} val), final success rate "
           + ("-" if last["success_rate"] != last["success_rate"] else f"{last['success_rate']:.0%}")
           + (f", velocity tracking error {last['velocity_tracking_error']:.3f} m/s"
              if "velocity_tracking_error" in last else ""))
@@ -227,7 +239,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from roboreal.sim2real.datasets import DatasetError, DatasetReader, format_rate
+    from roboreal.sim2real.datasets import DatasetError, DatasetReader, describe_label_source, format_rate
 
     try:
         reader = DatasetReader(args.file)
@@ -253,8 +265,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         f"[bold]{s['episodes']}[/] episodes, [bold]{s['steps']}[/] steps (length mean {s['mean_length']:.1f}, "
         f"min {s['min_length']}, max {s['max_length']}); success rate [bold]{format_rate(s['success_rate'])}[/]")
     console.print(
-        f"expert labels [bold]{s['labels']}[/]; interventions [bold]{s['interventions']}[/] steps in "
-        f"{s['episodes_with_interventions']} episodes")
+        f"expert labels [bold]{s['labels']}[/] ({describe_label_source(s['label_source'])}: what bc/dagger "
+        f"train on); interventions [bold]{s['interventions']}[/] steps in {s['episodes_with_interventions']} episodes")
     console.print(f"observation groups {s['obs_groups']}, action size {s['action_size']}")
     if s["skipped"]:
         console.print(f"[red]skipped {len(s['skipped'])} unreadable episodes:[/] {s['skipped']}")

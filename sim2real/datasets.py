@@ -28,9 +28,18 @@ with what DAgger and human interventions need::
         states                  (T, S) float64: simulator state (MuJoCo FULLPHYSICS), optional
     mask/<filter_key>           robomimic filter keys (e.g. ``train``, ``valid``): demo names
 
-Which steps train a policy: those with a finite ``expert_actions`` row (`labels="auto"`
-falls back to ``actions`` in a file that has no expert labels at all, e.g. a teleoperation
-dataset made elsewhere).
+Which steps train a policy (`label_source`, decided once per *file*, so both splits and
+``roboreal data info`` use the same rule; `step_labels` applies it to an episode):
+
+* ``"expert"``: the steps with a finite ``expert_actions`` row (a demonstration's every
+  step, a DAgger rollout's every visited state, an HG-DAgger session's takeover steps).
+  What `labels="auto"` picks whenever the file holds any such row.
+* ``"demonstrated"``: `labels="auto"` in a file without a single expert label (e.g. a
+  teleoperation dataset made elsewhere, which stores only ``actions``): the executed
+  action at the steps where *no policy ran* (``policy_actions`` NaN), i.e. the
+  demonstrator's own. A step a policy drove is never a label: a robot session without
+  takeovers has none, and is refused by `load_transitions`, not trained on.
+* ``"executed"`` (only when asked for): the executed action at every step.
 
 Crash safety (`DatasetWriter`): a running episode is buffered in memory; `end_episode`
 writes it whole into an *anonymous* HDF5 group, flushes, then links it into ``data``
@@ -386,6 +395,78 @@ class BatchedRecorder:
 
 
 # --------------------------------------------------------------------------------------
+# Labels: which steps an imitation learner may learn from
+# --------------------------------------------------------------------------------------
+
+LABEL_MODES = ("auto", "expert", "executed")  # what a user asks for (BCConfig.labels)
+LABEL_SOURCES = ("expert", "demonstrated", "executed")  # what a file's labels are, once decided
+
+_LABEL_SOURCE_TEXT = {
+    "expert": "finite expert_actions rows (an expert's or human's label, e.g. at an HG-DAgger takeover)",
+    "demonstrated": "executed actions of steps no policy ran (the file has no expert_actions label at all)",
+    "executed": "the executed action of every step",
+}
+
+
+def describe_label_source(source: str) -> str:
+    """One line saying which steps count as labels under `source` (for CLI output and errors)."""
+    return _LABEL_SOURCE_TEXT[source]
+
+
+def label_source(expert_actions: Iterable[np.ndarray], labels: str = "auto") -> str:
+    """Decide, once for a whole file, where its labels come from (one of `LABEL_SOURCES`).
+
+    `expert_actions`: the file's episodes' ``expert_actions`` arrays (all of them: deciding
+    per split is how a validation split without takeovers once turned the policy's own
+    actions into "expert" labels). ``labels="auto"`` gives ``"expert"`` when any row is
+    finite, else ``"demonstrated"``; ``"expert"``/``"executed"`` are taken as asked.
+    """
+    if labels not in LABEL_MODES and labels not in LABEL_SOURCES:
+        raise DatasetError(f"labels must be one of {', '.join(repr(m) for m in LABEL_MODES)}, not {labels!r}")
+    if labels != "auto":
+        return labels
+    any_expert = any(np.isfinite(np.asarray(e)).all(axis=-1).any() for e in expert_actions)
+    return "expert" if any_expert else "demonstrated"
+
+
+def step_labels(actions: np.ndarray, expert_actions: np.ndarray, policy_actions: np.ndarray,
+                source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (T, A), labelled (T,) bool)`` of one episode under a decided `source`.
+
+    Unlabelled rows of ``labels`` are NaN, so a label can never be read by mistake.
+    ``"demonstrated"`` labels a step only where no policy proposed an action: an executed
+    action a policy chose is the policy's own, never an expert's.
+    """
+    actions = np.asarray(actions, dtype=np.float32)
+    if source == "expert":
+        labels = np.asarray(expert_actions, dtype=np.float32)
+        labelled = np.isfinite(labels).all(axis=-1)
+    elif source == "demonstrated":
+        no_policy = ~np.isfinite(np.asarray(policy_actions, dtype=np.float32)).any(axis=-1)
+        labelled = no_policy & np.isfinite(actions).all(axis=-1)
+        labels = actions
+    elif source == "executed":
+        labels, labelled = actions, np.isfinite(actions).all(axis=-1)
+    else:
+        raise DatasetError(f"label source must be one of {LABEL_SOURCES}, not {source!r}")
+    labels = np.where(labelled[:, None], labels, np.nan).astype(np.float32)
+    return labels, labelled
+
+
+def no_labels_reason(path: str | Path, source: str, episodes: int, steps: int) -> str:
+    """Why a file gives no labelled step (what was looked for, where), for a `DatasetError`."""
+    where = f"{path}: no labelled step in its {episodes} episodes ({steps} steps)"
+    if source == "demonstrated":
+        return (f"{where}: no finite expert_actions row (no expert or human labelled a step: a session without "
+                f"takeovers), and a policy proposed the action at every step (policy_actions recorded), so the "
+                f"executed actions are the policy's own, which are never labels; record a session in which a human "
+                f"takes over, or add demonstrations")
+    if source == "expert":
+        return f"{where}: looked for finite expert_actions rows (an expert's or human's label), every one is NaN"
+    return f"{where}: looked for {describe_label_source(source)}"
+
+
+# --------------------------------------------------------------------------------------
 # Reader
 # --------------------------------------------------------------------------------------
 
@@ -518,16 +599,38 @@ class DatasetReader:
             states=np.asarray(g["states"][()]) if "states" in g else None,
             attrs=self.episode_attrs(name))
 
+    def _array(self, name: str, key: str) -> np.ndarray:
+        """``key`` of demo `name` as (T, A) float32 (NaN when the demo lacks it, as `episode` reads it)."""
+        g = self.data[name]
+        n = int(g["actions"].shape[0])
+        if key not in g:
+            return np.full((n, int(np.prod(g["actions"].shape[1:])) or 1), np.nan, np.float32)
+        return np.asarray(g[key][()], dtype=np.float32).reshape(n, -1)
+
+    def label_source(self, labels: str = "auto") -> str:
+        """Where this file's training labels come from, decided once for the whole file (see
+        `label_source`); `summary`, ``roboreal data info`` and `load_transitions` all ask here."""
+        return label_source((self._array(n, "expert_actions") for n in self.names), labels)
+
+    def label_counts(self, labels: str = "auto") -> dict[str, int]:
+        """Labelled steps per demo under the file's `label_source` (what training learns from)."""
+        source = self.label_source(labels)
+        counts = {}
+        for n in self.names:
+            _, labelled = step_labels(self._array(n, "actions"), self._array(n, "expert_actions"),
+                                      self._array(n, "policy_actions"), source)
+            counts[n] = int(labelled.sum())
+        return counts
+
     def summary(self) -> dict:
         rows = []
+        source = self.label_source()
+        label_counts = self.label_counts()
         for n in self.names:
             g = self.data[n]
             attrs = self.episode_attrs(n)
             length = int(g["actions"].shape[0])
-            if "expert_actions" in g:
-                labels = int(np.isfinite(g["expert_actions"][()]).all(axis=-1).sum())
-            else:
-                labels = 0
+            labels = label_counts[n]
             interventions = int(np.asarray(g["intervention"][()]).sum()) if "intervention" in g else 0
             rows.append({"name": n, "length": length, "success": attrs.get("success"),
                          "return": attrs.get("return"), "labels": labels, "interventions": interventions,
@@ -540,6 +643,7 @@ class DatasetReader:
             "total_attr": self.meta.get("total"), "mean_length": float(np.mean(lengths)) if lengths else 0.0,
             "min_length": min(lengths) if lengths else 0, "max_length": max(lengths) if lengths else 0,
             "success_rate": float(np.mean(succ)) if succ else None, "labels": sum(r["labels"] for r in rows),
+            "label_source": source,
             "interventions": sum(r["interventions"] for r in rows),
             "episodes_with_interventions": sum(r["interventions"] > 0 for r in rows),
             "obs_groups": {k: int(v.shape[-1]) for k, v in self.data[self.names[0]]["obs"].items()} if rows else {},
@@ -697,14 +801,12 @@ def _subset(ts: TransitionSet, mask: torch.Tensor) -> TransitionSet:
 def episodes_to_transitions(episodes: Sequence[Episode], labels: str = "auto", prefix: str = "") -> TransitionSet:
     """Flatten episodes (in order, contiguous) into a `TransitionSet`.
 
-    ``labels``: ``"expert"`` (finite ``expert_actions`` rows only), ``"executed"`` (the
-    executed ``actions`` everywhere), ``"auto"`` (expert labels, or the executed actions
-    when no episode has any expert label).
+    ``labels``: a decided source (``"expert"``, ``"demonstrated"``, ``"executed"``: see
+    `label_source` and `step_labels`), or ``"auto"`` to decide over `episodes` themselves,
+    which is right only when they are a whole file: a split of a file must get the source
+    decided for the file (`DatasetReader.label_source`), as `load_transitions` passes it.
     """
-    if labels not in ("auto", "expert", "executed"):
-        raise DatasetError(f"labels must be 'auto', 'expert' or 'executed', not {labels!r}")
-    if labels == "auto":
-        labels = "expert" if any(ep.labeled.any() for ep in episodes) else "executed"
+    source = label_source((ep.expert_actions for ep in episodes), labels)
     obs: dict[str, list] = {}
     lab, labeled, ep_id, step, end, acts, nach = [], [], [], [], [], [], []
     pos = 0
@@ -716,12 +818,9 @@ def episodes_to_transitions(episodes: Sequence[Episode], labels: str = "auto", p
         n = len(ep)
         for g, v in ep.obs.items():
             obs.setdefault(g, []).append(v)
-        if labels == "expert":
-            lab.append(ep.expert_actions)
-            labeled.append(ep.labeled)
-        else:
-            lab.append(ep.actions)
-            labeled.append(np.ones(n, dtype=bool))
+        ep_labels, ep_labelled = step_labels(ep.actions, ep.expert_actions, ep.policy_actions, source)
+        lab.append(ep_labels)
+        labeled.append(ep_labelled)
         acts.append(ep.actions)
         ep_id.append(np.full(n, i))
         step.append(np.arange(n))
@@ -748,14 +847,24 @@ def load_transitions(paths: str | Path | Sequence[str | Path], val_fraction: flo
                      ) -> tuple[TransitionSet, TransitionSet | None, dict]:
     """Train/validation `TransitionSet`\\ s from one or more dataset files, split by episode.
 
+    Which steps are labels is decided once per file (`DatasetReader.label_source`, the rule
+    ``roboreal data info`` counts with) and applied to both splits, so train + validation
+    labels of a file equal its ``data info`` count. A file without a labelled step is
+    skipped with a warning naming it; when no file has one, `DatasetError` says why.
+
     Returns ``(train, val, meta)``; ``val`` is None when no episode went to validation;
     ``meta`` is the first file's attributes plus ``files``, ``train_episodes``,
-    ``val_episodes``. ``max_episodes`` keeps only each file's first episodes (budgets).
+    ``val_episodes``, ``train_labels``, ``val_labels`` and ``label_sources`` ({file: source}).
+    ``max_episodes`` keeps only each file's first episodes (budgets).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    if not paths:
+        raise DatasetError("no dataset files given")
     trains, vals = [], []
     meta: dict = {}
+    sources: dict[str, str] = {}
+    unlabelled: list[str] = []
     for p in paths:
         with DatasetReader(p) as r:
             if not r.names:
@@ -764,17 +873,51 @@ def load_transitions(paths: str | Path | Sequence[str | Path], val_fraction: flo
                 meta = dict(r.meta)
                 meta["task"] = r.task
                 meta["env_kwargs"] = r.env_kwargs
+            source = r.label_source(labels)  # the whole file's rule, before any split or budget
+            sources[str(p)] = source
             if max_episodes is not None:
                 r.names = r.names[:max_episodes]
             tr, va = r.split(val_fraction, seed)
-            trains.append(episodes_to_transitions([r.episode(n) for n in tr], labels, prefix=f"{Path(p).name}:"))
-            if va:
-                vals.append(episodes_to_transitions([r.episode(n) for n in va], labels, prefix=f"{Path(p).name}:"))
+            prefix = f"{Path(p).name}:"
+            tr_set = episodes_to_transitions([r.episode(n) for n in tr], source, prefix=prefix) if tr else None
+            va_set = episodes_to_transitions([r.episode(n) for n in va], source, prefix=prefix) if va else None
+            if sum(s.num_labels for s in (tr_set, va_set) if s is not None) == 0:
+                unlabelled.append(no_labels_reason(p, source, len(r.names), sum(r.length(n) for n in r.names)))
+            if tr_set is not None:
+                trains.append(tr_set)
+            if va_set is not None:
+                vals.append(va_set)
+    if len(unlabelled) == len(paths):
+        raise DatasetError("nothing to train on: " + "; ".join(unlabelled))
+    for reason in unlabelled:  # others have labels: this file contributes none, say so
+        warnings.warn(reason, stacklevel=2)
+    if not trains:
+        raise DatasetError(f"no training episodes (val_fraction={val_fraction} put every episode into validation)")
     meta["files"] = [str(p) for p in paths]
+    meta["label_sources"] = sources
     train = TransitionSet.concat(trains)
     val = TransitionSet.concat(vals) if vals else None
     meta["train_episodes"], meta["val_episodes"] = train.num_episodes, (val.num_episodes if val else 0)
+    meta["train_labels"], meta["val_labels"] = train.num_labels, (val.num_labels if val else 0)
     return train, val, meta
+
+
+def require_labels(paths: str | Path | Sequence[str | Path], labels: str = "auto") -> dict[str, int]:
+    """Labelled steps per file (each file's own `DatasetReader.label_source`, as ``data info``
+    counts them); `DatasetError` naming every file and what was looked for when none has one."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    counts: dict[str, int] = {}
+    reasons = []
+    for p in paths:
+        with DatasetReader(p) as r:
+            counts[str(p)] = sum(r.label_counts(labels).values())
+            if counts[str(p)] == 0:
+                reasons.append(no_labels_reason(p, r.label_source(labels), len(r.names),
+                                                sum(r.length(n) for n in r.names)))
+    if not paths or len(reasons) == len(paths):
+        raise DatasetError("nothing to train on: " + ("; ".join(reasons) or "no dataset files given"))
+    return counts
 
 
 def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
