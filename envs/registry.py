@@ -45,9 +45,11 @@ def task_entry(name: str) -> TaskEntry:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
+    """`override` merged into `base`, mapping by mapping. An empty mapping clears the field
+    (``observation_noise={}``: no observation noise), it does not merge as "change nothing"."""
     out = dict(base)
     for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and v and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = v

@@ -305,3 +305,13 @@ def test_com_offset_moves_the_centre_of_mass_even_where_it_coincided_with_the_bo
     np.testing.assert_allclose(offset, data.xmat[trunk].reshape(3, 3) @ env.sim.models[0].body_ipos[trunk], atol=1e-12)
     assert np.linalg.norm(offset) == pytest.approx(np.linalg.norm([0.05, 0.05, 0.05]), rel=1e-6)
     assert env.sim.models[0].body_sameframe[trunk] == mujoco.mjtSameFrame.mjSAMEFRAME_NONE
+
+
+def test_an_empty_mapping_clears_a_dict_field_and_a_partial_one_merges():
+    env = roboreal.make("go1-walk", num_envs=1, observation_noise={})
+    assert env.cfg.observation_noise == {}  # no observation noise, not "change nothing"
+    env.close()
+    env = roboreal.make("go1-walk", num_envs=1, observation_noise={"joint_vel": 0.5})
+    assert env.cfg.observation_noise == {"base_ang_vel": 0.2, "projected_gravity": 0.05, "joint_pos": 0.01,
+                                         "joint_vel": 0.5}
+    env.close()
