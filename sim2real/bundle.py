@@ -305,10 +305,11 @@ def check_layout(manifest: dict, expected: list[dict]) -> None:
         if a["name"] != b["name"] or int(a["size"]) != int(b["size"]):
             raise BundleError(f"observation term {i} differs: bundle has {a['name']} ({a['size']}), "
                               f"expected {b['name']} ({b['size']})")
-        for key in ("scale", "clip", "offset"):
-            if a.get(key) != b.get(key):
-                raise BundleError(f"observation term {i} ({a['name']}) {key} differs: bundle {a.get(key)}, "
-                                  f"expected {b.get(key)}")
+        # wrap / relative_to: absent in manifests written before they were recorded (false / none)
+        for key, absent in (("scale", None), ("clip", None), ("offset", None), ("wrap", False), ("relative_to", None)):
+            if a.get(key, absent) != b.get(key, absent):
+                raise BundleError(f"observation term {i} ({a['name']}) {key} differs: bundle {a.get(key, absent)}, "
+                                  f"expected {b.get(key, absent)}")
     if len(terms) != len(expected):
         raise BundleError(f"observation has {len(terms)} terms in the bundle, {len(expected)} expected")
 

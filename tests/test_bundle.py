@@ -141,6 +141,10 @@ def test_different_observation_layout_is_refused(bundles):
     layout[4]["scale"] = 0.1
     with pytest.raises(BundleError, match=r"observation term 4 \(joint_vel\) scale differs"):
         check_layout(manifest, layout)
+    layout = [dict(t) for t in manifest["observation"]["terms"]]
+    layout[3]["wrap"] = True  # an explicit property the deployment relies on, not inferred
+    with pytest.raises(BundleError, match=r"observation term 3 \(joint_pos\) wrap differs: bundle False"):
+        check_layout(manifest, layout)
 
 
 @pytest.mark.parametrize("name", ["policy.onnx", "policy.pt"])
