@@ -69,6 +69,18 @@ def build_model(spec: "RobotSpec") -> mujoco.MjModel:
 
 
 @lru_cache(maxsize=16)
+def actuator_ids(spec: "RobotSpec", model: mujoco.MjModel) -> tuple[np.ndarray, int | None]:
+    """(the actuated joints' actuators in spec order, the gripper's actuator or None) in a
+    model `build_model` made: it has checked both exist and that the gripper's is the one
+    actuator driving none of the spec's joints."""
+    act = np.array([mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
+                    for j in spec.actuated_joints], dtype=int)
+    gripper = None
+    if spec.gripper is not None:
+        gripper = next(a for a in range(model.nu) if a not in set(act.tolist()))
+    return act, gripper
+
+
 def _compiled(spec: "RobotSpec") -> mujoco.MjModel:
     return _build(spec)
 

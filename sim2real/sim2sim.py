@@ -33,6 +33,7 @@ import torch
 
 from roboreal.config import ConfigError, from_dict, load_yaml
 from roboreal.envs.randomization import PRESETS as RANDOMIZATION_PRESETS
+from roboreal.robots.model import actuator_ids
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.bundle import BundlePolicy, load_bundle
 
@@ -207,9 +208,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     from roboreal.envs import make
     from roboreal.sim2real.nodes.controller import PolicyController
 
-    driver = driver or DriverCfg()
-    if check_observations:
-        driver = DriverCfg()
+    driver = DriverCfg() if check_observations or driver is None else driver  # the check: a perfect driver
     manifest = bundle.manifest
     train = manifest["training"]
     rand = dict(randomization or {"enabled": False})
@@ -229,10 +228,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
         w.command_latency = rng.uniform(*driver.command_latency_ms) / 1000.0
 
     m = env.model
-    act_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
-                        for j in spec.actuated_joints])
-    others = [a for a in range(m.nu) if a not in set(act_ids.tolist())]
-    grip_id = others[0] if (spec.gripper is not None and others) else None
+    act_ids, grip_id = actuator_ids(spec, m)
     dt, pdt, dec = env.control_dt, env.physics_dt, env.cfg.decimation
     chain0 = worlds[0].ctl.chain
     rate_step = float(chain0.limits.max_target_rate) * dt if chain0.position_control else math.inf
@@ -348,7 +344,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
                 success[done] = info["is_success"].float().cpu().numpy()[done]
             finished |= done
         if check_observations:
-            _compare_observations(env, worlds, ~finished, obs_diff, t)
+            _compare_observations(env, worlds, readings, ~finished, obs_diff, t)
         if bar is not None:
             bar.update(1)
         if finished.all():
@@ -388,7 +384,8 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     return stats
 
 
-def _compare_observations(env, worlds: list[_World], active: np.ndarray, diff: dict[str, float], now: float) -> None:
+def _compare_observations(env, worlds: list[_World], readings: _Readings, active: np.ndarray,
+                          diff: dict[str, float], now: float) -> None:
     """The same states through both observation paths: the env's terms and the builder's,
     fed as a driver would from the current state (sensors recomputed at it)."""
     ids = np.nonzero(active)[0]
@@ -398,7 +395,6 @@ def _compare_observations(env, worlds: list[_World], active: np.ndarray, diff: d
     env._refresh()
     sim_terms = {k: v.cpu().double().numpy() for k, v in env.observation_terms(noise=False).items()}
     state, sensordata = env.sim.state, env.sim.sensordata
-    readings = _Readings(env, worlds[0].ctl.builder.tracked, DriverCfg(), np.random.default_rng(0))
     msgs = readings.messages(state[:, None, :], sensordata[:, None, :], now - env.physics_dt)  # joints stamped `now`
     for i in ids:
         ctl = worlds[i].ctl

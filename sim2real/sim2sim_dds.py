@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roboreal.control.observation import projected_gravity
 from roboreal.sim2real.bundle import load_bundle
 from roboreal.sim2real.nodes.process import stop_process
 
@@ -83,10 +84,8 @@ class _Scorer:
 
 
 def _tilted(pose: np.ndarray, tilt_limit: float) -> bool:
-    """Roll/pitch beyond the limit: the base's z axis makes more than tilt_limit with up."""
-    w, x, y, z = pose[3:7]
-    up_z = 1 - 2 * (x * x + y * y)  # z component of the base's z axis in the world
-    return up_z < math.cos(tilt_limit)
+    """Roll/pitch beyond the limit, as the task's tilt termination tests it (gravity seen from the base)."""
+    return float(projected_gravity(pose[3:7])[2]) > -math.cos(tilt_limit)
 
 
 def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0, randomization: str | None = None,

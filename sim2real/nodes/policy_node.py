@@ -245,7 +245,6 @@ class PolicyNode(Node):
         self.bundle = load_bundle(bundle_path, robot=spec, runtime=runtime)
         m = self.bundle.manifest
         self.dt = float(m["control"]["dt"])
-        self.mapping = self.bundle.action_mapping
         self.limits = base.tighten(**overrides) if overrides else base
         ros = spec.ros
         self.interface = str(p["command_interface"] or ros.command_interface)
@@ -294,7 +293,6 @@ class PolicyNode(Node):
         self.chain, self.builder = self.controller.chain, self.controller.builder
         self.action_size = self.controller.action_size
         self.has_gripper_action = self.controller.has_gripper_action
-        self.cmd_min, self.cmd_max = self.controller.cmd_min, self.controller.cmd_max
         self.watch_commands = ros.cmd_vel is not None or ros.goal is not None  # the chain's command watchdog
 
         # ----- state -----
@@ -752,7 +750,7 @@ class PolicyNode(Node):
         if not self.started:
             return False
         self.chain.estop("policy node shutting down")
-        cmd = self.chain.step(np.zeros(self.mapping.size), self.builder.robot_state(), time.monotonic())
+        cmd = self.chain.step(np.zeros(self.controller.mapping.size), self.builder.robot_state(), time.monotonic())
         self._publish_command(cmd)
         self._publish_mode(cmd.mode)
         return True

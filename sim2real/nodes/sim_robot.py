@@ -21,6 +21,7 @@ import mujoco
 import numpy as np
 
 from roboreal.config import ConfigError
+from roboreal.robots.model import actuator_ids, build_model  # robot.yaml's gains and ranges written in
 from roboreal.robots.spec import RobotSpec
 
 
@@ -59,7 +60,6 @@ class SimRobot:
         `randomization_preset`), sampled once at startup by the training envs' own
         `Randomizer` (per-episode terms are sampled once too; pushes are not applied)."""
         self.spec = spec
-        from roboreal.robots.model import build_model  # robot.yaml's gains and ranges written in
 
         self.model = build_model(spec)
         self.data = mujoco.MjData(self.model)
@@ -84,8 +84,7 @@ class SimRobot:
 
         # Actuators of the actuated joints, in spec order.
         self.actuated_names = spec.actuated_names
-        self._act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name)
-                              for j in spec.actuated_joints])
+        self._act, gripper_act = actuator_ids(spec, m)
         self._act_qadr = np.array([m.jnt_qposadr[joint_id(n)] for n in self.actuated_names])
         if self.position_control:
             self._ctrl_lo = np.maximum(m.actuator_ctrlrange[self._act, 0], spec.lower)
@@ -115,13 +114,9 @@ class SimRobot:
         self._init_gainprm = m.actuator_gainprm[a].copy()
         self._init_biasprm = m.actuator_biasprm[a].copy()
 
-        # Gripper: the one actuator that drives none of the spec's joints.
-        self._gripper_act: int | None = None
+        # Gripper: the one actuator that drives none of the spec's joints (build_model checked it).
+        self._gripper_act: int | None = gripper_act
         if spec.gripper is not None:
-            others = [a for a in range(m.nu) if a not in set(self._act.tolist())]
-            if not others:
-                raise ConfigError("gripper", f"{spec.model} has no actuator for the gripper")
-            self._gripper_act = others[0]
             self._gripper_qadr = np.array([m.jnt_qposadr[joint_id(g)] for g in spec.gripper.joints])
             g = spec.gripper
             self.gripper_range = (min(g.open, g.closed), max(g.open, g.closed))
