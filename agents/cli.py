@@ -45,6 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--policy", choices=("trained", "zero"), default="trained",
+                   help="zero: evaluate the zero action (standing still) on the run's task and episodes instead")
     p.add_argument("--video", default=None, help="write env 0's first episode to this .mp4 (MUJOCO_GL=egl)")
     p.add_argument("--width", type=int, default=480)
     p.add_argument("--height", type=int, default=360)
@@ -129,13 +131,17 @@ def _train(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")
-    from roboreal.agents.policy import evaluate, load_policy
+    from roboreal.agents.policy import evaluate, load_policy, zero_policy
     from roboreal.envs import make
 
     try:
         module, info = load_policy(args.run_dir, args.checkpoint, device=args.device)
     except FileNotFoundError as e:
         raise ConfigError("run_dir", str(e)) from None
+    if args.policy == "zero":
+        if info["action_type"] != "continuous":
+            raise ConfigError("policy", f"zero needs continuous actions; {info['task']} has discrete actions")
+        module = zero_policy(info["action_size"]).to(args.device)
     env = make(info["task"], num_envs=args.episodes, device=args.device, seed=args.seed, **(info["env"] or {}))
     frames: list = []
 
@@ -154,7 +160,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         print(f"wrote {args.video} ({len(frames)} frames at {fps} Hz)")
     env.close()
     succ = result["success_rate"]
-    print(f"{info['task']} ({info['algo']}, {Path(info['checkpoint']).name}, step {info['step']}): "
+    who = "zero action" if args.policy == "zero" else f"{info['algo']}, {Path(info['checkpoint']).name}, step {info['step']}"
+    print(f"{info['task']} ({who}): "
           f"{result['episodes']} episodes, mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
           f"mean length {result['mean_length']:.1f}" + ("" if succ != succ else f", success rate {succ:.0%}")
           + (f", velocity tracking error {result['velocity_tracking_error']:.3f} m/s"

@@ -8,8 +8,9 @@ the algorithm's ``policy_state()``. `build_policy` turns it into a `Deterministi
 - input: the raw (un-normalized) observation group ``info["obs_group"]`` (``policy``),
   shape ``(B, info["obs_size"])``, float32; the running normalizer is inside the module;
 - output: continuous tasks: ``(B, action_size)`` in [-1, 1] (PPO: the Gaussian mean,
-  clipped; SAC: ``tanh`` of the mean); discrete tasks (DQN): ``(B,)`` int64 indices
-  (greedy ``argmax Q``).
+  clipped; SAC: ``tanh`` of the mean; CrossQ: ``tanh`` of the mean, its BatchRenorm
+  layers in eval mode, i.e. fixed affine maps of their running statistics); discrete
+  tasks (DQN): ``(B,)`` int64 indices (greedy ``argmax Q``).
 
 The module holds no Python-side state, so ``torch.jit.trace``/``torch.onnx.export``
 work on it (the bundle exporter of `roboreal.sim2real` builds on this).
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from roboreal.agents.networks import GaussianActor, QNetwork, TanhGaussianActor
+from roboreal.agents.networks import BRNTanhGaussianActor, GaussianActor, QNetwork, TanhGaussianActor
 from roboreal.agents.normalizer import make_normalizer
 
 
@@ -53,6 +54,9 @@ def build_policy(state: dict) -> DeterministicPolicy:
     elif kind == "tanh_gaussian":
         actor = TanhGaussianActor(obs_size, action_size, args["hidden"], args["activation"])
         head = "tanh"
+    elif kind == "tanh_gaussian_brn":  # CrossQ: BatchRenorm running statistics are in the state dict
+        actor = BRNTanhGaussianActor(obs_size, action_size, args["hidden"], args["activation"], args["norm"])
+        head = "tanh"
     elif kind == "q_argmax":
         actor = QNetwork(obs_size, action_size, args["hidden"], args["activation"])
         head = "argmax"
@@ -65,6 +69,22 @@ def build_policy(state: dict) -> DeterministicPolicy:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+class ZeroPolicy(nn.Module):
+    """The zero action for every observation: the "standing still" / "do nothing" baseline
+    (a quadruped holds its default pose; `roboreal play RUN --policy zero`)."""
+
+    def __init__(self, action_size: int):
+        super().__init__()
+        self.action_size = action_size
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(obs.shape[0], self.action_size, dtype=obs.dtype, device=obs.device)
+
+
+def zero_policy(action_size: int) -> ZeroPolicy:
+    return ZeroPolicy(action_size)
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

@@ -59,7 +59,7 @@ CHECKPOINT_FORMAT = "roboreal-checkpoint/1"
 
 
 def algorithm_classes(algo: str) -> tuple[type[Algorithm], type]:
-    """(algorithm class, its config dataclass) for ``ppo`` | ``sac`` | ``dqn``."""
+    """(algorithm class, its config dataclass) for ``ppo`` | ``sac`` | ``crossq`` | ``dqn``."""
     if algo == "ppo":
         from roboreal.agents.ppo import PPO, PPOConfig
 
@@ -68,14 +68,18 @@ def algorithm_classes(algo: str) -> tuple[type[Algorithm], type]:
         from roboreal.agents.sac import SAC, SACConfig
 
         return SAC, SACConfig
+    if algo == "crossq":
+        from roboreal.agents.crossq import CrossQ, CrossQConfig
+
+        return CrossQ, CrossQConfig
     if algo == "dqn":
         from roboreal.agents.dqn import DQN, DQNConfig
 
         return DQN, DQNConfig
-    raise ConfigError("algo", f"unknown algorithm {algo!r} (available: ppo, sac, dqn)")
+    raise ConfigError("algo", f"unknown algorithm {algo!r} (available: ppo, sac, crossq, dqn)")
 
 
-ALGORITHMS = ("ppo", "sac", "dqn")
+ALGORITHMS = ("ppo", "sac", "crossq", "dqn")
 
 
 @dataclass

@@ -44,6 +44,9 @@ class TaskCfg:
     physics_dt: float | None = None  # None: the MJCF's timestep
     rewards: dict[str, float] = field(default_factory=dict)  # term -> weight (0 disables)
     reward_dt_scaled: bool = False  # multiply the weighted sum by the control dt (legged_gym style)
+    # Clip the summed reward at zero (legged_gym's only_positive_rewards): while the penalties
+    # outweigh the task reward, ending the episode early is not the better option.
+    only_positive_rewards: bool = False
     observation_noise: dict[str, float] = field(default_factory=dict)  # policy term -> uniform noise half-width
     randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(enabled=False))
     warp: WarpSimCfg = field(default_factory=WarpSimCfg)  # MuJoCo Warp backend options (ignored by "mujoco")
@@ -340,6 +343,8 @@ class MujocoTaskEnv(BatchedEnv):
             reward += value
             self.episode_reward_sums[:, i] += value
             logged[name] = value.mean()
+        if self.cfg.only_positive_rewards:
+            reward = reward.clamp(min=0.0)
         return reward, logged
 
     def _setup_observations(self) -> dict[str, int]:

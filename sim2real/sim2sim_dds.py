@@ -31,7 +31,7 @@ from roboreal.sim2real.nodes.process import stop_process
 TOPIC_WAIT_S = 90.0  # process start-up + startup ramp, on a loaded 2-core machine
 
 
-class _Scorer:
+class GroundTruthProbe:
     """An rclpy node: sends commands/goals, reads the ground truth and the policy node's mode."""
 
     def __init__(self, spec, domain: int):
@@ -123,7 +123,7 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
     py = sys.executable
     proc_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 
-    scorer = _Scorer(spec, domain)
+    scorer = GroundTruthProbe(spec, domain)
     results = []
     try:
         for ep in range(episodes):
@@ -167,7 +167,7 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
     return out
 
 
-def _episode(scorer: _Scorer, ep: int, commands, goals, dt, length_s, resample_s, threshold, tilt_limit, fade,
+def _episode(scorer: GroundTruthProbe, ep: int, commands, goals, dt, length_s, resample_s, threshold, tilt_limit, fade,
              procs) -> dict:
     stand = np.zeros(3)
     goal = goals[ep] if goals is not None else None

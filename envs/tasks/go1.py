@@ -11,6 +11,7 @@ command, its last action); the critic additionally gets privileged simulator sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import mujoco
 import torch
@@ -43,6 +44,11 @@ class Go1WalkCfg(TaskCfg):
     tracking_sigma: float = 0.25
     base_height_target: float = 0.28
     feet_air_time_target: float = 0.5
+    # "offset" (legged_gym): each touchdown earns (air time - target), negative for steps
+    # shorter than the target, which punishes the first shuffling steps of a learner;
+    # "capped": each touchdown earns min(air time, target), never negative.
+    # (measured: with "offset" PPO settled on standing still; benchmarks/go1_walk.py)
+    feet_air_time_reward: Literal["offset", "capped"] = "capped"
     contact_force_threshold: float = 1.0  # N, a foot touching the ground
     reward_dt_scaled: bool = True
     rewards: dict[str, float] = field(default_factory=lambda: {
@@ -216,7 +222,12 @@ class Go1WalkEnv(MujocoTaskEnv):
         contact = self.foot_contacts
         first_contact = (self.feet_air_time > 0) & contact
         self.feet_air_time += self.control_dt
-        reward = ((self.feet_air_time - self.cfg.feet_air_time_target) * first_contact).sum(-1)
+        target = self.cfg.feet_air_time_target
+        if self.cfg.feet_air_time_reward == "capped":
+            earned = self.feet_air_time.clamp(max=target)
+        else:
+            earned = self.feet_air_time - target
+        reward = (earned * first_contact).sum(-1)
         reward *= self.commands[:, :2].norm(dim=-1) > 0.1  # no reward for stepping in place
         self.feet_air_time *= ~contact
         return reward

@@ -1,0 +1,219 @@
+"""go1-walk on a CPU budget: train, then score the run's checkpoints against wall-clock.
+
+Each method trains with one `roboreal train` command under a wall-clock budget (the
+clock is around the whole command: start-up, training, checkpoints). Afterwards every
+periodic checkpoint is evaluated deterministically on 64 episodes of `go1-walk` with its
+default command ranges and domain randomization (`roboreal play RUN --episodes 64`),
+which gives the curve of planar velocity tracking error against wall-clock, the time to
+0.25 and 0.15 m/s and the final figures. Evaluation happens after training, so it costs
+the run nothing. The zero-action policy (standing still) is the reference row.
+
+    python benchmarks/go1_walk.py train --name ppo --algo ppo --minutes 20
+    python benchmarks/go1_walk.py train --name crossq --algo crossq --minutes 20 algorithm.utd=1
+    python benchmarks/go1_walk.py table runs/go1_walk/*     # the side-by-side table + plot
+
+Run it with nothing else on the machine: the figures are wall-clock figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EPISODES = 64
+EVAL_SEED = 12345
+TARGETS = (0.25, 0.15)
+LENGTH_TARGET = 950
+
+
+def evaluate_checkpoint(run_dir: Path, checkpoint: str, episodes: int = EPISODES, zero: bool = False) -> dict:
+    from roboreal.agents.policy import evaluate, load_policy, zero_policy
+    from roboreal.envs import make
+
+    module, info = load_policy(run_dir, checkpoint)
+    if zero:
+        module = zero_policy(info["action_size"])
+    env = make(info["task"], num_envs=episodes, device="cpu", seed=EVAL_SEED, **(info["env"] or {}))
+    try:
+        result = evaluate(module, env, obs_group=info["obs_group"])
+    finally:
+        env.close()
+    return {"step": info["step"], "error": result["velocity_tracking_error"], "length": result["mean_length"],
+            "return": result["mean_return"]}
+
+
+FIXED_COMMANDS = {"forward 0.5": (0.5, 0.0, 0.0), "backward 0.5": (-0.5, 0.0, 0.0), "left 0.3": (0.0, 0.3, 0.0),
+                  "turn 0.8": (0.0, 0.0, 0.8)}
+
+
+def fixed_command_check(run_dir: Path, checkpoint: str = "last", envs: int = 32, settle_s: float = 1.0,
+                        measure_s: float = 3.0) -> dict:
+    """The mean base velocity (vx, vy, yaw rate) reached under each of `FIXED_COMMANDS`, held
+    from the episode start: an average tracking error can hide a direction the policy never
+    learned (e.g. it walks backwards but not forwards)."""
+    import torch
+
+    from roboreal.agents.policy import load_policy
+    from roboreal.envs import make
+
+    module, info = load_policy(run_dir, checkpoint)
+    out = {}
+    for name, command in FIXED_COMMANDS.items():
+        env = make(info["task"], num_envs=envs, device="cpu", seed=EVAL_SEED, **(info["env"] or {}))
+        obs, _ = env.reset()
+        target = torch.tensor(command)
+        reached, falls = [], 0
+        steps = int((settle_s + measure_s) / env.spec.control_dt)
+        with torch.no_grad():
+            for t in range(steps):
+                env.commands[:] = target  # held: the command the next observation carries
+                obs, _, terminated, _, _ = env.step(module(obs[info["obs_group"]]))
+                falls += int(terminated.sum())
+                if t * env.spec.control_dt >= settle_s:
+                    reached.append(torch.cat([env.base_lin_vel[:, :2], env.base_ang_vel[:, 2:3]], -1).mean(0))
+        env.close()
+        out[name] = {"command": list(command), "reached": torch.stack(reached).mean(0).tolist(), "falls": falls}
+    return out
+
+
+def _iteration_times(run_dir: Path) -> dict[int, float]:
+    with open(run_dir / "progress.csv") as f:
+        return {int(row["iteration"]): float(row["time_s"]) for row in csv.DictReader(f)}
+
+
+def score_run(run_dir: Path, every_s: float = 60.0) -> dict:
+    """Evaluate the run's periodic checkpoints (at most one per `every_s` of training) and last.pt."""
+    times = _iteration_times(run_dir)
+    meta = json.loads((run_dir / "bench.json").read_text())
+    # the clock: the command's wall-clock; iterations are placed on it after the start-up
+    offset = meta["wall_s"] - max(times.values())
+    ckpts = sorted((run_dir / "checkpoints").glob("iter_*.pt"))
+    curve, last_t = [], -1e9
+    for path in ckpts:
+        it = int(path.stem.split("_")[1])
+        t = times.get(it)
+        if t is None or t - last_t < every_s:
+            continue
+        last_t = t
+        curve.append({"time_s": t + offset, **evaluate_checkpoint(run_dir, path.name)})
+        print(f"  {run_dir.name} {path.name}: {curve[-1]['time_s']:.0f} s, error {curve[-1]['error']:.3f} m/s, "
+              f"length {curve[-1]['length']:.0f}", flush=True)
+    final = {"time_s": meta["wall_s"], **evaluate_checkpoint(run_dir, "last")}
+    curve.append(final)
+    zero = evaluate_checkpoint(run_dir, "last", zero=True)
+    out = {"name": run_dir.name, "command": meta["command"], "wall_s": meta["wall_s"], "curve": curve,
+           "final": final, "zero_action": zero, "fixed_commands": fixed_command_check(run_dir)}
+    for target in TARGETS:
+        hit = next((p for p in curve if p["error"] <= target and p["length"] >= LENGTH_TARGET), None)
+        out[f"time_to_{target}"] = hit["time_s"] if hit else None
+    (run_dir / "score.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    run_dir = Path(args.out) / args.name
+    command = [sys.executable, "-m", "roboreal.cli", "train", "go1-walk", "--algo", args.algo, "--seed", str(args.seed),
+               "--run-dir", str(run_dir), "--no-progress",
+               f"runner.max_time_s={args.minutes * 60 - args.startup_s:.0f}",
+               f"runner.save_interval={args.save_interval}", *args.overrides]
+    print("$", " ".join(command[2:]), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    (run_dir / "bench.json").write_text(json.dumps({"command": "roboreal " + " ".join(command[3:]), "wall_s": wall}))
+    print(f"trained in {wall:.0f} s (wall-clock, start-up included); scoring checkpoints", flush=True)
+    report([score_run(run_dir, args.every_s)])
+
+
+def _fmt_time(t: float | None) -> str:
+    return "not reached" if t is None else f"{t / 60:.1f} min"
+
+
+def report(scores: list[dict], plot: Path | None = None) -> None:
+    print(f"\ngo1-walk, {EPISODES} deterministic evaluation episodes (seed {EVAL_SEED}), default commands and "
+          "randomization; wall-clock around the whole train command")
+    header = ("method", "wall", "steps", "error m/s", "length", "zero-action error", "to 0.25", "to 0.15")
+    rows = [(s["name"], f"{s['wall_s'] / 60:.1f} min", f"{s['final']['step'] / 1e6:.2f}M", f"{s['final']['error']:.3f}",
+             f"{s['final']['length']:.0f}", f"{s['zero_action']['error']:.3f}", _fmt_time(s["time_to_0.25"]),
+             _fmt_time(s["time_to_0.15"])) for s in scores]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print("(a time counts once error <= target and mean episode length >= "
+          f"{LENGTH_TARGET}; commands: see each run's bench.json)")
+    print("\nHeld commands from a standstill (32 episodes, velocity averaged over 1-4 s; vx, vy m/s, yaw rad/s):")
+    names = list(FIXED_COMMANDS)
+    print("| method | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for s in scores:
+        fixed = s.get("fixed_commands", {})
+        cells = []
+        for n in names:
+            if n not in fixed:
+                cells.append("-")
+                continue
+            r, c = fixed[n]["reached"], fixed[n]["command"]
+            i = max(range(3), key=lambda k: abs(c[k]))  # the commanded component
+            cells.append(f"{r[i]:+.2f} of {c[i]:+.1f}" + (f" ({fixed[n]['falls']} falls)" if fixed[n]["falls"] else ""))
+        print(f"| {s['name']} | " + " | ".join(cells) + " |")
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for s in scores:
+            ax.plot([p["time_s"] / 60 for p in s["curve"]], [p["error"] for p in s["curve"]], marker="o", ms=3,
+                    label=s["name"])
+        if scores:
+            ax.axhline(scores[0]["zero_action"]["error"], color="grey", ls=":", label="standing still")
+        for target in TARGETS:
+            ax.axhline(target, color="k", lw=0.5, ls="--")
+        ax.set_xlabel("wall-clock (min), 2-core CPU")
+        ax.set_ylabel("velocity tracking error (m/s)")
+        ax.set_title(f"go1-walk: {EPISODES} deterministic evaluation episodes per point")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        print(f"wrote {plot}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train one method under a wall-clock budget, then score it")
+    t.add_argument("--name", required=True)
+    t.add_argument("--algo", default="ppo")
+    t.add_argument("--minutes", type=float, default=20.0)
+    t.add_argument("--startup-s", type=float, default=15.0, help="left for start-up and the final save")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-interval", type=int, default=10)
+    t.add_argument("--every-s", type=float, default=60.0, help="evaluate at most one checkpoint per this much time")
+    t.add_argument("--out", default="runs/go1_walk")
+    t.add_argument("overrides", nargs="*", help="key=value training overrides")
+    s = sub.add_parser("score", help="(re)score trained runs (each needs a bench.json: its command and wall-clock)")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--every-s", type=float, default=60.0)
+    r = sub.add_parser("table", help="print the table of scored runs and plot their curves")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    if args.cmd == "train":
+        cmd_train(args)
+    elif args.cmd == "score":
+        report([score_run(Path(r), args.every_s) for r in args.runs])
+    else:
+        scores = [json.loads((Path(r) / "score.json").read_text()) for r in args.runs
+                  if (Path(r) / "score.json").is_file()]
+        report(scores, Path(args.plot) if args.plot else None)
+
+
+if __name__ == "__main__":
+    main()
