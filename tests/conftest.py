@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# shared test helpers (tests/*.py that are not test files) import by name
+sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -10,35 +10,8 @@ import torch
 
 from roboreal.agents.policy import load_policy
 from roboreal.agents.runner import resolve_config, resume, train
+from checkpoint_state import assert_same_state, load_ckpt
 from roboreal.cli import main
-
-
-def _flatten(obj, prefix=""):
-    """{dotted path: tensor or number} of a nested checkpoint entry."""
-    out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}{i}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    fa, fb = _flatten(a), _flatten(b)
-    assert fa.keys() == fb.keys()
-    for k in fa:
-        if isinstance(fa[k], torch.Tensor):
-            assert torch.equal(fa[k], fb[k]), k
-        else:
-            assert fa[k] == fb[k], k
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
 
 
 def test_run_directory_and_safe_checkpoints(tmp_path):
@@ -58,7 +31,7 @@ def test_run_directory_and_safe_checkpoints(tmp_path):
     for ckpt in (run / "checkpoints").glob("*.pt"):
         data = torch.load(ckpt, weights_only=True)  # the safe unpickler loads every checkpoint
         assert data["meta"]["task"] == "cartpole-balance" and "policy" in data
-    last = _load(run / "checkpoints/last.pt")
+    last = load_ckpt(run / "checkpoints/last.pt")
     assert {"algorithm", "rng", "env", "runner", "config"} <= last.keys()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 384 and metrics["iterations"] == 3
@@ -109,11 +82,11 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, case):
     full = train(cfg, tmp_path / "full", progress=False)
     # "killed" after iteration 3: its last checkpoint is from iteration 2, iteration 3 is lost and redone
     train(cfg, tmp_path / "killed", progress=False, stop_after_iterations=3)
-    assert _load(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
+    assert load_ckpt(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
     resumed = resume(tmp_path / "killed", progress=False)
     assert resumed["resumed_exact"] and resumed["iterations"] == full["iterations"] == iterations
-    a = _load(tmp_path / "full/checkpoints/last.pt")
-    b = _load(tmp_path / "killed/checkpoints/last.pt")
+    a = load_ckpt(tmp_path / "full/checkpoints/last.pt")
+    b = load_ckpt(tmp_path / "killed/checkpoints/last.pt")
     assert_same_state(a["algorithm"], b["algorithm"])  # parameters, optimizers, normalizers, replay, obs
     assert_same_state(a["env"], b["env"])
     assert_same_state(a["rng"], b["rng"])
@@ -128,7 +101,7 @@ def test_same_seed_same_result_and_seed_matters(tmp_path):
     def run(name, seed):
         cfg = resolve_config("cartpole-balance", "ppo", ["num_steps=16"], num_envs=8, seed=seed, total_steps=8 * 16 * 3)
         train(cfg, tmp_path / name, progress=False)
-        return _load(tmp_path / name / "checkpoints/last.pt")["algorithm"]
+        return load_ckpt(tmp_path / name / "checkpoints/last.pt")["algorithm"]
 
     a, b, c = run("a", 5), run("b", 5), run("c", 6)
     assert_same_state(a, b)
@@ -153,7 +126,7 @@ def test_cli_train_resume_play(tmp_path, capsys):
     cfg = (run / "config.yaml").read_text()
     assert "max_force: 9.0" in cfg and "learning_starts: 100" in cfg and "seed: 2" in cfg
     assert main(["train", "--resume", str(run), "--steps", "600", "--no-progress"]) == 0
-    assert _load(run / "checkpoints/last.pt")["meta"]["global_step"] == 600
+    assert load_ckpt(run / "checkpoints/last.pt")["meta"]["global_step"] == 600
     capsys.readouterr()
     video = tmp_path / "play.mp4"
     assert main(["play", str(run), "--episodes", "3", "--video", str(video), "--width", "64", "--height", "48"]) == 0
@@ -189,21 +162,21 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
     last = killed / "checkpoints/last.pt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if last.exists() and _load(last)["meta"]["iteration"] >= 3:
+        if last.exists() and load_ckpt(last)["meta"]["iteration"] >= 3:
             break
         time.sleep(0.05)
     proc.kill()
     proc.wait()
     assert proc.returncode == -9, proc.stderr.read().decode()[-2000:]
-    stopped_at = _load(last)["meta"]["iteration"]
+    stopped_at = load_ckpt(last)["meta"]["iteration"]
     assert 3 <= stopped_at < iterations
     resumed = subprocess.run([sys.executable, "-m", "roboreal", "train", "--resume", str(killed), "--threads", "1",
                               "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
-    a = _load(tmp_path / "full/checkpoints/last.pt")
-    b = _load(last)
+    a = load_ckpt(tmp_path / "full/checkpoints/last.pt")
+    b = load_ckpt(last)
     assert b["meta"]["iteration"] == iterations
     assert_same_state(a["algorithm"], b["algorithm"])
     assert_same_state(a["env"], b["env"])

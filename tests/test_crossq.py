@@ -14,6 +14,7 @@ from roboreal.agents.networks import BatchRenorm
 from roboreal.agents.policy import build_policy, evaluate, load_policy
 from roboreal.agents.runner import resolve_config, resume, train
 from roboreal.agents.toy import CounterEnv
+from checkpoint_state import load_ckpt, assert_same_state
 from roboreal.config import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -211,33 +212,6 @@ def test_crossq_learns_the_pendulum(tmp_path):
 # checkpoints and export
 
 
-def _flatten(obj, prefix=""):
-    out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}{i}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    fa, fb = _flatten(a), _flatten(b)
-    assert fa.keys() == fb.keys()
-    for k in fa:
-        if isinstance(fa[k], torch.Tensor):
-            assert torch.equal(fa[k], fb[k]), k
-        else:
-            assert fa[k] == fb[k], k
-
-
-def _load(path) -> dict:
-    return torch.load(path, weights_only=True)
-
-
 # go1-walk: asymmetric critic (`critic` group), observation normalization, randomized env;
 # a short BatchRenorm warm-up so the renormalizing branch runs before and after the resume.
 GO1_TINY = ["steps_per_iteration=5", "learning_starts=40", "utd_ratio=0.5", "batch_size=32", "buffer_size=1000",
@@ -252,11 +226,11 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, task):
     full = train(cfg, tmp_path / "full", progress=False)
     # "killed" after iteration 3: its last checkpoint is from iteration 2, iteration 3 is redone
     train(cfg, tmp_path / "killed", progress=False, stop_after_iterations=3)
-    assert _load(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
+    assert load_ckpt(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
     resumed = resume(tmp_path / "killed", progress=False)
     assert resumed["resumed_exact"] and resumed["iterations"] == full["iterations"] == iterations
-    a = _load(tmp_path / "full/checkpoints/last.pt")
-    b = _load(tmp_path / "killed/checkpoints/last.pt")
+    a = load_ckpt(tmp_path / "full/checkpoints/last.pt")
+    b = load_ckpt(tmp_path / "killed/checkpoints/last.pt")
     assert_same_state(a["algorithm"], b["algorithm"])  # networks + BatchRenorm statistics, optimizers, replay
     assert_same_state(a["env"], b["env"])
     assert_same_state(a["rng"], b["rng"])
