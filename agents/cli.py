@@ -131,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")
-    from roboreal.agents.policy import evaluate, load_policy, zero_policy
+    from roboreal.agents.policy import ZeroPolicy, evaluate, load_policy
     from roboreal.envs import make
 
     try:
@@ -141,7 +141,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     if args.policy == "zero":
         if info["action_type"] != "continuous":
             raise ConfigError("policy", f"zero needs continuous actions; {info['task']} has discrete actions")
-        module = zero_policy(info["action_size"]).to(args.device)
+        module = ZeroPolicy(info["action_size"]).to(args.device)
     env = make(info["task"], num_envs=args.episodes, device=args.device, seed=args.seed, **(info["env"] or {}))
     frames: list = []
 

@@ -83,10 +83,6 @@ class ZeroPolicy(nn.Module):
         return torch.zeros(obs.shape[0], self.action_size, dtype=obs.dtype, device=obs.device)
 
 
-def zero_policy(action_size: int) -> ZeroPolicy:
-    return ZeroPolicy(action_size)
-
-
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     """A checkpoint file from a run directory (``best`` falls back to ``last``) or a file path."""
     path = Path(path)

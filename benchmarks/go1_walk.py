@@ -33,12 +33,12 @@ LENGTH_TARGET = 950
 
 
 def evaluate_checkpoint(run_dir: Path, checkpoint: str, episodes: int = EPISODES, zero: bool = False) -> dict:
-    from roboreal.agents.policy import evaluate, load_policy, zero_policy
+    from roboreal.agents.policy import ZeroPolicy, evaluate, load_policy
     from roboreal.envs import make
 
     module, info = load_policy(run_dir, checkpoint)
     if zero:
-        module = zero_policy(info["action_size"])
+        module = ZeroPolicy(info["action_size"])
     env = make(info["task"], num_envs=episodes, device="cpu", seed=EVAL_SEED, **(info["env"] or {}))
     try:
         result = evaluate(module, env, obs_group=info["obs_group"])
