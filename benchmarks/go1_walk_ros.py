@@ -50,7 +50,7 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
 
     from roboreal.robots.spec import load_robot
     from roboreal.sim2real.nodes.step_record import audit_from_msg, parse_info
-    from roboreal.sim2real.sim2sim_dds import GroundTruthProbe, _tilted
+    from roboreal.sim2real.sim2sim_dds import GroundTruthProbe, fallen
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
     spec = load_robot("go1")
@@ -90,7 +90,7 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
             while time.monotonic() < end:
                 probe.send(np.array(command))
                 pose = probe.base_pose
-                if pose[2] < 0.12 or _tilted(pose, spec.safety.tilt_limit):
+                if fallen(pose, spec.safety.tilt_limit):
                     fell = True
                 time.sleep(0.02)
             pose = probe.base_pose.copy()

@@ -83,8 +83,11 @@ class GroundTruthProbe:
         self.background.close()
 
 
-def _tilted(pose: np.ndarray, tilt_limit: float) -> bool:
-    """Roll/pitch beyond the limit, as the task's tilt termination tests it (gravity seen from the base)."""
+def fallen(pose: np.ndarray, tilt_limit: float) -> bool:
+    """The trunk below 0.12 m or its roll/pitch beyond the limit, as the task's tilt termination
+    tests it (gravity seen from the base). `pose`: x y z qw qx qy qz (the sim bridge's ground truth)."""
+    if pose[2] < 0.12:
+        return True
     return float(projected_gravity(pose[3:7])[2]) > -math.cos(tilt_limit)
 
 
@@ -197,8 +200,7 @@ def _episode(scorer: GroundTruthProbe, ep: int, commands, goals, dt, length_s, r
         scorer.send(command, goal)
         if command is not None and scorer.base_twist is not None:
             err_sum += float(np.linalg.norm(command[:2] - scorer.base_twist[:2]))
-        if scorer.base_pose is not None and tilt_limit is not None and (
-                scorer.base_pose[2] < 0.12 or _tilted(scorer.base_pose, tilt_limit)):
+        if scorer.base_pose is not None and tilt_limit is not None and fallen(scorer.base_pose, tilt_limit):
             fell = True
             steps += 1
             break
