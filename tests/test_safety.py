@@ -1124,3 +1124,22 @@ def test_the_wire_checker_catches_each_kind_of_violation():
     assert any(v.startswith("audit") for v in bad.check(same, audit(9, same, same, np.zeros(n))))
     s = bad.summary()["violations"]
     assert all(s[k] >= 1 for k in ("finite", "position_limits", "rate", "torque", "audit")), s
+
+
+def test_a_reset_on_a_partly_unreadable_pose_before_the_first_command_anchors_at_once():
+    """Found by the property test above (go1, CI): before the first command, a reset with one
+    joint unreadable used to defer the anchor to the next step, which then jumped from the
+    reported last command to the measured pose of the other joints (1.0 rad, limit 0.3)."""
+    spec = robot_spec("go1")
+    chain = SafetyChain(spec, mapping_for(spec, "delta"), DT, gains="commanded")
+    chain.reset(nominal_state(chain), 0.0)
+    q = np.zeros(chain.n)
+    q[0] = np.inf
+    state = nominal_state(chain, q=q)
+    chain.reset(state, 0.0)
+    reported = chain.previous_command.copy()
+    finite = np.isfinite(q)
+    assert np.allclose(reported[finite], np.clip(q, chain.lower, chain.upper)[finite])  # anchored on the measurement
+    cmd = chain.step(None, state, 0.0)
+    assert cmd.mode == "damping"
+    assert (np.abs(cmd.position - reported) <= chain.max_rate * DT + 1e-9).all()

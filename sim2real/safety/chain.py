@@ -201,6 +201,10 @@ class SafetyChain:
         elif usable and np.isfinite(q).all():
             start = np.clip(q, self.lower, self.upper) if self.position_control else self._prev * 0.0
             self._prev = start.copy()
+        elif self.position_control:
+            # the ramp starts at the next step (StartupRamp.start_pose); anchor on what is measured
+            # now, so the last command the chain reports is the reference that step is held to
+            self._prev = np.where(np.isfinite(q), np.clip(q, self.lower, self.upper), self._prev)
         self.ramp.restart(start, now)
         self._prev_behaviour = "ramp"
 
