@@ -58,6 +58,8 @@ def test_run_directory_and_safe_checkpoints(tmp_path):
     torch.testing.assert_close(action, actor(x).clamp(-1, 1))
 
 
+CROSSQ_TINY = ["steps_per_iteration=5", "learning_starts=40", "utd_ratio=0.5", "batch_size=32", "buffer_size=1000",
+               "actor_hidden=[32,32]", "critic_hidden=[32,32]", "brn_warmup_steps=10"]
 RESUME_CASES = {
     # name: (task, algo, overrides, num_envs, iterations)
     "ppo": ("cartpole-balance", "ppo", ["num_steps=16"], 8, 6),
@@ -69,6 +71,10 @@ RESUME_CASES = {
     "dqn": ("cartpole-balance-discrete", "dqn", ["steps_per_iteration=10", "learning_starts=40", "hidden=[32,32]",
                                                  "batch_size=32", "buffer_size=1000", "target_update_interval=7"],
             4, 6),
+    # CrossQ on both observation layouts (go1: asymmetric critic, normalization, randomized env); a
+    # short BatchRenorm warm-up so the renormalizing branch runs before and after the resume
+    "crossq": ("cartpole-balance", "crossq", CROSSQ_TINY, 4, 6),
+    "crossq-go1": ("go1-walk", "crossq", CROSSQ_TINY, 4, 6),
 }
 
 

@@ -12,9 +12,9 @@ import torch
 from roboreal.agents.crossq import CrossQ, CrossQConfig
 from roboreal.agents.networks import BatchRenorm
 from roboreal.agents.policy import build_policy, evaluate, load_policy
-from roboreal.agents.runner import resolve_config, resume, train
+from roboreal.agents.runner import resolve_config, train
 from roboreal.agents.toy import CounterEnv
-from checkpoint_state import load_ckpt, assert_same_state
+from checkpoint_state import load_ckpt
 from roboreal.config import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -213,33 +213,20 @@ def test_crossq_learns_the_pendulum(tmp_path):
 
 
 # go1-walk: asymmetric critic (`critic` group), observation normalization, randomized env;
-# a short BatchRenorm warm-up so the renormalizing branch runs before and after the resume.
+# a short BatchRenorm warm-up so the renormalizing branch runs within the run.
 GO1_TINY = ["steps_per_iteration=5", "learning_starts=40", "utd_ratio=0.5", "batch_size=32", "buffer_size=1000",
             "actor_hidden=[32,32]", "critic_hidden=[32,32]", "brn_warmup_steps=10", "runner.save_interval=2"]
 
 
 @pytest.mark.parametrize("task", ["cartpole-balance", "go1-walk"])
-def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, task):
-    num_envs, iterations = 4, 6
-    cfg = resolve_config(task, "crossq", GO1_TINY, num_envs=num_envs, seed=3,
-                         total_steps=num_envs * 5 * iterations)
-    full = train(cfg, tmp_path / "full", progress=False)
-    # "killed" after iteration 3: its last checkpoint is from iteration 2, iteration 3 is redone
-    train(cfg, tmp_path / "killed", progress=False, stop_after_iterations=3)
-    assert load_ckpt(tmp_path / "killed/checkpoints/last.pt")["meta"]["iteration"] == 2
-    resumed = resume(tmp_path / "killed", progress=False)
-    assert resumed["resumed_exact"] and resumed["iterations"] == full["iterations"] == iterations
-    a = load_ckpt(tmp_path / "full/checkpoints/last.pt")
-    b = load_ckpt(tmp_path / "killed/checkpoints/last.pt")
-    assert_same_state(a["algorithm"], b["algorithm"])  # networks + BatchRenorm statistics, optimizers, replay
-    assert_same_state(a["env"], b["env"])
-    assert_same_state(a["rng"], b["rng"])
-    strip = [{k: v for k, v in row.items() if k not in ("time_s", "perf/sps")} for row in a["runner"]["history"]]
-    strip_b = [{k: v for k, v in row.items() if k not in ("time_s", "perf/sps")} for row in b["runner"]["history"]]
-    assert strip == strip_b
-    state = b["algorithm"]
+def test_checkpoint_holds_the_renorm_statistics_past_the_warm_up(tmp_path, task):
+    """Exact resume is tested for every algorithm in test_agents_runner (its crossq cases); here:
+    what a CrossQ checkpoint holds (on go1 the critics read the privileged group, the actor the policy group)."""
+    cfg = resolve_config(task, "crossq", GO1_TINY, num_envs=4, seed=3, total_steps=4 * 5 * 6)
+    train(cfg, tmp_path / "run", progress=False)
+    state = load_ckpt(tmp_path / "run/checkpoints/last.pt")["algorithm"]
     assert state["updates"] > 0 and int(state["q1"]["net.0.steps"]) > 10  # past the warm-up
-    if task == "go1-walk":  # the critics read the privileged group, the actor the policy group
+    if task == "go1-walk":
         assert state["q1"]["net.0.running_mean"].shape == (53 + 12,)
         assert state["actor"]["trunk.0.running_mean"].shape == (45,)
         assert "critic" in state["replay"]["obs"] and float(state["critic_norm"]["count"]) > 0
