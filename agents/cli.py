@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("task", "give a task (see `roboreal tasks`) or --resume RUN_DIR")
         cfg = R.resolve_config(args.task, args.algo, args.overrides, seed=args.seed, num_envs=args.num_envs,
                                device=args.device, total_steps=args.steps)
+        _, note = R.preset_section(args.task, args.algo, cfg.env.get("robot"))
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         dist_ctx, device = _init_distributed(cfg.device)
         if device != cfg.device:
             import dataclasses

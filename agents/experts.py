@@ -1,6 +1,7 @@
 """Experts that label states for imitation learning: ``expert.act(obs, env) -> (N, A) actions``.
 
-- `ScriptedPandaExpert`: `panda-reach` (and `panda-reach-sparse`) and `panda-pick` from
+- `ScriptedPandaExpert`: `panda-reach` (and `panda-reach-sparse`) and `panda-pick`, on the
+  Panda or any other arm (``env.robot=...``, any number of joints), from
   damped-least-squares inverse kinematics on each world's MuJoCo state, plus a grasp
   script for pick (approach above the cube, descend, close, lift over the bin wall,
   carry to the goal, hold). Not on the simulation hot path: it loops over the envs.
@@ -76,7 +77,7 @@ def orientation_error(current: np.ndarray, desired: np.ndarray) -> np.ndarray:
 
 
 class _WorldKinematics:
-    """Per-world MjData, site Jacobians and joint indices of a panda env."""
+    """Per-world MjData, site Jacobians and joint indices of an arm env."""
 
     def __init__(self, env, site: str):
         self.env = env
@@ -160,11 +161,14 @@ class ScriptedPandaExpert(Expert):
 
     def __init__(self, env, cfg: ScriptedPandaConfig | None = None):
         task = env.spec.task
-        if not task.startswith("panda-"):
-            raise ConfigError("expert", f"the scripted expert knows panda-reach and panda-pick, not {task!r}")
+        from roboreal.envs.tasks.panda import PandaEnv
+
+        if not isinstance(env, PandaEnv):
+            raise ConfigError("expert", f"the scripted expert knows the arm tasks (panda-reach, panda-pick), "
+                              f"not {task!r}")
         self.cfg = cfg or ScriptedPandaConfig()
         self.pick = hasattr(env, "object_pos")
-        self.kin = _WorldKinematics(env, env.robot.sites.end_effector or "ee_site")
+        self.kin = _WorldKinematics(env, env.robot.sites.end_effector)
         self.scale = float(env.cfg.action_scale)
         self.default = env.default_joint_pos.cpu().numpy().astype(np.float64)
         self.num_envs = env.num_envs
@@ -212,7 +216,7 @@ class ScriptedPandaExpert(Expert):
         if c.nullspace_gain:
             q = d.qpos[self.kin.qpos_idx]
             pinv = jac.T @ np.linalg.inv(jac @ jac.T + (c.damping ** 2) * np.eye(jac.shape[0]))
-            dq += (np.eye(7) - pinv @ jac) @ (c.nullspace_gain * (self.default - q))
+            dq += (np.eye(len(q)) - pinv @ jac) @ (c.nullspace_gain * (self.default - q))
         a = c.gain * dq / self.scale
         peak = np.abs(a).max()
         return a / peak if peak > 1.0 else a

@@ -140,15 +140,42 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def preset_section(task: str, algo: str, robot: str | None = None) -> tuple[str | None, str | None]:
+    """Which ``tasks.<name>`` section of ``agents/configs/<algo>.yaml`` trains `task`: the
+    task's own, else its family's (the task it was registered like), else none (the generic
+    ``defaults``). Returns (section, a note for the user when the choice is not the exact
+    one: a fallback, or settings tuned for another robot than `robot`)."""
+    path = CONFIG_DIR / f"{algo}.yaml"
+    sections = ((load_yaml(path) or {}).get("tasks") or {}) if path.exists() else {}
+    family, default_robot = task, None
+    if not task.startswith("gym:"):
+        from roboreal.envs.registry import task_config, task_entry
+
+        family = task_entry(task).family
+        default_robot = task_config(task).robot
+    if task in sections:
+        section, note = task, None
+    elif family in sections:
+        section, note = family, f"no {algo} settings for {task}: using those of its family {family}"
+    else:
+        return None, f"no tuned {algo} settings for {task} (or its family {family}): using the generic defaults"
+    if robot and default_robot and robot != default_robot:
+        tuned = f"tuned for robot {default_robot}"
+        note = f"{note}; they are {tuned}" if note else f"{algo} settings for {section} are {tuned}, not {robot}"
+    return section, note
+
+
 def default_config_data(task: str, algo: str) -> dict:
-    """``defaults`` merged with ``tasks.<task>`` of ``agents/configs/<algo>.yaml``."""
+    """``defaults`` merged with the task's section of ``agents/configs/<algo>.yaml``
+    (`preset_section`: the task's own, else its family's)."""
     path = CONFIG_DIR / f"{algo}.yaml"
     data = load_yaml(path) if path.exists() else {}
     data = data or {}
     unknown = [k for k in data if k not in ("defaults", "tasks")]
     if unknown:
         raise ConfigError(unknown[0], "unknown section (known: defaults, tasks)", source=str(path))
-    merged = _deep_merge(data.get("defaults") or {}, (data.get("tasks") or {}).get(task) or {})
+    section, _ = preset_section(task, algo)
+    merged = _deep_merge(data.get("defaults") or {}, (data.get("tasks") or {}).get(section) or {} if section else {})
     return merged
 
 
@@ -195,6 +222,14 @@ def resolve_config(task: str, algo: str, overrides: list[str] | dict | None = No
     data["algorithm"] = algorithm
     data["env"] = env_over
     data["runner"] = runner
+    if "robot" in env_over and not task.startswith("gym:"):
+        # written down so the run finds its robot again from any folder (a path -> absolute)
+        from roboreal.robots.spec import load_robot, robot_reference
+
+        try:
+            env_over["robot"] = robot_reference(load_robot(str(env_over["robot"])))
+        except ConfigError as e:
+            raise ConfigError("env.robot", str(e).split("robot: ", 1)[-1], e.source) from None
     cfg = from_dict(TrainConfig, data)
     if validate_env and not task.startswith("gym:"):
         from roboreal.envs.registry import task_config

@@ -31,6 +31,9 @@ from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
 from roboreal.envs.sim.warp_backend import WarpSimCfg
+from roboreal.config import ConfigError
+from roboreal.robots.model import build_model, imu_sensor_slices, target_aliases
+from roboreal.robots.needs import RobotNeeds, check_needs
 from roboreal.robots.spec import RobotSpec, load_robot
 from roboreal.control.action import ActionMapping
 
@@ -39,9 +42,14 @@ from roboreal.control.action import ActionMapping
 class TaskCfg:
     """Fields every MuJoCo task has. Task configs subclass this."""
 
+    # The robot: a name (roboreal/robots, $ROBOREAL_ROBOT_PATH, the roboreal.robots entry
+    # points) or a path to a robot.yaml or its folder. Each task sets its own default.
+    robot: str = ""
     episode_length_s: float = 10.0
+    # The simulation step and the control rate are the task's, whatever the MJCF's
+    # <option timestep> says: control_dt = physics_dt * decimation.
+    physics_dt: float = 0.005
     decimation: int = 4  # physics steps per control step
-    physics_dt: float | None = None  # None: the MJCF's timestep
     rewards: dict[str, float] = field(default_factory=dict)  # term -> weight (0 disables)
     reward_dt_scaled: bool = False  # multiply the weighted sum by the control dt (legged_gym style)
     # Clip the summed reward at zero (legged_gym's only_positive_rewards): while the penalties
@@ -73,8 +81,8 @@ NOISY_GROUPS = ("policy", "observation")  # cfg.observation_noise applies to the
 
 class MujocoTaskEnv(BatchedEnv):
     task_name: str = ""
-    robot_name: str = ""
     goal_conditioned: bool = False
+    needs: RobotNeeds = RobotNeeds(kinds=("quadruped", "manipulator", "cartpole"))  # checked at make
 
     def __init__(self, cfg: TaskCfg, num_envs: int = 1, device: str | torch.device = "cpu", seed: int = 0,
                  nthread: int | None = None, backend: str = "mujoco"):
@@ -82,12 +90,16 @@ class MujocoTaskEnv(BatchedEnv):
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.seed = seed
-        self.robot: RobotSpec = load_robot(self.robot_name)
-        from roboreal.robots.model import build_model  # robot.yaml's gains and ranges written in
-
+        if not cfg.robot:
+            raise ConfigError("robot", f"{type(cfg).__name__} names no robot (set robot=NAME or a path)")
+        if not (cfg.physics_dt > 0 and cfg.decimation >= 1):
+            raise ConfigError("physics_dt" if not cfg.physics_dt > 0 else "decimation",
+                              f"must be positive, got {cfg.physics_dt if not cfg.physics_dt > 0 else cfg.decimation}")
+        self.robot: RobotSpec = load_robot(cfg.robot)
+        # robot.yaml's gains and ranges written in; what the task needs and the MJCF lacks added
         self.model = build_model(self.robot)
-        if cfg.physics_dt is not None:
-            self.model.opt.timestep = cfg.physics_dt
+        check_needs(self.robot, self.needs, self.task_name or type(self).__name__, self.model)
+        self.model.opt.timestep = cfg.physics_dt
         self.physics_dt = float(self.model.opt.timestep)
         self.control_dt = self.physics_dt * cfg.decimation
         self.max_episode_steps = max(1, int(round(cfg.episode_length_s / self.control_dt)))
@@ -120,7 +132,8 @@ class MujocoTaskEnv(BatchedEnv):
         self.action_size = self._action_size()
         self.randomizer = Randomizer(cfg.randomization, self.sim, self.num_envs, seed, self.device,
                                      actuator_joint_ids=self.model.jnt_dofadr[
-                                         [self._jid(j.name) for j in self.actuated]])
+                                         [self._jid(j.name) for j in self.actuated]],
+                                     aliases=target_aliases(self.robot, self.model))
         latency = cfg.randomization.action_latency if cfg.randomization.enabled else None
         self.max_latency = int(latency.range[1]) if latency is not None else 0
         self.action_history = torch.zeros(self.num_envs, self.max_latency + 1, self.action_size, device=self.device)
@@ -210,10 +223,10 @@ class MujocoTaskEnv(BatchedEnv):
         tracked objects); ``joint_pos[J]`` / ``joint_vel[J]`` are found by joint name."""
         readers = {"joint_pos": lambda: self.joint_pos, "joint_vel": lambda: self.joint_vel,
                    "last_action": lambda: self.actions}
-        if "imu_quat" in self._sensor_slices:  # MuJoCo framequat: w, x, y, z
-            readers["imu_quat_wxyz"] = lambda: self.sensor("imu_quat")
-        if "imu_gyro" in self._sensor_slices:
-            readers["imu_gyro"] = lambda: self.sensor("imu_gyro")
+        if self.robot.sites.imu:  # the sensors on the IMU site (MuJoCo framequat: w, x, y, z)
+            imu = imu_sensor_slices(self.model, self.robot)
+            readers["imu_quat_wxyz"] = lambda: self.sensordata[:, imu["quat"]]
+            readers["imu_gyro"] = lambda: self.sensordata[:, imu["gyro"]]
         if self.robot.sites.end_effector:
             readers["ee_pos"] = lambda: self.site_position(self.robot.sites.end_effector)
         return readers

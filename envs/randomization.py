@@ -133,11 +133,16 @@ def supported_parameters(sim) -> set[str]:
 
 
 def _ids(model: mujoco.MjModel, obj: mujoco.mjtObj, names: tuple[str, ...], count: int, what: str,
-         default: list[int] | None = None) -> np.ndarray:
+         default: list[int] | None = None, aliases: dict[str, str] | None = None) -> np.ndarray:
     if not names:
         return np.array(default if default is not None else range(count), dtype=int)
     out = []
     for n in names:
+        if n.startswith("@"):  # a robot's part by role (roboreal.robots.model.target_aliases)
+            if n not in (aliases or {}):
+                raise ValueError(f"randomization targets: {n!r} names no part of this robot "
+                                 f"(known: {', '.join(sorted(aliases or {})) or 'none'})")
+            n = aliases[n]
         i = mujoco.mj_name2id(model, obj, n)
         if i < 0:
             raise ValueError(f"randomization targets: {n!r} is not a {what} of the model")
@@ -149,7 +154,9 @@ class Randomizer:
     """Samples and applies the randomization of a `MujocoBatchSim`'s worlds."""
 
     def __init__(self, cfg: RandomizationCfg, sim, num_envs: int, seed: int, device: torch.device,
-                 backend: str | None = None, actuator_joint_ids: np.ndarray | None = None):
+                 backend: str | None = None, actuator_joint_ids: np.ndarray | None = None,
+                 aliases: dict[str, str] | None = None):
+        """`aliases`: the robot's parts by role for ``targets`` (``@floor``, ``@base``)."""
         self.cfg = cfg
         self.sim = sim
         self.num_envs = num_envs
@@ -165,10 +172,13 @@ class Randomizer:
         m = sim.model
         body_default = [i for i in range(1, m.nbody) if m.body_mass[i] > 0]
         self.targets = {
-            "friction": _ids(m, mujoco.mjtObj.mjOBJ_GEOM, self._names("friction"), m.ngeom, "geom"),
-            "mass_scale": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("mass_scale"), m.nbody, "body", body_default),
-            "added_mass": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("added_mass"), m.nbody, "body", body_default[:1]),
-            "com_offset": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("com_offset"), m.nbody, "body", body_default[:1]),
+            "friction": _ids(m, mujoco.mjtObj.mjOBJ_GEOM, self._names("friction"), m.ngeom, "geom", None, aliases),
+            "mass_scale": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("mass_scale"), m.nbody, "body", body_default,
+                              aliases),
+            "added_mass": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("added_mass"), m.nbody, "body", body_default[:1],
+                              aliases),
+            "com_offset": _ids(m, mujoco.mjtObj.mjOBJ_BODY, self._names("com_offset"), m.nbody, "body", body_default[:1],
+                              aliases),
             "actuators": np.arange(m.nu),
             "dofs": (np.asarray(actuator_joint_ids) if actuator_joint_ids is not None else np.arange(m.nv)),
         }

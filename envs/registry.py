@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,18 +17,52 @@ class TaskEntry:
     cfg_class: type
     defaults: dict  # overrides of the cfg class defaults that define this variant
     description: str = ""
+    # Training presets (agents/configs/<algo>.yaml `tasks:`) are looked up by task name, then
+    # by family: a task registered outside roboreal with family="go1-walk" trains with go1-walk's.
+    family: str = ""
 
 
 _TASKS: dict[str, TaskEntry] = {}
+_LOADED = False
+TASK_MODULES_ENV = "ROBOREAL_TASK_MODULES"  # comma-separated modules that register tasks when imported
+ENTRY_POINT_GROUP = "roboreal.tasks"  # a pip package's tasks: a module (imported) or a function (called)
 
 
-def register(name: str, env_class: Callable, cfg_class: type, description: str = "", **defaults: Any) -> None:
-    _TASKS[name] = TaskEntry(name, env_class, cfg_class, defaults, description)
+def register(name: str, env_class: Callable, cfg_class: type, description: str = "", family: str = "",
+             **defaults: Any) -> None:
+    """Register task `name` (`defaults` override the config class's defaults). Registering
+    works before or after the built-in tasks are loaded; a name may be registered once."""
+    if name in _TASKS and _TASKS[name].env_class is not env_class:
+        raise ConfigError("task", f"task {name!r} is already registered (by {_TASKS[name].env_class.__module__})")
+    _TASKS[name] = TaskEntry(name, env_class, cfg_class, defaults, description, family or name)
 
 
 def _ensure_registered() -> None:
-    if not _TASKS:
-        import roboreal.envs.tasks  # noqa: F401  (registers the built-in tasks)
+    """Built-in tasks, then the modules in $ROBOREAL_TASK_MODULES, then the entry points of
+    group ``roboreal.tasks`` (each failure is an error naming the module)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    import roboreal.envs.tasks  # noqa: F401  (registers the built-in tasks)
+
+    for module in filter(None, (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError("task", f"${TASK_MODULES_ENV}: importing {module!r} failed: {type(e).__name__}: {e}") from e
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = ep.load()
+            if callable(target):
+                target()
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError("task", f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} failed: "
+                              f"{type(e).__name__}: {e}") from e
 
 
 def task_names() -> list[str]:
@@ -40,7 +73,9 @@ def task_names() -> list[str]:
 def task_entry(name: str) -> TaskEntry:
     _ensure_registered()
     if name not in _TASKS:
-        raise ConfigError("task", f"unknown task {name!r} (available: {', '.join(sorted(_TASKS))}, or gym:<EnvId>)")
+        raise ConfigError("task", f"unknown task {name!r} (available: {', '.join(sorted(_TASKS))}, or gym:<EnvId>; "
+                          f"tasks of other packages register through ${TASK_MODULES_ENV} or the "
+                          f"{ENTRY_POINT_GROUP!r} entry points)")
     return _TASKS[name]
 
 
@@ -116,6 +151,3 @@ def make(task: str, num_envs: int = 1, device: str = "cpu", backend: str = "mujo
     env.spec.task = task
     return env
 
-
-def cfg_fields(cfg_class: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cfg_class)]

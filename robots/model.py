@@ -29,6 +29,21 @@ robot.yaml field, the actuator and what it is:
 * a force-controlled joint needs a motor (fixed gain, no bias, no dynamics) on that joint;
 * the gripper actuator needs a position servo with gear 1 (its ctrl is the opening).
 
+**What tasks need and the MJCF lacks is added** (only where robot.yaml declares the place, and
+only when the model has no such element; `added_elements(spec)` lists what was added), so a
+third-party MJCF works unmodified:
+
+| robot.yaml | added |
+|---|---|
+| ``physics_dt`` | ``opt.timestep`` |
+| ``gravity_compensation: true`` | ``gravcomp = 1`` on every body of the robot's joints and below |
+| ``sites.imu`` (a site or a body) | a site of that name at the body's origin (for a body); framequat, gyro and accelerometer sensors on it (``imu_quat``, ``imu_gyro``, ``imu_acc``) |
+| ``sites.end_effector`` (a site or a body) | a site of that name at the body's origin (for a body) |
+| ``sites.feet`` (sites, geoms or bodies) | a site of the foot's name around the foot geom (a body: its first geom); a ``touch`` sensor ``<foot>_touch`` on each foot site |
+| a quadruped without a ground plane | a plane geom ``floor`` (or ``sites.floor``'s name) and a light |
+| a manipulator without a ``goal`` body | a mocap body ``goal`` (a marker sphere that collides with nothing) |
+| no ``home`` keyframe | ``home``: robot.yaml's default pose; a floating base is lifted so the lowest geom of the robot touches z = 0 |
+
 Not written, because MuJoCo has no such parameter or robot.yaml does not carry it:
 ``velocity_limit`` (MuJoCo has no joint or actuator velocity limit: the safety chain and
 the tasks' rewards enforce it), ``default`` (the MJCF's ``home`` keyframe must match it;
@@ -254,7 +269,246 @@ def _build(spec: "RobotSpec") -> mujoco.MjModel:
         el.inheritrange = 0.0
         _set_range(el, "forcerange", -g.force_limit, g.force_limit)
 
+    added = _add_task_elements(spec, mspec, raw)
     try:
-        return mspec.compile()
+        model = mspec.compile()
     except ValueError as e:
         raise ConfigError("model", f"{model_file} failed to compile with robot.yaml's values: {e}") from None
+    _ADDED[_key(spec)] = added
+    return model
+
+
+# --------------------------------------------------------------------------- adding what tasks need
+
+_ADDED: dict = {}
+_OBJ = mujoco.mjtObj
+IMU_SENSORS = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
+               "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
+
+
+def _key(spec: "RobotSpec"):
+    try:
+        hash(spec)
+        return spec
+    except TypeError:
+        return id(spec)
+
+
+def added_elements(spec: "RobotSpec") -> list[str]:
+    """What `build_model` added to `spec`'s MJCF (e.g. ``"sensor imu_gyro (gyro) on site imu"``)."""
+    build_model(spec)
+    return list(_ADDED.get(_key(spec), []))
+
+
+def _sensors_on_site(m: mujoco.MjModel, site: int) -> dict[int, int]:
+    """sensor type -> the first sensor of that type on site `site`."""
+    out: dict[int, int] = {}
+    for s in range(m.nsensor):
+        if int(m.sensor_objtype[s]) == int(_OBJ.mjOBJ_SITE) and int(m.sensor_objid[s]) == site:
+            out.setdefault(int(m.sensor_type[s]), s)
+    return out
+
+
+def _free_name(m: mujoco.MjModel, obj, name: str) -> str:
+    """`name`, or `name_2`, ... if the model already has an element of type `obj` so named."""
+    out, k = name, 2
+    while mujoco.mj_name2id(m, obj, out) >= 0:
+        out, k = f"{name}_{k}", k + 1
+    return out
+
+
+def imu_sensor_slices(model: mujoco.MjModel, spec: "RobotSpec") -> dict[str, slice]:
+    """Where the IMU's readings are in ``sensordata``: {"quat", "gyro", "acc"} -> slice of the
+    frame-quaternion, gyro and accelerometer sensors on the spec's IMU site (what a real IMU
+    driver reports; the training envs, the sim bridge and sim2sim read the same)."""
+    site = mujoco.mj_name2id(model, _OBJ.mjOBJ_SITE, spec.sites.imu or "")
+    if site < 0:
+        raise ConfigError("sites.imu", f"{spec.sites.imu!r} is not a site of {spec.model}")
+    on_site = _sensors_on_site(model, site)
+    found: dict[str, slice] = {}
+    for key, typ in IMU_SENSORS.items():
+        s = on_site.get(int(typ))
+        if s is None:
+            raise ConfigError("sites.imu", f"{spec.model} has no {typ.name} sensor on site {spec.sites.imu!r}")
+        found[key] = slice(int(model.sensor_adr[s]), int(model.sensor_adr[s] + model.sensor_dim[s]))
+    return found
+
+
+def foot_touch_slices(model: mujoco.MjModel, spec: "RobotSpec") -> list[slice]:
+    """The touch sensor of each foot (robot.yaml ``sites.feet`` order) in ``sensordata``."""
+    out = []
+    for i, foot in enumerate(spec.sites.feet):
+        site = mujoco.mj_name2id(model, _OBJ.mjOBJ_SITE, foot)
+        s = _sensors_on_site(model, site).get(int(mujoco.mjtSensor.mjSENS_TOUCH)) if site >= 0 else None
+        if s is None:
+            raise ConfigError(f"sites.feet[{i}]", f"{spec.model} has no touch sensor on foot site {foot!r}")
+        out.append(slice(int(model.sensor_adr[s]), int(model.sensor_adr[s] + model.sensor_dim[s])))
+    return out
+
+
+def floor_geom(model: mujoco.MjModel, spec: "RobotSpec") -> str | None:
+    """The ground geom's name: ``sites.floor``, else a plane named ``floor``, else the first
+    named plane of the world body; None when there is none."""
+    if spec.sites.floor:
+        return spec.sites.floor
+    if mujoco.mj_name2id(model, _OBJ.mjOBJ_GEOM, "floor") >= 0:
+        return "floor"
+    for g in range(model.ngeom):
+        if int(model.geom_type[g]) == int(mujoco.mjtGeom.mjGEOM_PLANE) and int(model.geom_bodyid[g]) == 0:
+            name = mujoco.mj_id2name(model, _OBJ.mjOBJ_GEOM, g)
+            if name:
+                return name
+    return None
+
+
+def base_body(model: mujoco.MjModel, spec: "RobotSpec") -> int:
+    """The id of the body that carries the robot: ``sites.base_body``, else the parent of the
+    body of the first joint in robot.yaml (an arm's base link)."""
+    if spec.sites.base_body:
+        return mujoco.mj_name2id(model, _OBJ.mjOBJ_BODY, spec.sites.base_body)
+    jid = mujoco.mj_name2id(model, _OBJ.mjOBJ_JOINT, spec.joints[0].name)
+    return int(model.body_parentid[model.jnt_bodyid[jid]])
+
+
+def target_aliases(spec: "RobotSpec", model: mujoco.MjModel) -> dict[str, str]:
+    """Names a task config may use for a robot's parts whatever the MJCF calls them (domain
+    randomization ``targets``): ``@floor`` (the ground geom), ``@base`` (the base body)."""
+    out = {}
+    floor = floor_geom(model, spec)
+    if floor:
+        out["@floor"] = floor
+    base = base_body(model, spec)
+    name = mujoco.mj_id2name(model, _OBJ.mjOBJ_BODY, base) if base > 0 else None
+    if name:
+        out["@base"] = name
+    return out
+
+
+def _robot_bodies(m: mujoco.MjModel, spec: "RobotSpec") -> set[int]:
+    """Bodies of the robot's joints and every body below them."""
+    roots = {int(m.jnt_bodyid[mujoco.mj_name2id(m, _OBJ.mjOBJ_JOINT, j.name)]) for j in spec.joints}
+    out = set()
+    for b in range(1, m.nbody):
+        a = b
+        while a > 0 and a not in roots:
+            a = int(m.body_parentid[a])
+        if a in roots:
+            out.add(b)
+    return out
+
+
+def _site_for(mspec: mujoco.MjSpec, m: mujoco.MjModel, name: str, field: str, added: list[str],
+              around_geom: bool = False) -> int:
+    """Site `name`'s id in `m` if there is one; else add a site so named at body `name`'s
+    origin, or (`around_geom`) around geom `name` / body `name`'s first geom, sized to cover
+    it. Returns -1 when a site was added (ids change at compile)."""
+    if mujoco.mj_name2id(m, _OBJ.mjOBJ_SITE, name) >= 0:
+        return mujoco.mj_name2id(m, _OBJ.mjOBJ_SITE, name)
+    geom = mujoco.mj_name2id(m, _OBJ.mjOBJ_GEOM, name) if around_geom else -1
+    body = mujoco.mj_name2id(m, _OBJ.mjOBJ_BODY, name)
+    if geom < 0 and body >= 0 and around_geom:
+        # a foot body's foot: its sphere, else the geom farthest from the body's origin
+        geoms = sorted((int(m.geom_type[g]) != int(mujoco.mjtGeom.mjGEOM_SPHERE), -float(np.linalg.norm(m.geom_pos[g])), g)
+                       for g in range(m.ngeom) if int(m.geom_bodyid[g]) == body)
+        geom = geoms[0][2] if geoms else -1
+    if geom >= 0:
+        parent = mspec.body(mujoco.mj_id2name(m, _OBJ.mjOBJ_BODY, int(m.geom_bodyid[geom])) or "")
+        if parent is None:
+            raise ConfigError(field, f"the body of geom {name!r} has no name; name it, or declare a site")
+        # a touch sensor counts contacts inside its site: a sphere a little larger than the geom
+        parent.add_site(name=name, pos=m.geom_pos[geom].copy(), size=[float(m.geom_rbound[geom]) * 1.1 + 0.002, 0, 0],
+                        group=4)
+        added.append(f"site {name} around geom {mujoco.mj_id2name(m, _OBJ.mjOBJ_GEOM, geom) or f'#{geom}'}")
+        return -1
+    if body >= 0:
+        mspec.body(name).add_site(name=name, pos=[0, 0, 0], size=[0.005, 0, 0], group=4)
+        added.append(f"site {name} at the origin of body {name}")
+        return -1
+    raise ConfigError(field, f"{name!r} is not a site, geom or body of the model")
+
+
+def _add_task_elements(spec: "RobotSpec", mspec: mujoco.MjSpec, m: mujoco.MjModel) -> list[str]:
+    """Add to `mspec` (the MJCF compiled as `m`) what robot.yaml declares and the MJCF lacks."""
+    added: list[str] = []
+    if spec.physics_dt is not None:
+        mspec.option.timestep = float(spec.physics_dt)
+    if spec.gravity_compensation:
+        for b in sorted(_robot_bodies(m, spec)):
+            mspec.bodies[b].gravcomp = 1.0
+    imu = spec.sites.imu
+    if imu:
+        imu_site = _site_for(mspec, m, imu, "sites.imu", added)
+        have = _sensors_on_site(m, imu_site) if imu_site >= 0 else {}
+        for key, typ in IMU_SENSORS.items():
+            if int(typ) not in have:
+                name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"imu_{key}")
+                mspec.add_sensor(name=name, type=typ, objtype=_OBJ.mjOBJ_SITE, objname=imu)
+                added.append(f"sensor {name} ({typ.name[7:].lower()}) on site {imu}")
+    if spec.sites.end_effector:
+        _site_for(mspec, m, spec.sites.end_effector, "sites.end_effector", added)
+    for i, foot in enumerate(spec.sites.feet):
+        site = _site_for(mspec, m, foot, f"sites.feet[{i}]", added, around_geom=True)
+        if site < 0 or int(mujoco.mjtSensor.mjSENS_TOUCH) not in _sensors_on_site(m, site):
+            name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"{foot}_touch")
+            mspec.add_sensor(name=name, type=mujoco.mjtSensor.mjSENS_TOUCH, objtype=_OBJ.mjOBJ_SITE, objname=foot)
+            added.append(f"sensor {name} (touch) on site {foot}")
+    if spec.kind == "quadruped" and floor_geom(m, spec) is None:
+        name = spec.sites.floor or "floor"
+        mspec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], rgba=[0.5, 0.55, 0.6, 1])
+        added.append(f"geom {name} (a ground plane at z = 0)")
+        if m.nlight == 0:
+            mspec.worldbody.add_light(pos=[0, 0, 3], dir=[0, 0, -1], directional=True)
+            added.append("a directional light")
+    if spec.kind == "manipulator" and mujoco.mj_name2id(m, _OBJ.mjOBJ_BODY, "goal") < 0:
+        goal = mspec.worldbody.add_body(name="goal", mocap=True, pos=[0.5, 0, 0.3])
+        goal.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], contype=0, conaffinity=0,
+                      rgba=[0.1, 0.9, 0.2, 0.5], group=2)
+        added.append("mocap body goal (a marker sphere)")
+    if mujoco.mj_name2id(m, _OBJ.mjOBJ_KEY, "home") < 0:
+        mspec.add_key(name="home", qpos=_standing_qpos(spec, m))
+        added.append("keyframe home (robot.yaml's default pose" + (", base lifted onto the floor)"
+                                                                   if _free_base(m) >= 0 else ")"))
+    return added
+
+
+def _free_base(m: mujoco.MjModel) -> int:
+    """The qpos address of the first free joint (a floating base), -1 without one."""
+    for j in range(m.njnt):
+        if int(m.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_FREE):
+            return int(m.jnt_qposadr[j])
+    return -1
+
+
+def _standing_qpos(spec: "RobotSpec", m: mujoco.MjModel) -> list[float]:
+    """qpos0 with robot.yaml's default pose (gripper open); a floating base is lifted so the
+    lowest point of the robot's geoms is at z = 0 (feet on a ground plane at 0)."""
+    d = mujoco.MjData(m)
+    d.qpos[:] = m.qpos0
+    for j in spec.joints:
+        d.qpos[m.jnt_qposadr[mujoco.mj_name2id(m, _OBJ.mjOBJ_JOINT, j.name)]] = j.default
+    if spec.gripper is not None:
+        for g in spec.gripper.joints:
+            d.qpos[m.jnt_qposadr[mujoco.mj_name2id(m, _OBJ.mjOBJ_JOINT, g)]] = spec.gripper.open
+    base = _free_base(m)
+    if base >= 0:
+        mujoco.mj_kinematics(m, d)
+        bodies = _robot_bodies(m, spec) | {int(m.jnt_bodyid[j]) for j in range(m.njnt)
+                                           if int(m.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_FREE)}
+        lowest = min((float(d.geom_xpos[g, 2] - _geom_half_height(m, d, g)) for g in range(m.ngeom)
+                      if int(m.geom_bodyid[g]) in bodies and (m.geom_contype[g] or m.geom_conaffinity[g])),
+                     default=float(d.qpos[base + 2]))
+        d.qpos[base + 2] += -lowest + 1e-3
+    return d.qpos.tolist()
+
+
+def _geom_half_height(m: mujoco.MjModel, d: mujoco.MjData, g: int) -> float:
+    """How far geom `g` reaches below its centre (exact for spheres, capsules and boxes, the
+    bounding sphere otherwise)."""
+    t, size, R = int(m.geom_type[g]), m.geom_size[g], d.geom_xmat[g].reshape(3, 3)
+    if t == int(mujoco.mjtGeom.mjGEOM_SPHERE):
+        return float(size[0])
+    if t == int(mujoco.mjtGeom.mjGEOM_CAPSULE):
+        return float(size[0] + abs(R[2, 2]) * size[1])
+    if t == int(mujoco.mjtGeom.mjGEOM_BOX):
+        return float(np.abs(R[2, :]) @ size[:3])
+    return float(m.geom_rbound[g])

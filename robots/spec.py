@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -162,10 +163,25 @@ def validate_safety(s, source: str | None = None, prefix: str = "safety") -> Non
 
 @dataclass(frozen=True)
 class SitesSpec:
+    """Where things are on the model, by MJCF name. What a task needs and the model lacks is
+    added at load (`roboreal.robots.model.build_model`), so a third-party MJCF needs no edits:
+
+    - ``imu``: a site (or a body: a site is added at its origin); the IMU's orientation,
+      gyro and accelerometer sensors are added there unless the model has them.
+    - ``end_effector``: the tool centre point, a site (or a body: a site at its origin).
+    - ``feet``: one per foot, a site, a geom or a body (a site is added around the geom, or
+      around the body's first geom); a touch sensor is added on each unless there is one.
+    - ``base_body``: the body that carries the robot (a legged robot's floating trunk, an
+      arm's base link). Arms without it use the parent body of the first joint.
+    - ``floor``: the ground geom; unset: the model's plane named ``floor``, else its first
+      plane; a quadruped model without one gets a plane named ``floor``.
+    """
+
     imu: str | None = None
     end_effector: str | None = None
     feet: tuple[str, ...] = ()
     base_body: str | None = None
+    floor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,12 @@ class RobotSpec:
     ros: RosSpec = field(default_factory=RosSpec)
     gripper: GripperSpec | None = None
     description: str = ""
+    # s, the simulation step of this robot, written into the model; None: the MJCF's own
+    # <option timestep>. Tasks set their own (`TaskCfg.physics_dt`), never the MJCF's.
+    physics_dt: float | None = None
+    # gravcomp on every body of the robot's chain (arms whose controller cancels gravity, as
+    # real arm controllers do); False: as the MJCF has it.
+    gravity_compensation: bool = False
     # Filled by the loader, not the YAML.
     directory: str = ""
     checksum: str = ""
@@ -305,6 +327,10 @@ def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
             raise err("gripper.closed", f"must differ from gripper.open ({g.open})")
         if g.force_limit <= 0:
             raise err("gripper.force_limit", f"must be positive, got {g.force_limit}")
+    if spec.physics_dt is not None and not (finite_number("physics_dt", spec.physics_dt, source) > 0):
+        raise err("physics_dt", f"must be positive, got {spec.physics_dt}")
+    if len(set(spec.sites.feet)) != len(spec.sites.feet):
+        raise err("sites.feet", f"names a foot twice: {list(spec.sites.feet)}")
     if spec.ros.command_interface in ("position_gains", "joint_trajectory") and spec.control_mode != "position":
         raise err("ros.command_interface", f"{spec.ros.command_interface} needs a position-controlled robot; "
                   f"{spec.name} is {spec.control_mode}-controlled")
@@ -332,23 +358,29 @@ def validate(spec: RobotSpec, model=None, source: str | None = None) -> None:
             if lo < mlo - 1e-6 or hi > mhi + 1e-6:
                 raise err(f"joints[{i}].position_limits",
                           f"[{lo}, {hi}] is wider than the model's range [{mlo:.4f}, {mhi:.4f}]")
-    sites = [("sites.imu", spec.sites.imu), ("sites.end_effector", spec.sites.end_effector)]
-    sites += [(f"sites.feet[{i}]", f) for i, f in enumerate(spec.sites.feet)]
-    for fpath, site in sites:
-        if site is not None and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site) < 0:
-            raise err(fpath, f"{site!r} is not a site of {spec.model}")
-    if spec.sites.base_body is not None and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, spec.sites.base_body) < 0:
-        raise err("sites.base_body", f"{spec.sites.base_body!r} is not a body of {spec.model}")
+    obj = mujoco.mjtObj
+    kinds = {"site": obj.mjOBJ_SITE, "geom": obj.mjOBJ_GEOM, "body": obj.mjOBJ_BODY}
+    named = [("sites.imu", spec.sites.imu, ("site", "body")),
+             ("sites.end_effector", spec.sites.end_effector, ("site", "body")),
+             ("sites.base_body", spec.sites.base_body, ("body",)), ("sites.floor", spec.sites.floor, ("geom",))]
+    named += [(f"sites.feet[{i}]", f, ("site", "geom", "body")) for i, f in enumerate(spec.sites.feet)]
+    for fpath, name, allowed in named:
+        if name is not None and all(mujoco.mj_name2id(model, kinds[k], name) < 0 for k in allowed):
+            raise err(fpath, f"{name!r} is not a {' or '.join(allowed)} of {spec.model}")
     if spec.gripper is not None:
         for i, g in enumerate(spec.gripper.joints):
             if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, g) < 0:
                 raise err(f"gripper.joints[{i}]", f"{g!r} is not a joint of {spec.model}")
 
 
-def spec_checksum(robot_dir: Path, spec_file: Path) -> str:
-    """sha256 over robot.yaml and the MJCF files it uses: any edit changes it."""
+def spec_checksum(robot_dir: Path, spec_file: Path, model_file: Path | None = None) -> str:
+    """sha256 over robot.yaml and the MJCF files it uses (those next to it and the model,
+    wherever it lies): any edit changes it."""
     h = hashlib.sha256()
-    for p in [spec_file, *sorted(robot_dir.glob("*.xml"))]:
+    files = [spec_file, *sorted(robot_dir.glob("*.xml"))]
+    if model_file is not None and model_file.exists() and model_file.resolve() not in {f.resolve() for f in files}:
+        files.append(model_file)
+    for p in files:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -365,7 +397,7 @@ def load_robot_file(spec_file: str | Path, check_model: bool = True) -> RobotSpe
     if "directory" in (data or {}) or "checksum" in (data or {}):
         raise ConfigError("directory" if "directory" in data else "checksum", "is set by the loader, not the YAML", source)
     object.__setattr__(spec, "directory", str(spec_file.parent))
-    object.__setattr__(spec, "checksum", spec_checksum(spec_file.parent, spec_file))
+    object.__setattr__(spec, "checksum", spec_checksum(spec_file.parent, spec_file, spec.model_path))
     model = None
     if check_model:
         import mujoco
@@ -390,17 +422,92 @@ def load_robot_file(spec_file: str | Path, check_model: bool = True) -> RobotSpe
     return spec
 
 
+# --------------------------------------------------------------------------- finding robots
+
+ROBOT_PATH_ENV = "ROBOREAL_ROBOT_PATH"  # folders of <name>/robot.yaml, separated like PATH
+ENTRY_POINT_GROUP = "roboreal.robots"  # a pip package's robots: name = a folder, a robot.yaml or a module
+
+
+def _search_dirs() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(ROBOT_PATH_ENV, "").split(os.pathsep) if p]
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _entry_point_file(name: str, ep) -> Path:
+    """The robot.yaml an entry point names: its object is a path (a robot.yaml or its
+    folder), a module (robot.yaml next to it) or a function returning such a path."""
+    try:
+        target = ep.load()
+        if callable(target) and not isinstance(target, (str, os.PathLike)):
+            target = target()
+    except Exception as e:  # noqa: BLE001 (a broken third-party package must not hide the others)
+        raise ConfigError("robot", f"entry point {name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} failed to "
+                          f"load: {type(e).__name__}: {e}") from None
+    path = Path(getattr(target, "__file__", None) or target)
+    if path.suffix == ".py":
+        path = path.parent
+    return path / "robot.yaml" if path.is_dir() else path
+
+
+def looks_like_path(ref: str) -> bool:
+    return "/" in ref or os.sep in ref or ref.endswith((".yaml", ".yml")) or ref.startswith(".")
+
+
+def robot_file(ref: str | Path) -> Path:
+    """The robot.yaml a robot reference names. Looked up in order: a path (a robot.yaml or
+    its folder); a robot shipped in `roboreal/robots/<name>/`; ``<dir>/<name>/robot.yaml``
+    for each folder on ``$ROBOREAL_ROBOT_PATH``; the entry point `name` of group
+    ``roboreal.robots`` (a pip-installed robot package)."""
+    ref = str(ref)
+    path = Path(ref).expanduser()
+    if looks_like_path(ref) or path.is_dir():
+        candidate = path / "robot.yaml" if path.is_dir() else path
+        if not candidate.is_file():
+            raise ConfigError("robot", f"{ref!r}: no robot.yaml there ({candidate} does not exist)")
+        return candidate.resolve()
+    for folder in [ROBOTS_DIR, *_search_dirs()]:
+        candidate = folder / ref / "robot.yaml"
+        if candidate.is_file():
+            return candidate
+    eps = _entry_points()
+    if ref in eps:
+        candidate = _entry_point_file(ref, eps[ref])
+        if not candidate.is_file():
+            raise ConfigError("robot", f"entry point {ref!r} ({eps[ref].value}) names {candidate}, which does not "
+                              f"exist")
+        return candidate
+    raise ConfigError("robot", f"unknown robot {ref!r} (available: {', '.join(available_robots())}; or a path to a "
+                      f"robot.yaml or its folder; robots are searched in roboreal/robots, in ${ROBOT_PATH_ENV} and in "
+                      f"the {ENTRY_POINT_GROUP!r} entry points)")
+
+
 def available_robots() -> list[str]:
-    return sorted(p.parent.name for p in ROBOTS_DIR.glob("*/robot.yaml"))
+    """Robot names found in the package, on the search path and as entry points."""
+    names = set()
+    for folder in [ROBOTS_DIR, *_search_dirs()]:
+        names.update(p.parent.name for p in folder.glob("*/robot.yaml"))
+    names.update(_entry_points())
+    return sorted(names)
+
+
+def robot_reference(spec: RobotSpec) -> str:
+    """How to find `spec` again on this machine: its name if the name finds this robot.yaml,
+    else the absolute path of its robot.yaml (written into run configs and bundle manifests)."""
+    own = Path(spec.directory) / "robot.yaml"
+    try:
+        if robot_file(spec.name).resolve() == own.resolve():
+            return spec.name
+    except ConfigError:
+        pass
+    return str(own)
 
 
 @lru_cache(maxsize=None)
-def load_robot(name: str) -> RobotSpec:
-    """Load a robot shipped in `robots/<name>/` (or a path to a robot.yaml)."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return load_robot_file(path)
-    spec_file = ROBOTS_DIR / name / "robot.yaml"
-    if not spec_file.exists():
-        raise ConfigError("robot", f"unknown robot {name!r} (available: {available_robots()})")
-    return load_robot_file(spec_file)
+def load_robot(ref: str) -> RobotSpec:
+    """Load a robot by name or path (see `robot_file` for where names are looked up)."""
+    return load_robot_file(robot_file(ref))

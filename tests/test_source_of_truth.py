@@ -48,12 +48,9 @@ def _go1_with_calf_kp(tmp_path: Path, kp: float) -> Path:
 
 def _manifest_for(spec_path: Path, template: dict) -> dict:
     """The manifest `build_manifest` writes for go1-walk on the robot at `spec_path`."""
-    from roboreal.envs.tasks.go1 import Go1WalkCfg, Go1WalkEnv
+    from roboreal.envs.registry import make
 
-    class EditedGo1(Go1WalkEnv):
-        robot_name = str(spec_path)
-
-    env = EditedGo1(Go1WalkCfg(), num_envs=1)
+    env = make("go1-walk", num_envs=1, robot=str(spec_path))  # the robot is a task config field
     t = template["training"]
     info = {"obs_group": template["observation"]["group"], "obs_size": template["observation"]["size"],
             "action_size": template["action"]["size"], "action_type": template["action"]["space"],

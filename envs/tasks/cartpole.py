@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.robots.needs import RobotNeeds
 from roboreal.control.action import ActionMapping
 
 
 @dataclass
 class CartpoleCfg(TaskCfg):
+    robot: str = "cartpole"
     episode_length_s: float = 10.0
-    decimation: int = 2  # 0.01 s physics, 50 Hz control
+    physics_dt: float = 0.01
+    decimation: int = 2  # 50 Hz control
     rewards: dict[str, float] = field(default_factory=lambda: {"alive": 1.0, "pole_angle": 0.0, "cart_position": 0.0})
     max_force: float = 10.0
     pole_angle_limit: float = 12.0 * math.pi / 180.0
@@ -32,7 +35,7 @@ class CartpoleCfg(TaskCfg):
 
 class CartpoleEnv(MujocoTaskEnv):
     task_name = "cartpole-balance"
-    robot_name = "cartpole"
+    needs = RobotNeeds(kinds=("cartpole",), control_mode="force")
     cfg: CartpoleCfg
 
     def _action_mapping(self) -> ActionMapping:

@@ -19,14 +19,16 @@ import torch
 from roboreal.envs.math_utils import projected_gravity, quat_rotate_inverse
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
 from roboreal.envs.randomization import PushTerm, RandomizationCfg, RangeTerm
+from roboreal.robots.model import foot_touch_slices
+from roboreal.robots.needs import RobotNeeds
 from roboreal.control.action import ActionMapping
 
 
 def _default_randomization() -> RandomizationCfg:
     return RandomizationCfg(
         enabled=True,
-        friction=RangeTerm(range=(0.5, 1.25), mode="startup", targets=("floor",)),
-        added_mass=RangeTerm(range=(-1.0, 1.0), mode="startup", targets=("trunk",)),
+        friction=RangeTerm(range=(0.5, 1.25), mode="startup", targets=("@floor",)),  # the ground geom
+        added_mass=RangeTerm(range=(-1.0, 1.0), mode="startup", targets=("@base",)),  # robot.yaml sites.base_body
         motor_strength=RangeTerm(range=(0.9, 1.1), mode="startup"),
         push=PushTerm(interval_s=8.0, max_velocity=(0.5, 0.5)),
     )
@@ -34,15 +36,22 @@ def _default_randomization() -> RandomizationCfg:
 
 @dataclass
 class Go1WalkCfg(TaskCfg):
+    robot: str = "go1"
     episode_length_s: float = 20.0
-    decimation: int = 4  # 0.005 s physics, 50 Hz control
+    physics_dt: float = 0.005
+    decimation: int = 4  # 50 Hz control
     action_scale: float = 0.25  # rad per unit action around the default pose
     command_resample_s: float = 10.0
     command_vx: tuple[float, float] = (-1.0, 1.0)
     command_vy: tuple[float, float] = (-0.5, 0.5)
     command_yaw_rate: tuple[float, float] = (-1.0, 1.0)
     tracking_sigma: float = 0.25
-    base_height_target: float = 0.28
+    # m; None: 0.875 x the base height of the robot's standing pose (its `home` keyframe;
+    # go1: 0.875 x 0.32 = 0.28, legged_gym's value for it)
+    base_height_target: float | None = None
+    # m: the base below this height counts as fallen when the model has no `trunk_touch`
+    # sensor; None: 0.375 x the standing height (go1: 0.12)
+    fallen_base_height: float | None = None
     feet_air_time_target: float = 0.5
     # "offset" (legged_gym): each touchdown earns (air time - target), negative for steps
     # shorter than the target, which punishes the first shuffling steps of a learner;
@@ -70,8 +79,14 @@ class Go1WalkCfg(TaskCfg):
 
 
 class Go1WalkEnv(MujocoTaskEnv):
+    """Velocity tracking for any 4-legged robot (``env.robot=...``): its robot.yaml names the
+    IMU site, the four feet (touch sensors are added when the MJCF has none) and the base
+    body on its free joint; the standing pose is the `home` keyframe (derived from robot.yaml's
+    default pose when the MJCF has none)."""
+
     task_name = "go1-walk"
-    robot_name = "go1"
+    needs = RobotNeeds(kinds=("quadruped",), control_mode="position", sites=("imu", "feet", "base_body"), feet=4,
+                       free_base=True, ros=("imu", "cmd_vel"))
     cfg: Go1WalkCfg
 
     def _action_mapping(self) -> ActionMapping:
@@ -92,11 +107,14 @@ class Go1WalkEnv(MujocoTaskEnv):
         self.torque_limit = torch.tensor(self.robot.array("torque_limit"), dtype=torch.float32, device=self.device)
         self.soft_lower = torch.tensor(self.robot.lower, dtype=torch.float32, device=self.device)
         self.soft_upper = torch.tensor(self.robot.upper, dtype=torch.float32, device=self.device)
-        self.foot_sensors = [f.replace("_foot", "_touch") for f in self.robot.sites.feet]
+        self.foot_touch = foot_touch_slices(self.model, self.robot)
         self.has_trunk_touch = "trunk_touch" in self._sensor_slices
-        key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
-        qpos0 = self.model.key_qpos[key] if key >= 0 else self.model.qpos0
-        self.home_qpos = torch.tensor(qpos0, dtype=torch.float32, device=self.device)
+        key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")  # added at load if the MJCF lacks it
+        self.home_qpos = torch.tensor(self.model.key_qpos[key], dtype=torch.float32, device=self.device)
+        standing = float(self.home_qpos[2])
+        c = self.cfg
+        self.base_height_target = c.base_height_target if c.base_height_target is not None else 0.875 * standing
+        self.fallen_height = c.fallen_base_height if c.fallen_base_height is not None else 0.375 * standing
         self.command_steps = max(1, int(round(self.cfg.command_resample_s / self.control_dt)))
 
     # ----- state helpers -----
@@ -115,7 +133,7 @@ class Go1WalkEnv(MujocoTaskEnv):
 
     @property
     def foot_contacts(self) -> torch.Tensor:
-        forces = torch.cat([self.sensor(s) for s in self.foot_sensors], dim=-1)
+        forces = torch.cat([self.sensordata[:, s] for s in self.foot_touch], dim=-1)
         return forces > self.cfg.contact_force_threshold
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
@@ -179,7 +197,7 @@ class Go1WalkEnv(MujocoTaskEnv):
         if self.has_trunk_touch:
             terms["base_contact"] = self.sensor("trunk_touch")[:, 0] > 1.0
         else:
-            terms["base_contact"] = self.qpos[:, 2] < 0.12
+            terms["base_contact"] = self.qpos[:, 2] < self.fallen_height
         return terms
 
     # ----- reward terms (raw values; weights and dt scaling in cfg) -----
@@ -201,7 +219,7 @@ class Go1WalkEnv(MujocoTaskEnv):
         return projected_gravity(self.base_quat)[:, :2].square().sum(-1)
 
     def _reward_base_height(self) -> torch.Tensor:
-        return (self.qpos[:, 2] - self.cfg.base_height_target).square()
+        return (self.qpos[:, 2] - self.base_height_target).square()
 
     def _torques(self) -> torch.Tensor:
         tau = self.kp * (self.targets - self.joint_pos) - self.kd * self.joint_vel

@@ -21,12 +21,16 @@ import mujoco
 import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.robots.model import actuator_ids, base_body
+from roboreal.robots.needs import RobotNeeds
 from roboreal.control.action import ActionMapping, GripperMapping
 
 
 @dataclass
 class PandaCfg(TaskCfg):
-    decimation: int = 8  # 0.005 s physics, 25 Hz control
+    robot: str = "panda"
+    physics_dt: float = 0.005
+    decimation: int = 8  # 25 Hz control
     action_scale: float = 0.05  # rad of joint-target change per step per unit action
     distance_threshold: float = 0.05  # m: success radius
     initial_joint_noise: float = 0.1  # rad around the default pose
@@ -51,8 +55,12 @@ class PandaPickCfg(PandaCfg):
 
 
 class PandaEnv(MujocoTaskEnv):
-    robot_name = "panda"
+    """Arm tasks for any position-controlled arm (``env.robot=...``), whatever its joint
+    count: robot.yaml names the end-effector site (and the base link, else the parent of the
+    first joint's body); a goal marker is added when the MJCF has none."""
+
     goal_conditioned = True
+    needs = RobotNeeds(kinds=("manipulator",), control_mode="position", sites=("end_effector",), ros=("goal",))
     cfg: PandaCfg
 
     def _action_mapping(self) -> ActionMapping:
@@ -67,8 +75,9 @@ class PandaEnv(MujocoTaskEnv):
         self.lower = torch.tensor(self.robot.lower, dtype=torch.float32, device=self.device)
         self.upper = torch.tensor(self.robot.upper, dtype=torch.float32, device=self.device)
         self.goal = torch.zeros(n, 3, device=self.device)
-        self.arm_act = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator or j.name) for j in self.actuated]
-        self.gripper_act = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, "gripper")
+        arm_act, gripper_act = actuator_ids(self.robot, m)
+        self.arm_act = arm_act.tolist()
+        self.gripper_act = -1 if gripper_act is None else int(gripper_act)
         self.gripper_mapping = (GripperMapping.for_robot(self.robot) if self.robot.gripper
                                 else GripperMapping(open=0.04, closed=0.0))
         self.gripper_open = self.gripper_mapping.open
@@ -76,11 +85,11 @@ class PandaEnv(MujocoTaskEnv):
         self.gripper_cmd = torch.full((n,), self.gripper_open, device=self.device)
         self.finger_qpos_idx = torch.tensor([m.jnt_qposadr[self._jid(g)] for g in self.robot.gripper.joints],
                                             device=self.device) if self.robot.gripper else None
-        base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "panda_link0")
+        base = base_body(m, self.robot)
+        self.base_name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, base) if base > 0 else None
         data = mujoco.MjData(m)
         mujoco.mj_kinematics(m, data)
-        self.base_pos = torch.tensor(data.xpos[base] if base >= 0 else [0, 0, 0], dtype=torch.float32,
-                                     device=self.device)
+        self.base_pos = torch.tensor(data.xpos[base], dtype=torch.float32, device=self.device)
         self.goal_low = self.base_pos + torch.tensor(self.cfg.goal_low, device=self.device)
         self.goal_high = self.base_pos + torch.tensor(self.cfg.goal_high, device=self.device)
         self.goal_mocap = m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "goal")]
@@ -144,7 +153,7 @@ class PandaEnv(MujocoTaskEnv):
         (and object) positions in the robot base frame, which is the sim's world frame; a
         pose stamped with one of `frame_ids` is taken as is, anything else is refused."""
         base = self.base_pos.cpu().tolist()
-        frame_ids = ["", "world"] + (["panda_link0"] if max(map(abs, base)) < 1e-9 else [])
+        frame_ids = ["", "world"] + ([self.base_name] if self.base_name and max(map(abs, base)) < 1e-9 else [])
         return {"goal": {"frame": "world", "frame_ids": frame_ids, "base_position": base,
                          "box": {"min": self.goal_low.cpu().tolist(), "max": self.goal_high.cpu().tolist()}}}
 
@@ -187,6 +196,9 @@ class PandaReachEnv(PandaEnv):
 
 class PandaPickEnv(PandaEnv):
     task_name = "panda-pick"
+    needs = RobotNeeds(kinds=("manipulator",), control_mode="position", sites=("end_effector",), gripper=True,
+                       ros=("goal", "object_pose", "gripper_commands"), scene=(("joint", "object_joint"),
+                                                                               ("sensor", "object_pos")))
     cfg: PandaPickCfg
 
     def _action_size(self) -> int:

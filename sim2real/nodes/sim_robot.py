@@ -21,7 +21,8 @@ import mujoco
 import numpy as np
 
 from roboreal.config import ConfigError
-from roboreal.robots.model import actuator_ids, build_model  # robot.yaml's gains and ranges written in
+from roboreal.robots.model import (actuator_ids, build_model,  # robot.yaml's gains and ranges written in
+                                   imu_sensor_slices, target_aliases)
 from roboreal.robots.spec import RobotSpec
 
 
@@ -30,26 +31,6 @@ class ImuReading:
     orientation_wxyz: np.ndarray  # (4,) world-frame orientation of the IMU site
     angular_velocity: np.ndarray  # (3,) rad/s, IMU frame
     linear_acceleration: np.ndarray  # (3,) m/s^2, IMU frame, includes the reaction to gravity
-
-
-def imu_sensor_slices(model: mujoco.MjModel, spec: RobotSpec) -> dict[str, slice]:
-    """Where the IMU's readings are in ``sensordata``: {"quat", "gyro", "acc"} -> slice of the
-    frame-quaternion, gyro and accelerometer sensors on the spec's IMU site (what a real
-    IMU driver reports; the sim bridge and sim2sim read the same)."""
-    m = model
-    site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, spec.sites.imu)
-    want = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
-            "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
-    found: dict[str, slice] = {}
-    for key, typ in want.items():
-        for s in range(m.nsensor):
-            on_site = m.sensor_objtype[s] == mujoco.mjtObj.mjOBJ_SITE and m.sensor_objid[s] == site
-            if m.sensor_type[s] == typ and on_site:
-                found[key] = slice(m.sensor_adr[s], m.sensor_adr[s] + m.sensor_dim[s])
-                break
-        else:
-            raise ConfigError("sites.imu", f"{spec.model} has no {typ.name} sensor on site {spec.sites.imu!r}")
-    return found
 
 
 class SimRobot:
@@ -175,7 +156,8 @@ class SimRobot:
         m = self.model
         dofs = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)]
                          for j in self.spec.actuated_joints])
-        randomizer = Randomizer(cfg, OneWorld(m), 1, seed, torch.device("cpu"), actuator_joint_ids=dofs)
+        randomizer = Randomizer(cfg, OneWorld(m), 1, seed, torch.device("cpu"), actuator_joint_ids=dofs,
+                                aliases=target_aliases(self.spec, m))
         randomizer.on_startup()
         return randomizer.describe(0)
 
