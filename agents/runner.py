@@ -141,27 +141,32 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 
 def preset_section(task: str, algo: str, robot: str | None = None) -> tuple[str | None, str | None]:
-    """Which ``tasks.<name>`` section of ``agents/configs/<algo>.yaml`` trains `task`: the
-    task's own, else its family's (the task it was registered like), else none (the generic
-    ``defaults``). Returns (section, a note for the user when the choice is not the exact
-    one: a fallback, or settings tuned for another robot than `robot`)."""
+    """Which ``tasks.<name>`` section of ``agents/configs/<algo>.yaml`` trains `task` on
+    `robot` (None: the task's own robot): the task's own, else its family's (the task it
+    was registered like), else none (the generic ``defaults``). Returns (section, a note for
+    the user when the choice is not exact: a fallback, or settings tuned on another robot)."""
     path = CONFIG_DIR / f"{algo}.yaml"
     sections = ((load_yaml(path) or {}).get("tasks") or {}) if path.exists() else {}
-    family, default_robot = task, None
-    if not task.startswith("gym:"):
-        from roboreal.envs.registry import task_config, task_entry
+    if task.startswith("gym:"):
+        return (task, None) if task in sections else (None, f"no tuned {algo} settings for {task}: using the "
+                                                            f"generic defaults")
+    from roboreal.envs.registry import task_config, task_entry
 
-        family = task_entry(task).family
-        default_robot = task_config(task).robot
+    family = task_entry(task).family
+    robot = robot or task_config(task).robot
     if task in sections:
         section, note = task, None
     elif family in sections:
         section, note = family, f"no {algo} settings for {task}: using those of its family {family}"
     else:
         return None, f"no tuned {algo} settings for {task} (or its family {family}): using the generic defaults"
-    if robot and default_robot and robot != default_robot:
-        tuned = f"tuned for robot {default_robot}"
-        note = f"{note}; they are {tuned}" if note else f"{algo} settings for {section} are {tuned}, not {robot}"
+    try:
+        tuned_on = task_config(section).robot
+    except ConfigError:  # a family name that is no registered task
+        tuned_on = robot
+    if tuned_on != robot:
+        note = f"{note}, " if note else f"{algo} settings for {section} are "
+        note += f"tuned for robot {tuned_on}, not {robot}"
     return section, note
 
 

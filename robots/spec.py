@@ -507,7 +507,15 @@ def robot_reference(spec: RobotSpec) -> str:
     return str(own)
 
 
-@lru_cache(maxsize=None)
 def load_robot(ref: str) -> RobotSpec:
-    """Load a robot by name or path (see `robot_file` for where names are looked up)."""
-    return load_robot_file(robot_file(ref))
+    """Load a robot by name or path (see `robot_file` for where names are looked up). Cached
+    per file and modification time: an edited robot.yaml or MJCF is loaded afresh."""
+    path = robot_file(ref)
+    stamps = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in [path, *sorted(path.parent.glob("*.xml"))])
+    return _load_cached(path, stamps)
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: Path, stamps: tuple) -> RobotSpec:
+    return load_robot_file(path)
+
