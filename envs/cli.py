@@ -40,7 +40,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         s = env.spec
         obs = ", ".join(f"{k} {v}" for k, v in s.observation_sizes.items())
         act = f"{s.action_size} {'discrete' if s.action_type == 'discrete' else 'in [-1,1]'}"
-        table.add_row(name, s.robot or "", obs, act, f"{1 / s.control_dt:.0f} Hz", f"{s.max_episode_steps} steps",
+        kinds = " or ".join(getattr(task_entry(name).env_class, "needs").kinds)
+        robot = f"{s.robot} (env.robot=: any {kinds})" if s.robot else ""
+        table.add_row(name, robot, obs, act, f"{1 / s.control_dt:.0f} Hz", f"{s.max_episode_steps} steps",
                       task_entry(name).description)
         env.close()
     Console(width=max(160, Console().width)).print(table)

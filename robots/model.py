@@ -179,6 +179,10 @@ def _set_servo(el, kp: float, kd: float) -> None:
 
 
 def _build(spec: "RobotSpec") -> mujoco.MjModel:
+    return _build_with_additions(spec)[0]
+
+
+def _build_with_additions(spec: "RobotSpec") -> tuple[mujoco.MjModel, list[str]]:
     path = spec.model_path
     if not path.exists():
         raise ConfigError("model", f"file not found: {path}")
@@ -271,33 +275,21 @@ def _build(spec: "RobotSpec") -> mujoco.MjModel:
 
     added = _add_task_elements(spec, mspec, raw)
     try:
-        model = mspec.compile()
+        return mspec.compile(), added
     except ValueError as e:
         raise ConfigError("model", f"{model_file} failed to compile with robot.yaml's values: {e}") from None
-    _ADDED[_key(spec)] = added
-    return model
 
 
 # --------------------------------------------------------------------------- adding what tasks need
 
-_ADDED: dict = {}
 _OBJ = mujoco.mjtObj
 IMU_SENSORS = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
                "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
 
 
-def _key(spec: "RobotSpec"):
-    try:
-        hash(spec)
-        return spec
-    except TypeError:
-        return id(spec)
-
-
 def added_elements(spec: "RobotSpec") -> list[str]:
-    """What `build_model` added to `spec`'s MJCF (e.g. ``"sensor imu_gyro (gyro) on site imu"``)."""
-    build_model(spec)
-    return list(_ADDED.get(_key(spec), []))
+    """What `build_model` adds to `spec`'s MJCF (e.g. ``"sensor imu_gyro (gyro) on site imu"``)."""
+    return _build_with_additions(spec)[1]
 
 
 def _sensors_on_site(m: mujoco.MjModel, site: int) -> dict[int, int]:
@@ -457,7 +449,8 @@ def _add_task_elements(spec: "RobotSpec", mspec: mujoco.MjSpec, m: mujoco.MjMode
         mspec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], rgba=[0.5, 0.55, 0.6, 1])
         added.append(f"geom {name} (a ground plane at z = 0)")
         if m.nlight == 0:
-            mspec.worldbody.add_light(pos=[0, 0, 3], dir=[0, 0, -1], directional=True)
+            mspec.worldbody.add_light(pos=[0, 0, 3], dir=[0, 0, -1],
+                                      type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
             added.append("a directional light")
     if spec.kind == "manipulator" and mujoco.mj_name2id(m, _OBJ.mjOBJ_BODY, "goal") < 0:
         goal = mspec.worldbody.add_body(name="goal", mocap=True, pos=[0.5, 0, 0.3])
@@ -494,16 +487,16 @@ def _standing_qpos(spec: "RobotSpec", m: mujoco.MjModel) -> list[float]:
         mujoco.mj_kinematics(m, d)
         bodies = _robot_bodies(m, spec) | {int(m.jnt_bodyid[j]) for j in range(m.njnt)
                                            if int(m.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_FREE)}
-        lowest = min((float(d.geom_xpos[g, 2] - _geom_half_height(m, d, g)) for g in range(m.ngeom)
+        lowest = min((float(d.geom_xpos[g, 2] - geom_reach_below(m, d, g)) for g in range(m.ngeom)
                       if int(m.geom_bodyid[g]) in bodies and (m.geom_contype[g] or m.geom_conaffinity[g])),
                      default=float(d.qpos[base + 2]))
         d.qpos[base + 2] += -lowest + 1e-3
     return d.qpos.tolist()
 
 
-def _geom_half_height(m: mujoco.MjModel, d: mujoco.MjData, g: int) -> float:
-    """How far geom `g` reaches below its centre (exact for spheres, capsules and boxes, the
-    bounding sphere otherwise)."""
+def geom_reach_below(m: mujoco.MjModel, d: mujoco.MjData, g: int) -> float:
+    """How far geom `g` reaches below its centre in world z (exact for spheres, capsules and
+    boxes, the bounding sphere otherwise)."""
     t, size, R = int(m.geom_type[g]), m.geom_size[g], d.geom_xmat[g].reshape(3, 3)
     if t == int(mujoco.mjtGeom.mjGEOM_SPHERE):
         return float(size[0])
