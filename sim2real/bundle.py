@@ -4,10 +4,12 @@ A bundle directory holds:
 
 - ``policy.onnx``  the deterministic actor, observation normalization baked in (ONNX Runtime)
 - ``policy.pt``    the same as TorchScript
-- ``manifest.yaml`` everything a deployment needs: robot name and spec checksum, joint
-  order, default pose, action mapping, PD gains, control period and decimation, each
-  observation term in order (size, scale, clip, source), command/goal inputs, safety
-  limits, the training run, versions, and the sha256 of each model file.
+- ``manifest.yaml`` everything a deployment needs: robot name, spec checksum and where to
+  find the robot again (``robot.source``: its name, or the absolute path of its robot.yaml
+  for a robot the name does not find; `manifest_robot`), joint order, default pose, action
+  mapping, PD gains, control period and decimation, each observation term in order (size,
+  scale, clip, source), command/goal inputs, safety limits, the training run, versions, and
+  the sha256 of each model file.
 
 `load_bundle` verifies checksums and the format, optionally checks the bundle against
 the robot it is pointed at, and returns a `BundlePolicy` whose single `act(obs)` every
@@ -31,8 +33,8 @@ import torch
 import yaml
 
 import roboreal
-from roboreal.config import to_dict
-from roboreal.robots.spec import RobotSpec, load_robot
+from roboreal.config import ConfigError, to_dict
+from roboreal.robots.spec import RobotSpec, load_robot, robot_reference
 from roboreal.control.action import ActionMapping
 
 FORMAT = "roboreal-bundle/1"
@@ -104,7 +106,7 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "robot": {"name": robot.name, "spec_checksum": robot.checksum, "kind": robot.kind,
-                  "control_mode": robot.control_mode},
+                  "control_mode": robot.control_mode, "source": robot_reference(robot)},
         "joints": [j.name for j in act],
         "default_pose": [float(j.default) for j in act],
         "pd_gains": {"kp": [j.kp for j in act], "kd": [j.kd for j in act]},
@@ -234,11 +236,36 @@ def _torchscript_runner(path: Path):
     return run
 
 
+def manifest_robot(manifest: dict, override: str | None = None) -> str:
+    """The robot reference to load a bundle's robot with: `override` if given (a bundle moved
+    to another machine), else the manifest's ``robot.source``, else (older manifests) its name.
+    Whatever it finds is still checked against the manifest (`check_robot`)."""
+    robot = manifest.get("robot") or {}
+    return str(override or robot.get("source") or robot["name"])
+
+
+def load_manifest_robot(manifest: dict, override: str | None = None) -> RobotSpec:
+    """The bundle's robot, loaded from `manifest_robot(manifest, override)`; not found where
+    the manifest says (a bundle moved to another machine), the error says to pass its place.
+    Check it with `check_robot` (or `load_bundle(..., robot=spec)`)."""
+    ref = manifest_robot(manifest, override)
+    try:
+        return load_robot(ref)
+    except ConfigError as e:
+        if override:
+            raise
+        raise ConfigError("robot", f"the bundle's robot {manifest['robot']['name']!r} is not found by its "
+                          f"manifest's robot.source {ref!r} ({e}); pass --robot NAME|PATH: where it is on this "
+                          f"machine") from None
+
+
 def check_robot(manifest: dict, robot: RobotSpec) -> None:
     """Refuse a bundle that does not match `robot`, naming the mismatch."""
     name = manifest["robot"]["name"]
     if name != robot.name:
-        raise BundleError(f"bundle is for robot {name!r}, not {robot.name!r}")
+        source = manifest["robot"].get("source")
+        where = f" (the bundle's robot: {source})" if source and source != name else ""
+        raise BundleError(f"bundle is for robot {name!r}, not {robot.name!r}{where}")
     want, have = manifest["joints"], robot.actuated_names
     if want != have:
         for i, (a, b) in enumerate(zip(want, have)):

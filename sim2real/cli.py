@@ -32,6 +32,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runtime", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--robot", default=None, metavar="REF",
+                   help="where the bundle's robot is: a robot name, or a path to a robot.yaml or its folder "
+                        "(default: the manifest's robot.source, else its name; e.g. for a bundle moved to another "
+                        "machine). It must still be the robot the bundle was trained on (name, joints, checksum)")
     p.set_defaults(handler=cmd_sim2sim)
 
 
@@ -41,13 +45,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_bundle(args.run_dir, args.out, which=args.checkpoint)
     bundle = load_bundle(out)  # verify what was written
     m = bundle.manifest
-    print(f"wrote {out}: robot {m['robot']['name']}, {len(m['joints'])} joints, "
+    source = m["robot"].get("source")
+    robot = m["robot"]["name"] + (f" ({source})" if source and source != m["robot"]["name"] else "")
+    print(f"wrote {out}: robot {robot}, {len(m['joints'])} joints, "
           f"obs {m['observation']['size']} ({len(m['observation']['terms'])} terms), action {m['action']['size']} "
           f"({m['action']['type']}), {1 / m['control']['dt']:.0f} Hz")
     return 0
 
 
 def cmd_sim2sim(args: argparse.Namespace) -> int:
+    from roboreal.sim2real.bundle import BundleError
+
+    try:
+        return _sim2sim(args)
+    except BundleError as e:  # e.g. --robot names another robot than the bundle's: the mismatch, named
+        import sys
+
+        print(f"roboreal sim2sim: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _sim2sim(args: argparse.Namespace) -> int:
     from roboreal.sim2real.sim2sim import print_report, run_sim2sim
 
     driver = {k: v for k, v in (("sensor_latency_ms", args.sensor_latency_ms),
@@ -56,11 +74,12 @@ def cmd_sim2sim(args: argparse.Namespace) -> int:
     if args.over_dds:
         from roboreal.sim2real.sim2sim import print_dds_report, run_sim2sim_over_dds
 
-        result = run_sim2sim_over_dds(args.bundle, args.randomize, args.episodes, args.seed, driver_overrides=driver)
+        result = run_sim2sim_over_dds(args.bundle, args.randomize, args.episodes, args.seed, driver_overrides=driver,
+                                      robot=args.robot)
         print_dds_report(result)
     else:
         result = run_sim2sim(args.bundle, args.randomize, args.episodes, args.seed, args.runtime,
-                             progress=not args.no_progress, driver_overrides=driver)
+                             progress=not args.no_progress, driver_overrides=driver, robot=args.robot)
         print_report(result)
     if args.json:
         import json

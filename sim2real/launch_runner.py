@@ -26,7 +26,9 @@ Supported XML (the `ros2 launch` frontend; tags may be spelled with `-` or `_`):
                                  (exec "sim_bridge" also finds the command "sim-bridge").
                                  Other packages are reported as not available here.
     <param name value [value-sep]>  -> -p name:=value (nested <param name> -> a.b:=value)
-    <param from="file.yaml">        -> --params-file file
+    <param from="file.yaml">        -> --params-file file; an empty value (an optional
+                                       params-file argument left at "") adds none, as
+                                       ros2 launch skips it (warning that "." is not a file)
     <remap from to>                 -> -r from:=to
     <env name value>                extra environment variable
   <executable cmd cwd name shell launch-prefix output respawn respawn_delay on_exit>
@@ -591,9 +593,12 @@ class _Evaluator:
 
     def _param(self, el: ET.Element, scope, file, where, prefix: str) -> list[str]:
         if "from" in el.attrib:
-            f = Path(self.subst(el.attrib["from"], scope, file, where))
+            value = self.subst(el.attrib["from"], scope, file, where).strip()
+            if not value:  # an optional params file not given
+                return []
+            f = Path(value).expanduser()
             f = f if f.is_absolute() else Path.cwd() / f
-            if not f.exists():
+            if not f.is_file():
                 raise LaunchError(f"{where}: parameter file not found: {f}")
             return ["--params-file", str(f)]
         name = prefix + self.subst(self._attr(el, "name", where), scope, file, where)

@@ -17,6 +17,11 @@ Two runs side by side: nominal (no randomization, a perfect driver) and a held-o
 beyond training. The report adds the chain's interventions, latched faults, the largest
 per-step command change, and a "training vs deployment" check: the same states through
 the env's observation terms and through the builder, largest difference per term.
+
+The robot is the bundle's (its manifest's ``robot.source``: a name, or the path of a
+robot.yaml anywhere; ``robot=`` / ``--robot REF`` finds it elsewhere, e.g. for a bundle
+moved to another machine). The robot found is checked against the manifest (name, joints,
+spec checksum) and is the robot the task env simulates.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ import torch
 from roboreal.config import ConfigError, from_dict, load_yaml
 from roboreal.envs.randomization import PRESETS as RANDOMIZATION_PRESETS
 from roboreal.robots.model import actuator_ids
-from roboreal.robots.spec import load_robot
-from roboreal.sim2real.bundle import BundlePolicy, load_bundle
+from roboreal.sim2real.bundle import BundlePolicy, check_robot, load_bundle, load_manifest_robot, manifest_robot
 
 
 @dataclass
@@ -196,15 +200,29 @@ class _World:
     sent: int = 0  # sensor messages the driver published
 
 
+def task_env_overrides(manifest: dict, robot: str | None = None) -> dict:
+    """The task env's overrides for a bundle's training task: the run's own, with the robot
+    set to the bundle's (`manifest_robot`: `robot`, else the manifest's source) where the task
+    has a ``robot`` field."""
+    from roboreal.envs.registry import task_entry
+
+    train = manifest["training"]
+    overrides = dict(train.get("env_overrides") or {})
+    if "robot" in {f.name for f in dataclasses.fields(task_entry(train["task"]).cfg_class)}:
+        overrides["robot"] = manifest_robot(manifest, robot)
+    return overrides
+
+
 @torch.no_grad()
 def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, randomization: dict | None = None,
                         driver: DriverCfg | None = None, check_observations: bool = False,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, robot: str | None = None) -> dict:
     """Run one episode per simulated robot through the deployment path (module docstring).
 
     With `check_observations` the driver is perfect and, at every step, the env's
     observation terms and the builder's are computed from the same state: the result gets
-    ``observation_difference`` (term -> largest absolute difference)."""
+    ``observation_difference`` (term -> largest absolute difference). `robot`: where to find
+    the bundle's robot (default: the manifest's ``robot.source``)."""
     from roboreal.envs import make
     from roboreal.sim2real.nodes.controller import PolicyController
 
@@ -213,9 +231,10 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     train = manifest["training"]
     rand = dict(randomization or {"enabled": False})
     rand.pop("action_latency", None)  # latency is the driver's, in ms
-    env_kwargs = {**(train.get("env_overrides") or {}), "randomization": rand, "observation_noise": {}}
+    env_kwargs = {**task_env_overrides(manifest, robot), "randomization": rand, "observation_noise": {}}
     env = make(train["task"], num_envs=episodes, seed=seed, **env_kwargs)
     spec = env.robot
+    check_robot(manifest, spec)  # the robot the task simulates is the bundle's
     if abs(env.control_dt - float(manifest["control"]["dt"])) > 1e-9:
         raise ConfigError("control.dt", f"the bundle runs at {manifest['control']['dt']} s, task {train['task']} "
                           f"at {env.control_dt} s")
@@ -419,25 +438,30 @@ def _progress(enabled: bool, total: int, label: str):
 
 
 def run_sim2sim(bundle_path: str | Path, randomize: str = "heavy", episodes: int = 32, seed: int = 0,
-                runtime: str = "onnx", progress: bool = False, driver_overrides: dict | None = None) -> dict:
+                runtime: str = "onnx", progress: bool = False, driver_overrides: dict | None = None,
+                robot: str | None = None) -> dict:
     """Nominal vs `randomize` through the deployment path, plus the observation check.
-    `driver_overrides` (DriverCfg fields) replace the preset's driver conditions."""
+    `driver_overrides` (DriverCfg fields) replace the preset's driver conditions. `robot`:
+    where to find the bundle's robot (a name or a path; default: the manifest's ``robot.source``,
+    else its name)."""
     probe = load_bundle(bundle_path, robot=None, runtime=runtime)
-    spec = load_robot(probe.manifest["robot"]["name"])
+    spec = load_manifest_robot(probe.manifest, robot)
+    robot = manifest_robot(probe.manifest, robot)
     bundle = load_bundle(bundle_path, robot=spec, runtime=runtime)  # refused unless it matches the robot
     rand_none, drv_none = preset_conditions("none")
     rand, drv = preset_conditions(randomize)
     if driver_overrides:
         drv = from_dict(DriverCfg, {**dataclasses.asdict(drv), **driver_overrides}, source="sim2sim options")
-    nominal = evaluate_deployment(bundle, episodes, seed, rand_none, drv_none, progress=progress)
-    perturbed = evaluate_deployment(bundle, episodes, seed + 1, rand, drv, progress=progress)
-    check = evaluate_deployment(bundle, min(episodes, 8), seed + 2, rand, check_observations=True, progress=progress)
+    nominal = evaluate_deployment(bundle, episodes, seed, rand_none, drv_none, progress=progress, robot=robot)
+    perturbed = evaluate_deployment(bundle, episodes, seed + 1, rand, drv, progress=progress, robot=robot)
+    check = evaluate_deployment(bundle, min(episodes, 8), seed + 2, rand, check_observations=True, progress=progress,
+                                robot=robot)
     return {"nominal": nominal, "perturbed": perturbed, "preset": str(randomize), "episodes": episodes,
             "observation_difference": check["observation_difference"], "task": bundle.manifest["training"]["task"]}
 
 
 def run_sim2sim_over_dds(bundle_path: str | Path, randomize: str = "heavy", episodes: int = 2, seed: int = 0,
-                         driver_overrides: dict | None = None) -> dict:
+                         driver_overrides: dict | None = None, robot: str | None = None) -> dict:
     """Nominal vs `randomize` with the sim bridge and the policy node as processes (`sim2sim_dds`)."""
     from roboreal.sim2real.sim2sim_dds import evaluate_over_dds
 
@@ -446,8 +470,9 @@ def run_sim2sim_over_dds(bundle_path: str | Path, randomize: str = "heavy", epis
     _, drv = preset_conditions(randomize)
     if driver_overrides:
         drv = from_dict(DriverCfg, {**dataclasses.asdict(drv), **driver_overrides}, source="sim2sim options")
-    nominal = evaluate_over_dds(bundle_path, episodes, seed)
-    perturbed = evaluate_over_dds(bundle_path, episodes, seed + 1, None if randomize == "none" else randomize, drv)
+    nominal = evaluate_over_dds(bundle_path, episodes, seed, robot=robot)
+    perturbed = evaluate_over_dds(bundle_path, episodes, seed + 1, None if randomize == "none" else randomize, drv,
+                                  robot=robot)
     return {"nominal": nominal, "perturbed": perturbed, "preset": str(randomize), "episodes": episodes}
 
 

@@ -6,7 +6,9 @@ preset, sensor and command latency, sensor noise) and `roboreal deploy` (the bun
 behind its safety chain) — and scores the robot from the simulator's ground truth.
 Each episode gets fresh processes (so a new randomization draw, seeded), and starts
 once the policy node has finished its startup ramp and fade-in. The task env is used
-only to sample what the task would (velocity commands, goals) from the same seeds.
+only to sample what the task would (velocity commands, goals) from the same seeds. Any
+robot: the processes get the robot by the reference the manifest records (``robot.source``:
+a name or a robot.yaml path), or by `robot=` / ``--robot REF``.
 
 What differs from the in-process path (`sim2sim.evaluate_deployment`): wall-clock
 timing and DDS delivery are real; the bridge publishes at its own rate and applies one
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from roboreal.control.observation import projected_gravity
-from roboreal.sim2real.bundle import load_bundle
+from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
 from roboreal.sim2real.nodes.process import stop_process
 
 TOPIC_WAIT_S = 90.0  # process start-up + startup ramp, on a loaded 2-core machine
@@ -92,23 +94,27 @@ def fallen(pose: np.ndarray, tilt_limit: float) -> bool:
 
 
 def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0, randomization: str | None = None,
-                      driver=None, log_dir: str | Path | None = None, episode_s: float | None = None) -> dict:
-    """Score `episodes` real-time episodes of the deployed bundle (module docstring)."""
+                      driver=None, log_dir: str | Path | None = None, episode_s: float | None = None,
+                      robot: str | None = None) -> dict:
+    """Score `episodes` real-time episodes of the deployed bundle (module docstring). `robot`:
+    where to find the bundle's robot (default: the manifest's ``robot.source``, else its name)."""
     import torch
 
     from roboreal.envs import make
-    from roboreal.robots.spec import load_robot
+    from roboreal.robots.spec import robot_reference
+    from roboreal.sim2real.sim2sim import task_env_overrides
 
     probe = load_bundle(bundle_path)
-    spec = load_robot(probe.manifest["robot"]["name"])
-    bundle = load_bundle(bundle_path, robot=spec)
+    spec = load_manifest_robot(probe.manifest, robot)
+    bundle = load_bundle(bundle_path, robot=spec)  # refused unless it matches the robot
+    robot_ref = robot_reference(spec)  # what the processes load: its name, or its robot.yaml's absolute path
     m = bundle.manifest
     train = m["training"]
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = int(os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100)))
     log_dir = Path(log_dir or Path(bundle_path) / "sim2sim_dds_logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = make(train["task"], num_envs=episodes, seed=seed, **(train.get("env_overrides") or {}))
+    env = make(train["task"], num_envs=episodes, seed=seed, **task_env_overrides(m, robot_ref))
     with torch.no_grad():
         env.reset()
         commands = [env.commands.clone().cpu().numpy()] if hasattr(env, "commands") else None
@@ -130,7 +136,7 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
     results = []
     try:
         for ep in range(episodes):
-            bridge_args = [py, "-m", "roboreal", "sim-bridge", "--robot", spec.name, "--seed", str(seed + ep)]
+            bridge_args = [py, "-m", "roboreal", "sim-bridge", "--robot", robot_ref, "--seed", str(seed + ep)]
             ros = []
             if randomization:
                 bridge_args.append("--randomize")
@@ -147,7 +153,7 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
                         ros += ["-p", f"{param}:={noise[key] / math.sqrt(3)}"]
             bridge = subprocess.Popen(bridge_args + ["--ros-args"] + ros, env=proc_env,
                                       stdout=open(log_dir / f"bridge_{ep}.log", "w"), stderr=subprocess.STDOUT)
-            node = subprocess.Popen([py, "-m", "roboreal", "deploy", str(bundle_path), "--robot", spec.name],
+            node = subprocess.Popen([py, "-m", "roboreal", "deploy", str(bundle_path), "--robot", robot_ref],
                                     env=proc_env, stdout=open(log_dir / f"policy_node_{ep}.log", "w"),
                                     stderr=subprocess.STDOUT)
             try:

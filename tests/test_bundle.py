@@ -58,6 +58,7 @@ def test_manifest_describes_the_deployment(bundles):
     _, bundle_dir = bundles["gaussian"]
     m = yaml.safe_load((bundle_dir / "manifest.yaml").read_text())
     assert m["robot"]["name"] == "go1"
+    assert m["robot"]["source"] == "go1"  # how to find it again: the name finds roboreal's own go1
     assert m["joints"][:3] == ["FR_hip_joint", "FR_thigh_joint", "FR_calf_joint"]
     assert m["action"]["type"] == "joint_position_absolute" and m["action"]["scale"] == [0.25] * 12
     assert m["action"]["offset"] == m["default_pose"]

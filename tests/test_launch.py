@@ -176,6 +176,25 @@ def test_includes_with_args_params_inline_and_from_yaml_and_remaps(tmp_path):
         plan_launch(missing)
 
 
+def test_an_empty_params_file_argument_adds_no_params_file(tmp_path):
+    """<param from="$(var params_file)"/> with the argument left at "": no --params-file
+    (ros2 launch skips it too); given a file, it is passed."""
+    params = write(tmp_path / "p.yaml", "/**:\n  ros__parameters: {seed: 3}")
+    f = write(tmp_path / "o.launch.xml", """
+        <launch>
+          <arg name="params_file" default=""/>
+          <node pkg="roboreal" exec="sim-bridge" name="b">
+            <param from="$(var params_file)"/>
+            <param name="robot" value="go1"/>
+          </node>
+        </launch>""")
+    assert cmds(plan_launch(f)) == {"b": ROBOREAL + ["sim-bridge", "--ros-args", "-r", "__node:=b", "-p", "robot:=go1"]}
+    assert cmds(plan_launch(f, {"params_file": str(params)}))["b"][-4:] == [
+        "--params-file", str(params), "-p", "robot:=go1"]
+    with pytest.raises(LaunchError, match="parameter file not found"):
+        plan_launch(f, {"params_file": str(tmp_path / "missing.yaml")})
+
+
 def test_executable_command_splitting_and_substitutions(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBOREAL_TEST_WORDS", "two words")
     f = write(tmp_path / "e.launch.xml", """
@@ -209,6 +228,8 @@ def test_errors_name_the_cause(tmp_path):
     err('<launch><executable cmd="echo $(var nope)"/></launch>', "no launch argument or <let> named 'nope'")
     err('<launch><node pkg="roboreal" exec="sim-bridge"><param from="/no/such.yaml"/></node></launch>',
         "parameter file not found")
+    err('<launch><node pkg="roboreal" exec="sim-bridge"><param from="$(dirname)"/></node></launch>',
+        "parameter file not found")  # a folder is no params file
     err("<launch><executable cmd='ls'></launch>", "malformed XML")
     # underscores find the dashed command (ROS executables are often snake_case)
     plan = plan_launch(write(tmp_path / "ok.launch.xml", '<launch><node pkg="roboreal" exec="sim_bridge"/></launch>'))
@@ -219,15 +240,17 @@ def test_sim_robot_launch_file_plan():
     plan = plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml", ["robot:=go1", "seed:=7"])
     [p] = plan.processes
     assert p.name == "sim_bridge"
+    # no params file: the bridge takes its defaults from the robot (sim2real/nodes/params.py)
     assert p.cmd == ROBOREAL + [
         "sim-bridge", "--ros-args", "-r", "__node:=sim_bridge",
-        "--params-file", str(PACKAGE_DIR / "sim2real" / "nodes" / "config" / "sim_bridge_go1.yaml"),
         "-p", "robot:=go1", "-p", "randomize:=false", "-p", "randomization:=mild", "-p", "seed:=7"]
     [p] = plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml",
                       ["robot:=go1", "randomize:=true", "randomization:=heavy"]).processes
     assert p.cmd[-6:] == ["-p", "randomize:=true", "-p", "randomization:=heavy", "-p", "seed:=0"]
-    for robot in ("panda", "go1", "cartpole"):  # every robot has its params file
-        plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml", {"robot": robot})
+    params = PACKAGE_DIR / "sim2real" / "nodes" / "config" / "sim_bridge_panda.yaml"
+    [p] = plan_launch(PACKAGE_DIR / "launch" / "sim_robot.launch.xml",
+                      {"robot": "/any/robot.yaml", "params_file": str(params)}).processes
+    assert p.cmd[5:11] == ["-r", "__node:=sim_bridge", "--params-file", str(params), "-p", "robot:=/any/robot.yaml"]
 
 
 def test_cli_dry_run_and_errors(capsys):

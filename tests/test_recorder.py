@@ -443,7 +443,7 @@ def test_recording_session_feeds_dagger(panda_bundle, tmp_path):
             raise AssertionError(f"no policy mode within {timeout} s (modes {modes}):\n{runner.output}")
 
         def takeover(seconds: float):
-            joy(button=1)  # the intervention button (teleop_panda.yaml: 4)
+            joy(button=1)  # the intervention button (teleop_manipulator.yaml: 4)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 joy((0.5, -0.4, 0.0, 0.3, 0.6))

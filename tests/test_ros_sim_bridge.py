@@ -297,7 +297,7 @@ def _wait_first(probe: Probe, rec: Recorder, bridge: Process, what: str, timeout
 @pytest.mark.ros
 def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
     """launch/sim_robot.launch.xml through `roboreal launch`: the bridge comes up with the
-    robot's params file and the launch arguments; Ctrl-C stops it cleanly."""
+    robot's defaults and the launch arguments; Ctrl-C stops it cleanly."""
     pytest.importorskip("rclpy")
     from sensor_msgs.msg import JointState
 
@@ -316,7 +316,7 @@ def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
         rc = runner.stop()
     assert rc == 0, runner.output
     assert "[launched_bridge]" in runner.output and "simulating cartpole" in runner.output
-    assert "publishing 100 Hz" in runner.output  # from config/sim_bridge_cartpole.yaml
+    assert "publishing 100 Hz" in runner.output  # derived: the physics rate, 1 / the model's 0.01 s timestep
 
 
 @pytest.fixture
@@ -478,7 +478,7 @@ def test_bridge_node_parameters_are_checked(node_context):
     node = _bridge_node(node_context, robot="go1", publish_rate=500, latency=0.02)  # ints are fine for floats
     try:
         assert node.publish_rate == 500.0 and node.latency == 0.02
-        assert node.sim.initial_pose == "home"  # from config/sim_bridge_go1.yaml
+        assert node.sim.initial_pose == "home"  # derived: the model's home keyframe (sim2real/nodes/params.py)
     finally:
         node.destroy_node()
 

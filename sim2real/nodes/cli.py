@@ -16,14 +16,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "a ROS parameter (see roboreal/sim2real/nodes/sim_bridge.py); the flags below are shortcuts "
                     "that override params files and --ros-args. Standard ROS arguments go after --ros-args, "
                     "e.g. --ros-args -r __node:=bridge -p joint_position_noise:=0.01.")
-    p.add_argument("--robot", help="robot name (robots/NAME) or a robot.yaml; or -p robot:=NAME")
-    p.add_argument("--rate", type=float, help="publish_rate, Hz")
+    p.add_argument("--robot", help="a robot name, or a path to a robot.yaml or its folder; or -p robot:=REF")
+    p.add_argument("--rate", type=float, help="publish_rate, Hz (default: the physics rate, 1 / physics_dt)")
     p.add_argument("--params", action="append", default=[], metavar="FILE.yaml",
                    help="ROS 2 params file (repeatable; later files win)")
     p.add_argument("--seed", type=int)
     p.add_argument("--randomize", action="store_true", default=None,
                    help="randomize the model once (-p randomization:=mild|heavy|FILE.yaml; default mild)")
-    p.add_argument("--initial-pose", help="'default' or an MJCF keyframe name")
+    p.add_argument("--initial-pose", help="'default' (robot.yaml's default pose) or an MJCF keyframe name "
+                                          "(default: home)")
     p.add_argument("--latency", type=float, help="s of delay on outgoing sensor messages")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
                    help="standard ROS 2 arguments (-r from:=to, -p name:=value, --params-file F, --log-level L)")

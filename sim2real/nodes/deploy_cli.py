@@ -23,11 +23,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="The policy node: builds the bundle's observation from JointState/Imu/Twist/PoseStamped, runs "
                     "the policy at the manifest's control rate and publishes joint commands through the safety "
                     "chain. A bundle for another robot is refused (exit 1). Every option is a ROS parameter (see "
-                    "roboreal/sim2real/nodes/policy_node.py and config/policy_node_<robot>.yaml); safety.* "
+                    "roboreal/sim2real/nodes/policy_node.py; defaults by robot kind in config/policy_node_<kind>.yaml); safety.* "
                     "parameters may only tighten robot.yaml's limits (exit 2 otherwise). E-stop: publish true on "
                     "/policy_node/estop; release: call /policy_node/reset (std_srvs/Trigger).")
     p.add_argument("bundle", nargs="?", help="bundle directory (or -p bundle:=PATH)")
-    p.add_argument("--robot", help="the robot it runs on: robots/NAME or a robot.yaml (or -p robot:=NAME)")
+    p.add_argument("--robot", help="the robot it runs on: a robot name, or a path to a robot.yaml or its folder "
+                                   "(or -p robot:=REF)")
     p.add_argument("--runtime", choices=["onnx", "torchscript"])
     _ros_args_option(p)
     p.set_defaults(handler=cmd_deploy)
@@ -38,9 +39,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Maps /joy (or the keyboard with --keyboard, when stdin is a terminal) to velocity commands "
                     "(quadrupeds) or end-effector goal nudges (manipulators), toggles /intervention and, while "
                     "intervening, publishes the human's normalized action on /teleop/action; the policy node "
-                    "executes it through its safety chain. Parameters: roboreal/sim2real/nodes/teleop.py and "
-                    "config/teleop_<robot>.yaml.")
-    p.add_argument("--robot", help="robot name or robot.yaml (or -p robot:=NAME)")
+                    "executes it through its safety chain. Parameters: roboreal/sim2real/nodes/teleop.py; defaults by "
+                    "robot kind in config/teleop_<kind>.yaml.")
+    p.add_argument("--robot", help="a robot name, or a path to a robot.yaml or its folder (or -p robot:=REF)")
+    p.add_argument("--bundle", help="the policy's bundle: action size and velocity ranges from its manifest")
     p.add_argument("--keyboard", action="store_true", help="read the keyboard (stdin must be a terminal)")
     p.add_argument("--action-size", type=int, help="size of the policy's action (default: actuated joints)")
     _ros_args_option(p)
@@ -76,8 +78,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_teleop(args: argparse.Namespace) -> int:
     from roboreal.sim2real.nodes.teleop import run  # imports rclpy
 
-    return run(_ros_args(args, {"robot": args.robot, "keyboard": "true" if args.keyboard else None,
-                                "action_size": args.action_size}))
+    return run(_ros_args(args, {"robot": args.robot, "bundle": args.bundle,
+                                "keyboard": "true" if args.keyboard else None, "action_size": args.action_size}))
 
 
 def main(argv: list[str] | None = None) -> int:

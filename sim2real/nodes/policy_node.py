@@ -91,10 +91,13 @@ default pose), as in simulation where every action is executed. On shutdown (SIG
 the node latches the e-stop, publishes the chain's safe command (hold or damping, the spec's
 fault mode, rate-limited like every command) once more, and exits.
 
-Parameters (defaults: this file, then ``config/policy_node_<robot>.yaml``, then params
-files / -p overrides): see `PARAMETERS`; ``safety.<field>`` (the robot.yaml ``safety:``
-keys, e.g. ``safety.velocity_scale``, ``safety.watchdog.command``) may only TIGHTEN the
-robot's limits (`SafetyLimits.tighten` refuses loosening: the node exits with status 2).
+Parameters (defaults: this file, then the robot kind's ``config/policy_node_<kind>.yaml``
+(quadruped, manipulator, cartpole; `roboreal.sim2real.nodes.params`), then params files / -p
+overrides): see `PARAMETERS`. ``robot`` is a robot name or a path to a robot.yaml or its
+folder (any robot: no per-robot YAML is needed); ``bundle`` the bundle directory;
+``safety.<field>`` (the robot.yaml ``safety:`` keys, e.g. ``safety.velocity_scale``,
+``safety.watchdog.command``) may only TIGHTEN the robot's limits (`SafetyLimits.tighten`
+refuses loosening: the node exits with status 2).
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
 from roboreal.sim2real.nodes.controller import PolicyController
-from roboreal.sim2real.nodes.params import config_file, default_parameters
+from roboreal.sim2real.nodes.params import default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.step_record import MODES, SegmentPacker, StepPacker, audit_fields, info_json, step_fields
 from roboreal.sim2real.nodes.timing import TRIGGERS, ControlSchedule, StampTracker
@@ -172,18 +175,6 @@ SAFETY_KEYS = ("joint_position_margin", "velocity_scale", "torque_scale", "max_t
                "plausibility.linear_acceleration", "plausibility.quaternion_norm_tolerance")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-
-
 def _stamp(msg_stamp) -> float:
     return msg_stamp.sec + msg_stamp.nanosec * 1e-9
 
@@ -203,19 +194,16 @@ class PolicyNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         dyn = dict(dynamic_typing=True)
         robot = str(self.declare_parameter("robot", "", ParameterDescriptor(
-            description="robot name or robot.yaml path", **dyn)).value or "")
+            description="a robot name, or a path to a robot.yaml or its folder", **dyn)).value or "")
         bundle_path = str(self.declare_parameter("bundle", "", ParameterDescriptor(
             description="policy bundle directory", **dyn)).value or "")
         if not robot:
-            raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
+            raise ConfigError("robot", "not set: pass --robot NAME|PATH or --ros-args -p robot:=NAME|PATH")
         if not bundle_path:
             raise ConfigError("bundle", "not set: pass the bundle directory or --ros-args -p bundle:=PATH")
         self.spec = spec = load_robot(robot)
-        defaults = _flatten(default_parameters(NODE_NAME, robot))
-        unknown = sorted(k for k in defaults if k not in PARAMETERS and k not in {"robot", "bundle"}
-                         and k not in {f"safety.{s}" for s in SAFETY_KEYS})
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown policy_node parameter in {config_file(NODE_NAME, robot)}")
+        defaults = default_parameters(NODE_NAME, spec, known={"robot", "bundle", *PARAMETERS,
+                                                              *(f"safety.{s}" for s in SAFETY_KEYS)})
         p = {name: self.declare_parameter(name, defaults.get(name, default),
                                           ParameterDescriptor(description=desc, **dyn)).value
              for name, (default, desc) in PARAMETERS.items()}

@@ -52,12 +52,18 @@ model's gains; pending commands, trajectories and delayed messages are dropped.
 
 Parameters (ROS parameters, read at startup; set them with a params file, `--ros-args
 -p name:=value`, or the CLI flags of `roboreal sim-bridge`). Defaults come from this code,
-then from `config/sim_bridge_<robot>.yaml` next to this file, then from what is passed:
+then from the robot (`roboreal.sim2real.nodes.params`: publish_rate and initial_pose are
+derived from robot.yaml and the model; roboreal's own robots may ship
+`config/sim_bridge_<robot>.yaml`), then from what is passed. No robot needs a YAML file:
 
-  robot                  robot name (robots/<name>) or a robot.yaml path (required)
-  publish_rate           Hz of JointState / Imu / ee_pose (and of command application)
+  robot                  a robot name (robots/<name>, $ROBOREAL_ROBOT_PATH, entry points) or
+                         a path to a robot.yaml or its folder (required)
+  publish_rate           Hz of JointState / Imu / ee_pose (and of command application);
+                         default 1 / physics_dt (robot.yaml's, else the model's timestep)
   real_time_factor       simulated seconds per wall-clock second (1.0 = real time)
-  initial_pose           `default` (the spec's default pose) or an MJCF keyframe name
+  initial_pose           `default` (the spec's default pose) or an MJCF keyframe name;
+                         default `home` (the MJCF's keyframe, or one build_model derives
+                         from robot.yaml's default pose when the MJCF has none)
   command_interface      forward_command | position_gains | joint_trajectory (default: the spec's)
   randomize              randomize the model once at startup (seeded), with `randomization`
   randomization          mild | heavy (`roboreal.envs.randomization.PRESETS`) or a YAML file
@@ -102,14 +108,15 @@ from trajectory_msgs.msg import JointTrajectory
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
-from roboreal.sim2real.nodes.params import config_file, default_parameters
+from roboreal.sim2real.nodes.params import default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
 
 NODE_NAME = "sim_bridge"
 INTERFACES = ("forward_command", "position_gains", "joint_trajectory")
 
-# name -> (default, description). Robot-specific defaults live in config/sim_bridge_<robot>.yaml.
+# name -> (default, description). The robot's own defaults (publish rate, initial pose) come
+# from `params.default_parameters` (derived from robot.yaml and the model).
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_rate": (200.0, "Hz of JointState/Imu/ee_pose publishing and command application"),
     "real_time_factor": (1.0, "simulated seconds per wall-clock second"),
@@ -164,15 +171,11 @@ class SimBridge(Node):
         super().__init__(NODE_NAME, **kwargs)
         dyn = dict(dynamic_typing=True)
         robot = self.declare_parameter("robot", "", ParameterDescriptor(
-            description="robot name or robot.yaml path", **dyn)).value
+            description="a robot name, or a path to a robot.yaml or its folder", **dyn)).value
         if not robot:
-            raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
+            raise ConfigError("robot", "not set: pass --robot NAME|PATH or --ros-args -p robot:=NAME|PATH")
         self.spec = load_robot(str(robot))
-        defaults = default_parameters("sim_bridge", str(robot))
-        unknown = set(defaults) - set(PARAMETERS) - {"robot"}
-        if unknown:
-            raise ConfigError(sorted(unknown)[0],
-                              f"unknown sim_bridge parameter in {config_file('sim_bridge', str(robot))}")
+        defaults = default_parameters(NODE_NAME, self.spec, known={"robot", *PARAMETERS})
         p = {name: self.declare_parameter(name, defaults.get(name, default),
                                           ParameterDescriptor(description=desc, **dyn)).value
              for name, (default, desc) in PARAMETERS.items()}

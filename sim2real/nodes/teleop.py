@@ -1,4 +1,4 @@
-"""Teleop (`roboreal teleop --robot NAME [--keyboard]`): a human drives the policy's inputs,
+"""Teleop (`roboreal teleop --robot NAME|PATH [--keyboard]`): a human drives the policy's inputs,
 or takes over from the policy.
 
 Input: ``sensor_msgs/Joy`` on ``joy_topic`` (a joystick driver such as ``joy_node``), or
@@ -41,6 +41,12 @@ acknowledgements can take half a second, so this is a bounded wait, not a guaran
     that decision belongs. No teleop action and no e-stop (``false`` releases nothing).
 A Ctrl-C therefore never leaves the robot walking or reaching on the human's last command.
 
+Parameters: `PARAMETERS`, plus ``robot`` (a robot name, or a path to a robot.yaml or its
+folder) and, optionally, ``bundle`` (the policy's bundle: ``action_size`` and, for velocity
+commands, ``max_vx/vy/wz`` then follow its manifest: its action size and the velocity ranges
+it was trained on). Defaults: this file, then the robot kind's ``config/teleop_<kind>.yaml``,
+then the bundle's manifest (`roboreal.sim2real.nodes.params`), then params files / -p.
+
 Keys: w/s a/d q/e  vx, vy, yaw rate (quadruped) | w/s a/d r/f  goal x, y, z (manipulator)
       space  zero the velocity  |  i  toggle intervention  |  [ ]  select action dim
       k/l  action dim -/+  |  z  zero the action  |  x  e-stop  |  h  help
@@ -60,7 +66,7 @@ import numpy as np
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import RobotSpec, load_robot
-from roboreal.sim2real.nodes.params import config_file, default_parameters
+from roboreal.sim2real.nodes.params import default_parameters, read_manifest
 
 NODE_NAME = "teleop"
 
@@ -270,14 +276,16 @@ def make_node(**kwargs):
         def __init__(self):
             super().__init__(NODE_NAME, **kwargs)
             dyn = dict(dynamic_typing=True)
-            robot = str(self.declare_parameter("robot", "", ParameterDescriptor(**dyn)).value or "")
+            robot = str(self.declare_parameter("robot", "", ParameterDescriptor(
+                description="a robot name, or a path to a robot.yaml or its folder", **dyn)).value or "")
             if not robot:
-                raise ConfigError("robot", "not set: pass --robot NAME or --ros-args -p robot:=NAME")
+                raise ConfigError("robot", "not set: pass --robot NAME|PATH or --ros-args -p robot:=NAME|PATH")
+            bundle = str(self.declare_parameter("bundle", "", ParameterDescriptor(
+                description="the policy's bundle directory (optional): action_size and max_vx/vy/wz follow its "
+                            "manifest", **dyn)).value or "")
             self.spec = spec = load_robot(robot)
-            defaults = default_parameters("teleop", robot)
-            unknown = sorted(set(defaults) - set(PARAMETERS) - {"robot"})
-            if unknown:
-                raise ConfigError(unknown[0], f"unknown teleop parameter in {config_file('teleop', robot)}")
+            defaults = default_parameters(NODE_NAME, spec, manifest=read_manifest(bundle) if bundle else None,
+                                          known={"robot", "bundle", *PARAMETERS})
             p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
                  for k, (d, desc) in PARAMETERS.items()}
             self.keyboard = str(p["keyboard"]).lower() == "true"
