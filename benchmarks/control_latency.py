@@ -38,14 +38,13 @@ def make_bundles(root: Path) -> list[Path]:
 def measure(bundle_dir: Path, runtime: str, steps: int) -> dict:
     import torch
 
-    from roboreal.robots.spec import load_robot
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
     from roboreal.sim2real.safety import RobotState, SafetyChain
 
     torch.set_num_threads(1)
     bundle = load_bundle(bundle_dir, runtime=runtime)
     m = bundle.manifest
-    spec = load_robot(m["robot"]["name"])
+    spec = load_manifest_robot(m)
     dt = float(m["control"]["dt"])
     chain = SafetyChain(spec, bundle.action_mapping, dt=dt)
     rng = np.random.default_rng(0)

@@ -48,12 +48,13 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
     domain = int(os.environ.setdefault("ROS_DOMAIN_ID", str(120 + os.getpid() % 80)))
     from std_msgs.msg import Float64MultiArray, String
 
-    from roboreal.robots.spec import load_robot
+    from roboreal.robots.spec import robot_reference
+    from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
     from roboreal.sim2real.nodes.step_record import audit_from_msg, parse_info
     from roboreal.sim2real.sim2sim_dds import GroundTruthProbe, fallen
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
-    spec = load_robot("go1")
+    spec = load_manifest_robot(load_bundle(bundle).manifest)  # go1, or any quadruped the bundle was trained on
     probe = GroundTruthProbe(spec, domain)
     audit: list[dict] = []
     info: dict = {}
@@ -62,7 +63,7 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
                                    QoSProfile(depth=100))
     probe.node.create_subscription(String, "/policy_node/info", lambda m: info.update(parse_info(m.data)), latched)
     cmd = [sys.executable, "-m", "roboreal", "launch", "sim_deploy.launch.xml", f"bundle:={bundle.resolve()}",
-           "robot:=go1", f"randomize:={'true' if randomize else 'false'}", f"seed:={seed}"]
+           f"robot:={robot_reference(spec)}", f"randomize:={'true' if randomize else 'false'}", f"seed:={seed}"]
     out = open(log, "w") if log else subprocess.DEVNULL
     launch = subprocess.Popen(cmd, cwd=ROOT / "launch", start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -121,11 +122,12 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
                 launch.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(launch.pid, signal.SIGKILL)
-    return {"bundle": str(bundle), "randomize": randomize, "seed": seed, "phases": phases}
+    return {"bundle": str(bundle), "robot": spec.name, "robot_ref": robot_reference(spec), "randomize": randomize,
+            "seed": seed, "phases": phases}
 
 
 def report(result: dict) -> None:
-    print(f"go1 over ROS 2 (roboreal launch sim_deploy.launch.xml robot:=go1, randomize "
+    print(f"{result['robot']} over ROS 2 (roboreal launch sim_deploy.launch.xml robot:={result['robot_ref']}, randomize "
           f"{'on' if result['randomize'] else 'off'}, seed {result['seed']}), bundle {result['bundle']}")
     print("| phase | command (vx, vy, yaw) | time | distance | forward | sideways | heading | fell | "
           "commands | changed by chain (by filter) |")

@@ -11,6 +11,7 @@ see the README) and must come up through the safety chain's ramp into policy mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from roboreal.cli import main
 from roboreal.robots.spec import load_robot
@@ -135,49 +135,51 @@ def ros_domain(monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
 
 
-@pytest.mark.ros
-def test_the_arm_reaches_goals_over_ros_through_the_launch_file(ur5e_bundle, tmp_path, ros_domain):
+@contextlib.contextmanager
+def deployed(bundle: Path, robot: str, log: Path):
+    """The launch file running `bundle` on the simulated `robot` (a path), and a probe of its
+    ground truth and the policy node's mode."""
     from roboreal.sim2real.sim2sim_dds import GroundTruthProbe
 
-    spec = load_robot(str(EXAMPLES / "ur5e"))
-    probe = GroundTruthProbe(spec, int(os.environ["ROS_DOMAIN_ID"]))
-    launch = Launch(ur5e_bundle, EXAMPLES / "ur5e", tmp_path / "launch.log")
+    probe = GroundTruthProbe(load_robot(str(EXAMPLES / robot)), int(os.environ["ROS_DOMAIN_ID"]))
+    launch = Launch(bundle, EXAMPLES / robot, log)
     try:
-        goals = ([0.45, 0.15, 0.35], [0.55, -0.15, 0.25], [0.40, 0.0, 0.45])
-        # the chain holds without a goal stream (its command watchdog), so goals flow from the start
-        _wait(lambda: probe.mode == "policy", 60, launch, "the policy node's policy mode",
-              each=lambda: probe.send(goal=np.array(goals[0])))
-        errors = []
-        for goal in goals:
-            end = time.monotonic() + 4.0  # two episodes' worth at 25 Hz
-            while time.monotonic() < end:  # a steady goal stream (the chain holds after 0.5 s without one)
-                probe.send(goal=np.array(goal))
-                time.sleep(0.1)
-            errors.append(float(np.linalg.norm(probe.ee - np.array(goal))))
-        assert probe.mode == "policy", launch.log.read_text()[-3000:]
-        assert max(errors) < 0.05, errors  # within the task's success radius over DDS
+        yield launch, probe
     finally:
         launch.stop()
         probe.close()
+
+
+def stream(send, seconds: float) -> None:
+    """Call `send` at 10 Hz for `seconds` (the chain holds after 0.5 s without a command/goal)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        send()
+        time.sleep(0.1)
+
+
+@pytest.mark.ros
+def test_the_arm_reaches_goals_over_ros_through_the_launch_file(ur5e_bundle, tmp_path, ros_domain):
+    with deployed(ur5e_bundle, "ur5e", tmp_path / "launch.log") as (launch, probe):
+        goals = [np.array(g) for g in ([0.45, 0.15, 0.35], [0.55, -0.15, 0.25], [0.40, 0.0, 0.45])]
+        _wait(lambda: probe.mode == "policy", 60, launch, "the policy node's policy mode",
+              each=lambda: probe.send(goal=goals[0]))  # goals flow from the start: no goal, no policy
+        errors = []
+        for goal in goals:
+            stream(lambda: probe.send(goal=goal), 4.0)  # two episodes' worth at 25 Hz
+            errors.append(float(np.linalg.norm(probe.ee - goal)))
+        assert probe.mode == "policy", launch.log.read_text()[-3000:]
+        assert max(errors) < 0.05, errors  # within the task's success radius over DDS
 
 
 @pytest.mark.ros
 def test_the_quadruped_comes_up_through_the_chain_and_stands_over_ros(a1_bundle, tmp_path, ros_domain):
-    from roboreal.sim2real.sim2sim_dds import GroundTruthProbe, fallen
+    from roboreal.sim2real.sim2sim_dds import fallen
 
-    spec = load_robot(str(EXAMPLES / "a1"))
-    probe = GroundTruthProbe(spec, int(os.environ["ROS_DOMAIN_ID"]))
-    launch = Launch(a1_bundle, EXAMPLES / "a1", tmp_path / "launch.log")
-    try:
-        stand = lambda: probe.send(command=np.zeros(3))  # noqa: E731 (a steady "stand still" stream)
+    with deployed(a1_bundle, "a1", tmp_path / "launch.log") as (launch, probe):
+        stand = lambda: probe.send(command=np.zeros(3))  # noqa: E731
         _wait(lambda: probe.mode == "policy", 60, launch, "the policy node's policy mode", each=stand)
         _wait(lambda: probe.base_pose is not None, 10, launch, "the sim bridge's base pose", each=stand)
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
-            stand()
-            time.sleep(0.1)
+        stream(stand, 2.0)
         assert probe.mode == "policy", launch.log.read_text()[-3000:]
-        assert not fallen(probe.base_pose, spec.safety.tilt_limit), probe.base_pose
-    finally:
-        launch.stop()
-        probe.close()
+        assert not fallen(probe.base_pose, load_robot(str(EXAMPLES / "a1")).safety.tilt_limit), probe.base_pose
