@@ -64,3 +64,23 @@ def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
     env = make("cartpole-balance", num_envs=4, seed=12345)
     expected = evaluate(ZeroPolicy(info["action_size"]), env)
     assert f"mean return {expected['mean_return']:.2f}" in out
+
+
+@pytest.mark.slow
+def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
+    """go1-walk's tuned PPO (1024 envs) for 60 iterations (1.47M steps, about 2.7 minutes on
+    this 2-core CPU) must track the commanded velocity clearly better than standing still: its
+    error at most 0.85 x the zero action's, over 32 deterministic episodes of the benchmark's
+    seed. Measured: 0.373 vs 0.565 m/s at this point of the 20-minute benchmark run, which
+    goes on to 0.15 m/s (README, "Quadruped on a CPU budget")."""
+    from roboreal.agents.runner import resolve_config, train
+
+    run = tmp_path / "run"
+    train(resolve_config("go1-walk", "ppo", seed=0, total_steps=60 * 1024 * 24), run, progress=False)
+    module, info = load_policy(run, "last")
+    errors = {}
+    for name, policy in (("trained", module), ("zero", ZeroPolicy(info["action_size"]))):
+        env = make("go1-walk", num_envs=32, seed=12345)
+        errors[name] = evaluate(policy, env, obs_group=info["obs_group"])["velocity_tracking_error"]
+        env.close()
+    assert errors["trained"] <= 0.85 * errors["zero"], errors

@@ -138,8 +138,8 @@ def test_sim_robot_gains_sent_with_the_targets():
     assert np.allclose(sim.gains[0], kp0) and np.allclose(sim.gains[1], kd0)
     assert np.allclose(sim.model.actuator_biasprm[sim._act, 1], -kp0)
 
-    go1 = SimRobot(load_robot("go1"))  # 12 <position> servos, kp 20 / kv 0.5
-    assert go1.gains_settable and np.allclose(go1.gains[0], 20.0) and np.allclose(go1.gains[1], 0.5)
+    go1 = SimRobot(load_robot("go1"))  # 12 <position> servos, kp 30 / kv 0.8
+    assert go1.gains_settable and np.allclose(go1.gains[0], 30.0) and np.allclose(go1.gains[1], 0.8)
     cart = SimRobot(load_robot("cartpole"))  # a force robot: no servo gains
     with pytest.raises(ValueError, match="position servos"):
         cart.set_gains([1.0], [0.0])
@@ -522,7 +522,7 @@ class TestGo1Bridge:
         msg = js.msgs[-1]
         assert list(msg.name) == spec.joint_names
         assert len(msg.position) == len(msg.velocity) == len(msg.effort) == 12
-        # No command was sent: the servos hold the default pose (the calves sag a little at kp 20).
+        # No command was sent: the servos hold the default pose (the calves sag a little under the robot's weight).
         assert np.allclose(msg.position, spec.array("default"), atol=0.3)
         assert np.all(np.abs(msg.velocity) < 0.5)
         stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in js.msgs[-50:]]

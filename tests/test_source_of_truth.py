@@ -68,24 +68,24 @@ def test_one_kp_edit_reaches_the_actuator_the_manifest_the_chain_and_load_bundle
     original = load_robot("go1")
     edited = load_robot_file(_go1_with_calf_kp(tmp_path, 35.0))
     # 1. the simulated actuator (MuJoCo position servo: gain kp, bias -kp q - kd qdot)
-    for spec, kp in ((original, 20.0), (edited, 35.0)):
+    for spec, kp in ((original, 30.0), (edited, 35.0)):
         model = build_model(spec)
         act = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, "FR_calf_joint")
         assert model.actuator_gainprm[act, 0] == kp and model.actuator_biasprm[act, 1] == -kp
     # 2. the manifest of a policy trained on it
     bundle = load_bundle(go1_bundle, robot=original)
     manifest, env = _manifest_for(tmp_path / "robot.yaml", bundle.manifest)
-    assert bundle.manifest["pd_gains"]["kp"][CALF] == 20.0 and manifest["pd_gains"]["kp"][CALF] == 35.0
+    assert bundle.manifest["pd_gains"]["kp"][CALF] == 30.0 and manifest["pd_gains"]["kp"][CALF] == 35.0
     assert manifest["robot"]["spec_checksum"] == edited.checksum != original.checksum
     # 3. the safety chain's torque bound: the targets whose PD torque stays within the bound
     q, dq = -1.5, 0.0
-    for spec, kp in ((original, 20.0), (edited, 35.0)):
+    for spec, kp in ((original, 30.0), (edited, 35.0)):
         chain = SafetyChain(spec, bundle.action_mapping, dt=0.02)
         assert chain.kp[CALF] == kp
         lo, hi = torque_interval(chain.tau_max, np.full(12, q), np.full(12, dq), chain.kp, chain.kd)
         assert hi[CALF] - q == pytest.approx(chain.tau_max[CALF] / kp)  # the widest target step the bound allows
-    # 4. what load_bundle accepts: the kp-20 bundle is refused on the kp-35 robot, naming it
-    with pytest.raises(BundleError, match=r"pd_gains\.kp of FR_calf_joint: the bundle was trained with 20\.0, "
+    # 4. what load_bundle accepts: the kp-30 bundle is refused on the kp-35 robot, naming it
+    with pytest.raises(BundleError, match=r"pd_gains\.kp of FR_calf_joint: the bundle was trained with 30\.0, "
                                           r"robot go1's robot\.yaml has 35\.0"):
         load_bundle(go1_bundle, robot=edited)
     # ... and a bundle exported against the edited robot.yaml is accepted there, refused on the original

@@ -465,7 +465,7 @@ class VelocityLimit(SafetyFilter):
     the direction of motion (target <= q; dq < -v_max: target >= q), so the PD brakes the
     joint instead of driving it faster. A bound on the target's distance from the measured
     position would also cap the PD's static effort at kp * v_max * dt: a compliant leg
-    (go1: kp 20) could then not carry its own weight. How far a target may lead is the
+    (go1: kp 30) could then not carry its own weight. How far a target may lead is the
     torque bound's job, how fast it may move the rate limit's.
     Force control: while |dq| > v_max, a force that speeds the joint up further is zeroed.
     Joints whose measured state is not finite are left alone (the fault is latched anyway).
