@@ -106,7 +106,7 @@ def test_changed_robot_spec_is_refused_naming_the_field_else_by_checksum(bundles
             j["kp"] = 25.0
 
     robot = _robot_copy(tmp_path, "go1", stiffer)
-    with pytest.raises(BundleError, match=r"pd_gains\.kp of FR_hip_joint: the bundle was trained with 20\.0, robot "
+    with pytest.raises(BundleError, match=r"pd_gains\.kp of FR_hip_joint: the bundle was trained with 30\.0, robot "
                                           r"go1's robot\.yaml has 25\.0"):
         check_robot(load_bundle(bundle_dir).manifest, robot)
 
