@@ -146,3 +146,30 @@ def clone_obs(obs: Obs) -> Obs:
 
 def obs_to(obs: Obs, device: torch.device) -> Obs:
     return {k: v.to(device) for k, v in obs.items()}
+
+
+# What an off-policy learner's loop keeps between iterations, besides its modules.
+_LOOP_COUNTERS = {"global_step": int, "updates": int, "update_debt": float, "iterations": int}
+
+
+def off_policy_state(algo: Algorithm, parts: tuple[str, ...], include_replay: bool) -> dict:
+    """The checkpoint of an off-policy learner (SAC, CrossQ, DQN): each of `parts` (modules and
+    optimizers, by attribute name), the current observation, the loop counters and, with
+    `include_replay`, the replay buffer."""
+    state = {name: getattr(algo, name).state_dict() for name in parts}
+    state["obs"] = algo.obs
+    state.update({k: getattr(algo, k) for k in _LOOP_COUNTERS})
+    if include_replay:
+        state["replay"] = algo.buffer.state_dict()
+    return state
+
+
+def load_off_policy_state(algo: Algorithm, parts: tuple[str, ...], state: dict) -> None:
+    """Restore what `off_policy_state` saved (the replay buffer only if the checkpoint has it)."""
+    for name in parts:
+        getattr(algo, name).load_state_dict(state[name])
+    algo.obs = obs_to(state["obs"], algo.device)
+    for k, cast in _LOOP_COUNTERS.items():
+        setattr(algo, k, cast(state[k]))
+    if "replay" in state:
+        algo.buffer.load_state_dict(state["replay"])

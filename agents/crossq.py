@@ -45,7 +45,7 @@ from typing import Literal
 
 import torch
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
+from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
 from roboreal.agents.buffers import ReplayBuffer
 from roboreal.agents.networks import ACTIVATIONS, BRNQCritic, BRNTanhGaussianActor, TanhGaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
@@ -280,36 +280,18 @@ class CrossQ(Algorithm):
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.actor(self.actor_norm(obs_to(obs, self.device)[self.actor_group]))
 
+    _STATE_PARTS = ("actor", "q1", "q2", "actor_norm", "critic_norm", "actor_optimizer", "critic_optimizer",
+                    "alpha_optimizer")
+
     def state_dict(self, include_replay: bool = True) -> dict:
-        state = {
-            "actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
-            "actor_norm": self.actor_norm.state_dict(), "critic_norm": self.critic_norm.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "obs": self.obs, "global_step": self.global_step, "updates": self.updates,
-            "update_debt": self.update_debt, "iterations": self.iterations,
-        }
-        if include_replay:
-            state["replay"] = self.buffer.state_dict()
+        state = off_policy_state(self, self._STATE_PARTS, include_replay)
+        state["log_alpha"] = self.log_alpha.detach().clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("actor", "q1", "q2", "actor_norm", "critic_norm"):
-            getattr(self, name).load_state_dict(state[name])
+        load_off_policy_state(self, self._STATE_PARTS, state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        self.obs = obs_to(state["obs"], self.device)
-        self.global_step = int(state["global_step"])
-        self.updates = int(state["updates"])
-        self.update_debt = float(state["update_debt"])
-        self.iterations = int(state["iterations"])
-        if "replay" in state:
-            self.buffer.load_state_dict(state["replay"])
 
     def policy_state(self) -> dict:
         cfg = self.cfg

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
+from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
 from roboreal.agents.buffers import ReplayBuffer
 from roboreal.agents.networks import QNetwork, adam
 from roboreal.agents.normalizer import make_normalizer
@@ -159,29 +159,14 @@ class DQN(Algorithm):
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.q(self.normalizer(obs["policy"].to(self.device))).argmax(-1)
 
+    _STATE_PARTS = ("q", "q_target", "normalizer", "optimizer")
+
     def state_dict(self, include_replay: bool = True) -> dict:
-        state = {
-            "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
-            "normalizer": self.normalizer.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "obs": self.obs, "global_step": self.global_step, "updates": self.updates,
-            "update_debt": self.update_debt, "iterations": self.iterations,
-        }
-        if include_replay:
-            state["replay"] = self.buffer.state_dict()
+        state = off_policy_state(self, self._STATE_PARTS, include_replay)
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.q.load_state_dict(state["q"])
-        self.q_target.load_state_dict(state["q_target"])
-        self.normalizer.load_state_dict(state["normalizer"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.obs = obs_to(state["obs"], self.device)
-        self.global_step = int(state["global_step"])
-        self.updates = int(state["updates"])
-        self.update_debt = float(state["update_debt"])
-        self.iterations = int(state["iterations"])
-        if "replay" in state:
-            self.buffer.load_state_dict(state["replay"])
+        load_off_policy_state(self, self._STATE_PARTS, state)
 
     def policy_state(self) -> dict:
         cfg = self.cfg

@@ -140,13 +140,16 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def preset_section(task: str, algo: str, robot: str | None = None) -> tuple[str | None, str | None]:
+def preset_section(task: str, algo: str, robot: str | None = None,
+                   sections: dict | None = None) -> tuple[str | None, str | None]:
     """Which ``tasks.<name>`` section of ``agents/configs/<algo>.yaml`` trains `task` on
     `robot` (None: the task's own robot): the task's own, else its family's (the task it
     was registered like), else none (the generic ``defaults``). Returns (section, a note for
-    the user when the choice is not exact: a fallback, or settings tuned on another robot)."""
-    path = CONFIG_DIR / f"{algo}.yaml"
-    sections = ((load_yaml(path) or {}).get("tasks") or {}) if path.exists() else {}
+    the user when the choice is not exact: a fallback, or settings tuned on another robot).
+    `sections`: the file's ``tasks:`` mapping when the caller has read it already."""
+    if sections is None:
+        path = CONFIG_DIR / f"{algo}.yaml"
+        sections = ((load_yaml(path) or {}).get("tasks") or {}) if path.exists() else {}
     if task.startswith("gym:"):
         return (task, None) if task in sections else (None, f"no tuned {algo} settings for {task}: using the "
                                                             f"generic defaults")
@@ -179,8 +182,9 @@ def default_config_data(task: str, algo: str) -> dict:
     unknown = [k for k in data if k not in ("defaults", "tasks")]
     if unknown:
         raise ConfigError(unknown[0], "unknown section (known: defaults, tasks)", source=str(path))
-    section, _ = preset_section(task, algo)
-    merged = _deep_merge(data.get("defaults") or {}, (data.get("tasks") or {}).get(section) or {} if section else {})
+    sections = data.get("tasks") or {}
+    section, _ = preset_section(task, algo, sections=sections)
+    merged = _deep_merge(data.get("defaults") or {}, sections.get(section) or {} if section else {})
     return merged
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
+from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
 from roboreal.agents.buffers import ReplayBuffer
 from roboreal.agents.her import HerReplayBuffer
 from roboreal.agents.networks import QCritic, TanhGaussianActor, adam
@@ -233,36 +233,18 @@ class SAC(Algorithm):
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.actor(self.normalizer(self.policy_input(obs_to(obs, self.device))))
 
+    _STATE_PARTS = ("actor", "q1", "q2", "q1_target", "q2_target", "normalizer", "actor_optimizer",
+                    "critic_optimizer", "alpha_optimizer")
+
     def state_dict(self, include_replay: bool = True) -> dict:
-        state = {
-            "actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
-            "q1_target": self.q1_target.state_dict(), "q2_target": self.q2_target.state_dict(),
-            "normalizer": self.normalizer.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "obs": self.obs, "global_step": self.global_step, "updates": self.updates,
-            "update_debt": self.update_debt, "iterations": self.iterations,
-        }
-        if include_replay:
-            state["replay"] = self.buffer.state_dict()
+        state = off_policy_state(self, self._STATE_PARTS, include_replay)
+        state["log_alpha"] = self.log_alpha.detach().clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("actor", "q1", "q2", "q1_target", "q2_target", "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_off_policy_state(self, self._STATE_PARTS, state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        self.obs = obs_to(state["obs"], self.device)
-        self.global_step = int(state["global_step"])
-        self.updates = int(state["updates"])
-        self.update_debt = float(state["update_debt"])
-        self.iterations = int(state["iterations"])
-        if "replay" in state:
-            self.buffer.load_state_dict(state["replay"])
 
     def policy_state(self) -> dict:
         cfg = self.cfg
