@@ -35,7 +35,7 @@ class IntermixedParser(argparse.ArgumentParser):
 # importing torch for every other command); `roboreal --help` imports them all.
 COMMAND_MODULES = {
     "roboreal.envs.cli": ("tasks", "view"),
-    "roboreal.robots.cli": ("robot",),
+    "roboreal.envs.robot_cli": ("robot",),
     "roboreal.agents.cli": ("train", "play"),
     "roboreal.agents.imitation_cli": ("collect", "bc", "dagger", "data"),
     "roboreal.sim2real.cli": ("export", "sim2sim"),

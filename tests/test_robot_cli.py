@@ -1,4 +1,4 @@
-"""`roboreal robot check` / `roboreal robot new` (roboreal/robots/cli.py), through `roboreal.cli.main`."""
+"""`roboreal robot check` / `roboreal robot new` (roboreal/envs/robot_cli.py), through `roboreal.cli.main`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from roboreal.cli import main
-from roboreal.robots.cli import _num, _round
+from roboreal.envs.robot_cli import _num, _round
 from roboreal.robots.spec import ROBOTS_DIR, load_robot_file
 
 

@@ -1,4 +1,5 @@
-"""`roboreal robot check` and `roboreal robot new`.
+"""`roboreal robot check` and `roboreal robot new` (in envs: checking a robot means checking it
+against the tasks).
 
     roboreal robot check go1                       # or a robot.yaml / its folder; --json
     roboreal robot check my_robot/ --task go1-walk
