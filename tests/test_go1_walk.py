@@ -1,8 +1,8 @@
-"""go1-walk: the zero-action baseline, the reward clip and the feet-air-time reward forms.
+"""go1-walk: the zero-action baseline, the reward clip, the feet-air-time reward forms, and a
+bounded learning test (100 PPO iterations must beat standing still by a stated margin).
 
-Learning on go1-walk is measured by `benchmarks/go1_walk.py` (20 wall-clock minutes per
-method, the table in the README): with the current recipe PPO beats standing still only
-after ~10 minutes (~6M steps) on two cores, too long for a CI test.
+Learning on go1-walk as a whole is measured by `benchmarks/go1_walk.py` (20 wall-clock
+minutes per method, the table in the README).
 """
 
 from __future__ import annotations
@@ -68,15 +68,17 @@ def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
-    """go1-walk's tuned PPO (1024 envs) for 60 iterations (1.47M steps, about 2.7 minutes on
-    this 2-core CPU) must track the commanded velocity clearly better than standing still: its
-    error at most 0.85 x the zero action's, over 32 deterministic episodes of the benchmark's
-    seed. Measured: 0.373 vs 0.565 m/s at this point of the 20-minute benchmark run, which
-    goes on to 0.15 m/s (README, "Quadruped on a CPU budget")."""
+    """go1-walk's tuned PPO (1024 envs) with its default randomization for 100 iterations (2.46M
+    steps, about 4 minutes on this 2-core CPU) must track the commanded velocity clearly better
+    than standing still: its error at most 0.85 x the zero action's, over 32 deterministic
+    episodes of the benchmark's seed. Measured at this point of the 20-minute benchmark run
+    (checkpoints of iterations 80/90/100): 0.41-0.43 vs 0.57 m/s; that run goes on to 0.12 m/s
+    (README, "Quadruped on a CPU budget"). At 60 iterations it was still at standing still's
+    error: the wider default randomization costs the first minutes, not the last."""
     from roboreal.agents.runner import resolve_config, train
 
     run = tmp_path / "run"
-    train(resolve_config("go1-walk", "ppo", seed=0, total_steps=60 * 1024 * 24), run, progress=False)
+    train(resolve_config("go1-walk", "ppo", seed=0, total_steps=100 * 1024 * 24), run, progress=False)
     module, info = load_policy(run, "last")
     errors = {}
     for name, policy in (("trained", module), ("zero", ZeroPolicy(info["action_size"]))):
