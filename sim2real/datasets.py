@@ -1,22 +1,31 @@
 """Demonstration datasets: one HDF5 format for simulation rollouts and robot recordings.
 
-The layout is robomimic's (``data/demo_N/...``, readable by robomimic's tools), extended
-with what DAgger and human interventions need::
+The layout is robomimic's (``data/demo_N/...``: what robomimic's ``SequenceDataset`` and
+``get_env_metadata_from_dataset`` read, with its default config), extended with what
+DAgger and human interventions need::
 
-    data                        attrs: total (steps in all demos), env_args (JSON, robomimic:
-                                {"env_name", "type", "env_kwargs"}), format, task, robot,
+    data                        attrs: total (steps in all demos), env_args (JSON, robomimic's
+                                {"env_name": task, "type": 2 (robomimic's EnvType.GYM_TYPE),
+                                "env_kwargs": overrides}), roboreal_env (JSON, roboreal's own:
+                                {"task", "env_kwargs", "make"}), format, task, robot,
                                 robot_spec_checksum, control_dt, action_size, obs_groups (JSON
                                 {group: size}), source ("sim" | "robot"), bundle, expert,
                                 created, roboreal_version, meta (JSON of anything else)
-    data/demo_N                 attrs: num_samples, success, return, meta (JSON: seed, round,
-                                expert, policy, source, ... per-episode provenance)
+    data/demo_N                 attrs: num_samples (exact step count), success (bool; *absent*
+                                when unknown), success_source ("env" | "operator" | ...; with
+                                success), return (sum of rewards; absent when a reward is
+                                unknown), next_obs_last ("observed" | "repeated"), meta (JSON:
+                                seed, round, expert, policy, source, ... per-episode provenance)
         obs/<group>             (T, k) float32: observation groups *before* each action
                                 (``policy``, ``observation``, ``achieved_goal``, ``desired_goal``,
                                 ``critic``: what the env returned)
-        next_obs/<group>        (T, k) float32: the groups after each action (the true last
-                                observation at the end, not the auto-reset one); optional
+        next_obs/<group>        (T, k) float32: the groups after each action. The last row is the
+                                episode's true final observation when the writer had it
+                                (``next_obs_last="observed"``: simulation, `BatchedRecorder`),
+                                else a copy of the last ``obs`` row (``"repeated"``: a robot
+                                session ends without an observation after its last step)
         actions                 (T, A) float32: the action that was *executed*
-        rewards                 (T,)  float32
+        rewards                 (T,)  float32: NaN where unknown (a robot has no reward function)
         dones                   (T,)  uint8: 1 at the step that ended the episode
         expert_actions          (T, A) float32: the expert's (or human's) label, NaN where the
                                 expert gave none (HG-DAgger: only takeover steps carry one)
@@ -26,7 +35,19 @@ with what DAgger and human interventions need::
                                 *instead of* the running policy's (a takeover, or beta-mixing
                                 picking the expert); 0 in pure demonstrations
         states                  (T, S) float64: simulator state (MuJoCo FULLPHYSICS), optional
-    mask/<filter_key>           robomimic filter keys (e.g. ``train``, ``valid``): demo names
+    mask/train, mask/valid      robomimic filter keys (demo names, bytes), written on `close`:
+                                a seeded split (`train_valid_split`, 10 % validation, seed 0),
+                                marked ``roboreal_split`` so that `DatasetReader.split` applies
+                                the caller's fraction/seed instead; keys a user wrote
+                                (`write_filter_key`, robomimic's scripts) are kept and used as is
+
+Unknown is stored as unknown, never as 0/False: a robot recording's rewards are NaN and its
+``success`` attribute is absent unless the operator set it (``~/set_success``:
+``success_source="operator"``). `DatasetReader.summary` (``roboreal data info``) says how
+many episodes know each field. Files of format ``roboreal-dataset/1`` (before this rule)
+stored 0 for a robot's unknown rewards: their robot rewards read as NaN. Imitation learning
+(`load_transitions`, BC, DAgger) reads no reward; offline RL on a robot recording needs its
+rewards computed first (not done here).
 
 Which steps train a policy (`label_source`, decided once per *file*, so both splits and
 ``roboreal data info`` use the same rule; `step_labels` applies it to an episode):
@@ -48,14 +69,30 @@ mid-episode therefore loses only that episode: every finished episode is readabl
 file is valid (no half-written demo is ever reachable), and the file can be reopened in
 append mode to continue. The only window that is not protected is the few milliseconds
 of writing the link and the ``total`` attribute after an episode.
+
+Reading a file that is being written: not HDF5 SWMR *writing* (SWMR forbids creating
+groups once it is on, and every episode is a new group; a SWMR writer also needs the
+``latest`` file format, whose "open for writing" flag makes a killed writer's file
+unreadable until ``h5clear``). Instead the writer opens the file *without* HDF5's file
+lock (a second writer is refused by an fcntl lock that readers never take), so any reader
+(h5py's defaults, robomimic's ``swmr=True`` open, `DatasetReader`) can open it while it
+records. Between episodes nothing on disk changes and a reader sees every finished
+episode. `DatasetReader` is also safe while episodes land: it opens with SWMR *read*
+access (objects past the end of file its superblock announced stay readable), looks each
+demo up once, leaves out demos linked after it opened that it cannot read yet
+(`DatasetReader.unfinished`: past the ``total`` it read) and retries the open when it
+lands on a half-written episode. A reader that stays open does not see later episodes:
+open the file again.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import struct
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -67,8 +104,19 @@ import numpy as np
 import torch
 import torch.utils.data
 
-FORMAT = "roboreal-dataset/1"
+FORMAT = "roboreal-dataset/2"  # /2: unknown rewards are NaN (/1 stored 0 for a robot's unknown rewards)
 _DEMO = re.compile(r"^demo_(\d+)$")
+
+# robomimic's ``EnvType`` (robomimic/envs/env_base.py: ROBOSUITE_TYPE = 1, GYM_TYPE = 2,
+# IG_MOMART_TYPE = 3). ``env_args["type"]`` must be one of them or robomimic's
+# `get_env_class` raises; a roboreal task is closest to a Gym env (``env_name`` + kwargs).
+ROBOMIMIC_GYM_TYPE = 2
+ROBOMIMIC_ENV_TYPES = (1, 2, 3)
+
+# The split the writer stores as ``mask/train`` + ``mask/valid`` (and `DatasetReader.split`'s default).
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_SPLIT_SEED = 0
+_AUTO_SPLIT_ATTR = "roboreal_split"  # on mask/<key> datasets the writer made (not a user's filter key)
 
 
 class DatasetError(ValueError):
@@ -128,13 +176,54 @@ def dataset_meta(env=None, *, task: str | None = None, env_overrides: dict | Non
                                           if g in ("policy", "critic")}
     if task is not None:
         meta["task"] = task
-        meta["env_args"] = {"env_name": task, "type": "roboreal", "env_kwargs": dict(env_overrides or {})}
+        meta["env_args"] = robomimic_env_args(task, env_overrides)
+        meta["roboreal_env"] = roboreal_env_args(task, env_overrides)
     if expert is not None:
         meta["expert"] = expert
     if bundle is not None:
         meta["bundle"] = bundle
     meta.update(extra)
     return meta
+
+
+def robomimic_env_args(task: str | None, env_overrides: dict | None = None) -> dict:
+    """``data.attrs["env_args"]`` as robomimic reads it: its integer env type, the task as name."""
+    return {"env_name": task or "", "type": ROBOMIMIC_GYM_TYPE, "env_kwargs": dict(env_overrides or {})}
+
+
+def roboreal_env_args(task: str | None, env_overrides: dict | None = None) -> dict:
+    """``data.attrs["roboreal_env"]``: how roboreal remakes the env (``roboreal.envs.make(task, **env_kwargs)``)."""
+    return {"task": task, "env_kwargs": dict(env_overrides or {}), "make": "roboreal.envs.make"}
+
+
+def _split_env_args(meta: dict) -> dict:
+    """`meta` with ``env_args`` in robomimic's form, a non-robomimic one (format /1's ``type:
+    "roboreal"``) moved into ``roboreal_env`` so no provenance is lost."""
+    meta = dict(meta)
+    env_args = _unjson(meta.get("env_args"))
+    if isinstance(env_args, dict) and env_args.get("type") not in ROBOMIMIC_ENV_TYPES:
+        meta.setdefault("roboreal_env", roboreal_env_args(env_args.get("env_name") or meta.get("task"),
+                                                          env_args.get("env_kwargs")))
+        meta["env_args"] = robomimic_env_args(env_args.get("env_name") or meta.get("task"), env_args.get("env_kwargs"))
+    elif env_args is None:
+        meta["env_args"] = robomimic_env_args(meta.get("task"))
+    return meta
+
+
+def train_valid_split(names: Sequence[str], val_fraction: float = DEFAULT_VAL_FRACTION,
+                      seed: int = DEFAULT_SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """Train/validation demo names by episode: a seeded shuffle puts ``round(val_fraction *
+    episodes)`` episodes (at least one when there are two or more and ``val_fraction > 0``)
+    into validation. Both lists keep the order of `names`."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    names = list(names)
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = int(round(val_fraction * len(names)))
+    if val_fraction > 0 and n_val == 0 and len(names) >= 2:
+        n_val = 1
+    val_set = {names[i] for i in order[:n_val]}
+    return [n for n in names if n not in val_set], [n for n in names if n in val_set]
 
 
 # --------------------------------------------------------------------------------------
@@ -149,10 +238,12 @@ class DatasetWriter:
 
         with DatasetWriter("demos.hdf5", dataset_meta(env, source="sim")) as w:
             w.add_step(obs_i, action, reward, done, expert_action=action)   # per step, one env
-            w.end_episode(success=True, seed=3)                            # writes + flushes
+            w.end_episode(success=True, success_source="env", seed=3)      # writes + flushes
 
     `mode="w"` creates (or truncates) the file, ``"a"`` continues an existing one
-    (numbering goes on after its last demo), ``"x"`` refuses an existing file.
+    (numbering goes on after its last demo), ``"x"`` refuses an existing file. Readers may
+    open the file while it is written (see the module docstring); a second writer is refused.
+    `close` writes the default ``mask/train``/``mask/valid`` split unless a user's keys exist.
     """
 
     def __init__(self, path: str | Path, meta: dict | None = None, mode: str = "w", fsync: bool = True,
@@ -165,10 +256,23 @@ class DatasetWriter:
         self.compression = compression
         self.obs_groups = list(obs_groups) if obs_groups is not None else None
         existed = self.path.exists()
+        self._lock_fd: int | None = None
+        if existed and mode == "x":
+            raise DatasetError(f"{self.path}: cannot open for writing (the file exists and mode is 'x')")
+        if existed:  # before h5py opens (mode "w" truncates): a file another writer holds is left alone
+            self._lock_fd = _lock_for_writing(self.path)
         try:
-            self.file = h5py.File(self.path, mode)
+            # no HDF5 file lock: readers (h5py defaults, robomimic) may open the file while it records
+            self.file = h5py.File(self.path, mode, locking=False)
         except OSError as e:
+            self._unlock()
             raise DatasetError(f"{self.path}: cannot open for writing ({e})") from None
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = _lock_for_writing(self.path)
+            except DatasetError:
+                self.file.close()
+                raise
         if "data" in self.file:
             self.data = self.file["data"]
             self.next_index = 1 + max((int(m.group(1)) for m in map(_DEMO.match, self.data) if m), default=-1)
@@ -177,18 +281,20 @@ class DatasetWriter:
                 for k, v in meta.items():
                     if k not in self.data.attrs:
                         self.data.attrs[k] = _attr(v)
+            file_meta = {k: self.data.attrs[k] for k in ("env_args", "task", "roboreal_env") if k in self.data.attrs}
+            fixed = _split_env_args(file_meta)  # an older file's env_args robomimic refuses: repaired
+            for k, v in fixed.items():
+                if k not in file_meta or _unjson(file_meta[k]) != _unjson(_attr(v)):
+                    self.data.attrs[k] = _attr(v)
         else:
             self.data = self.file.create_group("data")
             self.next_index = 0
             self.total = 0
-            for k, v in (meta or {"format": FORMAT}).items():
+            for k, v in _split_env_args(meta or {"format": FORMAT}).items():
                 self.data.attrs[k] = _attr(v)
             if "format" not in self.data.attrs:
                 self.data.attrs["format"] = FORMAT
             self.data.attrs["total"] = 0
-            if "env_args" not in self.data.attrs:
-                self.data.attrs["env_args"] = _json({"env_name": (meta or {}).get("task", ""), "type": "roboreal",
-                                                     "env_kwargs": {}})
         self._sync()
         self._steps: list[dict] = []
         self._keys: tuple | None = None
@@ -196,21 +302,31 @@ class DatasetWriter:
         self._existed = existed
 
     # ----- steps -----
-    def add_step(self, obs: dict, action, reward: float = 0.0, done: bool = False, *, expert_action=None,
+    def add_step(self, obs: dict, action, reward: float = math.nan, done: bool = False, *, expert_action=None,
                  policy_action=None, intervention: bool = False, next_obs: dict | None = None, state=None) -> None:
-        """Buffer one step of the running episode (nothing touches the file until `end_episode`)."""
+        """Buffer one step of the running episode (nothing touches the file until `end_episode`).
+
+        `reward` defaults to NaN: unknown (a robot has no reward function), never a silent 0.
+        """
         groups = self.obs_groups or list(obs)
         missing = [g for g in groups if g not in obs]
         if missing:
             raise DatasetError(f"add_step: observation group {missing[0]!r} missing (got {sorted(obs)})")
         action = _np(action).reshape(-1)
         step = {"obs": {g: _np(obs[g]).reshape(-1) for g in groups}, "actions": action,
-                "rewards": np.float32(reward), "dones": np.uint8(bool(done)),
+                "rewards": np.float32(math.nan if reward is None else reward), "dones": np.uint8(bool(done)),
                 "expert_actions": np.full_like(action, np.nan) if expert_action is None else _np(expert_action).reshape(-1),
                 "policy_actions": np.full_like(action, np.nan) if policy_action is None else _np(policy_action).reshape(-1),
                 "intervention": np.uint8(bool(intervention))}
         if next_obs is not None:
+            missing = [g for g in groups if g not in next_obs]
+            if missing:
+                raise DatasetError(f"add_step: next_obs group {missing[0]!r} missing (got {sorted(next_obs)})")
             step["next_obs"] = {g: _np(next_obs[g]).reshape(-1) for g in groups}
+            for g in groups:
+                if step["next_obs"][g].shape != step["obs"][g].shape:
+                    raise DatasetError(f"add_step: next_obs/{g} has size {step['next_obs'][g].size}, "
+                                       f"obs/{g} {step['obs'][g].size}")
         if state is not None:
             step["states"] = _np(state, np.float64).reshape(-1)
         keys = (tuple(step["obs"]), "next_obs" in step, "states" in step)
@@ -239,8 +355,15 @@ class DatasetWriter:
         self._steps = []
         self._keys = None
 
-    def end_episode(self, success: bool | None = None, **attrs: Any) -> str | None:
-        """Write the buffered episode whole, flush, and return its name (None if it was empty)."""
+    def end_episode(self, success: bool | None = None, *, success_source: str | None = None,
+                    final_obs: dict | None = None, **attrs: Any) -> str | None:
+        """Write the buffered episode whole, flush, and return its name (None if it was empty).
+
+        `success`: None means unknown (no ``success`` attribute is written), never False;
+        `success_source` says who decided it (``"env"``, ``"operator"``). Steps added without
+        ``next_obs`` get it from the next step's ``obs``; the last step's is `final_obs` when
+        given, else a copy of its own ``obs`` (``next_obs_last="repeated"``).
+        """
         steps, self._steps, self._keys = self._steps, [], None
         if not steps:
             return None
@@ -250,6 +373,21 @@ class DatasetWriter:
         arrays["obs"] = {g: np.stack([s["obs"][g] for s in steps]) for g in steps[0]["obs"]}
         if "next_obs" in steps[0]:
             arrays["next_obs"] = {g: np.stack([s["next_obs"][g] for s in steps]) for g in steps[0]["next_obs"]}
+            next_obs_last = "observed"
+        else:  # robomimic reads next_obs by default: the observation each step led to
+            last = {g: v[-1:] for g, v in arrays["obs"].items()}
+            next_obs_last = "repeated"
+            if final_obs is not None:
+                last = {}
+                for g, v in arrays["obs"].items():
+                    if g not in final_obs:
+                        raise DatasetError(f"end_episode: final_obs group {g!r} missing (got {sorted(final_obs)})")
+                    last[g] = _np(final_obs[g]).reshape(1, -1)
+                    if last[g].shape[1] != v.shape[1]:
+                        raise DatasetError(f"end_episode: final_obs/{g} has size {last[g].shape[1]}, "
+                                           f"obs/{g} {v.shape[1]}")
+                next_obs_last = "observed"
+            arrays["next_obs"] = {g: np.concatenate([v[1:], last[g]]) for g, v in arrays["obs"].items()}
         if "states" in steps[0]:
             arrays["states"] = np.stack([s["states"] for s in steps])
         n = len(steps)
@@ -265,7 +403,12 @@ class DatasetWriter:
         grp.attrs["num_samples"] = n
         if success is not None:
             grp.attrs["success"] = bool(success)
-        grp.attrs["return"] = float(arrays["rewards"].astype(np.float64).sum())
+            if success_source is not None:
+                grp.attrs["success_source"] = str(success_source)
+        rewards = arrays["rewards"].astype(np.float64)
+        if np.isfinite(rewards).all():  # a return of unknown rewards is unknown: no attribute
+            grp.attrs["return"] = float(rewards.sum())
+        grp.attrs["next_obs_last"] = next_obs_last
         grp.attrs["meta"] = _json(attrs)
         self._sync()
         # 2. link it and count it
@@ -278,12 +421,36 @@ class DatasetWriter:
         return name
 
     def write_filter_key(self, key: str, demos: Iterable[str]) -> None:
-        """robomimic filter key ``mask/<key>``: a named subset of demos (e.g. ``train``/``valid``)."""
+        """robomimic filter key ``mask/<key>``: a named subset of demos (e.g. ``train``/``valid``).
+
+        A ``train`` or ``valid`` key written here replaces the default split `close` writes.
+        """
+        self._write_mask(key, demos, auto=False)
+
+    def _write_mask(self, key: str, demos: Iterable[str], auto: bool) -> None:
+        demos = [str(d) for d in demos]
+        unknown = [d for d in demos if d not in self.data]
+        if unknown:
+            raise DatasetError(f"{self.path}: filter key {key!r} names demos the file lacks: {unknown[:5]}")
         mask = self.file.require_group("mask")
         if key in mask:
             del mask[key]
-        mask.create_dataset(key, data=np.array([d.encode() for d in demos], dtype="S"))
+        ds = mask.create_dataset(key, data=np.array([d.encode() for d in demos], dtype="S"))
+        if auto:
+            ds.attrs[_AUTO_SPLIT_ATTR] = _json({"val_fraction": DEFAULT_VAL_FRACTION, "seed": DEFAULT_SPLIT_SEED})
         self._sync()
+
+    def write_default_split(self) -> bool:
+        """``mask/train`` + ``mask/valid`` from `train_valid_split` over every demo, unless a user's
+        ``train``/``valid`` key is there (kept as it is). Returns whether it wrote them."""
+        mask = self.file.get("mask")
+        if mask is not None and any(k in mask and _AUTO_SPLIT_ATTR not in mask[k].attrs for k in ("train", "valid")):
+            return False
+        names = sorted((n for n in self.data if _DEMO.match(n)), key=lambda n: int(_DEMO.match(n).group(1)))
+        train, valid = train_valid_split(names)
+        self._write_mask("train", train, auto=True)
+        self._write_mask("valid", valid, auto=True)
+        return True
 
     def set_attrs(self, **attrs: Any) -> None:
         for k, v in attrs.items():
@@ -298,18 +465,54 @@ class DatasetWriter:
             except (OSError, TypeError, ValueError):
                 pass
 
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            self._lock_fd = None
+
     def close(self) -> None:
-        """Close the file. An unfinished episode is discarded (`end_episode` it first to keep it)."""
+        """Write the default split (`write_default_split`) and close the file. An unfinished
+        episode is discarded (`end_episode` it first to keep it)."""
         if getattr(self, "file", None) is not None and self.file.id.valid:
             self.discard_episode()
-            self._sync()
-            self.file.close()
+            try:
+                self.write_default_split()
+            finally:
+                self._sync()
+                self.file.close()
+                self._unlock()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _lock_for_writing(path: Path) -> int | None:
+    """An exclusive fcntl lock on `path`, so a second `DatasetWriter` is refused while HDF5's own
+    (flock) lock stays off for readers: Linux keeps the two kinds apart, and readers take no
+    fcntl lock. An open-file-description lock where there is one (a plain POSIX lock would
+    be dropped when this process closes any other descriptor of the file, as HDF5 does when
+    a reader opens it here). The kernel drops it when the writer dies. Returns the
+    descriptor holding it (None where files cannot be locked: then nothing is guarded)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if hasattr(fcntl, "F_OFD_SETLK") and struct.calcsize("P") == 8:  # struct flock of 64-bit Linux
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise DatasetError(f"{path}: another DatasetWriter is writing this dataset (it holds the file's "
+                               f"write lock); readers may open it, a second writer may not") from None
+        return None
+    return fd
 
 
 def _attr(v: Any):
@@ -383,7 +586,8 @@ class BatchedRecorder:
                                          intervention=s["intervention"], next_obs=s["next_obs"], state=s["state"])
                 success = bool(succ_c[i]) if succ_c is not None else None
                 attrs = {**self.episode_attrs, "env_index": i, "terminated": bool(terminated[i])}
-                name = self.writer.end_episode(success=success, **attrs)
+                name = self.writer.end_episode(success=success, success_source="env" if success is not None else None,
+                                               **attrs)
                 self.written += 1
                 self.results.append({
                     "name": name, "length": len(steps), "success": success,
@@ -499,39 +703,79 @@ class Episode:
 
 
 class DatasetReader:
-    """Read a dataset written by `DatasetWriter` (or a robomimic file).
+    """Read a dataset written by `DatasetWriter` (or a robomimic file, or an older roboreal one:
+    no ``next_obs``, no ``mask``, ``env_args`` of type ``"roboreal"``).
 
     Demos that cannot be read (a file damaged outside the writer's protection) are
     skipped with a warning and listed in `skipped`, so one bad episode loses only itself.
+    The file may be one a `DatasetWriter` is still recording: the reader sees the episodes
+    finished when it opened (it opens without HDF5's file lock, and tries again a few times
+    when the open, or a demo, fails, which happens when it lands on an episode's write);
+    `unfinished` names demos being linked as it opened, left out (see the module docstring).
     """
+
+    OPEN_ATTEMPTS = 8  # a writer appending back to back is mid-write a good share of the time
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: no such dataset file")
-        try:
-            self.file = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DatasetError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        if not h5py.is_hdf5(self.path):  # no HDF5 signature: no point in waiting for a writer
+            raise DatasetError(f"{self.path}: not a readable HDF5 file (no HDF5 signature)")
+        for attempt in range(self.OPEN_ATTEMPTS):
+            last = attempt == self.OPEN_ATTEMPTS - 1
+            try:
+                self._open()
+            except (OSError, RuntimeError) as e:  # h5py's errors for a file it cannot read (yet)
+                if getattr(self, "file", None) is not None and self.file.id.valid:
+                    self.file.close()
+                if last:
+                    raise DatasetError(f"{self.path}: not a readable HDF5 file ({e})") from None
+            else:
+                if not self.skipped or last:
+                    break
+                self.file.close()
+            # a writer's episode takes milliseconds to land; the jitter keeps retries out of step with it
+            time.sleep(float(np.random.default_rng().uniform(0.01, 0.03 * (attempt + 1))))
+        for n, problem in self.skipped.items():
+            warnings.warn(f"{self.path}: skipping {n}: {problem}", stacklevel=2)
+
+    def _open(self) -> None:
+        # No file lock: a recording writer holds none either, and in this process HDF5 refuses to
+        # reopen a file with a different locking setting than the writer's. SWMR *read* access
+        # (any file format; robomimic opens so too): HDF5 then reads objects past the end of the
+        # file as the superblock said when this reader opened it, i.e. episodes a writer linked since
+        self.file = h5py.File(self.path, "r", locking=False, swmr=True)
         if "data" not in self.file:
             self.file.close()
             raise DatasetError(f"{self.path}: no 'data' group (not a robomimic/roboreal dataset)")
         self.data = self.file["data"]
         self.meta = {k: _unjson(v) if isinstance(v, (str, bytes)) else _py(v) for k, v in self.data.attrs.items()}
         self.skipped: dict[str, str] = {}
+        # each demo's group is looked up once, here: its object never changes after the writer linked
+        # it, while ``data``'s own index does, as a writer appends (a later lookup by name could read
+        # a half-updated index)
+        self._groups: dict[str, h5py.Group] = {}
+        self.unfinished: list[str] = []
         names = sorted((n for n in self.data if _DEMO.match(n)), key=lambda n: int(_DEMO.match(n).group(1)))
         self.names: list[str] = []
+        total = self.meta.get("total")
+        counted = 0  # steps of the readable demos so far, against ``total`` as read on opening
         for n in names:
             problem = self._check(n)
-            if problem:
+            if problem and isinstance(total, int) and counted >= total:
+                # past what ``total`` counted when this reader opened: an episode a writer is linking
+                # now (its index read half-updated), not a damaged one: left out, as if opened earlier
+                self.unfinished.append(n)
+            elif problem:
                 self.skipped[n] = problem
-                warnings.warn(f"{self.path}: skipping {n}: {problem}", stacklevel=2)
             else:
                 self.names.append(n)
+                counted += self.length(n)
 
     def _check(self, name: str) -> str | None:
         try:
-            g = self.data[name]
+            g = self._groups[name] = self.data[name]
             n = int(g["actions"].shape[0])
             for k in ("rewards", "dones"):
                 if k in g and g[k].shape[0] != n:
@@ -541,9 +785,19 @@ class DatasetReader:
             for k, ds in g["obs"].items():
                 if ds.shape[0] != n:
                     return f"obs/{k} has {ds.shape[0]} steps, actions {n}"
+            for k, ds in (g["next_obs"].items() if "next_obs" in g else ()):
+                if ds.shape[0] != n:
+                    return f"next_obs/{k} has {ds.shape[0]} steps, actions {n}"
         except (OSError, KeyError, RuntimeError, ValueError) as e:
             return f"unreadable ({e})"
         return None
+
+    def _demo(self, name: str) -> h5py.Group:
+        group = self._groups.get(name)
+        if group is None:
+            raise DatasetError(f"{self.path}: no readable demo {name!r} (demos: {len(self.names)}, skipped: "
+                               f"{sorted(self.skipped)})")
+        return group
 
     # ----- summary -----
     @property
@@ -551,13 +805,39 @@ class DatasetReader:
         t = self.meta.get("task")
         if t:
             return t
-        env_args = self.meta.get("env_args")
-        return env_args.get("env_name") if isinstance(env_args, dict) else None
+        for key, name in (("roboreal_env", "task"), ("env_args", "env_name")):
+            args = self.meta.get(key)
+            if isinstance(args, dict) and args.get(name):
+                return args[name]
+        return None
 
     @property
     def env_kwargs(self) -> dict:
-        env_args = self.meta.get("env_args")
-        return dict(env_args.get("env_kwargs") or {}) if isinstance(env_args, dict) else {}
+        """What `roboreal.envs.make` needs besides the task: ``roboreal_env``'s, else ``env_args``'s."""
+        for key in ("roboreal_env", "env_args"):
+            args = self.meta.get(key)
+            if isinstance(args, dict):
+                return dict(args.get("env_kwargs") or {})
+        return {}
+
+    @property
+    def robot_rewards_were_zero_filled(self) -> bool:
+        """Format /1 robot recordings stored 0 for their unknown rewards: read as NaN."""
+        return self.meta.get("format") == "roboreal-dataset/1" and self.meta.get("source") == "robot"
+
+    def rewards(self, name: str) -> np.ndarray:
+        """(T,) float32 rewards of demo `name`: NaN where unknown (none stored, or a /1 robot file's 0s)."""
+        g = self._demo(name)
+        n = int(g["actions"].shape[0])
+        if "rewards" not in g or self.robot_rewards_were_zero_filled:
+            return np.full(n, np.nan, np.float32)
+        return np.asarray(g["rewards"][()], dtype=np.float32).reshape(n)
+
+    def known(self, name: str) -> dict[str, bool]:
+        """Which labels demo `name` knows: ``rewards`` (every step's), ``success``, ``next_obs``."""
+        g = self._demo(name)
+        return {"rewards": bool(np.isfinite(self.rewards(name)).all()), "success": "success" in g.attrs,
+                "next_obs": "next_obs" in g}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -567,10 +847,10 @@ class DatasetReader:
             yield self.episode(n)
 
     def length(self, name: str) -> int:
-        return int(self.data[name]["actions"].shape[0])
+        return int(self._demo(name)["actions"].shape[0])
 
     def episode_attrs(self, name: str) -> dict:
-        a = self.data[name].attrs
+        a = self._demo(name).attrs
         out = {k: _unjson(v) if isinstance(v, (str, bytes)) else _py(v) for k, v in a.items() if k != "meta"}
         meta = _unjson(a.get("meta"), {})
         if isinstance(meta, dict):
@@ -580,7 +860,7 @@ class DatasetReader:
     def episode(self, name: str | int) -> Episode:
         if isinstance(name, int):
             name = self.names[name]
-        g = self.data[name]
+        g = self._demo(name)
         n = int(g["actions"].shape[0])
         a_size = int(g["actions"].shape[1]) if g["actions"].ndim > 1 else 1
         actions = np.asarray(g["actions"][()], dtype=np.float32).reshape(n, a_size)
@@ -590,7 +870,7 @@ class DatasetReader:
 
         return Episode(
             name=name, obs={k: np.asarray(v[()], dtype=np.float32) for k, v in g["obs"].items()}, actions=actions,
-            rewards=get("rewards", np.zeros(n, np.float32)).astype(np.float32).reshape(n),
+            rewards=self.rewards(name),
             dones=get("dones", np.zeros(n, np.uint8)).astype(np.uint8).reshape(n),
             expert_actions=get("expert_actions", np.full_like(actions, np.nan)).astype(np.float32).reshape(n, a_size),
             policy_actions=get("policy_actions", np.full_like(actions, np.nan)).astype(np.float32).reshape(n, a_size),
@@ -601,7 +881,7 @@ class DatasetReader:
 
     def _array(self, name: str, key: str) -> np.ndarray:
         """``key`` of demo `name` as (T, A) float32 (NaN when the demo lacks it, as `episode` reads it)."""
-        g = self.data[name]
+        g = self._demo(name)
         n = int(g["actions"].shape[0])
         if key not in g:
             return np.full((n, int(np.prod(g["actions"].shape[1:])) or 1), np.nan, np.float32)
@@ -627,27 +907,37 @@ class DatasetReader:
         source = self.label_source()
         label_counts = self.label_counts()
         for n in self.names:
-            g = self.data[n]
+            g = self._demo(n)
             attrs = self.episode_attrs(n)
             length = int(g["actions"].shape[0])
             labels = label_counts[n]
             interventions = int(np.asarray(g["intervention"][()]).sum()) if "intervention" in g else 0
+            known = self.known(n)
             rows.append({"name": n, "length": length, "success": attrs.get("success"),
-                         "return": attrs.get("return"), "labels": labels, "interventions": interventions,
+                         "success_source": attrs.get("success_source") if known["success"] else None,
+                         "return": float(self.rewards(n).astype(np.float64).sum()) if known["rewards"] else None,
+                         "known": known, "labels": labels, "interventions": interventions,
                          "source": attrs.get("source", self.meta.get("source")), "round": attrs.get("round")})
         lengths = [r["length"] for r in rows]
         succ = [bool(r["success"]) for r in rows if r["success"] is not None]
+        sources: dict[str, int] = {}
+        for r in rows:
+            if r["success"] is not None:
+                sources[r["success_source"] or "unrecorded"] = sources.get(r["success_source"] or "unrecorded", 0) + 1
         return {
             "path": str(self.path), "task": self.task, "robot": self.meta.get("robot"),
             "source": self.meta.get("source"), "episodes": len(rows), "steps": int(sum(lengths)),
             "total_attr": self.meta.get("total"), "mean_length": float(np.mean(lengths)) if lengths else 0.0,
             "min_length": min(lengths) if lengths else 0, "max_length": max(lengths) if lengths else 0,
             "success_rate": float(np.mean(succ)) if succ else None, "labels": sum(r["labels"] for r in rows),
+            # episodes that know each field (the rest: NaN rewards / no success attribute / no next_obs)
+            "known": {k: sum(r["known"][k] for r in rows) for k in ("rewards", "success", "next_obs")},
+            "success_sources": sources,
             "label_source": source,
             "interventions": sum(r["interventions"] for r in rows),
             "episodes_with_interventions": sum(r["interventions"] > 0 for r in rows),
-            "obs_groups": {k: int(v.shape[-1]) for k, v in self.data[self.names[0]]["obs"].items()} if rows else {},
-            "action_size": int(self.data[self.names[0]]["actions"].shape[-1]) if rows else None,
+            "obs_groups": {k: int(v.shape[-1]) for k, v in self._demo(self.names[0])["obs"].items()} if rows else {},
+            "action_size": int(self._demo(self.names[0])["actions"].shape[-1]) if rows else None,
             "skipped": dict(self.skipped), "rows": rows,
         }
 
@@ -657,27 +947,25 @@ class DatasetReader:
             return [n.decode() if isinstance(n, bytes) else str(n) for n in self.file["mask"][key][()]]
         return None
 
-    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
+    def user_split(self) -> bool:
+        """Whether ``mask/train`` + ``mask/valid`` are a user's filter keys (not the writer's default split)."""
+        if "mask" not in self.file or not all(k in self.file["mask"] for k in ("train", "valid")):
+            return False
+        return not any(_AUTO_SPLIT_ATTR in self.file["mask"][k].attrs for k in ("train", "valid"))
+
+    def split(self, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED
+              ) -> tuple[list[str], list[str]]:
         """Train/validation demo names, *by episode* (no episode is in both).
 
-        The file's robomimic filter keys ``mask/train`` + ``mask/valid`` win when present;
-        otherwise a seeded shuffle puts ``round(val_fraction * episodes)`` episodes (at
-        least one when there are two or more and ``val_fraction > 0``) into validation.
+        A user's robomimic filter keys ``mask/train`` + ``mask/valid`` win when present;
+        otherwise (also over the default split the writer stores for robomimic, which is
+        this with the default arguments) `train_valid_split` with `val_fraction`, `seed`.
         """
-        train, valid = self.filter_key("train"), self.filter_key("valid")
-        if train is not None and valid is not None:
+        if self.user_split():
             keep = set(self.names)
+            train, valid = self.filter_key("train"), self.filter_key("valid")
             return [n for n in train if n in keep], [n for n in valid if n in keep]
-        if not 0.0 <= val_fraction < 1.0:
-            raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        names = list(self.names)
-        order = np.random.default_rng(seed).permutation(len(names))
-        n_val = int(round(val_fraction * len(names)))
-        if val_fraction > 0 and n_val == 0 and len(names) >= 2:
-            n_val = 1
-        val = sorted((names[i] for i in order[:n_val]), key=self.names.index)
-        train = sorted((names[i] for i in order[n_val:]), key=self.names.index)
-        return train, val
+        return train_valid_split(self.names, val_fraction, seed)
 
     def close(self) -> None:
         if self.file.id.valid:
@@ -933,90 +1221,6 @@ def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
                            f"has {spec.observation_sizes[obs_group]}")
     if meta.get("robot") and getattr(env, "robot", None) is not None and meta["robot"] != env.robot.name:
         raise DatasetError(f"dataset was recorded on robot {meta['robot']!r}, task {spec.task} uses {env.robot.name!r}")
-
-
-# --------------------------------------------------------------------------------------
-# Export: a LeRobot-style layout
-# --------------------------------------------------------------------------------------
-
-
-def export_lerobot(path: str | Path, out: str | Path, fps: float | None = None, obs_group: str = "policy") -> dict:
-    """Write a LeRobot-v2-style dataset directory from an HDF5 dataset.
-
-    ::
-
-        meta/info.json          codebase_version "v2.0", fps, features (dtype/shape/names), totals
-        meta/episodes.jsonl     {"episode_index", "tasks", "length", "success"} per line
-        meta/tasks.jsonl        {"task_index": 0, "task": <task>}
-        data/chunk-000/episode_000000.parquet   (with pyarrow) or .npz (without): columns
-            observation.state (T, k), action (T, A), next.reward, next.done, next.success,
-            timestamp, frame_index, episode_index, index, task_index,
-            and observation.<group> for every other stored group,
-            expert_action, policy_action, intervention (roboreal extensions)
-
-    The parquet files are what LeRobot's loader reads; the ``.npz`` fallback holds the
-    same columns (``numpy.load``) where pyarrow is not installed.
-    """
-    out = Path(out)
-    try:
-        import pyarrow as pa  # noqa: F401
-        import pyarrow.parquet as pq  # noqa: F401
-
-        use_parquet = True
-    except ImportError:
-        use_parquet = False
-    (out / "meta").mkdir(parents=True, exist_ok=True)
-    (out / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    with DatasetReader(path) as r:
-        fps = fps or (1.0 / float(r.meta["control_dt"]) if r.meta.get("control_dt") else 25.0)
-        task = r.task or "unknown"
-        index = 0
-        episodes_meta = []
-        features: dict = {}
-        for ep_i, name in enumerate(r.names):
-            ep = r.episode(name)
-            n = len(ep)
-            cols: dict[str, np.ndarray] = {
-                "observation.state": ep.obs[obs_group] if obs_group in ep.obs else next(iter(ep.obs.values())),
-                "action": ep.actions,
-                "next.reward": ep.rewards, "next.done": ep.dones.astype(bool),
-                "next.success": np.array([bool(ep.success)] * n) if ep.success is not None else np.zeros(n, bool),
-                "timestamp": (np.arange(n) / fps).astype(np.float32), "frame_index": np.arange(n, dtype=np.int64),
-                "episode_index": np.full(n, ep_i, dtype=np.int64), "index": np.arange(index, index + n, dtype=np.int64),
-                "task_index": np.zeros(n, dtype=np.int64), "expert_action": ep.expert_actions,
-                "policy_action": ep.policy_actions, "intervention": ep.intervention.astype(bool)}
-            for g, v in ep.obs.items():
-                if g != obs_group:
-                    cols[f"observation.{g}"] = v
-            if not features:
-                features = {k: {"dtype": str(v.dtype), "shape": list(v.shape[1:]) or [1]} for k, v in cols.items()}
-            stem = out / "data" / "chunk-000" / f"episode_{ep_i:06d}"
-            if use_parquet:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                table = pa.table({k: (list(v) if v.ndim > 1 else v) for k, v in cols.items()})
-                pq.write_table(table, str(stem) + ".parquet")
-            else:
-                np.savez(str(stem) + ".npz", **cols)
-            episodes_meta.append({"episode_index": ep_i, "tasks": [task], "length": n, "success": ep.success,
-                                  "source_demo": name})
-            index += n
-        info = {"codebase_version": "v2.0", "robot_type": r.meta.get("robot"), "fps": fps,
-                "total_episodes": len(r.names), "total_frames": index, "total_tasks": 1, "chunks_size": 1000,
-                "total_chunks": 1, "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}."
-                                               + ("parquet" if use_parquet else "npz"),
-                "features": features, "source": str(path), "roboreal": {k: r.meta.get(k) for k in
-                                                                         ("task", "robot", "source", "format")}}
-    with open(out / "meta" / "info.json", "w") as f:
-        json.dump(info, f, indent=2, default=str)
-    with open(out / "meta" / "episodes.jsonl", "w") as f:
-        for e in episodes_meta:
-            f.write(json.dumps(e) + "\n")
-    with open(out / "meta" / "tasks.jsonl", "w") as f:
-        f.write(json.dumps({"task_index": 0, "task": task}) + "\n")
-    return {"episodes": len(episodes_meta), "frames": index, "format": "parquet" if use_parquet else "npz",
-            "out": str(out)}
 
 
 def format_rate(x: float | None) -> str:

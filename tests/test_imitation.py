@@ -23,8 +23,7 @@ from roboreal.agents.dagger import DAgger, DAggerConfig, beta_for_round, collect
 from roboreal.agents.experts import BundleExpert, PolicyExpert, ScriptedPandaExpert, make_expert
 from roboreal.agents.policy import evaluate, load_policy
 from roboreal.envs import make
-from roboreal.sim2real.datasets import (BatchedRecorder, DatasetReader, DatasetWriter, dataset_meta, export_lerobot,
-                                        load_transitions)
+from roboreal.sim2real.datasets import BatchedRecorder, DatasetReader, DatasetWriter, dataset_meta, load_transitions
 
 
 def _expert_success(task: str, episodes: int, seed: int) -> float:
@@ -316,25 +315,6 @@ def test_data_info_summarises_episodes(tmp_path, capsys):
     assert f"interventions {interventions} steps in 4 episodes" in out
     assert f"expert labels {interventions}" in out
     assert main(["data", "info", str(tmp_path / "missing.hdf5")]) == 2
-
-
-def test_lerobot_style_export(tmp_path):
-    import json
-
-    path = tmp_path / "s.hdf5"
-    _synthetic_file(path, 3)
-    res = export_lerobot(path, tmp_path / "lr")
-    info = json.loads((tmp_path / "lr" / "meta" / "info.json").read_text())
-    assert info["total_episodes"] == 3 and info["features"]["action"]["shape"] == [2]
-    episodes = [json.loads(x) for x in (tmp_path / "lr" / "meta" / "episodes.jsonl").read_text().splitlines()]
-    assert [e["episode_index"] for e in episodes] == [0, 1, 2]
-    if res["format"] == "npz":
-        data = np.load(tmp_path / "lr" / "data" / "chunk-000" / "episode_000001.npz")
-        with DatasetReader(path) as r:
-            ep = r.episode(1)
-        np.testing.assert_array_equal(data["action"], ep.actions)
-        np.testing.assert_array_equal(data["observation.state"], ep.obs["policy"])
-        assert data["frame_index"].tolist() == list(range(len(ep)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy-node", help="the policy node recorded (default /policy_node)")
     p.add_argument("--max-episode-s", type=float, help="s after which an episode is ended and written (0: none)")
     p.add_argument("--recover", metavar="FILE.mcap",
-                   help="rewrite the MCAP of a killed recording as a complete, indexed FILE.recovered.mcap "
-                        "and exit (no ROS)")
+                   help="rewrite an MCAP cut short (or a killed recording's unindexed one) as a complete, indexed "
+                        "FILE.recovered.mcap and exit (no ROS); the source's library, metadata and channels are kept")
     p.add_argument("--params", action="append", default=[], metavar="FILE.yaml",
                    help="ROS 2 params file (repeatable; later files win)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
@@ -43,9 +43,15 @@ def cmd_record(args: argparse.Namespace) -> int:
 
         src = Path(args.recover)
         dst = src.with_name(src.stem + ".recovered.mcap")
-        res = recover_mcap(src, dst)
-        print(f"{dst}: {res['messages']} messages on {res['channels']} channels"
-              + (" (the source was complete)" if res["complete"] else " recovered up to where the recording stopped"))
+        try:
+            res = recover_mcap(src, dst)
+        except (OSError, ValueError) as e:  # a missing or non-MCAP source, an existing destination
+            print(f"[recorder] error: {e}", file=sys.stderr, flush=True)
+            return 2
+        how = ("the source was complete" if res["complete"] else
+               f"the source was cut short ({res['tear']}); every message before the cut is kept" if res["tear"] else
+               "the source was a killed recording; every message it holds is kept")
+        print(f"{dst}: {res['messages']} messages on {res['channels']} channels, indexed ({how})")
         return 0
     ros_args: list[str] = []
     for f in args.params:
