@@ -129,6 +129,41 @@ class ScriptedPandaConfig:
     hold_lift: float = 0.008  # m: the cube is held this far above a goal on the table
 
 
+def arm_ik_action(cfg: "ScriptedPandaConfig", action_scale: float | np.ndarray, jacp: np.ndarray, jacr: np.ndarray,
+                  tcp: np.ndarray, tcp_xmat: np.ndarray, q: np.ndarray, qvel: np.ndarray | None,
+                  default: np.ndarray, waypoint: np.ndarray, orient: np.ndarray | None = None,
+                  max_descent: float | None = None) -> np.ndarray:
+    """One step of the scripted arm: the normalized joint-target delta moving the TCP towards
+    `waypoint` (and its orientation towards `orient`), from the TCP's Jacobians at joints `q`.
+
+    Pure numpy, so the same step serves the simulated expert and an operator on a robot
+    (`roboreal.sim2real.operator`), who computes the Jacobians from measured joint positions.
+    `qvel` None: no velocity damping (e.g. when the measured velocities are too noisy).
+    """
+    c = cfg
+    pos_err = np.asarray(waypoint, dtype=np.float64) - tcp
+    if max_descent is not None and pos_err[2] < -max_descent:
+        pos_err[2] = -max_descent  # come down slowly (no overshoot into the cube or the floor)
+    n = np.linalg.norm(pos_err)
+    if n > c.max_cartesian_error:
+        pos_err *= c.max_cartesian_error / n
+    if c.velocity_damping and qvel is not None:  # damps the joint-target servo's overshoot
+        pos_err -= c.velocity_damping * (jacp @ qvel)
+    if orient is not None:
+        rot_err = orientation_error(tcp_xmat, orient)
+        jac = np.vstack([jacp, c.rotation_weight * jacr])
+        err = np.concatenate([pos_err, c.rotation_weight * rot_err])
+    else:
+        jac, err = jacp, pos_err
+    dq = dls(jac, err, c.damping)
+    if c.nullspace_gain:
+        pinv = jac.T @ np.linalg.inv(jac @ jac.T + (c.damping ** 2) * np.eye(jac.shape[0]))
+        dq += (np.eye(len(q)) - pinv @ jac) @ (c.nullspace_gain * (default - q))
+    a = c.gain * dq / action_scale
+    peak = np.abs(a).max()
+    return a / peak if peak > 1.0 else a
+
+
 class ScriptedPandaExpert(Expert):
     """Inverse-kinematics expert for `panda-reach(-sparse)` and `panda-pick`.
 
@@ -195,31 +230,10 @@ class ScriptedPandaExpert(Expert):
     # ----- the arm: Cartesian waypoint -> joint-target deltas -----
     def _arm_action(self, i: int, d: mujoco.MjData, waypoint: np.ndarray, orient: np.ndarray | None,
                     max_descent: float | None = None) -> np.ndarray:
-        c = self.cfg
-        tcp = d.site_xpos[self.kin.site]
         jacp, jacr = self.kin.site_jacobian(i, d)
-        pos_err = waypoint - tcp
-        if max_descent is not None and pos_err[2] < -max_descent:
-            pos_err[2] = -max_descent  # come down slowly (no overshoot into the cube or the floor)
-        n = np.linalg.norm(pos_err)
-        if n > c.max_cartesian_error:
-            pos_err *= c.max_cartesian_error / n
-        if c.velocity_damping:  # damps the joint-target servo's overshoot
-            pos_err -= c.velocity_damping * (jacp @ d.qvel[self.kin.dof_idx])
-        if orient is not None:
-            rot_err = orientation_error(d.site_xmat[self.kin.site].reshape(3, 3), orient)
-            jac = np.vstack([jacp, c.rotation_weight * jacr])
-            err = np.concatenate([pos_err, c.rotation_weight * rot_err])
-        else:
-            jac, err = jacp, pos_err
-        dq = dls(jac, err, c.damping)
-        if c.nullspace_gain:
-            q = d.qpos[self.kin.qpos_idx]
-            pinv = jac.T @ np.linalg.inv(jac @ jac.T + (c.damping ** 2) * np.eye(jac.shape[0]))
-            dq += (np.eye(len(q)) - pinv @ jac) @ (c.nullspace_gain * (self.default - q))
-        a = c.gain * dq / self.scale
-        peak = np.abs(a).max()
-        return a / peak if peak > 1.0 else a
+        return arm_ik_action(self.cfg, self.scale, jacp, jacr, d.site_xpos[self.kin.site],
+                             d.site_xmat[self.kin.site].reshape(3, 3), d.qpos[self.kin.qpos_idx],
+                             d.qvel[self.kin.dof_idx], self.default, waypoint, orient, max_descent)
 
     def _grasp_orientation(self, d: mujoco.MjData) -> np.ndarray:
         """Gripper down, fingers closing across the cube's faces (yaw of the cube mod 90 deg)."""

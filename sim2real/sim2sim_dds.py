@@ -93,6 +93,24 @@ def fallen(pose: np.ndarray, tilt_limit: float) -> bool:
     return float(projected_gravity(pose[3:7])[2]) > -math.cos(tilt_limit)
 
 
+def bridge_parameters(randomization: str | None = None, driver=None) -> dict:
+    """The sim bridge's parameters for a sim2sim condition: the physics `randomization`
+    preset (or YAML file) once at startup, and the `driver`'s (`sim2sim.DriverCfg`) mean
+    latencies and its noise (a uniform half-width h as the bridge's Gaussian of the same
+    standard deviation, h / sqrt(3))."""
+    params: dict = {}
+    if randomization:
+        params.update(randomize=True, randomization=str(randomization))
+    if driver is not None:
+        params["latency"] = 0.5 * sum(driver.sensor_latency_ms) / 1000.0
+        params["command_latency"] = 0.5 * sum(driver.command_latency_ms) / 1000.0
+        for key, param in (("joint_pos", "joint_position_noise"), ("joint_vel", "joint_velocity_noise"),
+                           ("imu_gyro", "imu_noise"), ("imu_orientation", "imu_orientation_noise")):
+            if driver.noise.get(key):
+                params[param] = driver.noise[key] / math.sqrt(3)
+    return params
+
+
 def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0, randomization: str | None = None,
                       driver=None, log_dir: str | Path | None = None, episode_s: float | None = None,
                       robot: str | None = None) -> dict:
@@ -137,20 +155,10 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
     try:
         for ep in range(episodes):
             bridge_args = [py, "-m", "roboreal", "sim-bridge", "--robot", robot_ref, "--seed", str(seed + ep)]
-            ros = []
-            if randomization:
+            params = bridge_parameters(randomization, driver)
+            if params.pop("randomize", False):
                 bridge_args.append("--randomize")
-                ros += ["-p", f"randomization:={randomization}"]
-            if driver is not None:
-                lat = 0.5 * sum(driver.sensor_latency_ms) / 1000.0
-                cmd_lat = 0.5 * sum(driver.command_latency_ms) / 1000.0
-                noise = driver.noise
-                ros += ["-p", f"latency:={lat}", "-p", f"command_latency:={cmd_lat}"]
-                # uniform half-width h as the bridge's Gaussian: the same standard deviation, h / sqrt(3)
-                for key, param in (("joint_pos", "joint_position_noise"), ("joint_vel", "joint_velocity_noise"),
-                                   ("imu_gyro", "imu_noise"), ("imu_orientation", "imu_orientation_noise")):
-                    if noise.get(key):
-                        ros += ["-p", f"{param}:={noise[key] / math.sqrt(3)}"]
+            ros = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
             bridge = subprocess.Popen(bridge_args + ["--ros-args"] + ros, env=proc_env,
                                       stdout=open(log_dir / f"bridge_{ep}.log", "w"), stderr=subprocess.STDOUT)
             node = subprocess.Popen([py, "-m", "roboreal", "deploy", str(bundle_path), "--robot", robot_ref],
