@@ -38,6 +38,7 @@ COMMAND_MODULES = {
     "roboreal.envs.robot_cli": ("robot",),
     "roboreal.agents.cli": ("train", "play"),
     "roboreal.agents.imitation_cli": ("collect", "bc", "dagger", "data"),
+    "roboreal.agents.offline_cli": ("offline",),
     "roboreal.sim2real.cli": ("export", "sim2sim"),
     "roboreal.sim2real.nodes.cli": ("sim-bridge", "launch"),
     "roboreal.sim2real.nodes.deploy_cli": ("deploy", "teleop"),
