@@ -231,6 +231,7 @@ def dagger(session: Path, run_dir: Path, size: DemoSize, seed: int) -> tuple[Pat
     if not s["labels"]:
         print("   the operator never took over: nothing to learn from (the policy already reached every goal)")
         return None, {"labels": 0}
+
     def run(out: Path, datasets: list[str]) -> tuple[Path, dict]:
         args = ["dagger", "--task", TASK, "--expert", "scripted", *datasets, "--run-dir", str(out),
                 "--rounds", str(size.dagger_rounds), "--seed", str(seed), "--quiet",
@@ -243,9 +244,9 @@ def dagger(session: Path, run_dir: Path, size: DemoSize, seed: int) -> tuple[Pat
 
     bundle, metrics = run(run_dir, ["--dataset", str(session)])
     print(f"   {metrics['labels']} labels in all ({s['labels']} from the robot); exported {bundle}")
-    out = {"labels": metrics["labels"], "robot_labels": s["labels"]}
+    out = {"labels": metrics["labels"], "robot_labels": s["labels"], "sim2sim": sim2sim(bundle, size, seed)}
     # What did the takeovers add? The same DAgger on simulation data only, checked the same way.
-    print("   the same DAgger without the robot's takeovers (simulation data only), for comparison:")
+    print("   for comparison, the same DAgger without the robot's takeovers (simulation data only):")
     sim_only, _ = run(run_dir.with_name(run_dir.name + "_sim_only"), [])
     out["sim_only_sim2sim"] = sim2sim(sim_only, size, seed)
     return bundle, out
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     new_bundle, summary["dagger"] = dagger(out / "session_before.hdf5", out / "dagger", size, args.seed)
     if new_bundle is not None:
         summary["stages"].append("dagger")
-        summary["sim2sim_after"] = sim2sim(new_bundle, size, args.seed)
+        summary["sim2sim_after"] = summary["dagger"].pop("sim2sim")
         heading(5, "redeploying the new bundle on the same perturbed robot, same goals")
         summary["after"] = deploy_session(new_bundle, goals, out / "session_after.hdf5", params, args.seed, "after")
         summary["stages"].append("redeploy")
