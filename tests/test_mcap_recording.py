@@ -337,9 +337,12 @@ def test_offered_qos_profiles_are_rosbag2_version_9():
     """A publisher's QoS becomes rosbag2's offered_qos_profiles entry: policies by rmw's names,
     durations as sec/nsec (infinite: 9223372036 s 854775807 ns), in rosbag2's key order."""
     from rclpy.duration import Duration
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-    q = qos_profile_sensor_data
+    # a copy: rclpy's qos_profile_sensor_data is one shared object, and a deadline left on it
+    # makes every later sensor-data subscription in this process incompatible with its publishers
+    q = QoSProfile(history=qos_profile_sensor_data.history, depth=qos_profile_sensor_data.depth,
+                   reliability=qos_profile_sensor_data.reliability, durability=qos_profile_sensor_data.durability)
     q.deadline = Duration(seconds=0, nanoseconds=1_500_000_000)
     entry = qos_profile_dict(q)
     assert entry == {"history": "keep_last", "depth": 5, "reliability": "best_effort", "durability": "volatile",
