@@ -146,8 +146,15 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
     try:
         t0 = time.monotonic()
         with Console().status(f"   {label}: starting the sim bridge, policy node, teleop and recorder"):
+            held_since = None
             while probe.mode != "policy" or probe.ee is None:  # the goal stream starts at once (command watchdog)
                 probe.send(goal=goals[0])
+                # a stall of a loaded 2-core machine may trip the joint-state watchdog during startup (a
+                # latched hold): reset the policy node, as an operator would
+                held_since = (held_since or time.monotonic()) if probe.mode in ("hold", "damping") else None
+                if held_since is not None and time.monotonic() - held_since > 1.5:
+                    _call(reset, Trigger)
+                    held_since = None
                 if launch.poll() is not None:
                     raise RuntimeError(f"the launch exited early with code {launch.returncode} (log: {log})")
                 if time.monotonic() - t0 > startup_timeout:

@@ -736,7 +736,8 @@ class DatasetReader:
                     break
                 self.file.close()
             # a writer's episode takes milliseconds to land; the jitter keeps retries out of step with it
-            time.sleep(float(np.random.default_rng().uniform(0.01, 0.03 * (attempt + 1))))
+            # (up to ~1.8 s in all: a loaded machine stretches an fsynced episode write)
+            time.sleep(float(np.random.default_rng().uniform(0.01, 0.05 * (attempt + 1))))
         for n, problem in self.skipped.items():
             warnings.warn(f"{self.path}: skipping {n}: {problem}", stacklevel=2)
 

@@ -376,6 +376,8 @@ while True:
         print(f"WROTE {i}", flush=True)
     elif i == 0:
         print("STARTED", flush=True)
+    if mode == "loop":  # back to back, but not in a spin: even a busy recorder ends 20 episodes a second at most
+        time.sleep(0.05)
     i += 1
 w.close()
 '''
