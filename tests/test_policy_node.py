@@ -111,6 +111,7 @@ class FakeRobot:
         self.goal: tuple | None = (0.5, 0.0, 0.4) if spec.ros.goal else None
         self.sent_joint_states = 0
         self.last_sensor_time = None
+        self.max_sensor_gap = 0.0  # the longest pause between this robot's own joint states (its own stalls)
         self.records: dict[str, list] = {k: [] for k in ("commands", "mode", "policy_action", "executed_action",
                                                           "diagnostics", "intervention", "gripper")}
         self.lock = threading.Lock()
@@ -171,7 +172,10 @@ class FakeRobot:
             js.velocity = [float(self.dq[i]) for i in self.order]
             self.js_pub.publish(js)
             self.sent_joint_states += 1
-            self.last_sensor_time = time.monotonic()
+            t = time.monotonic()
+            if self.last_sensor_time is not None:
+                self.max_sensor_gap = max(self.max_sensor_gap, t - self.last_sensor_time)
+            self.last_sensor_time = t
         if self.imu_pub is not None and self.publish_imu:
             imu = Imu()
             imu.header.stamp = now
@@ -483,21 +487,34 @@ def test_stale_frozen_future_and_unset_stamps_are_caught(bundles, tmp_path):
 def test_a_stalled_node_is_an_overrun_not_a_sensor_timeout(bundles, tmp_path, trigger):
     """Fresh data at 200 Hz while the node itself is frozen (SIGSTOP) for 150 ms, longer than
     the 0.1 s watchdog: on waking it handles what arrived before stepping, so the watchdog does
-    not trip; the stall is reported as the node's own overrun."""
+    not trip; the stall is reported as the node's own overrun.
+
+    The fake robot lives in this (test) process: on a loaded 2-core machine it may itself stall
+    past the watchdog, and then the data really was stale and damping is the right answer. Such
+    a window proves nothing either way: the node is reset and the window repeated (3 at most);
+    the assertions are made on a window in which the robot's data stayed fresh."""
     spec = load_robot("go1")
     robot = FakeRobot(spec, rate=200.0)
     node = deploy(bundles["go1"], "go1", tmp_path / "node.log", f"control_trigger:={trigger}")
     try:
         robot.settle("policy", 25)
-        time.sleep(0.5)
-        t0 = time.monotonic()
-        for _ in range(5):
-            node.p.send_signal(signal.SIGSTOP)
-            time.sleep(0.15)
-            node.p.send_signal(signal.SIGCONT)
-            time.sleep(0.6)
+        for attempt in range(3):
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            robot.max_sensor_gap = 0.0
+            for _ in range(5):
+                node.p.send_signal(signal.SIGSTOP)
+                time.sleep(0.15)
+                node.p.send_signal(signal.SIGCONT)
+                time.sleep(0.6)
+            if robot.max_sensor_gap < 0.08 or attempt == 2:  # the robot's own data stayed fresh
+                break
+            if any(m == "damping" for _, m in robot.get("mode", since=t0)):
+                t = time.monotonic()
+                robot.call_reset()
+                robot.wait_mode("policy", 10, since=t)
         modes = [m for _, m in robot.get("mode", since=t0)]
-        assert "damping" not in modes, modes
+        assert "damping" not in modes, (modes, f"the fake robot's longest pause {robot.max_sensor_gap:.3f} s")
         robot.wait_for(lambda: any(int(d.get("overruns", "0")) >= 5 for _, d in robot.get("diagnostics", since=t0)),
                        3, f"diagnostics counting the overruns: {robot.get('diagnostics', since=t0)[-1:]}")
         diag = [d for _, d in robot.get("diagnostics", since=t0)][-1]
