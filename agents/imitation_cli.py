@@ -166,10 +166,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bc(args: argparse.Namespace) -> int:
-    _threads(args)
-    from roboreal.agents.bc import BCConfig, run_bc
-
+def dataset_command_inputs(args: argparse.Namespace) -> tuple[list[str], dict, list[tuple[str, object]], str]:
+    """What a command that learns from dataset files (``bc``, ``offline``) was given: the files
+    (each must exist), ``env.*`` overrides, its own ``key=value`` overrides, and the task
+    (``--task``, else the first file's)."""
     files, items = _split_overrides(args.datasets)
     if not files:
         raise ConfigError("datasets", "give at least one dataset file")
@@ -177,7 +177,7 @@ def cmd_bc(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             raise ConfigError("datasets", f"no such dataset file: {f}")
     env_over = {k[4:]: v for k, v in items if k.startswith("env.")}
-    cfg = _apply(BCConfig, [(k, v) for k, v in items if not k.startswith("env.")])
+    own = [(k, v) for k, v in items if not k.startswith("env.")]
     task = args.task
     if task is None:
         from roboreal.sim2real.datasets import DatasetReader
@@ -186,6 +186,15 @@ def cmd_bc(args: argparse.Namespace) -> int:
             task = r.task
     if not task:
         raise ConfigError("task", "the dataset names no task; pass --task")
+    return files, env_over, own, task
+
+
+def cmd_bc(args: argparse.Namespace) -> int:
+    _threads(args)
+    from roboreal.agents.bc import BCConfig, run_bc
+
+    files, env_over, own, task = dataset_command_inputs(args)
+    cfg = _apply(BCConfig, own)
     run_dir = args.run_dir or f"runs/{task}_bc_{time.strftime('%Y%m%d-%H%M%S')}"
     from roboreal.sim2real.datasets import DatasetError
 

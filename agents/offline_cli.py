@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from roboreal.config import ConfigError
 
@@ -39,28 +38,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
-    from roboreal.agents.imitation_cli import _apply, _log_row, _split_overrides, _threads
+    from roboreal.agents.imitation_cli import _apply, _log_row, _threads, dataset_command_inputs
     from roboreal.agents.iql import IQLConfig, run_offline
-    from roboreal.sim2real.datasets import DatasetError, DatasetReader
+    from roboreal.sim2real.datasets import DatasetError
 
     _threads(args)
-    files, items = _split_overrides(args.datasets)
-    if not files:
-        raise ConfigError("datasets", "give at least one dataset file")
-    for f in files:
-        if not Path(f).is_file():
-            raise ConfigError("datasets", f"no such dataset file: {f}")
-    env_over = {k[4:]: v for k, v in items if k.startswith("env.")}
-    own = [(k, v) for k, v in items if not k.startswith("env.")]
+    files, env_over, own, task = dataset_command_inputs(args)
     if args.steps is not None:
         own.append(("steps", args.steps))
     cfg = _apply(IQLConfig, own)
-    task = args.task
-    if task is None:
-        with DatasetReader(files[0]) as r:
-            task = r.task
-    if not task:
-        raise ConfigError("task", "the dataset names no task; pass --task")
     run_dir = args.run_dir or f"runs/{task}_{args.algo}_{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         res = run_offline(files, task, cfg, run_dir, seed=args.seed, env_overrides=env_over,
