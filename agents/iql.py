@@ -36,6 +36,13 @@ over-estimation). The details, in order:
 8. Adam (3e-4 for every network, batch 256, two hidden layers of 256 ReLU units: the paper's
    settings), a cosine decay of the actor's learning rate (the paper's), ``steps`` gradient
    steps (the paper: 1M); a periodic deterministic evaluation in the simulated task.
+9. Online fine-tuning (``online_steps > 0``; `finetune_iql`, the paper's section 5.3): the offline
+   agent keeps its networks, optimizers and the dataset's observation normalizer, and collects
+   ``online_steps`` transitions in ``online_envs`` simulated envs, sampling its actions
+   (``N(tanh(mu), sigma)`` clipped to [-1, 1]; ``tanh(mu) + online_noise`` noise for the
+   deterministic policy). They are appended to the dataset's transitions (time-outs bootstrapped,
+   terminations not), and ``online_utd`` IQL updates per transition draw from the union. The actor's
+   learning rate is ``actor_lr`` again (the cosine schedule ended at 0 with the offline phase).
 """
 
 from __future__ import annotations
@@ -83,6 +90,12 @@ class IQLConfig:
     obs_group: str = "policy"
     eval_interval: int = 10_000  # gradient steps between deterministic evaluations (0: only at the end)
     log_interval: int = 1_000  # gradient steps between TensorBoard / progress.csv rows
+    # online fine-tuning after the offline phase (the paper's section 5.3): the same updates, drawn from the
+    # dataset plus the transitions the policy collects in the simulated task
+    online_steps: int = 0  # env transitions to collect (0: offline only)
+    online_envs: int = 8  # simulated envs stepped in parallel while fine-tuning
+    online_utd: float = 1.0  # gradient updates per collected transition (the paper's 1)
+    online_noise: float = 0.1  # exploration std added to tanh(mu) when policy="deterministic"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.expectile < 1.0:
@@ -98,9 +111,14 @@ class IQLConfig:
         for name in ("actor_lr", "critic_lr", "value_lr", "obs_clip"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("batch_size", "steps", "log_interval"):
+        for name in ("batch_size", "steps", "log_interval", "online_envs"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("online_steps", "online_noise"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.online_utd > 0:
+            raise ConfigError("online_utd", f"must be > 0, got {self.online_utd}")
         if self.eval_interval < 0:
             raise ConfigError("eval_interval", f"must be >= 0, got {self.eval_interval}")
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -431,6 +449,114 @@ def train_iql(data: OfflineData, cfg: IQLConfig, seed: int = 0, log: Callable[[d
     return agent, rows
 
 
+class TransitionBuffer:
+    """The dataset's transitions followed by room for `extra` online ones; `IQL.sample` draws
+    uniformly from the filled part (``len``)."""
+
+    def __init__(self, data: OfflineData, extra: int):
+        n = len(data)
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros((n + extra, *t.shape[1:]), dtype=t.dtype)
+            out[:n] = t
+            return out
+
+        self.obs, self.actions, self.rewards = grow(data.obs), grow(data.actions), grow(data.rewards)
+        self.next_obs, self.terminals = grow(data.next_obs), grow(data.terminals)
+        self.offline_size = self.size = n
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
+            terminals: torch.Tensor) -> None:
+        k = int(actions.shape[0])
+        if self.size + k > self.actions.shape[0]:
+            raise RuntimeError(f"TransitionBuffer full: {self.size} + {k} > {self.actions.shape[0]}")
+        sl = slice(self.size, self.size + k)
+        self.obs[sl], self.actions[sl], self.rewards[sl] = obs, actions, rewards
+        self.next_obs[sl], self.terminals[sl] = next_obs, terminals
+        self.size += k
+
+
+@torch.no_grad()
+def explore_action(agent: IQL, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The fine-tuning behaviour policy: a sample of the actor's Gaussian around ``tanh(mu)``
+    (or ``online_noise`` for the deterministic actor), clipped to the action range."""
+    mean, log_std = agent.actor.mean_log_std(agent.normalizer(obs.to(agent.device)))
+    mean = torch.tanh(mean).cpu()
+    std = log_std.exp().cpu() if agent.cfg.policy == "gaussian" else torch.full_like(mean, agent.cfg.online_noise)
+    return (mean + std * torch.randn(mean.shape, generator=generator)).clamp(-1.0, 1.0)
+
+
+def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int = 0,
+                 log: Callable[[dict], None] | None = None, evaluate: Callable[["IQL", int], dict] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Online fine-tuning of an offline-trained `agent` in the batched `env` (see item 9 above).
+
+    Gradient steps continue the offline count (``row["step"]``); rows also carry the online
+    env transitions so far and the mean return / success rate of the training episodes that
+    ended since the previous row. Evaluation as in `train_iql`, every ``eval_interval`` updates
+    and at the end."""
+    n = env.num_envs
+    buffer = TransitionBuffer(data, cfg.online_steps + n)
+    agent.actor_schedule = None
+    for group in agent.actor_optimizer.param_groups:
+        group["lr"] = cfg.actor_lr
+    generator = torch.Generator().manual_seed(seed + 7)
+    obs = env.reset(seed=seed)[0][cfg.obs_group].cpu().float()
+    rows: list[dict] = []
+    sums: dict[str, torch.Tensor] = {}
+    count, collected, debt = 0, 0, 0.0
+    ep_returns: list[float] = []
+    ep_success: list[float] = []
+    step = agent.updates
+    next_row, next_eval = step + cfg.log_interval, step + cfg.eval_interval if cfg.eval_interval else None
+    t0 = t_row = time.perf_counter()
+    while collected < cfg.online_steps:
+        actions = explore_action(agent, obs, generator)
+        next_obs, rewards, terminated, truncated, info = env.step(actions.to(env.device))
+        real_next = info.get("final_observation", next_obs)[cfg.obs_group].cpu().float()
+        buffer.add(obs, actions, rewards.cpu().float(), real_next, terminated.cpu().float())
+        ep = info.get("episode") or {}
+        if "return" in ep:
+            ep_returns += ep["return"].reshape(-1).float().tolist()
+        if "success" in ep:
+            ep_success += ep["success"].reshape(-1).float().tolist()
+        obs = next_obs[cfg.obs_group].cpu().float()
+        collected += n
+        debt += n * cfg.online_utd
+        while debt >= 1.0:
+            debt -= 1.0
+            metrics = agent.update(agent.sample(buffer))
+            for k, v in metrics.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            step = agent.updates
+            if on_progress is not None:
+                on_progress(step)
+        last = collected >= cfg.online_steps
+        eval_now = evaluate is not None and (last or (next_eval is not None and step >= next_eval))
+        if step >= next_row or eval_now or last:
+            now = time.perf_counter()
+            row = {"step": step, "time_s": round(now - t0, 3), "online/env_steps": collected,
+                   "perf/updates_per_s": round(count / max(now - t_row, 1e-9), 1),
+                   **{k: round(float(v) / max(count, 1), 6) for k, v in sums.items()}}
+            if ep_returns:
+                row["online/return"] = round(float(np.mean(ep_returns)), 4)
+            if ep_success:
+                row["online/success_rate"] = round(float(np.mean(ep_success)), 4)
+            sums, count, t_row, ep_returns, ep_success = {}, 0, now, [], []
+            next_row = step + cfg.log_interval
+            if eval_now:
+                row.update(evaluate(agent, step))
+                next_eval = step + cfg.eval_interval if cfg.eval_interval else None
+            rows.append(row)
+            if log is not None:
+                log(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------
 # `roboreal offline`: a run directory that play and export take
 # --------------------------------------------------------------------------------------
@@ -444,7 +570,9 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
 
     ``best.pt`` is the policy of the best periodic evaluation (success rate, then return) --
     a choice made with the simulator, which an offline setting on a robot does not have;
-    ``last.pt`` is the final policy. Without evaluation both hold the final policy."""
+    ``last.pt`` is the final policy. Without evaluation both hold the final policy. With
+    ``cfg.online_steps`` the offline phase is followed by online fine-tuning (`finetune_iql`) in
+    the simulated task; metrics.json then has the offline phase's final scores beside the final ones."""
     from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
                                     write_progress, write_run_config)
     from roboreal.envs import make
@@ -510,7 +638,8 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
 
         bar = Progress(TextColumn(f"[bold]{task}[/] iql"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("updates  success [green]{task.fields[succ]}[/]"), TimeElapsedColumn())
-        bar_id = bar.add_task("train", total=cfg.steps, succ="-")
+        total_updates = cfg.steps + math.ceil(cfg.online_steps * cfg.online_utd)
+        bar_id = bar.add_task("train", total=total_updates, succ="-")
         bar.start()
 
     def on_row(row: dict) -> None:
@@ -523,12 +652,22 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
             log(row)
 
     def on_progress(step: int) -> None:
-        if bar is not None and (step % 100 == 0 or step == cfg.steps):
+        if bar is not None and (step % 100 == 0 or step == cfg.steps or step == total_updates):
             bar.update(bar_id, completed=step)
 
     t0 = time.perf_counter()
+    offline_scores: dict = {}
     try:
         agent, rows = train_iql(data, cfg, seed=seed, log=on_row, evaluate=evaluate, on_progress=on_progress)
+        offline_wall = time.perf_counter() - t0
+        offline_scores = {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("eval/")}
+        if cfg.online_steps > 0:
+            online_env = make(task, num_envs=cfg.online_envs, seed=seed + 1, **env_overrides)
+            try:
+                rows += finetune_iql(agent, data, online_env, cfg, seed=seed + 1, log=on_row, evaluate=evaluate,
+                                     on_progress=on_progress)
+            finally:
+                online_env.close()
     finally:
         if bar is not None:
             bar.stop()
@@ -544,6 +683,10 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
                "wall_time_s": round(wall, 2), "eval_episodes": eval_episodes,
                "success_rate": last.get("eval/success_rate"), "mean_return": last.get("eval/return"),
                "best_step": best["step"], "best_success_rate": best["scores"].get("success_rate"),
-               "computed_rewards": sum(f["computed_rewards"] for f in data.files.values())}
+               "computed_rewards": sum(f["computed_rewards"] for f in data.files.values()),
+               "offline_updates": cfg.steps, "offline_wall_time_s": round(offline_wall, 2),
+               "offline_success_rate": offline_scores.get("eval/success_rate"),
+               "offline_mean_return": offline_scores.get("eval/return"),
+               "online_env_steps": cfg.online_steps}
     write_metrics(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir), "history": rows}

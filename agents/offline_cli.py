@@ -2,6 +2,7 @@
 
     roboreal offline pick.hdf5 [more.hdf5 ...] --task panda-pick --algo iql [--run-dir runs/pick_iql]
         [--steps 100000] [--eval-episodes 64] [expectile=0.7 temperature=3.0 hidden=[256,256] env.<field>=...]
+    roboreal offline pick.hdf5 --steps 10000 online_steps=5000     # then fine-tune online in the simulated task
 
 Overrides: `IQLConfig` fields ``key=value`` and ``env.<field>=value`` (task config), every
 key validated. IQL needs a reward per step: unknown (NaN) rewards are computed from the
@@ -55,8 +56,13 @@ def cmd_offline(args: argparse.Namespace) -> int:
         raise ConfigError("datasets", str(e)) from None
     succ = res.get("success_rate")
     computed = f" ({res['computed_rewards']} rewards computed from the task)" if res["computed_rewards"] else ""
-    print(f"{run_dir}: IQL on {res['transitions']} transitions of {res['episodes']} episodes{computed}, "
+    known = lambda v: v is not None and v == v  # noqa: E731
+    online = ""
+    if res["online_env_steps"]:
+        off = res["offline_success_rate"]
+        online = f", then {res['online_env_steps']} online transitions" + \
+            (f" (success rate {off:.0%} after the offline phase)" if known(off) else "")
+    print(f"{run_dir}: IQL on {res['transitions']} transitions of {res['episodes']} episodes{computed}{online}, "
           f"{res['updates']} updates in {res['wall_time_s']:.1f} s"
-          + ("" if succ is None or succ != succ else
-             f"; final success rate {succ:.0%} over {res['eval_episodes']} episodes"))
+          + (f"; final success rate {succ:.0%} over {res['eval_episodes']} episodes" if known(succ) else ""))
     return 0

@@ -7,6 +7,9 @@
 - `PointGoalEnv`: a 2-D point that moves towards a goal (goal-conditioned, sparse
   ``-1/0`` or dense ``-distance`` reward, time-outs only) with a vectorized
   ``compute_reward``; learnable with SAC + HER in seconds.
+- `SignBanditEnv`: one-step episodes; observation ``x ~ U(-1, 1)``, reward ``a * sign(x)``
+  (the best action is ``sign(x)``); checks that online learning moves a policy beyond the
+  actions a dataset holds.
 """
 
 from __future__ import annotations
@@ -132,3 +135,25 @@ class PointGoalEnv(_ToyEnv):
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         truncated = self.episode_step >= self.episode_steps
         return self._finish(reward, terminated, truncated, success)
+
+
+class SignBanditEnv(_ToyEnv):
+    """obs["policy"] = [x], x ~ U(-1, 1) drawn at every reset; reward ``a * sign(x)``; every step terminates."""
+
+    def __init__(self, num_envs: int = 1, device: str | torch.device = "cpu", seed: int = 0):
+        super().__init__(num_envs, device, seed)
+        self.x = torch.zeros(self.num_envs, device=self.device)
+        self.spec = EnvSpec(task="toy-sign-bandit", observation_sizes={"policy": 1}, action_size=1,
+                            max_episode_steps=1)
+
+    def _reset_idx(self, ids: torch.Tensor) -> None:
+        super()._reset_idx(ids)
+        self.x[ids] = torch.rand(len(ids), generator=self.generator, device=self.device) * 2 - 1
+
+    def _obs(self):
+        return {"policy": self.x[:, None].clone()}
+
+    def step(self, actions):
+        reward = actions.reshape(self.num_envs).clamp(-1, 1) * torch.sign(self.x)
+        terminated = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._finish(reward, terminated, torch.zeros_like(terminated))

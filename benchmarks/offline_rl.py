@@ -19,7 +19,8 @@ Methods, all on the same file, scored deterministically on the same ``--eval-epi
 envs (seed 12345): ``BC (expert labels)`` -- `roboreal bc`'s default, it learns from the
 labelled steps only (demonstrations + takeovers); ``BC (all actions)`` -- every executed action
 (what offline RL sees, without rewards); ``IQL`` -- `roboreal offline`, the final weights (no
-selection with the simulator). Mean +- std over seeds, wall-clock of each training.
+selection with the simulator); with ``--online-steps N``, ``IQL + online`` -- that agent fine-tuned
+with N simulated transitions (`roboreal offline ... online_steps=N`). Mean +- std over seeds, wall-clock of each training.
 
 With ``--go1-run RUN_DIR`` (a partly trained go1-walk policy) the same comparison runs on
 go1-walk with ``policy`` episodes (the policy; labels = its actions) and ``noisy`` ones (its
@@ -126,6 +127,19 @@ def train_and_score(task: str, data: Path, seed: int, args, env_overrides: dict 
     wall = time.perf_counter() - t0
     out["IQL"] = {**evaluate_policy(agent.policy(), task, env_overrides, args.eval_episodes), "wall_s": wall,
                   "trained_on": len(offline)}
+    if args.online_steps:
+        from roboreal.agents.iql import finetune_iql
+
+        cfg.online_steps = args.online_steps
+        t0 = time.perf_counter()
+        env = make(task, num_envs=cfg.online_envs, seed=seed + 1, **(env_overrides or {}))
+        try:
+            finetune_iql(agent, offline, env, cfg, seed=seed + 1)
+        finally:
+            env.close()
+        out[f"IQL + online {args.online_steps // 1000}k"] = {
+            **evaluate_policy(agent.policy(), task, env_overrides, args.eval_episodes),
+            "wall_s": wall + time.perf_counter() - t0, "trained_on": len(offline) + args.online_steps}
     return out
 
 
@@ -188,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=32, help="episodes of each kind (expert, failure, takeover)")
     p.add_argument("--noise", type=float, default=0.5, help="std of the fumbling policy's action noise")
     p.add_argument("--iql-steps", type=int, default=50_000)
+    p.add_argument("--online-steps", type=int, default=0,
+                   help="then fine-tune the IQL agent online for this many simulated transitions (0: no)")
     p.add_argument("--bc-epochs", type=int, default=60)
     p.add_argument("--eval-episodes", type=int, default=64)
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",

@@ -1,11 +1,14 @@
 """Dataset files robomimic loads, labels that say when they are unknown, and reading a file
 while it is recorded (issue 18).
 
-robomimic itself cannot be installed here (its pip install pulls a CUDA torch), so
-`robomimic_load` reproduces what robomimic 0.3 reads from a file with its default training
-config, key for key (from robomimic/utils/dataset.py ``SequenceDataset``,
-robomimic/utils/file_utils.py ``get_env_metadata_from_dataset`` /
-``get_shape_metadata_from_dataset`` and robomimic/utils/env_utils.py ``get_env_class``):
+robomimic 0.3.0 itself is installed by ``./dev setup`` without its declared dependencies
+(torchvision and egl_probe have no CPU-torch build here), so its own ``SequenceDataset``
+loads the files in `test_robomimic_sequence_dataset_loads_sim_and_robot_files`. Its
+file_utils / models import torchvision, so `robomimic_load` also reproduces what robomimic 0.3
+reads from a file with its default training config, key for key (from
+robomimic/utils/dataset.py ``SequenceDataset``, robomimic/utils/file_utils.py
+``get_env_metadata_from_dataset`` / ``get_shape_metadata_from_dataset`` and
+robomimic/utils/env_utils.py ``get_env_class``), to check the details:
 
 * the file opened read-only with ``swmr=True, libver="latest"``;
 * ``data.attrs["env_args"]``: JSON with ``env_name``, ``env_kwargs`` and an integer ``type`` of
@@ -187,6 +190,36 @@ def test_robomimic_loads_what_batched_recorder_writes(tmp_path):
         assert ep.attrs["next_obs_last"] == "observed" and ep.attrs["success_source"] == "env"
         assert r.task == "synthetic-reach" and r.env_kwargs == {"episode_length_s": 2.0}
         assert r.meta["roboreal_env"]["task"] == "synthetic-reach" and r.meta["format"] == FORMAT
+
+
+def test_robomimic_sequence_dataset_loads_sim_and_robot_files(tmp_path):
+    """robomimic's own loader with its default training config (next_obs loaded, the ``train``
+    filter key, sequences of 10 padded, the low-dim cache), on a simulation and a robot file."""
+    import robomimic.utils.obs_utils as ObsUtils
+    from robomimic.utils.dataset import SequenceDataset
+
+    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["policy"]}})
+    sim, robot = tmp_path / "sim.hdf5", tmp_path / "robot.hdf5"
+    seen = _batched_file(sim)
+    _robot_file(robot)
+    for path, act_dim in ((sim, 2), (robot, ACT)):
+        with DatasetReader(path) as r:
+            train, _ = r.split()
+            episodes = {name: r.episode(name) for name in train}
+        ds = SequenceDataset(hdf5_path=str(path), obs_keys=("policy",), dataset_keys=DATASET_KEYS,
+                             load_next_obs=True, frame_stack=1, seq_length=10, pad_frame_stack=True,
+                             pad_seq_length=True, get_pad_mask=False, goal_mode=None, hdf5_cache_mode="low_dim",
+                             hdf5_use_swmr=True, hdf5_normalize_obs=False, filter_by_attribute="train")
+        assert len(ds) == sum(len(ep) for ep in episodes.values())  # one sequence per step
+        first = ds[0]  # the first sequence of the first train demo, padded at its end
+        ep = episodes[train[0]]
+        n = min(10, len(ep))
+        assert first["actions"].shape == (10, act_dim) and first["obs"]["policy"].shape[-1] == ep.obs["policy"].shape[1]
+        np.testing.assert_allclose(first["obs"]["policy"][:n], ep.obs["policy"][:n], rtol=1e-6)
+        np.testing.assert_allclose(first["next_obs"]["policy"][:n], ep.next_obs["policy"][:n], rtol=1e-6)
+        np.testing.assert_allclose(first["actions"][:n], ep.actions[:n], rtol=1e-6)
+        ds.hdf5_file.close()
+    assert len(seen) == 7
 
 
 def test_robomimic_loads_a_robot_recording_with_unknown_labels_marked(tmp_path, capsys):

@@ -7,6 +7,8 @@ Fixed seeds; one torch thread (tests/conftest.py).
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 
 import h5py
@@ -60,7 +62,9 @@ def test_expectile_regression_converges_to_the_expectile():
 
 def test_config_errors_name_the_field():
     for bad, field in (({"expectile": 1.0}, "expectile"), ({"temperature": -1.0}, "temperature"),
-                       ({"batch_size": 0}, "batch_size"), ({"polyak": 0.0}, "polyak"), ({"hidden": []}, "hidden")):
+                       ({"batch_size": 0}, "batch_size"), ({"polyak": 0.0}, "polyak"), ({"hidden": []}, "hidden"),
+                       ({"online_steps": -1}, "online_steps"), ({"online_utd": 0.0}, "online_utd"),
+                       ({"online_envs": 0}, "online_envs"), ({"online_noise": -0.1}, "online_noise")):
         with pytest.raises(ConfigError, match=field):
             IQLConfig(**bad)
 
@@ -240,3 +244,70 @@ def test_offline_cli_writes_a_run_that_play_and_export_take(tmp_path, capsys):
     assert "expectle" in capsys.readouterr().err
     assert main(["offline", str(data), "--run-dir", str(run), "--steps", "1", "--eval-episodes", "0", "--quiet",
                  "--no-progress"]) == 2
+    capsys.readouterr()
+    # online fine-tuning in the same command: the offline phase's score beside the final one
+    tuned = tmp_path / "iql_online"
+    assert main(["offline", str(data), "--task", "panda-reach", "--run-dir", str(tuned), "--steps", "60",
+                 "--eval-episodes", "2", "--quiet", "--no-progress", "hidden=[32,32]", "batch_size=64",
+                 "online_steps=40", "online_envs=4", "log_interval=20"]) == 0
+    out = capsys.readouterr().out
+    assert "then 40 online transitions (success rate" in out and "100 updates" in out
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    assert metrics["online_env_steps"] == 40 and metrics["offline_updates"] == 60 and metrics["updates"] == 100
+    assert metrics["offline_success_rate"] is not None and metrics["success_rate"] is not None
+    rows = list(csv.DictReader((tuned / "progress.csv").open()))
+    assert [r["online/env_steps"] for r in rows if r["online/env_steps"]][-1] == "40"
+    assert rows[-1]["step"] == "100" and rows[-1]["eval/success_rate"] != ""
+    assert load_policy(tuned, "last")[1]["step"] == 100
+
+
+# ----------------------------------------------------------------------------------------------
+# Online fine-tuning: beyond the actions the dataset holds
+
+def test_online_finetuning_moves_the_policy_beyond_the_dataset_actions(tmp_path):
+    """`SignBanditEnv` pays ``a * sign(x)``; the dataset holds only actions on the wrong side
+    (``a = -u sign(x)``, u ~ U(0, 1): rewards <= 0). Offline, IQL can do no better than the
+    dataset's best action (near 0); the online phase samples around it, finds the positive side
+    and follows it -- which neither offline training nor BC can."""
+    from roboreal.agents.iql import TransitionBuffer, finetune_iql
+    from roboreal.agents.toy import SignBanditEnv
+
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "wrong_side.hdf5", _meta(1), fsync=False) as w:
+        for _ in range(400):
+            x, u = rng.uniform(-1, 1), rng.uniform(0, 1)
+            a = -u * np.sign(x)
+            w.add_step({"policy": [x]}, [a], float(a * np.sign(x)), True, next_obs={"policy": [x]})
+            w.end_episode()
+    data = load_offline_data(tmp_path / "wrong_side.hdf5")
+    x = torch.linspace(-1, 1, 21)[:, None]
+    away = x.abs().squeeze() >= 0.2
+
+    def gain(agent) -> float:  # mean a * sign(x): the reward of the deterministic policy
+        return float((agent.act(x).squeeze() * x.squeeze().sign())[away].mean())
+
+    cfg = IQLConfig(steps=1500, temperature=3.0, online_steps=3000, online_envs=8, **FAST)
+    agent, _ = train_iql(data, cfg, seed=0)
+    offline_gain = gain(agent)
+    assert offline_gain <= 0.05, offline_gain  # no better than the dataset's best action (a ~ 0)
+
+    evals = []
+    rows = finetune_iql(agent, data, SignBanditEnv(num_envs=8, seed=1), cfg, seed=1,
+                        evaluate=lambda ag, step: evals.append(step) or {"eval/gain": gain(ag)})
+    online_gain = gain(agent)
+    print(f"a * sign(x): offline {offline_gain:.2f}, after 3000 online transitions {online_gain:.2f}")
+    assert online_gain > 0.5, online_gain
+    assert agent.updates == 1500 + 3000  # online_utd 1: one update per collected transition
+    assert rows[-1]["online/env_steps"] == 3000 and rows[-1]["step"] == 4500
+    assert evals and evals[-1] == 4500 and rows[-1]["eval/gain"] == online_gain  # the final evaluation
+    returns = [r["online/return"] for r in rows if "online/return" in r]
+    assert returns[-1] > returns[0]  # the training episodes' return rose as well
+
+    # the buffer appends online transitions after the dataset's, and refuses to overflow
+    buf = TransitionBuffer(data, 2)
+    assert len(buf) == 400 and buf.offline_size == 400
+    buf.add(torch.ones(2, 1), torch.ones(2, 1), torch.ones(2), torch.ones(2, 1), torch.ones(2))
+    assert len(buf) == 402 and float(buf.rewards[400:].sum()) == 2.0
+    torch.testing.assert_close(buf.obs[:400], data.obs)
+    with pytest.raises(RuntimeError, match="full"):
+        buf.add(torch.ones(1, 1), torch.ones(1, 1), torch.ones(1), torch.ones(1, 1), torch.ones(1))
