@@ -42,7 +42,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("play", help="evaluate a trained policy (deterministic); optional video")
     p.add_argument("run_dir", help="run directory (or a checkpoint file)")
-    p.add_argument("--checkpoint", default="best", help="best | last | iter_000100 | a .pt path")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (the best evaluated policy; last.pt if none yet) | last | iter_000100 | a .pt path")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--device", default="cpu")
@@ -128,6 +129,10 @@ def _train(args: argparse.Namespace) -> int:
             line += f", mean return {result['train/return']:.2f}"
         if result.get("train/success_rate") is not None:
             line += f", success rate {result['train/success_rate']:.0%}"
+        best = result.get("best_eval")
+        if best:
+            line += (f"; best.pt: step {best['step']}, evaluated return {best['return']:.2f}"
+                     + (f", success rate {best['success_rate']:.0%}" if best.get("success_rate") is not None else ""))
         print(line)
     return 0
 
@@ -135,7 +140,7 @@ def _train(args: argparse.Namespace) -> int:
 def cmd_play(args: argparse.Namespace) -> int:
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")
-    from roboreal.agents.policy import ZeroPolicy, evaluate, load_policy
+    from roboreal.agents.policy import ZeroPolicy, describe_checkpoint, evaluate, load_policy
     from roboreal.envs import make
 
     try:
@@ -146,6 +151,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         if info["action_type"] != "continuous":
             raise ConfigError("policy", f"zero needs continuous actions; {info['task']} has discrete actions")
         module = ZeroPolicy(info["action_size"]).to(args.device)
+    else:  # which checkpoint, its step and the figure the runner evaluated it at
+        print(f"checkpoint: {args.checkpoint} -> {describe_checkpoint(info)}")
     env = make(info["task"], num_envs=args.episodes, device=args.device, seed=args.seed, **(info["env"] or {}))
     frames: list = []
 

@@ -16,6 +16,11 @@ The module holds no Python-side state, so ``torch.jit.trace``/``torch.onnx.expor
 work on it (the bundle exporter of `roboreal.sim2real` builds on this).
 
     module, info = load_policy("runs/cartpole")   # best.pt if present, else last.pt
+    print(describe_checkpoint(info))              # which file, its step, its evaluated figures
+
+A training run's ``best.pt`` is its best *evaluated* policy (deterministic episodes on
+separate eval envs, see `roboreal.agents.runner`); its ``meta["eval"]`` (``info["eval"]``)
+holds those figures and the step they come from.
 """
 
 from __future__ import annotations
@@ -100,8 +105,9 @@ def load_policy(run_dir: str | Path, which: str = "best", device: str = "cpu") -
     """``(module, info)``: the deterministic actor (normalizer included) and what it reads/writes.
 
     ``info`` has ``obs_group``, ``obs_size``, ``action_size``, ``action_type``, ``task``,
-    ``algo``, ``env`` (the task overrides used in training), ``control_dt``, ``step`` and
-    ``checkpoint`` (the file it came from).
+    ``algo``, ``env`` (the task overrides used in training), ``control_dt``, ``step``,
+    ``checkpoint`` (the file it came from), ``which`` (what was asked for) and ``eval`` (the
+    figures of the evaluation the runner made of this policy during training, or None).
     """
     ckpt_path = resolve_checkpoint(run_dir, which)
     ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -113,13 +119,32 @@ def load_policy(run_dir: str | Path, which: str = "best", device: str = "cpu") -
         "action_size": int(state["action_size"]), "action_type": state["action_type"],
         "task": meta.get("task"), "algo": meta.get("algo"), "env": meta.get("env", {}),
         "control_dt": meta.get("control_dt"), "step": meta.get("global_step"), "checkpoint": str(ckpt_path),
+        "which": str(which), "eval": meta.get("eval"),
     }
     return module, info
 
 
+def describe_checkpoint(info: dict) -> str:
+    """One line: which checkpoint `load_policy` used, its step and, when it has them, the figures
+    of its evaluation during training, e.g. ``best.pt (step 38400; evaluated at step 38400: return
+    500.00 +- 0.00, 10 episodes, seed 10000)``; a ``best`` that fell back to ``last.pt`` says so."""
+    name = Path(info["checkpoint"]).name
+    text = f"{name} (step {info.get('step')}"
+    if info.get("which") == "best" and name != "best.pt":
+        text += "; the run has no best.pt yet"
+    ev = info.get("eval")
+    if ev:
+        text += (f"; evaluated at step {ev.get('step')}: return {ev['return']:.2f} +- {ev.get('return_std', 0.0):.2f}"
+                 + (f", success rate {ev['success_rate']:.0%}" if ev.get("success_rate") is not None else "")
+                 + f", {ev.get('episodes')} episodes, seed {ev.get('seed')}")
+    else:
+        text += "; no evaluation stored"
+    return text + ")"
+
+
 @torch.no_grad()
 def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str = "policy",
-             max_steps: int | None = None, on_step=None, before_step=None) -> dict:
+             max_steps: int | None = None, on_step=None, before_step=None, seed: int | None = None) -> dict:
     """Run the deterministic `policy` until every env finished its first episode.
 
     Returns mean/std return, mean length, success rate (NaN when the task reports none)
@@ -127,10 +152,11 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
     planar velocity tracking error (m/s) over the evaluated episodes' steps. ``episodes`` defaults to ``env.num_envs`` (one per env).
     ``on_step(env)`` is called after every step; ``before_step(env, finished)`` before every
     step (``finished``: envs whose first episode is over), e.g. to record a video.
+    ``seed`` is passed to ``env.reset`` (None: the env's own generator continues).
     """
     n = env.num_envs
     episodes = n if episodes is None else min(episodes, n)
-    obs, _ = env.reset()
+    obs, _ = env.reset() if seed is None else env.reset(seed=seed)
     returns = torch.zeros(n)
     lengths = torch.zeros(n, dtype=torch.long)
     finished = torch.zeros(n, dtype=torch.bool)

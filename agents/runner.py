@@ -4,12 +4,34 @@ A run directory holds::
 
     config.yaml            resolved config (task, algo, seed, env overrides, hyper-parameters, runner)
     checkpoints/last.pt    everything needed to resume (replay buffer included)
-    checkpoints/best.pt    the best policy so far (by the running mean return, or success rate on goal tasks)
+    checkpoints/best.pt    the best *evaluated* policy so far (see "Evaluation and best.pt")
     checkpoints/iter_XXXXXX.pt   periodic snapshots (no replay buffer)
     tb/                    TensorBoard logs
-    progress.csv           one row per iteration
-    metrics.json           summary (final/best figures, steps, wall time, steps/s)
-    learning_curve.png     return (and success rate) against env steps
+    progress.csv           one row per iteration (``eval/*`` columns filled on evaluation iterations)
+    metrics.json           summary (final training figures, best and final evaluation, steps, wall time, steps/s)
+    learning_curve.png     return (and success rate) against env steps, evaluations as markers
+
+Evaluation and best.pt (the Stable-Baselines3 ``EvalCallback`` / RL Zoo convention): every
+``runner.eval_interval`` iterations, and once when training ends, the main rank runs
+``runner.eval_episodes`` deterministic episodes of the current policy (`policy.build_policy`
+of ``policy_state()``, i.e. exactly what a checkpoint holds) on separate eval envs: the
+same task and env overrides, one env per episode, seed ``seed + EVAL_SEED_OFFSET``
+(10_000; training envs use ``seed + 1000 * rank``). The eval envs are built once, lazily,
+and every evaluation starts them from their state at construction, so each evaluation
+plays the same episodes and its figure equals a fresh `policy.evaluate` of that policy on
+``make(task, num_envs=eval_episodes, seed=seed + 10_000)``. Evaluation leaves the training
+RNG streams alone (a resumed run stays bit-identical). Logged as ``eval/return``,
+``eval/return_std``, ``eval/length`` and ``eval/success_rate`` (goal tasks) to TensorBoard
+and progress.csv. ``best.pt`` is the best evaluated policy: by success rate with the mean
+return breaking ties on goal tasks, else by mean return (``runner.best_metric``); a
+strictly better evaluation replaces it. Its ``meta["eval"]`` holds the figures and the
+step they come from (as does any checkpoint written at an evaluation iteration, e.g. the
+final ``last.pt``). The best evaluation is part of the resume state, and a resumed run also
+reads ``best.pt``'s figures, so it never replaces a better best.pt. Under torchrun only
+rank 0 evaluates; the other ranks carry on to the next collective.
+``runner.eval_interval=0`` turns evaluation off: best.pt is then the policy with the best
+running mean of the last ``stats_window`` *training* episodes (success rate on goal tasks),
+a cheap but biased selector (stochastic actions, and a mean over policies that kept changing).
 
 Checkpoints are written at iteration boundaries with `torch.save` of tensors and plain
 containers only (they load with ``torch.load(weights_only=True)``), atomically
@@ -56,6 +78,7 @@ from roboreal.config import ConfigError, apply_overrides, from_dict, load_yaml, 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CHECKPOINT_FORMAT = "roboreal-checkpoint/1"
+EVAL_SEED_OFFSET = 10_000  # eval envs are seeded seed + EVAL_SEED_OFFSET (training envs: seed + 1000 * rank)
 
 
 def algorithm_classes(algo: str) -> tuple[type[Algorithm], type]:
@@ -86,8 +109,12 @@ ALGORITHMS = ("ppo", "sac", "crossq", "dqn")
 class RunnerConfig:
     save_interval: int = 20  # iterations between checkpoints (last.pt and a periodic iter_XXXXXX.pt)
     keep_periodic: bool = True  # keep the periodic snapshots
-    stats_window: int = 100  # episodes in the running mean return / success rate
+    stats_window: int = 100  # training episodes in the running mean return / success rate (logged as train/*)
     best_metric: Literal["auto", "return", "success"] = "auto"  # auto: success on goal tasks, else return
+    # Deterministic evaluation on separate envs chooses best.pt (see the module docstring).
+    # 0: no evaluation; best.pt then follows the running mean of training episodes.
+    eval_interval: int = 10  # iterations between evaluations (plus one when training ends)
+    eval_episodes: int = 10  # deterministic episodes per evaluation (one eval env each)
     num_threads: int = 0  # torch.set_num_threads (0: leave torch's default)
     max_time_s: float = 0.0  # wall-clock training budget; the run ends normally once spent (0: no limit)
 
@@ -96,6 +123,12 @@ class RunnerConfig:
             raise ConfigError("save_interval", f"must be >= 1, got {self.save_interval}")
         if self.max_time_s < 0:
             raise ConfigError("max_time_s", f"must be >= 0, got {self.max_time_s}")
+        if self.stats_window < 1:
+            raise ConfigError("stats_window", f"must be >= 1, got {self.stats_window}")
+        if self.eval_interval < 0:
+            raise ConfigError("eval_interval", f"must be >= 0 (0: no evaluation), got {self.eval_interval}")
+        if self.eval_episodes < 1:
+            raise ConfigError("eval_episodes", f"must be >= 1, got {self.eval_episodes}")
 
 
 @dataclass
@@ -312,9 +345,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 class RunState:
     iteration: int = 0
     global_step: int = 0
-    best: float = -math.inf
-    elapsed: float = 0.0
+    best: float = -math.inf  # best running mean of training episodes (best.pt's rule without evaluation)
+    elapsed: float = 0.0  # training wall time, evaluations included
     history: list = field(default_factory=list)
+    best_eval: dict = field(default_factory=dict)  # figures of the best evaluation ({} before the first)
+    last_eval: dict = field(default_factory=dict)  # figures of the latest evaluation
+    eval_time: float = 0.0  # seconds spent evaluating (part of elapsed)
 
 
 class Runner:
@@ -345,13 +381,20 @@ class Runner:
         metric = cfg.runner.best_metric
         self.best_metric = ("success" if self.goal else "return") if metric == "auto" else metric
         self.resumed_exact = True
+        self.eval_enabled = cfg.runner.eval_interval > 0
+        self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
+        self._eval_env = None  # built on the first evaluation (main rank only)
+        self._eval_env_state = None  # its state at construction, restored before every evaluation
 
     # ----- checkpoints -----
     def _meta(self) -> dict:
         return {"task": self.cfg.task, "algo": self.cfg.algo, "env": to_dict(self.cfg.env), "seed": self.cfg.seed,
                 "num_envs": self.cfg.num_envs, "control_dt": float(self.env.spec.control_dt),
                 "global_step": self.state.global_step, "iteration": self.state.iteration,
-                "world_size": self.dist.world_size, "rank": self.dist.rank}
+                "world_size": self.dist.world_size, "rank": self.dist.rank,
+                # this policy's evaluated figures, when it was evaluated at this iteration
+                **({"eval": dict(self.state.last_eval)}
+                   if self.state.last_eval.get("iteration") == self.state.iteration else {})}
 
     def checkpoint(self, full: bool) -> dict:
         ckpt = {"format": CHECKPOINT_FORMAT, "meta": self._meta(), "config": to_dict(self.cfg),
@@ -386,7 +429,11 @@ class Runner:
         self.algo.load_state_dict(ckpt["algorithm"])
         r = ckpt["runner"]
         self.state = RunState(iteration=int(r["iteration"]), global_step=int(r["global_step"]), best=float(r["best"]),
-                              elapsed=float(r["elapsed"]), history=list(r["history"]))
+                              elapsed=float(r["elapsed"]), history=list(r["history"]),
+                              best_eval=dict(r.get("best_eval") or {}), last_eval=dict(r.get("last_eval") or {}),
+                              eval_time=float(r.get("eval_time", 0.0)))
+        if self.dist.is_main and self.eval_enabled:
+            self._adopt_saved_best()
         self.win_return.extend(r["win_return"])
         self.win_length.extend(r["win_length"])
         self.win_success.extend(r["win_success"])
@@ -435,8 +482,18 @@ class Runner:
             "global_step": self.state.global_step, "wall_time_s": round(self.state.elapsed, 2),
             "steps_per_s": round(self.state.global_step / max(self.state.elapsed, 1e-9), 1),
             "final_return": stats.get("train/return"), "final_success_rate": stats.get("train/success_rate"),
-            f"best_{self.best_metric}": None if self.state.best == -math.inf else self.state.best,
         }
+        if self.eval_enabled:
+            best = self.state.best_eval
+            summary.update({
+                "best_by": "eval", f"best_{self.best_metric}": self._primary(best) if best else None,
+                "best_step": best.get("step"), "best_eval": best or None, "final_eval": self.state.last_eval or None,
+                "eval_interval": self.cfg.runner.eval_interval, "eval_episodes": self.cfg.runner.eval_episodes,
+                "eval_seed": self.eval_seed, "eval_time_s": round(self.state.eval_time, 2)})
+        else:
+            summary.update({"best_by": f"train/{self.best_metric} (running mean of {self.cfg.runner.stats_window} "
+                                       "training episodes)",
+                            f"best_{self.best_metric}": None if self.state.best == -math.inf else self.state.best})
         with open(self.run_dir / "metrics.json", "w") as f:
             json.dump(summary, f, indent=2)
 
@@ -450,7 +507,12 @@ class Runner:
         has_success = any("train/success_rate" in r for r in rows)
         fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(10 if has_success else 6, 4), squeeze=False)
         ax = axes[0][0]
-        ax.plot([r["step"] for r in rows], [r["train/return"] for r in rows])
+        ax.plot([r["step"] for r in rows], [r["train/return"] for r in rows], label="training episodes")
+        evals = [r for r in self.state.history if "eval/return" in r]
+        if evals:
+            ax.plot([r["step"] for r in evals], [r["eval/return"] for r in evals], "o-", ms=3, color="tab:orange",
+                    label=f"deterministic evaluation ({self.cfg.runner.eval_episodes} episodes)")
+            ax.legend(fontsize=8)
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"mean return (last {self.cfg.runner.stats_window} episodes)")
         ax.set_title(f"{self.cfg.task} / {self.cfg.algo}")
@@ -459,6 +521,10 @@ class Runner:
             srows = [r for r in rows if "train/success_rate" in r]
             ax = axes[0][1]
             ax.plot([r["step"] for r in srows], [r["train/success_rate"] for r in srows], color="tab:green")
+            erows = [r for r in evals if "eval/success_rate" in r]
+            if erows:
+                ax.plot([r["step"] for r in erows], [r["eval/success_rate"] for r in erows], "o-", ms=3,
+                        color="tab:orange")
             ax.set_xlabel("env steps")
             ax.set_ylabel("success rate")
             ax.set_ylim(-0.02, 1.02)
@@ -511,12 +577,18 @@ class Runner:
                        "time_s": round(self.state.elapsed, 3), "perf/sps": round(sps, 1), **stats, **metrics}
                 for name, values in (episodes.get("reward_terms") or {}).items():
                     row[f"reward_terms/{name}"] = float(values.mean())
+                # The last iteration (every rank agrees: same steps, budget all-reduced) ends with an evaluation.
+                final = self.state.global_step >= cfg.total_steps or (cfg.runner.max_time_s > 0
+                                                                      and self._time_budget_spent())
+                if main and self.eval_enabled and (self.state.iteration % cfg.runner.eval_interval == 0 or final):
+                    row.update(self._evaluate_and_select())
                 self.state.history.append(row)
                 if writer is not None:
                     for k, v in row.items():
                         if k not in ("iteration", "step") and isinstance(v, (int, float)) and math.isfinite(v):
                             writer.add_scalar(k, v, self.state.global_step)
-                self._maybe_save_best(stats)
+                if not self.eval_enabled:
+                    self._maybe_save_best(stats)
                 if self.state.iteration % cfg.runner.save_interval == 0:
                     self.save(periodic=True)
                 if progress:
@@ -524,7 +596,7 @@ class Runner:
                                     ret=f"{stats['train/return']:.1f}" if "train/return" in stats else "-",
                                     succ=f"{stats['train/success_rate']:.0%}" if "train/success_rate" in stats else "-",
                                     sps=f"{sps:,.0f}")
-                if cfg.runner.max_time_s > 0 and self._time_budget_spent():
+                if final:
                     break
                 done_here = self.state.iteration - start_iteration
                 if stop_after_iterations is not None and done_here >= stop_after_iterations:
@@ -538,6 +610,9 @@ class Runner:
                 progress.stop()
             if writer is not None:
                 writer.close()
+            if self._eval_env is not None:
+                self._eval_env.close()
+                self._eval_env = None
             if not interrupted:
                 if self.state.iteration % cfg.runner.save_interval != 0:
                     self.save(periodic=False)
@@ -545,8 +620,11 @@ class Runner:
                     self.write_logs()
                     if self.state.history:
                         self.plot()
+        best_eval = self.state.best_eval
         result = {**self._window_stats(), "global_step": self.state.global_step, "iterations": self.state.iteration,
-                  "best": self.state.best, "wall_time_s": self.state.elapsed, "resumed_exact": self.resumed_exact}
+                  "best": (self._primary(best_eval) if best_eval else -math.inf) if self.eval_enabled
+                  else self.state.best, "best_eval": best_eval or None, "final_eval": self.state.last_eval or None,
+                  "wall_time_s": self.state.elapsed, "resumed_exact": self.resumed_exact}
         return result
 
     def _time_budget_spent(self) -> bool:
@@ -565,7 +643,90 @@ class Runner:
         if "success" in episodes:
             self.win_success.extend(episodes["success"].tolist())
 
+    # ----- evaluation -----
+    def evaluate(self) -> dict:
+        """Deterministic episodes of the current policy on the eval envs; returns its figures
+        (``step``, ``iteration``, ``return``, ``return_std``, ``length``, ``success_rate`` (None
+        when the task reports none), ``episodes``, ``seed``, ``wall_s``).
+
+        The eval envs are built on the first call and restored to their state at construction
+        before every later one (envs without a savable state are re-seeded instead), so every
+        call plays the same episodes as a fresh `policy.evaluate` on newly made envs. The
+        training RNG streams are saved and restored around it."""
+        from roboreal.agents.policy import build_policy, evaluate
+
+        cfg = self.cfg
+        saved_rng = rng_state()
+        t0 = time.perf_counter()
+        try:
+            if self._eval_env is None:
+                from roboreal.envs import make
+
+                self._eval_env = make(cfg.task, num_envs=cfg.runner.eval_episodes, device=cfg.device,
+                                      backend=cfg.backend, seed=self.eval_seed, **cfg.env)
+                self._eval_env_state = env_state_dict(self._eval_env)
+            elif self._eval_env_state is not None:
+                load_env_state(self._eval_env, self._eval_env_state)
+            state = self.algo.policy_state()
+            policy = build_policy(state).to(self.algo.device)
+            # a savable env starts from its construction state (reset() as on a fresh env); others are re-seeded
+            result = evaluate(policy, self._eval_env, obs_group=state["obs_group"],
+                              seed=None if self._eval_env_state is not None else self.eval_seed)
+        finally:
+            set_rng_state(saved_rng)
+        wall = time.perf_counter() - t0
+        succ = result["success_rate"]
+        figures = {"step": self.state.global_step, "iteration": self.state.iteration,
+                   "return": result["mean_return"], "return_std": result["std_return"],
+                   "length": result["mean_length"], "success_rate": None if succ != succ else succ,
+                   "episodes": result["episodes"], "seed": self.eval_seed, "wall_s": round(wall, 3)}
+        if "velocity_tracking_error" in result:
+            figures["velocity_tracking_error"] = result["velocity_tracking_error"]
+        return figures
+
+    def _eval_key(self, figures: dict) -> tuple:
+        """What best.pt maximizes: (success rate, return) with best_metric success, else (return,)."""
+        if self.best_metric == "success":
+            succ = figures.get("success_rate")
+            return (-math.inf if succ is None else float(succ), float(figures["return"]))
+        return (float(figures["return"]),)
+
+    def _primary(self, figures: dict) -> float | None:
+        return figures.get("success_rate") if self.best_metric == "success" else figures.get("return")
+
+    def _evaluate_and_select(self) -> dict:
+        """Evaluate (main rank), write best.pt on a strictly better evaluation; the row's eval/* entries."""
+        figures = self.evaluate()
+        self.state.eval_time += figures["wall_s"]
+        self.state.elapsed += figures["wall_s"]
+        self.state.last_eval = figures
+        if not self.state.best_eval or self._eval_key(figures) > self._eval_key(self.state.best_eval):
+            self.state.best_eval = dict(figures)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_save(self.checkpoint(full=False), self.ckpt_dir / "best.pt")  # its meta["eval"]: figures
+        row = {"eval/return": figures["return"], "eval/return_std": figures["return_std"],
+               "eval/length": figures["length"]}
+        if figures["success_rate"] is not None:
+            row["eval/success_rate"] = figures["success_rate"]
+        if "velocity_tracking_error" in figures:
+            row["eval/velocity_tracking_error"] = figures["velocity_tracking_error"]
+        return row
+
+    def _adopt_saved_best(self) -> None:
+        """On resume: a best.pt evaluated after last.pt was written (the run was killed in between)
+        stays the one to beat."""
+        path = self.ckpt_dir / "best.pt"
+        if not path.is_file():
+            return
+        figures = (load_checkpoint(path).get("meta") or {}).get("eval")
+        if not figures or figures.get("seed") != self.eval_seed or \
+                figures.get("episodes") != self.cfg.runner.eval_episodes:
+            return
+        if not self.state.best_eval or self._eval_key(figures) > self._eval_key(self.state.best_eval):
+            self.state.best_eval = dict(figures)
+
     def _maybe_save_best(self, stats: dict) -> None:
+        """best.pt without evaluation (``eval_interval=0``): the best running mean of training episodes."""
         key = "train/success_rate" if self.best_metric == "success" else "train/return"
         if key not in stats:
             return

@@ -120,10 +120,17 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         "safety": to_dict(robot.safety),
         "training": {"task": policy_info["task"], "algo": policy_info["algo"], "run_dir": str(run_dir),
                      "checkpoint": policy_info["checkpoint"], "step": policy_info["step"],
-                     "env_overrides": policy_info.get("env") or {}},
+                     "env_overrides": policy_info.get("env") or {},
+                     # the runner's deterministic evaluation of this policy during training, when it has one
+                     **({"eval": _plain(policy_info["eval"])} if policy_info.get("eval") else {})},
         "versions": {"roboreal": roboreal.__version__, "torch": str(torch.__version__), "python": platform.python_version(),
                      **_optional_versions()},
     }
+
+
+def _plain(figures: dict) -> dict:
+    """Evaluation figures as YAML-safe plain numbers."""
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in figures.items()}
 
 
 def _optional_versions() -> dict:
@@ -137,7 +144,9 @@ def _optional_versions() -> dict:
 
 
 def export_bundle(run_dir: str | Path, out: str | Path | None = None, which: str = "best") -> Path:
-    """Write the bundle of a training run (best checkpoint by default); returns its directory."""
+    """Write the bundle of a training run (best checkpoint by default: the best evaluated policy,
+    else last.pt); returns its directory. The manifest's ``training`` records the checkpoint
+    file, its step and (``training.eval``) its evaluated figures when it has them."""
     from roboreal.agents.policy import load_policy
     from roboreal.envs import make
 

@@ -9,7 +9,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a policy bundle (ONNX + TorchScript + manifest) from a run")
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="bundle directory (default: RUN_DIR/bundle)")
-    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint file name")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (the best evaluated policy; last if none yet) | last | a checkpoint file name")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("sim2sim", help="run an exported bundle through the deployment path (observation "
@@ -47,6 +48,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = bundle.manifest
     source = m["robot"].get("source")
     robot = m["robot"]["name"] + (f" ({source})" if source and source != m["robot"]["name"] else "")
+    from roboreal.agents.policy import describe_checkpoint
+
+    t = m["training"]
+    print(f"checkpoint: {args.checkpoint} -> " + describe_checkpoint(
+        {"checkpoint": t["checkpoint"], "step": t["step"], "which": args.checkpoint, "eval": t.get("eval")}))
     print(f"wrote {out}: robot {robot}, {len(m['joints'])} joints, "
           f"obs {m['observation']['size']} ({len(m['observation']['terms'])} terms), action {m['action']['size']} "
           f"({m['action']['type']}), {1 / m['control']['dt']:.0f} Hz")

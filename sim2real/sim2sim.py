@@ -336,6 +336,9 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     not_ready = sum(not in_control(w) for w in worlds)
     env.max_episode_steps = episode_steps
     env.restart_episodes()
+    # what each scored episode starts under: the values its world drew (reset-mode terms are not
+    # redrawn before the episode ends; interval-mode ones may be)
+    drawn = {k: v.cpu().tolist() for k, v in env.randomizer.values.items()}
 
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=int)
@@ -388,6 +391,9 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
         "sensor_messages": int(sum(w.sent for w in worlds)),
         "driver": dataclasses.asdict(driver),
         "randomized_terms": sorted(env.randomizer.values),
+        "randomization": drawn,  # term -> per-episode drawn values (a list per episode)
+        "sensor_latency_ms": [w.sensor_latency * 1000.0 for w in worlds],  # per episode, as drawn
+        "command_latency_ms": [w.command_latency * 1000.0 for w in worlds],
         "not_in_control_at_start": not_ready,  # robots still ramping (or faulted) when their episode began
     }
     if tracking:

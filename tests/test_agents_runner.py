@@ -27,7 +27,7 @@ def test_run_directory_and_safe_checkpoints(tmp_path):
 
     tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
     assert {"train/return", "train/success_rate", "reward_terms/alive", "loss/policy", "loss/value", "policy/kl",
-            "policy/learning_rate", "perf/sps"} <= set(tags)
+            "policy/learning_rate", "perf/sps", "eval/return", "eval/length"} <= set(tags)
     for ckpt in (run / "checkpoints").glob("*.pt"):
         data = torch.load(ckpt, weights_only=True)  # the safe unpickler loads every checkpoint
         assert data["meta"]["task"] == "cartpole-balance" and "policy" in data
@@ -37,7 +37,7 @@ def test_run_directory_and_safe_checkpoints(tmp_path):
     assert metrics["global_step"] == 384 and metrics["iterations"] == 3
     header = (run / "progress.csv").read_text().splitlines()[0].split(",")
     assert {"step", "train/return", "loss/policy", "loss/value", "policy/kl", "perf/sps",
-            "reward_terms/alive"} <= set(header)
+            "reward_terms/alive", "eval/return"} <= set(header)
     # the export hook: a plain module, raw policy observation -> action in [-1, 1], normalizer inside
     module, info = load_policy(run, "last")
     assert info["obs_group"] == "policy" and info["obs_size"] == 4 and info["action_size"] == 1
@@ -138,6 +138,10 @@ def test_cli_train_resume_play(tmp_path, capsys):
     assert main(["play", str(run), "--episodes", "3", "--video", str(video), "--width", "64", "--height", "48"]) == 0
     out = capsys.readouterr().out
     assert "mean return" in out and "3 episodes" in out
+    # which checkpoint, its step, and the figure the runner evaluated it at
+    best = load_ckpt(run / "checkpoints/best.pt")["meta"]
+    assert f"checkpoint: best -> best.pt (step {best['global_step']}; evaluated at step {best['global_step']}: " \
+           f"return {best['eval']['return']:.2f}" in out
     assert video.stat().st_size > 0
     # errors name their cause and exit 2
     assert main(["train", "cartpole-balance", "--algo", "ppo", "lerning_rate=0.1", "--run-dir",
@@ -189,7 +193,6 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_gym_task_trains_and_resumes_with_reseeded_envs(tmp_path, capsys):
-    pytest.importorskip("gymnasium")
     cfg = resolve_config("gym:Pendulum-v1", "ppo", ["num_steps=16", "runner.save_interval=1"], num_envs=2,
                          total_steps=2 * 16 * 3)
     train(cfg, tmp_path / "run", progress=False, stop_after_iterations=2)
@@ -208,3 +211,139 @@ def test_wall_clock_budget_ends_the_run_normally(tmp_path):
         assert (tmp_path / "run" / name).exists(), name
     with pytest.raises(Exception, match="max_time_s"):
         resolve_config("cartpole-balance", "ppo", ["runner.max_time_s=-1"])
+
+
+# ----------------------------------------------------------------------------------------------
+# best.pt by deterministic evaluation (runner.eval_interval / eval_episodes)
+
+TINY_PPO = ["num_steps=16", "runner.save_interval=3"]
+
+
+def _rows(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "progress.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_best_pt_is_the_best_evaluated_policy_and_evaluation_leaves_training_alone(tmp_path, capsys):
+    from roboreal.agents.policy import evaluate
+    from roboreal.envs import make
+
+    cfg = resolve_config("cartpole-balance", "ppo", TINY_PPO + ["runner.eval_interval=2", "runner.eval_episodes=4"],
+                         num_envs=8, seed=0, total_steps=8 * 16 * 7)
+    run = tmp_path / "run"
+    result = train(cfg, run, progress=False)
+    rows = _rows(run)
+    evaluated = [r for r in rows if r["eval/return"] != ""]
+    # every eval_interval iterations, and once at the end
+    assert [int(r["iteration"]) for r in evaluated] == [2, 4, 6, 7]
+    best = load_ckpt(run / "checkpoints/best.pt")["meta"]
+    figures = best["eval"]
+    returns = [float(r["eval/return"]) for r in evaluated]
+    first_best = evaluated[returns.index(max(returns))]
+    assert figures["return"] == max(returns) and figures["step"] == best["global_step"] == int(first_best["step"])
+    assert figures["episodes"] == 4 and figures["seed"] == 10_000
+    # the stored figure is what a fresh deterministic evaluation of best.pt on the eval seed gives
+    module, info = load_policy(run, "best")
+    env = make("cartpole-balance", num_envs=4, seed=10_000)
+    fresh = evaluate(module, env)
+    env.close()
+    assert fresh["mean_return"] == figures["return"] and fresh["mean_length"] == figures["length"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_by"] == "eval" and metrics["best_step"] == figures["step"]
+    assert metrics["best_eval"]["return"] == figures["return"] == result["best"]
+    assert metrics["final_eval"]["iteration"] == 7 and metrics["final_eval"]["return"] == returns[-1]
+    assert load_ckpt(run / "checkpoints/last.pt")["meta"]["eval"]["iteration"] == 7
+    # play and export say which checkpoint they used, its step and its evaluated figure
+    capsys.readouterr()
+    assert main(["play", str(run), "--episodes", "4", "--seed", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert f"best.pt (step {figures['step']}; evaluated at step {figures['step']}: return {figures['return']:.2f}" in out
+    assert f"mean return {figures['return']:.2f}" in out
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    assert f"best.pt (step {figures['step']}; evaluated at step" in capsys.readouterr().out
+    import yaml
+
+    training = yaml.safe_load((tmp_path / "bundle/manifest.yaml").read_text())["training"]
+    assert training["step"] == figures["step"] and training["eval"]["return"] == figures["return"]
+
+    # Without evaluation (eval_interval=0) the same run trains to the same parameters (evaluation
+    # draws nothing from the training RNG streams), and best.pt follows the training mean.
+    cfg0 = resolve_config("cartpole-balance", "ppo", TINY_PPO + ["runner.eval_interval=0"], num_envs=8, seed=0,
+                          total_steps=8 * 16 * 7)
+    train(cfg0, tmp_path / "no_eval", progress=False)
+    a, b = load_ckpt(run / "checkpoints/last.pt"), load_ckpt(tmp_path / "no_eval/checkpoints/last.pt")
+    assert_same_state(a["algorithm"], b["algorithm"])
+    assert_same_state(a["rng"], b["rng"])
+    assert "eval/return" not in _rows(tmp_path / "no_eval")[0]
+    assert "eval" not in load_ckpt(tmp_path / "no_eval/checkpoints/best.pt")["meta"]
+    assert json.loads((tmp_path / "no_eval/metrics.json").read_text())["best_by"].startswith("train/return")
+
+
+def test_goal_task_best_pt_by_success_rate_then_return(tmp_path):
+    over = ["steps_per_iteration=10", "learning_starts=40", "hidden=[32,32]", "batch_size=32", "buffer_size=1000",
+            "runner.eval_interval=1", "runner.eval_episodes=3"]
+    cfg = resolve_config("panda-reach-sparse", "sac", over, num_envs=4, seed=0, total_steps=4 * 10 * 5)
+    train(cfg, tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 5 and all(r["eval/success_rate"] != "" for r in rows)
+    keys = [(float(r["eval/success_rate"]), float(r["eval/return"])) for r in rows]
+    figures = load_ckpt(tmp_path / "run/checkpoints/best.pt")["meta"]["eval"]
+    # lexicographic: success rate first, return breaks ties; the first of equal evaluations stays
+    assert (figures["success_rate"], figures["return"]) == max(keys)
+    assert figures["iteration"] == keys.index(max(keys)) + 1
+
+
+def test_eval_settings_are_validated_naming_the_field():
+    from roboreal.config import ConfigError
+
+    for override, field in (("runner.eval_interval=-1", "runner.eval_interval"),
+                            ("runner.eval_episodes=0", "runner.eval_episodes"),
+                            ("runner.eval_episodes=many", "runner.eval_episodes"),
+                            ("runner.eval_intervall=5", "runner.eval_intervall")):
+        with pytest.raises(ConfigError) as e:
+            resolve_config("cartpole-balance", "ppo", [override])
+        assert e.value.field == field, (override, str(e.value))
+    assert resolve_config("cartpole-balance", "ppo", ["runner.eval_interval=0"]).runner.eval_interval == 0
+
+
+def test_resume_keeps_the_best_evaluation(tmp_path):
+    """A resumed run never replaces a better best.pt: the best evaluation is part of last.pt's
+    resume state, and a best.pt evaluated after last.pt was written (killed in between) counts too."""
+    import shutil
+
+    from roboreal.agents.runner import atomic_save
+
+    cfg = resolve_config("cartpole-balance", "ppo", ["num_steps=16", "runner.save_interval=2",
+                                                     "runner.eval_interval=1", "runner.eval_episodes=2"],
+                         num_envs=8, seed=1, total_steps=8 * 16 * 5)
+    killed = tmp_path / "killed"
+    train(cfg, killed, progress=False, stop_after_iterations=3)  # last.pt: iteration 2; evaluated 1, 2, 3
+    assert load_ckpt(killed / "checkpoints/last.pt")["runner"]["best_eval"]
+
+    # (a) the best evaluation in last.pt's state is unbeatable: no later evaluation replaces best.pt
+    a = tmp_path / "a"
+    shutil.copytree(killed, a)
+    last = load_ckpt(a / "checkpoints/last.pt")
+    last["runner"]["best_eval"]["return"] = 1e9
+    atomic_save(last, a / "checkpoints/last.pt")
+    before = (a / "checkpoints/best.pt").read_bytes()
+    result = resume(a, progress=False)
+    assert len([r for r in _rows(a) if r["eval/return"] != ""]) == 5  # it did evaluate
+    assert (a / "checkpoints/best.pt").read_bytes() == before
+    assert result["best_eval"]["return"] == 1e9
+
+    # (b) last.pt knows no evaluation, but best.pt (written after it) holds an unbeatable one
+    b = tmp_path / "b"
+    shutil.copytree(killed, b)
+    last = load_ckpt(b / "checkpoints/last.pt")
+    last["runner"]["best_eval"] = {}
+    atomic_save(last, b / "checkpoints/last.pt")
+    best = load_ckpt(b / "checkpoints/best.pt")
+    best["meta"]["eval"]["return"] = 1e9
+    atomic_save(best, b / "checkpoints/best.pt")
+    before = (b / "checkpoints/best.pt").read_bytes()
+    resume(b, progress=False)
+    assert (b / "checkpoints/best.pt").read_bytes() == before
+    assert json.loads((b / "metrics.json").read_text())["best_eval"]["return"] == 1e9

@@ -175,7 +175,6 @@ def test_sim_robot_launch_file_runs_a_third_party_robot_given_by_path(tmp_path):
     """`roboreal launch sim_robot.launch.xml robot:=/path/robot.yaml`: a copy of go1 with its own
     name, topics and physics_dt; joint states and IMU arrive on its robot.yaml's topics, at its
     physics rate, with nothing but robot.yaml + MJCF."""
-    pytest.importorskip("rclpy")
     from sensor_msgs.msg import Imu, JointState
     from test_ros_sim_bridge import Process, Probe, _domain, _env, _subscribe, _wait_first
 
@@ -211,7 +210,6 @@ def test_sim_deploy_runs_a_third_party_robot_and_its_bundle(tmp_path):
     """Trained on a robot given by path, exported (the manifest records that path), then
     `roboreal launch sim_deploy.launch.xml bundle:=B robot:=FOLDER`: the policy node accepts the
     bundle, reaches policy mode and commands the simulated robot on its robot.yaml's topics."""
-    pytest.importorskip("rclpy")
     from geometry_msgs.msg import Twist
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String

@@ -174,7 +174,8 @@ def test_not_a_bundle_and_wrong_format_are_refused(bundles, tmp_path):
 
 
 def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
-    from roboreal.sim2real.sim2sim import run_sim2sim
+    from roboreal.envs.randomization import PRESETS as PHYSICS_PRESETS
+    from roboreal.sim2real.sim2sim import HEAVY_DRIVER, DriverCfg, evaluate_deployment, preset_conditions, run_sim2sim
 
     _, bundle_dir = bundles["gaussian"]
     result = run_sim2sim(bundle_dir, "heavy", episodes=2, seed=0)
@@ -183,9 +184,34 @@ def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
         assert r["episodes"] == 2 and len(r["returns"]) == 2
         assert np.isfinite(r["mean_return"]) and np.isfinite(r["velocity_tracking_error"])
         assert r["largest_command_step"] <= 1.0 + 1e-9  # what the chain sent kept the rate limit
-    # the perturbations were applied: physics drawn per world, a lossy and late driver
-    assert nominal["randomized_terms"] == [] and nominal["dropped_messages"] == 0
-    assert {"friction", "mass_scale", "kp_scale", "motor_strength"} <= set(heavy["randomized_terms"])
-    assert heavy["dropped_messages"] > 0 and tuple(heavy["driver"]["command_latency_ms"]) == (0.0, 20.0)
-    assert heavy["returns"] != nominal["returns"]
+    # nominal: nothing drawn, a perfect driver
+    assert nominal["randomized_terms"] == [] and nominal["randomization"] == {}
+    assert nominal["dropped_messages"] == 0
+    assert nominal["sensor_latency_ms"] == nominal["command_latency_ms"] == [0.0, 0.0]
+    # heavy: every physics term of the preset (on top of the task's own, e.g. go1's added_mass)
+    # drawn for each episode, within the preset's range, and not one value for everyone (a
+    # randomizer that draws nothing, or a constant, fails here)
+    ranges = {k: v["range"] for k, v in PHYSICS_PRESETS["heavy"].items() if "range" in v}
+    assert set(heavy["randomized_terms"]) == set(heavy["randomization"]) >= set(ranges)
+    for term, (lo, hi) in ranges.items():
+        drawn = np.array(heavy["randomization"][term])  # (episodes, width), float32 values
+        assert drawn.shape[0] == 2, term
+        assert (drawn >= lo - 1e-6).all() and (drawn <= hi + 1e-6).all(), (term, drawn)
+        assert not np.array_equal(drawn[0], drawn[1]), (term, drawn)
+    # ...and a late, lossy driver: latencies drawn per episode within the preset's ranges
+    for key in ("sensor_latency_ms", "command_latency_ms"):
+        lo, hi = HEAVY_DRIVER[key]
+        assert tuple(heavy["driver"][key]) == (lo, hi)
+        assert all(lo <= x <= hi for x in heavy[key]) and heavy[key][0] != heavy[key][1], (key, heavy[key])
+    assert heavy["dropped_messages"] > 0
+    # The drawn parameters are what the robots ran on: the nominal run's own episodes (same
+    # seed, so the same commands and start states, a perfect driver, no pushes) under the heavy
+    # preset's model parameters end differently, episode by episode. (With the parameters left
+    # nominal they repeat exactly: sim2sim is deterministic.)
+    physics_only, _ = preset_conditions("heavy")
+    same_episodes = evaluate_deployment(load_bundle(bundle_dir), 2, seed=0, driver=DriverCfg(),
+                                        randomization={**physics_only, "push": None})
+    assert same_episodes["randomization"] and same_episodes["dropped_messages"] == 0
+    for i, (a, b) in enumerate(zip(nominal["returns"], same_episodes["returns"])):
+        assert a != b, f"episode {i}: the same return ({a}) under nominal and heavy physics"
     assert max(result["observation_difference"].values()) < 1e-5

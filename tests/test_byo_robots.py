@@ -130,7 +130,6 @@ def _wait(predicate, timeout: float, launch: Launch, what: str, each=lambda: Non
 
 @pytest.fixture
 def ros_domain(monkeypatch):
-    pytest.importorskip("rclpy")  # the ros extra: installed by ./dev setup, so CI runs this
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
 

@@ -193,7 +193,6 @@ def test_crossq_learns_the_pendulum(tmp_path):
     """The per-task defaults of agents/configs/crossq.yaml (gym:Pendulum-v1: 10k steps, 8 envs,
     UTD 1, critics [128, 128]) reach a deterministic return of about -112 (seeds 0-2) in
     ~40 s on one CPU thread; random actions score about -1200."""
-    pytest.importorskip("gymnasium")
     from roboreal.envs import make
 
     cfg = resolve_config("gym:Pendulum-v1", "crossq", seed=0)
@@ -252,7 +251,6 @@ def test_exported_policy_equals_the_live_actor_in_eval_mode():
 
 
 def test_crossq_run_exports_to_a_bundle(tmp_path):
-    pytest.importorskip("onnxruntime")
     from roboreal.sim2real.bundle import export_bundle, load_bundle
 
     cfg = resolve_config("go1-walk", "crossq", GO1_TINY, num_envs=4, seed=0, total_steps=4 * 5 * 4)

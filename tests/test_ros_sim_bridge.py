@@ -267,7 +267,6 @@ class Recorder:
 
 @contextmanager
 def running_bridge(robot: str, domain: int, node_name: str, *extra: str):
-    pytest.importorskip("rclpy")
     bridge = Process([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", robot, *extra,
                       "--ros-args", "-r", f"__node:={node_name}"], _env(domain))
     probe = None
@@ -298,7 +297,6 @@ def _wait_first(probe: Probe, rec: Recorder, bridge: Process, what: str, timeout
 def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
     """launch/sim_robot.launch.xml through `roboreal launch`: the bridge comes up with the
     robot's defaults and the launch arguments; Ctrl-C stops it cleanly."""
-    pytest.importorskip("rclpy")
     from sensor_msgs.msg import JointState
 
     domain = _domain(50)
@@ -322,7 +320,8 @@ def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
 @pytest.fixture
 def node_context():
     """An rclpy context (no DDS traffic needed) for SimBridge nodes built in this process."""
-    rclpy = pytest.importorskip("rclpy")
+    import rclpy
+
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=_domain(150))
     yield ctx

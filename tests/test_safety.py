@@ -1,6 +1,6 @@
 """The safety chain (`roboreal.sim2real.safety`): properties of every filter and of the
-whole chain, for every robot (cartpole always; panda and go1 once their robot.yaml
-exists, skipped before), and the behaviours the issue asks for.
+whole chain, for every robot roboreal ships (cartpole, panda, go1: a missing robot.yaml
+is a failure, not a skip), and the behaviours the issue asks for.
 
 Property tests use hypothesis with NaN, inf and huge values everywhere. The number of
 cases tried is printed in the terminal summary ("hypothesis: N cases tried ..."); for
@@ -90,9 +90,7 @@ def _report_cases(request):
 
 # ----------------------------------------------------------------------------- robots
 def robot_spec(name: str):
-    if not (spec_module.ROBOTS_DIR / name / "robot.yaml").exists():
-        pytest.skip(f"robots/{name}/robot.yaml is not there yet")
-    return spec_module.load_robot(name)
+    return spec_module.load_robot(name)  # every robot in ROBOTS ships with roboreal
 
 
 def mapping_for(spec, kind: str = "absolute") -> ActionMapping:
@@ -558,7 +556,7 @@ def test_workspace_backs_off_a_target_that_leaves_the_box():
             continue
         break
     else:
-        pytest.skip("no single-joint extreme leaves this workspace box")
+        raise AssertionError("no single-joint extreme leaves panda's workspace box: the test needs one")
     q = chain.default.copy()
     for _ in range(300):  # the rate limit walks towards the goal; the box stops it
         now += DT
@@ -720,8 +718,8 @@ def test_watchdog_trips_within_one_control_period_after_the_timeout(name, which,
     timeout = getattr(limits.watchdog, key) * timeout_fraction
     limits = limits.tighten(watchdog={key: timeout})
     chain = SafetyChain(spec, mapping_for(spec), dt, limits=limits)
-    if which == "command_stamp" and chain.filter("watchdog").command_timeout is None:
-        pytest.skip(f"{name} has no command topic")
+    if which == "command_stamp":  # every robot in WATCHED with command_stamp has a command watchdog
+        assert chain.filter("watchdog").command_timeout is not None, f"{name} has no command watchdog"
     _, now = run_until_policy(chain, np.zeros(chain.mapping.size))
     stamp = now - stamp_age * timeout  # the last message (still fresh now); none after it
     tripped_at, cmd = _first_trip(chain, now, stamp, which)
@@ -875,10 +873,8 @@ def test_robot_specific_loosening_is_refused():
         ("panda", {"workspace_max": [5.0, 5.0, 5.0]}, "safety.workspace_max[0]"),
         ("panda", {"workspace_min": None, "workspace_max": None}, "safety.workspace_min"),
     ]:
-        if not (spec_module.ROBOTS_DIR / name / "robot.yaml").exists():
-            continue
         with pytest.raises(ConfigError) as e:
-            SafetyLimits.from_spec(spec_module.load_robot(name)).tighten(**overrides)
+            SafetyLimits.from_spec(robot_spec(name)).tighten(**overrides)
         assert e.value.field == field, (name, overrides, str(e.value))
 
 
