@@ -6,9 +6,13 @@ Measured in one run on one device, for each task and number of worlds:
          actions made on the device (env-steps/s; one env-step = one control step =
          `decimation` physics steps, with observations, rewards, terminations,
          auto-resets, domain randomization and the overflow check included);
-- raw:   the same MJCF, the same worlds (count, start state, controls held, contact and
-         constraint buffer sizes) stepped by `mujoco_warp.step` alone, `decimation` steps
-         per control step, no env layer;
+- raw:   the same MJCF, the same worlds (count, start state, randomized fields, contact
+         and constraint buffer sizes) stepped by `mujoco_warp.step` alone, `decimation`
+         steps per control step, no env layer, but the same physics work: new controls every
+         control step (random actions through the env's own action mapping, recorded before
+         timing and replayed) and each world reset to an initial state of the task (plus the
+         `mujoco_warp.forward` the env's reset runs) when its episode reaches the env's
+         length (the env also resets early on terminations, which raw does not compute);
 - ratio: env / raw, and the env layer's overhead ``raw / env - 1`` (issue target: < 20 %);
 - both with CUDA graph capture on and off (``--graph both``), the status reported as the
   backend saw it.
@@ -81,13 +85,24 @@ def bench_env(task: str, n: int, device: str, seconds: float, graph: bool | None
     return env, n * iters / elapsed
 
 
-def bench_raw(env, seconds: float, graph: bool) -> float:
-    """`mujoco_warp.step` alone on a fresh put_model/put_data of the env's model and worlds."""
+def bench_raw(env, seconds: float, graph: bool, bank_size: int = 64) -> float:
+    """`mujoco_warp.step` alone on a fresh put_model/put_data of the env's model and worlds,
+    with the env's workload: varying controls and resets at the env's episode length."""
     import mujoco_warp as mjw
     import warp as wp
 
-    sim = env.sim
+    sim, dev = env.sim, env.device
     n, decimation = env.num_envs, env.cfg.decimation
+    # Controls as the env makes them: random actions (as bench_env draws them) through the task's
+    # own mapping, in sequence (delta mappings accumulate as in the env), replayed cyclically, so
+    # raw sees the env's changing targets and contacts and does no per-step mapping work itself.
+    gen = torch.Generator(device=dev).manual_seed(1)
+    bank = torch.stack([env._action_to_ctrl(torch.rand(n, env.spec.action_size, generator=gen, device=dev) * 2 - 1)
+                        .detach().float() for _ in range(bank_size)])
+    # What a reset writes: a fresh initial state of the task per world, drawn once before timing.
+    qpos0, qvel0 = (x.float() for x in env._initial_state(torch.arange(n, device=dev)))
+    episode = env.episode_step.cpu().numpy().astype(np.int64)  # each world's step in its episode
+    length = env.max_episode_steps
     with wp.ScopedDevice(sim.wp_device):
         m = mjw.put_model(env.model)
         m.opt.warn_overflow = 0
@@ -96,21 +111,48 @@ def bench_raw(env, seconds: float, graph: bool) -> float:
         for name in sim.describe()["per_world_fields"]:
             owner, attr = (m.opt, "gravity") if name == "gravity" else (m, name)
             setattr(owner, attr, wp.clone(getattr(*sim._field_owner(name))))
-        # the env's current state and the controls it last applied, held
+        # the env's current state
         for field in ("qpos", "qvel", "ctrl", "act", "time", "qacc_warmstart"):
             wp.to_torch(getattr(d, field)).copy_(getattr(sim, field))
+        qpos, qvel, ctrl, act, t, warm = (wp.to_torch(getattr(d, f)) for f in
+                                          ("qpos", "qvel", "ctrl", "act", "time", "qacc_warmstart"))
 
         def physics():
             for _ in range(decimation):
                 mjw.step(m, d)
 
+        def forward():
+            mjw.forward(m, d)
+
         physics()  # compiles anything not yet loaded
-        launch = physics
+        forward()
+        launch_step, launch_forward = physics, forward
         if graph:
-            with wp.ScopedCapture(device=sim.wp_device) as capture:
+            with wp.ScopedCapture(device=sim.wp_device) as cap_step:
                 physics()
-            launch = lambda: wp.capture_launch(capture.graph)  # noqa: E731
-        iters, elapsed = _timeit(launch, seconds, env.device)
+            with wp.ScopedCapture(device=sim.wp_device) as cap_forward:
+                forward()
+            launch_step = lambda: wp.capture_launch(cap_step.graph)  # noqa: E731
+            launch_forward = lambda: wp.capture_launch(cap_forward.graph)  # noqa: E731
+        k = [0]
+
+        def control_step():
+            ctrl.copy_(bank[k[0] % bank_size])
+            k[0] += 1
+            launch_step()
+            episode[:] += 1  # on the host: no device read per step (raw has no terminations)
+            done = np.flatnonzero(episode >= length)
+            if done.size:  # as the backend's reset_worlds: state, act, time, warm start, then forward
+                ids = torch.from_numpy(done).to(dev)
+                qpos[ids], qvel[ids] = qpos0[ids], qvel0[ids]
+                if act.shape[-1]:
+                    act[ids] = 0.0
+                t[ids] = 0.0
+                warm[ids] = 0.0
+                launch_forward()
+                episode[done] = 0
+
+        iters, elapsed = _timeit(control_step, seconds, dev)
     return n * iters / elapsed
 
 
@@ -178,11 +220,17 @@ def main() -> None:
     p.add_argument("--ppo-window", type=int, default=200, help="control steps averaged per error reading")
     args = p.parse_args()
 
-    import mujoco_warp
-    import warp as wp
-
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA device (torch.cuda.is_available() is False, "
+                         f"torch {torch.__version__}); the GPU figures need a CUDA GPU. "
+                         "`--device cpu --num-envs 4 --seconds 2` runs the smoke test on the Warp CPU device.")
+    try:
+        import mujoco_warp
+        import warp as wp
+    except ImportError as e:
+        raise SystemExit(f"this benchmark needs MuJoCo Warp ({e}): pip install -e '.[dev]'") from None
     name = torch.cuda.get_device_name(device) if cuda else f"Warp CPU device ({os.cpu_count()} cores)"
     print(f"device: {name}; mujoco {mujoco.__version__}, mujoco_warp {mujoco_warp.__version__}, "
           f"warp {wp.__version__}, torch {torch.__version__}")

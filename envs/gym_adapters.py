@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import sys
+from typing import Any, Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +26,36 @@ from gymnasium.vector import AutoresetMode
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+
+
+@contextlib.contextmanager
+def _without_settotalmass_warning() -> Iterator[None]:
+    """Drop MuJoCo's ``settotalmass`` deprecation warning while Gymnasium builds its envs.
+
+    Gymnasium's own MJCFs (half_cheetah.xml, ...) set ``<compiler settotalmass>``, which
+    MuJoCo >= 4 compiles with a deprecation warning per env (64 identical lines for 64 envs)
+    that only Gymnasium can act on. It is MuJoCo's C warning (``mju_warning``), not a Python
+    warning, so `warnings.filterwarnings` cannot see it: a user warning handler that drops
+    exactly this message and passes every other one on (to a handler already set, else to
+    stderr as MuJoCo's default handler prints it) is installed for the construction only.
+    """
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(msg: str) -> None:
+        if "settotalmass" in msg and "deprecated" in msg:
+            return
+        if previous is not None:
+            previous(msg)
+        else:
+            print(f"WARNING: {msg}\n", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def _box(size: int) -> spaces.Box:
@@ -222,8 +254,9 @@ class GymnasiumBatchedEnv(BatchedEnv):
                 from roboreal.config import ConfigError
 
                 raise ConfigError("task", f"unknown Gymnasium env id {env_id!r}")
-            self.venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
-                                     vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **gym_kwargs)
+            with _without_settotalmass_warning():  # once per construction, not per env
+                self.venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
+                                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **gym_kwargs)
             name = env_id
         else:
             self.venv = env_id
