@@ -363,7 +363,7 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
            env_overrides: dict | None = None, eval_episodes: int = 64, eval_seed: int = 12345,
            log=None) -> dict:
     """``roboreal bc``: train on dataset files, write a run directory, evaluate (if the task runs here)."""
-    from roboreal.sim2real.datasets import check_compatible, load_transitions
+    from roboreal.sim2real.datasets import check_compatible, load_transitions, recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():
@@ -372,7 +372,7 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
     task = task or meta.get("task")
     if not task:
         raise ConfigError("task", "the dataset names no task; pass --task")
-    env_overrides = {**(meta.get("env_kwargs") or {}), **(env_overrides or {})}
+    env_overrides = {**recorded_env_kwargs(meta, task), **(env_overrides or {})}
     from roboreal.envs import make
 
     env = make(task, num_envs=1, seed=seed, **env_overrides)

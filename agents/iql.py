@@ -96,6 +96,7 @@ class IQLConfig:
     online_envs: int = 8  # simulated envs stepped in parallel while fine-tuning
     online_utd: float = 1.0  # gradient updates per collected transition (the paper's 1)
     online_noise: float = 0.1  # exploration std added to tanh(mu) when policy="deterministic"
+    online_actor_lr: float | None = None  # the actor's (constant) learning rate online (None: actor_lr)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.expectile < 1.0:
@@ -117,6 +118,8 @@ class IQLConfig:
         for name in ("online_steps", "online_noise"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.online_actor_lr is not None and not self.online_actor_lr > 0:
+            raise ConfigError("online_actor_lr", f"must be > 0 (or null: actor_lr), got {self.online_actor_lr}")
         if not self.online_utd > 0:
             raise ConfigError("online_utd", f"must be > 0, got {self.online_utd}")
         if self.eval_interval < 0:
@@ -502,7 +505,7 @@ def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int =
     buffer = TransitionBuffer(data, cfg.online_steps + n)
     agent.actor_schedule = None
     for group in agent.actor_optimizer.param_groups:
-        group["lr"] = cfg.actor_lr
+        group["lr"] = cfg.actor_lr if cfg.online_actor_lr is None else cfg.online_actor_lr
     generator = torch.Generator().manual_seed(seed + 7)
     obs = env.reset(seed=seed)[0][cfg.obs_group].cpu().float()
     rows: list[dict] = []
@@ -576,7 +579,7 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
     from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
                                     write_progress, write_run_config)
     from roboreal.envs import make
-    from roboreal.sim2real.datasets import check_compatible
+    from roboreal.sim2real.datasets import check_compatible, recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():
@@ -586,7 +589,8 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
     task = task or file_task
     if not task:
         raise ConfigError("task", "the dataset names no task; pass --task")
-    env_overrides = {**(file_env or {}), **(env_overrides or {})}
+    # a dataset recorded for another task keeps only the settings this task has; check_compatible names the mismatch
+    env_overrides = {**recorded_env_kwargs({"task": file_task, "env_kwargs": file_env}, task), **(env_overrides or {})}
     env = make(task, num_envs=1, seed=seed, **env_overrides)
     try:
         if cfg.obs_group not in env.spec.observation_sizes:

@@ -1209,17 +1209,40 @@ def require_labels(paths: str | Path | Sequence[str | Path], labels: str = "auto
     return counts
 
 
+def recorded_env_kwargs(meta: dict, task: str) -> dict:
+    """The env settings a dataset was recorded with (``meta["env_kwargs"]``), for training on
+    `task`. A dataset recorded for another task keeps only the fields `task`'s config has (e.g.
+    ``robot``): the rest belong to the other task, and a mismatch is then reported as one by
+    `check_compatible` instead of as an unknown field of `task`'s config."""
+    kwargs = dict(meta.get("env_kwargs") or {})
+    recorded = meta.get("task")
+    if not kwargs or not recorded or recorded == task or task.startswith("gym:"):
+        return kwargs
+    import dataclasses
+
+    from roboreal.envs.registry import task_entry
+
+    fields = {f.name for f in dataclasses.fields(task_entry(task).cfg_class)}
+    return {k: v for k, v in kwargs.items() if str(k).split(".")[0] in fields}
+
+
 def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
-    """Refuse a dataset whose action size or observation group size differs from `env`'s."""
+    """Refuse a dataset whose action size or observation group size differs from `env`'s (one
+    line naming the sizes, the task the dataset was recorded for, and what to do)."""
     spec = env.spec
+    recorded = meta.get("task")
+    files = ", ".join(Path(f).name for f in meta.get("files") or []) or "the dataset"
+    of = f"{files} (recorded for {recorded})" if recorded and recorded != spec.task else files
+    hint = (f": pass --task {recorded}, or a dataset recorded for {spec.task}" if recorded and recorded != spec.task
+            else "")
     a = meta.get("action_size")
     if a is not None and int(a) != int(spec.action_size):
-        raise DatasetError(f"dataset actions have size {a}, task {spec.task} has {spec.action_size}")
+        raise DatasetError(f"{of} has {a}-D actions, task {spec.task} takes {spec.action_size}-D actions{hint}")
     groups = meta.get("obs_groups") or {}
     if obs_group in groups and obs_group in spec.observation_sizes and \
             int(groups[obs_group]) != int(spec.observation_sizes[obs_group]):
-        raise DatasetError(f"dataset observation group {obs_group!r} has size {groups[obs_group]}, task {spec.task} "
-                           f"has {spec.observation_sizes[obs_group]}")
+        raise DatasetError(f"{of}: observation group {obs_group!r} has size {groups[obs_group]}, task {spec.task} "
+                           f"has {spec.observation_sizes[obs_group]}{hint}")
     if meta.get("robot") and getattr(env, "robot", None) is not None and meta["robot"] != env.robot.name:
         raise DatasetError(f"dataset was recorded on robot {meta['robot']!r}, task {spec.task} uses {env.robot.name!r}")
 
