@@ -64,7 +64,8 @@ def test_config_errors_name_the_field():
     for bad, field in (({"expectile": 1.0}, "expectile"), ({"temperature": -1.0}, "temperature"),
                        ({"batch_size": 0}, "batch_size"), ({"polyak": 0.0}, "polyak"), ({"hidden": []}, "hidden"),
                        ({"online_steps": -1}, "online_steps"), ({"online_utd": 0.0}, "online_utd"),
-                       ({"online_envs": 0}, "online_envs"), ({"online_noise": -0.1}, "online_noise")):
+                       ({"online_envs": 0}, "online_envs"), ({"online_noise": -0.1}, "online_noise"),
+                       ({"online_actor_lr": 0.0}, "online_actor_lr")):
         with pytest.raises(ConfigError, match=field):
             IQLConfig(**bad)
 
@@ -286,7 +287,7 @@ def test_online_finetuning_moves_the_policy_beyond_the_dataset_actions(tmp_path)
     def gain(agent) -> float:  # mean a * sign(x): the reward of the deterministic policy
         return float((agent.act(x).squeeze() * x.squeeze().sign())[away].mean())
 
-    cfg = IQLConfig(steps=1500, temperature=3.0, online_steps=3000, online_envs=8, **FAST)
+    cfg = IQLConfig(steps=1500, temperature=3.0, online_steps=3000, online_envs=8, online_actor_lr=1e-3, **FAST)
     agent, _ = train_iql(data, cfg, seed=0)
     offline_gain = gain(agent)
     assert offline_gain <= 0.05, offline_gain  # no better than the dataset's best action (a ~ 0)
