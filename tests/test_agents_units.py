@@ -385,3 +385,37 @@ def test_ppo_privileged_teacher_reads_the_critic_group():
     with pytest.raises(ConfigError, match="actor_group.*no observation group 'privileged'"):
         PPO(env, PPOConfig(actor_group="privileged"))
     env.close()
+
+
+class _ConstantQ(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, a):
+        return torch.full(x.shape[:1], self.value)
+
+
+def test_sac_target_takes_the_smaller_of_its_twin_target_critics(monkeypatch):
+    """Clipped double Q (Fujimoto et al. 2018): the Bellman target uses min(Q1', Q2'), the
+    guard against over-estimation. With Q1' = 1 and Q2' = 5 at every input, alpha = 0 and
+    gamma = 0.5, every target is r + 0.5 * 1 (with 5 instead, the critics would move to r + 2.5)."""
+    from roboreal.agents.sac import SAC, SACConfig
+    from roboreal.agents.toy import CounterEnv
+
+    torch.manual_seed(0)
+    cfg = SACConfig(hidden=[8], batch_size=16, learning_starts=10_000, steps_per_iteration=8, gamma=0.5,
+                    autotune=False, alpha=1e-8, critic_lr=0.05)
+    algo = SAC(CounterEnv(num_envs=2, episode_steps=100), cfg)
+    algo.iteration()  # fills the buffer (before learning_starts: no updates); every reward is 1, no termination
+    algo.q1_target, algo.q2_target = _ConstantQ(1.0), _ConstantQ(5.0)
+    monkeypatch.setattr("roboreal.agents.sac.polyak_update", lambda target, online, tau: None)  # targets stay put
+    for _ in range(300):
+        algo.update()
+    x = algo.normalizer(algo.policy_input(algo.buffer.sample(64, 1, cfg.gamma)["obs"]))
+    a = torch.zeros(64, algo.env.spec.action_size)
+    with torch.no_grad():
+        q1, q2 = algo.q1(x, a), algo.q2(x, a)
+    # target = 1 + 0.5 * min(1, 5) = 1.5 (max would give 3.5)
+    assert torch.allclose(q1, torch.full_like(q1, 1.5), atol=0.1), q1
+    assert torch.allclose(q2, torch.full_like(q2, 1.5), atol=0.1), q2

@@ -735,6 +735,25 @@ def test_watchdog_trips_within_one_control_period_after_the_timeout(name, which,
         assert again.mode == spec.safety.fault_mode
 
 
+@pytest.mark.parametrize("name,which", WATCHED)
+def test_a_stamp_from_the_future_beyond_the_timeout_is_stale(name, which):
+    """A clock mismatch (a stamp ahead of the node's clock by more than the timeout) cannot
+    keep a dead sensor looking fresh: it trips the watchdog at once. A stamp ahead by less
+    than the timeout (jitter between clocks) is fresh."""
+    key = {"joint_state_stamp": "joint_states", "imu_stamp": "imu", "command_stamp": "command"}[which]
+    chain, _, now = warm_chain(name)
+    timeout = getattr(chain.limits.watchdog, key)
+    now += chain.dt
+    jitter = nominal_state(chain, now=now)
+    setattr(jitter, which, now + 0.5 * timeout)
+    assert chain.step(np.zeros(chain.mapping.size), jitter, now).mode == "policy"
+    now += chain.dt
+    ahead = nominal_state(chain, now=now)
+    setattr(ahead, which, now + 2.0 * timeout)
+    cmd = chain.step(np.zeros(chain.mapping.size), ahead, now)
+    assert "watchdog" in cmd.interventions and cmd.mode != "policy", cmd.mode
+
+
 def test_quadruped_holds_the_default_pose_when_commands_stop():
     chain, _, now = warm_chain("go1")
     q = chain.default.copy()
