@@ -129,8 +129,12 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
     cmd = [sys.executable, "-m", "roboreal", "launch", "record_session.launch.xml", f"bundle:={bundle}",
            f"out:={out}", f"robot:={ROBOT}", f"params_file:={params_file}", "randomize:=true",
            "randomization:=heavy", f"seed:={seed}", "max_episode_s:=120.0"]
-    launch = subprocess.Popen(cmd, cwd=ROOT / "launch", start_new_session=True, stdout=open(log, "w"),
-                              stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def start_launch(mode: str = "w") -> subprocess.Popen:
+        return subprocess.Popen(cmd, cwd=ROOT / "launch", start_new_session=True, stdout=open(log, mode),
+                                stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    launch = start_launch()
     probe = GroundTruthProbe(spec, domain)
     node = probe.node
     audit: list[dict] = []
@@ -146,15 +150,30 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
     try:
         t0 = time.monotonic()
         with Console().status(f"   {label}: starting the sim bridge, policy node, teleop and recorder"):
-            held_since = None
+            held_since = stuck_since = None
+            relaunches = 0
             while probe.mode != "policy" or probe.ee is None:  # the goal stream starts at once (command watchdog)
                 probe.send(goal=goals[0])
                 # a stall of a loaded 2-core machine may trip the joint-state watchdog during startup (a
                 # latched hold): reset the policy node, as an operator would
-                held_since = (held_since or time.monotonic()) if probe.mode in ("hold", "damping") else None
+                holding = probe.mode in ("hold", "damping")
+                held_since = (held_since or time.monotonic()) if holding else None
+                stuck_since = (stuck_since or time.monotonic()) if holding else None
                 if held_since is not None and time.monotonic() - held_since > 1.5:
                     _call(reset, Trigger)
                     held_since = None
+                # The reset waits for a still robot, judged by the reported joint velocities; the heavy
+                # driver's velocity noise (std 1.15 rad/s) keeps them above 0.5 rad/s, so a hold latched at
+                # startup may never clear: start the session again (nothing has been recorded yet).
+                if stuck_since is not None and time.monotonic() - stuck_since > 15.0 and relaunches < 2:
+                    relaunches += 1
+                    print(f"   {label}: the startup hold cannot be reset (noisy joint velocities); relaunching")
+                    _stop(launch)
+                    for leftover in (out, out.with_suffix(".mcap")):
+                        leftover.unlink(missing_ok=True)
+                    launch = start_launch("a")
+                    held_since = stuck_since = None
+                    t0 = time.monotonic()
                 if launch.poll() is not None:
                     raise RuntimeError(f"the launch exited early with code {launch.returncode} (log: {log})")
                 if time.monotonic() - t0 > startup_timeout:
@@ -182,12 +201,7 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
                     by_filter[f] = by_filter.get(f, 0) + 1
     finally:
         probe.close()
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGINT)  # the recorder writes the running episode and closes the MCAP
-        try:
-            launch.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(launch.pid, signal.SIGKILL)
+        _stop(launch)
     for r in results:
         status = "reached" if r["reached_by_policy"] else f"{r['takeover']}: operator {r['takeover_s']:.1f} s"
         print(f"   goal {np.round(r['goal'], 2).tolist()}: policy error {r['policy_error'] * 100:5.1f} cm  "
@@ -195,6 +209,16 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
     return {"goals": results, "chain_interventions": by_filter, "commands": len(audit),
             "changed_by_chain": sum(1 for a in audit if int(a["interventions"])), "dataset": str(out),
             **session_figures(results)}
+
+
+def _stop(launch: subprocess.Popen) -> None:
+    if launch.poll() is None:
+        os.killpg(launch.pid, signal.SIGINT)  # the recorder writes the running episode and closes the MCAP
+    try:
+        launch.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+        launch.wait()
 
 
 def _call(client, srv_type, timeout: float = 5.0):
