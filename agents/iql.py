@@ -420,6 +420,27 @@ class IQL:
         return build_policy(self.policy_state(self.cfg.obs_group))
 
 
+class _UpdateMeans:
+    """The means of the update metrics since the last row, and the update rate. Sums stay tensors
+    (no device sync per update) until a row is taken."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.since = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def take(self, now: float) -> dict[str, float]:
+        """``perf/updates_per_s`` and each metric's mean since the last call; starts afresh."""
+        row = {"perf/updates_per_s": round(self.count / max(now - self.since, 1e-9), 1),
+               **{k: round(float(v) / max(self.count, 1), 6) for k, v in self.sums.items()}}
+        self.sums, self.count, self.since = {}, 0, now
+        return row
+
+
 def train_iql(data: OfflineData, cfg: IQLConfig, seed: int = 0, log: Callable[[dict], None] | None = None,
               evaluate: Callable[["IQL", int], dict] | None = None, on_progress: Callable[[int], None] | None = None,
               device: str = "cpu") -> tuple[IQL, list[dict]]:
@@ -431,22 +452,16 @@ def train_iql(data: OfflineData, cfg: IQLConfig, seed: int = 0, log: Callable[[d
     agent = IQL(data.obs.shape[1], data.actions.shape[1], cfg, seed=seed, device=device)
     agent.fit_normalizer(data)
     rows: list[dict] = []
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    t0 = t_row = time.perf_counter()
+    means = _UpdateMeans()
+    t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        metrics = agent.update(agent.sample(data))
-        for k, v in metrics.items():
-            sums[k] = sums[k] + v if k in sums else v.clone()
-        count += 1
+        means.add(agent.update(agent.sample(data)))
         if on_progress is not None:
             on_progress(step)
         eval_now = evaluate is not None and (step == cfg.steps or (cfg.eval_interval and step % cfg.eval_interval == 0))
         if step % cfg.log_interval == 0 or step == cfg.steps or eval_now:
             now = time.perf_counter()
-            row = {"step": step, "time_s": round(now - t0, 3),
-                   "perf/updates_per_s": round(count / max(now - t_row, 1e-9), 1), **{k: round(float(v) / count, 6) for k, v in sums.items()}}
-            sums, count, t_row = {}, 0, now
+            row = {"step": step, "time_s": round(now - t0, 3), **means.take(now)}
             if eval_now:
                 row.update(evaluate(agent, step))
             rows.append(row)
@@ -512,13 +527,13 @@ def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int =
     generator = torch.Generator().manual_seed(seed + 7)
     obs = env.reset(seed=seed)[0][cfg.obs_group].cpu().float()
     rows: list[dict] = []
-    sums: dict[str, torch.Tensor] = {}
-    count, collected, debt = 0, 0, 0.0
+    means = _UpdateMeans()
+    collected, debt = 0, 0.0
     ep_returns: list[float] = []
     ep_success: list[float] = []
     step = agent.updates
     next_row, next_eval = step + cfg.log_interval, step + cfg.eval_interval if cfg.eval_interval else None
-    t0 = t_row = time.perf_counter()
+    t0 = time.perf_counter()
     while collected < cfg.online_steps:
         actions = explore_action(agent, obs, generator)
         next_obs, rewards, terminated, truncated, info = env.step(actions.to(env.device))
@@ -534,10 +549,7 @@ def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int =
         debt += n * cfg.online_utd
         while debt >= 1.0:
             debt -= 1.0
-            metrics = agent.update(agent.sample(buffer))
-            for k, v in metrics.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            count += 1
+            means.add(agent.update(agent.sample(buffer)))
             step = agent.updates
             if on_progress is not None:
                 on_progress(step)
@@ -545,14 +557,12 @@ def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int =
         eval_now = evaluate is not None and (last or (next_eval is not None and step >= next_eval))
         if step >= next_row or eval_now or last:
             now = time.perf_counter()
-            row = {"step": step, "time_s": round(now - t0, 3), "online/env_steps": collected,
-                   "perf/updates_per_s": round(count / max(now - t_row, 1e-9), 1),
-                   **{k: round(float(v) / max(count, 1), 6) for k, v in sums.items()}}
+            row = {"step": step, "time_s": round(now - t0, 3), "online/env_steps": collected, **means.take(now)}
             if ep_returns:
                 row["online/return"] = round(float(np.mean(ep_returns)), 4)
             if ep_success:
                 row["online/success_rate"] = round(float(np.mean(ep_success)), 4)
-            sums, count, t_row, ep_returns, ep_success = {}, 0, now, [], []
+            ep_returns, ep_success = [], []
             next_row = step + cfg.log_interval
             if eval_now:
                 row.update(evaluate(agent, step))
