@@ -253,7 +253,7 @@ def session_figures(results: list[dict]) -> dict:
 def dagger(session: Path, run_dir: Path, size: DemoSize, seed: int) -> tuple[Path, dict]:
     from roboreal.cli import main as cli
     from roboreal.sim2real.bundle import export_bundle
-    from roboreal.sim2real.datasets import DatasetReader
+    from roboreal.data import DatasetReader
 
     with DatasetReader(session) as r:
         s = r.summary()

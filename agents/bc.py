@@ -5,7 +5,7 @@ Ross et al. 2011 call it "supervised" imitation). The details, in order:
 
 1. Data: a `TransitionSet` (all steps of the training episodes; only steps with an expert
    label are trained on, so HG-DAgger data where only takeovers carry labels fits).
-   Train/validation are split *by episode* (`roboreal.sim2real.datasets.load_transitions`):
+   Train/validation are split *by episode* (`roboreal.data.load_transitions`):
    steps of one episode are strongly correlated, a per-step split would leak.
 2. Observation normalization: a `RunningNormalizer` fitted once to the training inputs
    (mean/var over all of them), saved inside the policy like PPO/SAC's, so the exported
@@ -47,7 +47,7 @@ import yaml
 from roboreal.agents.networks import GaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
 from roboreal.config import ConfigError, to_dict
-from roboreal.sim2real.datasets import TransitionSet
+from roboreal.data import TransitionSet
 
 CHECKPOINT_FORMAT = "roboreal-checkpoint/1"  # the runner's format (roboreal.agents.runner)
 
@@ -72,7 +72,7 @@ class BCConfig:
     relabel_fraction: float = 0.0  # goal tasks: share of samples whose goal is relabeled (0 = plain BC)
     relabel_strategy: Literal["future", "final"] = "future"
     obs_group: str = "policy"
-    # which steps are labels (roboreal.sim2real.datasets.label_source, decided per file): "auto" = finite
+    # which steps are labels (roboreal.data.label_source, decided per file): "auto" = finite
     # expert_actions, or in a file with none the actions of steps no policy ran; "executed" = every executed
     # action, the policy's own included (an explicit choice; DAgger refuses it)
     labels: Literal["auto", "expert", "executed"] = "auto"
@@ -363,7 +363,7 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
            env_overrides: dict | None = None, eval_episodes: int = 64, eval_seed: int = 12345,
            log=None) -> dict:
     """``roboreal bc``: train on dataset files, write a run directory, evaluate (if the task runs here)."""
-    from roboreal.sim2real.datasets import check_compatible, load_transitions, recorded_env_kwargs
+    from roboreal.data import check_compatible, load_transitions, recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():

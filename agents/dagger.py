@@ -22,7 +22,7 @@ quadratic in the horizon). DAgger labels the states the *learner* visits:
   when the learner's action strays from the expert's by more than the threshold (inf-norm,
   normalized action units), handing control back below ``gate_release``; only takeover
   steps carry expert labels, exactly like an intervention recorded on the real robot.
-- Human / robot data: a dataset recorded on the robot (`roboreal.sim2real.datasets`:
+- Human / robot data: a dataset recorded on the robot (`roboreal.data`:
   ``expert_actions`` finite at the human's takeover steps, ``intervention`` flags) is
   aggregated with everything else by the same trainer (``datasets=[...]``, with or
   without an online expert).
@@ -49,7 +49,7 @@ from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, run_meta
                                 write_metrics, write_progress, write_run_config)
 from roboreal.agents.experts import Expert
 from roboreal.config import ConfigError, to_dict
-from roboreal.sim2real.datasets import (BatchedRecorder, DatasetReader, DatasetWriter, TransitionSet, check_compatible,
+from roboreal.data import (BatchedRecorder, DatasetReader, DatasetWriter, TransitionSet, check_compatible,
                                         dataset_meta, require_labels)
 
 
@@ -247,7 +247,7 @@ class DAgger:
     def _training_data(self) -> tuple[TransitionSet, TransitionSet | None]:
         """Everything collected so far plus the given datasets, split by episode (labels decided per
         file, so train + validation labels equal ``roboreal data info``'s counts)."""
-        from roboreal.sim2real.datasets import load_transitions
+        from roboreal.data import load_transitions
 
         files = [self.data_path] if self.recorder.written else []
         files += self.datasets

@@ -14,7 +14,7 @@
 file or a bundle directory (what ``roboreal collect/dagger --expert`` accept).
 
 A human expert is not an object here: a human's labels arrive as recorded interventions
-in a dataset (`roboreal.sim2real.datasets`), and `roboreal.agents.dagger` consumes them.
+in a dataset (`roboreal.data`), and `roboreal.agents.dagger` consumes them.
 
 Every expert returns actions in [-1, 1] on the env's device, as the env contract wants.
 The scripted expert has no memory (its action is a function of the state), so it needs

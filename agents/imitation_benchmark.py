@@ -31,7 +31,7 @@ def run(task: str, seeds: list[int], init: int, rounds: int, per_round: int, bc_
     from roboreal.agents.dagger import DAgger, DAggerConfig, collect
     from roboreal.agents.experts import ScriptedPandaExpert
     from roboreal.config import apply_overrides, to_dict
-    from roboreal.sim2real.datasets import load_transitions
+    from roboreal.data import load_transitions
 
     results = []
     for seed in seeds:

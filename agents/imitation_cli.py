@@ -180,7 +180,7 @@ def dataset_command_inputs(args: argparse.Namespace) -> tuple[list[str], dict, l
     own = [(k, v) for k, v in items if not k.startswith("env.")]
     task = args.task
     if task is None:
-        from roboreal.sim2real.datasets import DatasetReader
+        from roboreal.data import DatasetReader
 
         with DatasetReader(files[0]) as r:
             task = r.task
@@ -196,7 +196,7 @@ def cmd_bc(args: argparse.Namespace) -> int:
     files, env_over, own, task = dataset_command_inputs(args)
     cfg = _apply(BCConfig, own)
     run_dir = args.run_dir or f"runs/{task}_bc_{time.strftime('%Y%m%d-%H%M%S')}"
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     try:
         res = run_bc(files, task, cfg, run_dir, seed=args.seed, env_overrides=env_over,
@@ -237,7 +237,7 @@ def cmd_dagger(args: argparse.Namespace) -> int:
     else:
         def expert(env):  # built on the DAgger's own env (scripted experts keep per-world kinematics)
             return make_expert(args.expert, env, obs_group=args.expert_obs_group)
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     try:
         dagger = DAgger(args.task, expert, cfg, run_dir, seed=args.seed, env_overrides=env_over,
@@ -258,7 +258,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from roboreal.sim2real.datasets import DatasetError, DatasetReader, describe_label_source, format_rate
+    from roboreal.data import DatasetError, DatasetReader, describe_label_source, format_rate
 
     try:
         reader = DatasetReader(args.file)
@@ -301,7 +301,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_export(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     try:
         from roboreal.data.lerobot import export_lerobot_v3
@@ -316,7 +316,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data_import_lerobot(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     try:
         from roboreal.data.lerobot import import_lerobot_v3

@@ -62,7 +62,7 @@ from torch import nn
 from roboreal.agents.networks import QCritic, TanhGaussianActor, ValueCritic, adam
 from roboreal.agents.normalizer import make_normalizer
 from roboreal.config import ConfigError, to_dict
-from roboreal.sim2real.datasets import DatasetError, DatasetReader, Episode
+from roboreal.data import DatasetError, DatasetReader, Episode
 
 
 @dataclass
@@ -592,7 +592,7 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
     from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
                                     write_progress, write_run_config)
     from roboreal.envs import make
-    from roboreal.sim2real.datasets import check_compatible, recorded_env_kwargs
+    from roboreal.data import check_compatible, recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():

@@ -41,7 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_offline(args: argparse.Namespace) -> int:
     from roboreal.agents.imitation_cli import _apply, _log_row, _threads, dataset_command_inputs
     from roboreal.agents.iql import IQLConfig, run_offline
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     _threads(args)
     files, env_over, own, task = dataset_command_inputs(args)

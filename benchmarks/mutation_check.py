@@ -90,7 +90,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "weight = torch.full_like(diff, 0.5)",
              ("tests/test_offline_rl.py",)),
     Mutation("labels_from_policy_actions", "a file without expert labels trains on the policy's own actions",
-             "sim2real/datasets.py", '    return "expert" if any_expert else "demonstrated"\n',
+             "data/datasets.py", '    return "expert" if any_expert else "demonstrated"\n',
              '    return "expert" if any_expert else "executed"\n',
              ("tests/test_labels.py",)),
     Mutation("best_pt_first_evaluation", "best.pt keeps the first evaluation, whatever comes later",

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roboreal.sim2real.datasets import format_rate
+from roboreal.data import format_rate
 
 
 @torch.no_grad()
@@ -48,7 +48,7 @@ def record(task: str, path: Path, kind: str, episodes: int, seed: int, expert_sp
     """Append `episodes` episodes of `kind` (expert | failure | takeover | policy | noisy) to `path`."""
     from roboreal.agents.experts import make_expert
     from roboreal.envs import make
-    from roboreal.sim2real.datasets import BatchedRecorder, DatasetWriter, dataset_meta
+    from roboreal.data import BatchedRecorder, DatasetWriter, dataset_meta
 
     n = min(8, episodes)
     env = make(task, num_envs=n, seed=seed, **(env_overrides or {}))
@@ -106,7 +106,7 @@ def train_and_score(task: str, data: Path, seed: int, args, env_overrides: dict 
     from roboreal.agents.iql import IQLConfig, goal_reward_fn, load_offline_data, train_iql
     from roboreal.config import apply_overrides, to_dict
     from roboreal.envs import make
-    from roboreal.sim2real.datasets import load_transitions
+    from roboreal.data import load_transitions
 
     out = {}
     for name, labels in (("BC (expert labels)", "auto"), ("BC (all actions)", "executed")):

@@ -41,7 +41,7 @@ LeRobot's loader types them): ``observation.state`` (the `obs_group`, default ``
 roboreal extensions ``observation.<group>`` for every other stored group, ``expert_action`` and
 ``policy_action`` (NaN rows where no expert / no policy gave one: unknown stays unknown),
 ``intervention`` and ``labelled`` (True where the step is a training label under the file's
-label rule, `roboreal.sim2real.datasets.label_source`). ``next_obs`` and simulator ``states``
+label rule, `roboreal.data.label_source`). ``next_obs`` and simulator ``states``
 are not exported.
 
 Statistics (``meta/stats.json`` and the per-episode ``stats/...`` columns) are computed over the
@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from roboreal.sim2real.datasets import DatasetError, DatasetReader, DatasetWriter, dataset_meta, step_labels
+from roboreal.data import DatasetError, DatasetReader, DatasetWriter, dataset_meta, step_labels
 
 CODEBASE_VERSION = "v3.0"
 DEFAULT_CHUNKS_SIZE = 1000  # files per chunk directory (LeRobot's default)

@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import torch
 
-from roboreal.sim2real.datasets import (FORMAT, BatchedRecorder, DatasetError, DatasetReader, DatasetWriter,
+from roboreal.data import (FORMAT, BatchedRecorder, DatasetError, DatasetReader, DatasetWriter,
                                         dataset_meta, load_transitions, train_valid_split)
 from roboreal.sim2real.nodes.recorder import EpisodeBuilder
 from roboreal.sim2real.nodes.step_record import MODES, step_fields
@@ -388,7 +388,7 @@ def test_older_files_stay_readable_and_appending_makes_them_loadable(tmp_path):
 LIVE_WRITER = r'''
 import sys, time
 import numpy as np
-from roboreal.sim2real.datasets import DatasetWriter
+from roboreal.data import DatasetWriter
 path, mode = sys.argv[1], sys.argv[2]
 def episode(i):
     rng = np.random.default_rng(i)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roboreal.sim2real.datasets import DatasetReader
+from roboreal.data import DatasetReader
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")

@@ -506,7 +506,7 @@ class ShellChecker:
                      ("roboreal.data.lerobot", "import_lerobot_v3", _stop)],
         }
         if command == "data" and getattr(args, "data_command", None) == "info":
-            return [("roboreal.sim2real.datasets", "DatasetReader", _stop)]
+            return [("roboreal.data", "DatasetReader", _stop)]
         return table.get(command, [])
 
     def check_launch(self, args) -> None:

@@ -23,7 +23,7 @@ from roboreal.agents.dagger import DAgger, DAggerConfig, beta_for_round, collect
 from roboreal.agents.experts import BundleExpert, PolicyExpert, ScriptedPandaExpert, make_expert
 from roboreal.agents.policy import evaluate, load_policy
 from roboreal.envs import make
-from roboreal.sim2real.datasets import BatchedRecorder, DatasetReader, DatasetWriter, dataset_meta, load_transitions
+from roboreal.data import BatchedRecorder, DatasetReader, DatasetWriter, dataset_meta, load_transitions
 
 
 def _expert_success(task: str, episodes: int, seed: int) -> float:
@@ -113,7 +113,7 @@ def make_episode(i):
 
 WRITER = GENERATOR + r'''
 import sys, time
-from roboreal.sim2real.datasets import DatasetWriter
+from roboreal.data import DatasetWriter
 path, finished, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 w = DatasetWriter(path, {"task": "synthetic", "source": "robot"}, fsync=(mode == "pause"))
 i = 0
@@ -208,7 +208,7 @@ def test_writers_killed_at_random_moments_never_lose_a_finished_episode(tmp_path
 
 
 def test_writer_refuses_inconsistent_steps(tmp_path):
-    from roboreal.sim2real.datasets import DatasetError
+    from roboreal.data import DatasetError
 
     with DatasetWriter(tmp_path / "x.hdf5", fsync=False) as w:
         w.add_step({"policy": np.zeros(3)}, np.zeros(2))

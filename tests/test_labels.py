@@ -21,7 +21,7 @@ from roboreal.agents.dagger import DAggerConfig, collect
 from roboreal.cli import main
 from roboreal.config import ConfigError
 from roboreal.envs import make
-from roboreal.sim2real.datasets import (DatasetError, DatasetReader, DatasetWriter, dataset_meta,
+from roboreal.data import (DatasetError, DatasetReader, DatasetWriter, dataset_meta,
                                         episodes_to_transitions, load_transitions, require_labels)
 
 EPISODES, STEPS = 10, 23

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from roboreal.data.lerobot import export_lerobot_v3, import_lerobot_v3
-from roboreal.sim2real.datasets import DatasetError, DatasetReader, DatasetWriter, load_transitions
+from roboreal.data import DatasetError, DatasetReader, DatasetWriter, load_transitions
 
 LENGTHS = [5, 9, 3, 7]
 STATS = {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99"}

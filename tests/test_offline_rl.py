@@ -19,7 +19,7 @@ import torch
 from roboreal.agents.bc import BCConfig, train_bc
 from roboreal.agents.iql import IQLConfig, expectile_loss, goal_reward_fn, load_offline_data, train_iql
 from roboreal.config import ConfigError
-from roboreal.sim2real.datasets import DatasetError, DatasetReader, DatasetWriter, load_transitions
+from roboreal.data import DatasetError, DatasetReader, DatasetWriter, load_transitions
 
 # small networks, a faster learning rate than the paper's 3e-4: the toy problems converge in ~1-2 s
 FAST = dict(hidden=[64, 64], batch_size=128, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, log_interval=500)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from roboreal.sim2real.datasets import DatasetReader, DatasetWriter
+from roboreal.data import DatasetReader, DatasetWriter
 from roboreal.sim2real.nodes.recorder import EpisodeBuilder, message_definition
 from roboreal.sim2real.nodes.step_record import MODES, info_json, step_fields, unpack_step
 

@@ -358,7 +358,7 @@ def test_recorder_exits_within_2s_writing_the_running_episode(tmp_path):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String
 
-    from roboreal.sim2real.datasets import DatasetReader
+    from roboreal.data import DatasetReader
     from roboreal.sim2real.nodes.step_record import MODES, StepPacker, info_json, step_fields
 
     domain = _domain(37)

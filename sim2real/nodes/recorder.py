@@ -13,7 +13,7 @@ count (`step_record.py`); and once, latched, ``~/info`` (robot, bundle checksums
 period, observation layout, its topic names). One message per step, so observation and
 actions pair *exactly*; nothing is re-derived from sensor topics here.
 
-**Per step, in the dataset** (`roboreal.sim2real.datasets` layout, ``source="robot"``):
+**Per step, in the dataset** (`roboreal.data` layout, ``source="robot"``):
 
     obs/<group>      the observation vector the policy ran on (group: the bundle's, ``policy``)
     actions          the *applied* action: the safety chain's output in the normalized action
@@ -808,7 +808,7 @@ class EpisodeBuilder:
 
 def dataset_meta_from_info(info: dict, mcap: Path | None) -> dict:
     """File attributes of a robot recording: provenance from the policy node's ~/info."""
-    from roboreal.sim2real.datasets import dataset_meta
+    from roboreal.data import dataset_meta
 
     training = info.get("training") or {}
     group = info.get("obs_group", "policy")
@@ -837,7 +837,7 @@ def make_node(**kwargs):
     from std_msgs.msg import Float64MultiArray, String
     from std_srvs.srv import SetBool, Trigger
 
-    from roboreal.sim2real.datasets import DatasetError, DatasetWriter
+    from roboreal.data import DatasetError, DatasetWriter
 
     class Recorder(Node):
         def __init__(self):
