@@ -117,7 +117,7 @@ def deploy_session(bundle: Path, goals: np.ndarray, out: Path, params_file: Path
     from std_srvs.srv import Trigger
 
     from roboreal.robots.spec import load_robot
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.policy_bundle import load_bundle
     from roboreal.sim2real.nodes.step_record import audit_from_msg, parse_info
     from roboreal.sim2real.operator import ScriptedOperator
     from roboreal.sim2real.sim2sim_dds import GroundTruthProbe
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["stages"] = ["train"]
 
     goals = sample_goals(size.goals, args.seed + 1)
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.policy_bundle import load_bundle
 
     action_size = int(load_bundle(bundle).manifest["action"]["size"])
     params = perturbed_robot_params(out / "perturbed_robot.yaml", action_size)

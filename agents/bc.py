@@ -363,7 +363,8 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
            env_overrides: dict | None = None, eval_episodes: int = 64, eval_seed: int = 12345,
            log=None) -> dict:
     """``roboreal bc``: train on dataset files, write a run directory, evaluate (if the task runs here)."""
-    from roboreal.data import check_compatible, load_transitions, recorded_env_kwargs
+    from roboreal.data import check_compatible, load_transitions
+    from roboreal.envs.registry import recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():

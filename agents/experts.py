@@ -353,12 +353,12 @@ class PolicyExpert(Expert):
 
 
 class BundleExpert(Expert):
-    """An exported bundle (`roboreal.sim2real.bundle`) as the expert; reads the manifest's group."""
+    """An exported bundle (`roboreal.policy_bundle`) as the expert; reads the manifest's group."""
 
     name = "bundle"
 
     def __init__(self, path: str | Path, runtime: str = "onnx"):
-        from roboreal.sim2real.bundle import load_bundle
+        from roboreal.policy_bundle import load_bundle
 
         self.path = str(path)
         self.bundle = load_bundle(path, runtime=runtime)

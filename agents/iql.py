@@ -592,7 +592,8 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
     from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
                                     write_progress, write_run_config)
     from roboreal.envs import make
-    from roboreal.data import check_compatible, recorded_env_kwargs
+    from roboreal.data import check_compatible
+    from roboreal.envs.registry import recorded_env_kwargs
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "best.pt").exists():

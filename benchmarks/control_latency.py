@@ -97,7 +97,7 @@ class _Sensors:
 def measure(bundle_dir: Path, runtime: str, steps: int) -> dict:
     import torch
 
-    from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
+    from roboreal.policy_bundle import load_bundle, load_manifest_robot
     from roboreal.sim2real.nodes.controller import PolicyController
 
     torch.set_num_threads(1)

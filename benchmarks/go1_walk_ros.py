@@ -49,7 +49,7 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
     from std_msgs.msg import Float64MultiArray, String
 
     from roboreal.robots.spec import robot_reference
-    from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
+    from roboreal.policy_bundle import load_bundle, load_manifest_robot
     from roboreal.sim2real.nodes.step_record import audit_from_msg, parse_info
     from roboreal.sim2real.sim2sim_dds import GroundTruthProbe, fallen
     from rclpy.qos import DurabilityPolicy, QoSProfile

@@ -11,9 +11,9 @@ all use, without depending on any of them. Import the public API from here
 
 from roboreal.data.datasets import (FORMAT, BatchedRecorder, DatasetError, DatasetReader, DatasetWriter, Episode,
                                     TransitionSet, check_compatible, dataset_meta, describe_label_source,
-                                    episodes_to_transitions, format_rate, load_transitions, recorded_env_kwargs,
+                                    episodes_to_transitions, format_rate, load_transitions,
                                     require_labels, step_labels, train_valid_split)
 
 __all__ = ["FORMAT", "BatchedRecorder", "DatasetError", "DatasetReader", "DatasetWriter", "Episode", "TransitionSet",
            "check_compatible", "dataset_meta", "describe_label_source", "episodes_to_transitions", "format_rate",
-           "load_transitions", "recorded_env_kwargs", "require_labels", "step_labels", "train_valid_split"]
+           "load_transitions", "require_labels", "step_labels", "train_valid_split"]

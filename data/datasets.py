@@ -1209,23 +1209,6 @@ def require_labels(paths: str | Path | Sequence[str | Path], labels: str = "auto
     return counts
 
 
-def recorded_env_kwargs(meta: dict, task: str) -> dict:
-    """The env settings a dataset was recorded with (``meta["env_kwargs"]``), for training on
-    `task`. A dataset recorded for another task keeps only the fields `task`'s config has (e.g.
-    ``robot``): the rest belong to the other task, and a mismatch is then reported as one by
-    `check_compatible` instead of as an unknown field of `task`'s config."""
-    kwargs = dict(meta.get("env_kwargs") or {})
-    recorded = meta.get("task")
-    if not kwargs or not recorded or recorded == task or task.startswith("gym:"):
-        return kwargs
-    import dataclasses
-
-    from roboreal.envs.registry import task_entry
-
-    fields = {f.name for f in dataclasses.fields(task_entry(task).cfg_class)}
-    return {k: v for k, v in kwargs.items() if str(k).split(".")[0] in fields}
-
-
 def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
     """Refuse a dataset whose action size or observation group size differs from `env`'s (one
     line naming the sizes, the task the dataset was recorded for, and what to do)."""

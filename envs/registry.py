@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -107,6 +108,19 @@ def task_config(name: str, overrides: dict | None = None, config_file: str | Pat
         from_dict(entry.cfg_class, data, source=str(config_file))  # errors name the file and field
     data = deep_merge(data, _nest(overrides or {}))
     return from_dict(entry.cfg_class, data)
+
+
+def recorded_env_kwargs(meta: dict, task: str) -> dict:
+    """The env settings a dataset was recorded with (``meta["env_kwargs"]``), for training on
+    `task`. A dataset recorded for another task keeps only the fields `task`'s config has (e.g.
+    ``robot``): the rest belong to the other task, and a mismatch is then reported as one by
+    `check_compatible` instead of as an unknown field of `task`'s config."""
+    kwargs = dict(meta.get("env_kwargs") or {})
+    recorded = meta.get("task")
+    if not kwargs or not recorded or recorded == task or task.startswith("gym:"):
+        return kwargs
+    fields = {f.name for f in dataclasses.fields(task_entry(task).cfg_class)}
+    return {k: v for k, v in kwargs.items() if str(k).split(".")[0] in fields}
 
 
 def _nest(flat: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Sim-to-real: policy bundles, the safety chain, sim2sim, datasets and the ROS 2 nodes.
+"""Sim-to-real: bundle export, the safety chain, sim2sim and the ROS 2 nodes.
 
 The common entry points are importable from here (loaded on first use, so importing the
 ROS-free safety package does not pull in torch):
@@ -9,8 +9,8 @@ ROS-free safety package does not pull in torch):
 from __future__ import annotations
 
 _EXPORTS = {
-    "load_bundle": "roboreal.sim2real.bundle", "export_bundle": "roboreal.sim2real.bundle",
-    "BundlePolicy": "roboreal.sim2real.bundle", "BundleError": "roboreal.sim2real.bundle",
+    "load_bundle": "roboreal.policy_bundle", "export_bundle": "roboreal.sim2real.bundle",
+    "BundlePolicy": "roboreal.policy_bundle", "BundleError": "roboreal.policy_bundle",
     "run_sim2sim": "roboreal.sim2real.sim2sim",
 }
 __all__ = sorted(_EXPORTS)

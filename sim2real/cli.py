@@ -41,7 +41,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.bundle import export_bundle, load_bundle
+    from roboreal.policy_bundle import load_bundle
+    from roboreal.sim2real.bundle import export_bundle
 
     out = export_bundle(args.run_dir, args.out, which=args.checkpoint)
     bundle = load_bundle(out)  # verify what was written
@@ -60,7 +61,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sim2sim(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.bundle import BundleError
+    from roboreal.policy_bundle import BundleError
 
     try:
         return _sim2sim(args)

@@ -39,7 +39,7 @@ import torch
 from roboreal.config import ConfigError, from_dict, load_yaml
 from roboreal.envs.randomization import PRESETS as RANDOMIZATION_PRESETS
 from roboreal.robots.model import actuator_ids
-from roboreal.sim2real.bundle import BundlePolicy, check_robot, load_bundle, load_manifest_robot, manifest_robot
+from roboreal.policy_bundle import BundlePolicy, check_robot, load_bundle, load_manifest_robot, manifest_robot
 
 
 @dataclass

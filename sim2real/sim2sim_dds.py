@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from roboreal.control.observation import projected_gravity
-from roboreal.sim2real.bundle import load_bundle, load_manifest_robot
+from roboreal.policy_bundle import load_bundle, load_manifest_robot
 from roboreal.sim2real.nodes.process import stop_process
 
 TOPIC_WAIT_S = 90.0  # process start-up + startup ramp, on a loaded 2-core machine

@@ -142,7 +142,7 @@ def test_every_launch_file_takes_a_robot_by_path_without_params_files(tmp_path):
 
 
 def test_the_manifest_says_where_the_robot_is_and_a_mismatch_is_named(tmp_path):
-    from roboreal.sim2real.bundle import BundleError, check_robot, load_manifest_robot, manifest_robot
+    from roboreal.policy_bundle import BundleError, check_robot, load_manifest_robot, manifest_robot
 
     old = {"robot": {"name": "go1"}}  # bundles from before robot.source
     assert manifest_robot(old) == "go1" and manifest_robot(old, "/elsewhere/go1") == "/elsewhere/go1"

@@ -13,7 +13,8 @@ import yaml
 from roboreal.agents.policy import load_policy
 from roboreal.agents.runner import resolve_config, train
 from roboreal.robots.spec import ROBOTS_DIR, load_robot_file
-from roboreal.sim2real.bundle import BundleError, check_layout, check_robot, export_bundle, load_bundle
+from roboreal.policy_bundle import BundleError, check_layout, check_robot, load_bundle
+from roboreal.sim2real.bundle import export_bundle
 
 # one run per policy type: Gaussian (PPO), tanh-Gaussian (SAC), greedy Q (DQN)
 RUNS = {

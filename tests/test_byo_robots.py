@@ -66,7 +66,7 @@ def test_robot_check_says_the_task_runs(robot, task, capsys):
 
 
 def test_the_arm_learns_to_reach_and_passes_sim2sim(ur5e_bundle, capsys):
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.policy_bundle import load_bundle
 
     manifest = load_bundle(ur5e_bundle).manifest
     assert manifest["robot"]["name"] == "ur5e" and manifest["robot"]["source"] == str(EXAMPLES / "ur5e" / "robot.yaml")
@@ -90,7 +90,7 @@ def sim2sim(capsys, bundle: Path, episodes: int) -> dict:
 
 
 def test_the_quadruped_exports_and_runs_sim2sim(a1_bundle, capsys):
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.policy_bundle import load_bundle
 
     bundle = load_bundle(a1_bundle, robot=load_robot(str(EXAMPLES / "a1")))
     assert bundle.manifest["joints"][0] == "FR_hip_joint" and len(bundle.manifest["joints"]) == 12

@@ -251,7 +251,8 @@ def test_exported_policy_equals_the_live_actor_in_eval_mode():
 
 
 def test_crossq_run_exports_to_a_bundle(tmp_path):
-    from roboreal.sim2real.bundle import export_bundle, load_bundle
+    from roboreal.policy_bundle import load_bundle
+    from roboreal.sim2real.bundle import export_bundle
 
     cfg = resolve_config("go1-walk", "crossq", GO1_TINY, num_envs=4, seed=0, total_steps=4 * 5 * 4)
     train(cfg, tmp_path / "run", progress=False)

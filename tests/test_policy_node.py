@@ -310,7 +310,7 @@ def test_nan_joint_state_never_reaches_the_command_topic(bundles, tmp_path):
 def test_joint_order_is_mapped_by_name(bundles, tmp_path):
     """Panda: the same state published in spec order and shuffled gives the same policy action,
     equal to the bundle run offline on the observation; commands come out in spec order."""
-    from roboreal.sim2real.bundle import load_bundle
+    from roboreal.policy_bundle import load_bundle
     from roboreal.sim2real.nodes.observation import ObservationBuilder
 
     spec = load_robot("panda")

@@ -409,7 +409,7 @@ def test_recording_session_feeds_dagger(panda_bundle, tmp_path):
 
     from roboreal.cli import main
     from roboreal.robots.spec import load_robot
-    from roboreal.sim2real.bundle import load_bundle, sha256
+    from roboreal.policy_bundle import load_bundle, sha256
 
     domain = _domain(75)
     out = tmp_path / "session.hdf5"

@@ -19,7 +19,8 @@ import yaml
 
 from roboreal.robots.model import build_model
 from roboreal.robots.spec import ROBOTS_DIR, load_robot, load_robot_file
-from roboreal.sim2real.bundle import BundleError, build_manifest, load_bundle
+from roboreal.policy_bundle import BundleError, load_bundle
+from roboreal.sim2real.bundle import build_manifest
 from roboreal.sim2real.nodes.hostile import tiny_bundle
 
 CALF = 2  # FR_calf_joint: index among go1's actuated joints

@@ -21,7 +21,7 @@ import numpy as np
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import RobotSpec
-from roboreal.sim2real.bundle import BundlePolicy
+from roboreal.policy_bundle import BundlePolicy
 from roboreal.sim2real.nodes.observation import ObservationBuilder, applied_action
 from roboreal.sim2real.safety import SafetyChain, SafetyLimits
 from roboreal.sim2real.safety.types import SafetyCommand

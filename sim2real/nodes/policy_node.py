@@ -126,7 +126,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
-from roboreal.sim2real.bundle import BundleError, load_bundle, sha256
+from roboreal.policy_bundle import BundleError, load_bundle, sha256
 from roboreal.sim2real.nodes.controller import PolicyController
 from roboreal.sim2real.nodes.params import default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal

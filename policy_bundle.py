@@ -1,0 +1,290 @@
+"""Policy bundles: the on-disk format a trained policy is deployed from, and its loader.
+
+A bundle directory holds:
+
+- ``policy.onnx``  the deterministic actor, observation normalization baked in (ONNX Runtime)
+- ``policy.pt``    the same as TorchScript
+- ``manifest.yaml`` everything a deployment needs: robot name, spec checksum and where to
+  find the robot again (``robot.source``: its name, or the absolute path of its robot.yaml
+  for a robot the name does not find; `manifest_robot`), joint order, default pose, action
+  mapping, PD gains, control period and decimation, each observation term in order (size,
+  scale, clip, source), command/goal inputs, safety limits, the training run, versions, and
+  the sha256 of each model file.
+
+`load_bundle` verifies checksums and the format, optionally checks the bundle against
+the robot it is pointed at, and returns a `BundlePolicy` whose single `act(obs)` every
+deployment path (sim2sim, the ROS 2 policy node, a bundle used as DAgger's expert) uses.
+Any mismatch is refused with a `BundleError` that names it: the commonest sim-to-real
+failure is a policy run on a robot whose joint order, observation layout or spec differs
+from the one it was trained on.
+
+This module is shared by the layers (agents read bundles as experts, sim2real deploys
+them); writing a bundle from a training run is `roboreal.sim2real.bundle.export_bundle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+import roboreal
+from roboreal.config import ConfigError, to_dict
+from roboreal.robots.spec import RobotSpec, load_robot
+from roboreal.control.action import ActionMapping
+
+FORMAT = "roboreal-bundle/1"
+MODEL_FILES = ("policy.onnx", "policy.pt")
+
+
+class BundleError(ValueError):
+    """A bundle is damaged, from an incompatible version, or does not match the robot."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# What each observation source needs from the robot (a missing sensor refuses the bundle).
+def source_requirement(source: str, robot: RobotSpec) -> str | None:
+    """None if `robot` provides `source`, else a description of what is missing."""
+    kind = source.split(".")[0].split("[")[0]
+    if kind in ("joint_states", "policy"):
+        return None
+    if kind == "imu":
+        return None if (robot.ros.imu and robot.sites.imu) else "an IMU (ros.imu topic and sites.imu)"
+    if kind == "cmd_vel":
+        return None if robot.ros.cmd_vel else "a velocity command topic (ros.cmd_vel)"
+    if kind == "goal_pose":
+        return None if robot.ros.goal else "a goal topic (ros.goal)"
+    if kind == "forward_kinematics":
+        return None if robot.sites.end_effector else "an end-effector site (sites.end_effector)"
+    if kind == "object_pose":
+        return None if robot.ros.object_pose else "an object pose topic (ros.object_pose)"
+    if kind == "privileged":
+        return "privileged simulator state, which no real robot provides"
+    return f"an unknown source {source!r}"
+
+
+@dataclass
+class BundlePolicy:
+    """A loaded bundle: `act(obs)` maps a raw observation vector to the policy's action."""
+
+    path: Path
+    manifest: dict
+    runtime: Literal["onnx", "torchscript"]
+    _run: Any
+
+    @property
+    def obs_size(self) -> int:
+        return int(self.manifest["observation"]["size"])
+
+    @property
+    def action_size(self) -> int:
+        return int(self.manifest["action"]["size"])
+
+    @property
+    def discrete(self) -> bool:
+        return self.manifest["action"]["space"] == "discrete"
+
+    @property
+    def action_mapping(self) -> ActionMapping:
+        return ActionMapping.from_dict(self.manifest["action"])
+
+    def normalized_action(self, obs: np.ndarray) -> np.ndarray:
+        """The action as the safety chain takes it: continuous, normalized, (A,) for one observation.
+
+        Discrete policies map their index through the manifest's ``discrete_values``.
+        """
+        a = self.act(obs)
+        if self.discrete:
+            return np.asarray(self.manifest["action"]["discrete_values"], dtype=np.float64)[int(a)]
+        return np.asarray(a, dtype=np.float64)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """(k,) or (B, k) float observation -> (A,) / (B, A) action (discrete: int index)."""
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        x = x.reshape(-1, self.obs_size)
+        y = self._run(x)
+        return y[0] if single else y
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # one control loop, latency over throughput
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"obs": x})[0]
+
+    return run
+
+
+def _torchscript_runner(path: Path):
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def manifest_robot(manifest: dict, override: str | None = None) -> str:
+    """The robot reference to load a bundle's robot with: `override` if given (a bundle moved
+    to another machine), else the manifest's ``robot.source``, else (older manifests) its name.
+    Whatever it finds is still checked against the manifest (`check_robot`)."""
+    robot = manifest.get("robot") or {}
+    return str(override or robot.get("source") or robot["name"])
+
+
+def load_manifest_robot(manifest: dict, override: str | None = None) -> RobotSpec:
+    """The bundle's robot, loaded from `manifest_robot(manifest, override)`; not found where
+    the manifest says (a bundle moved to another machine), the error says to pass its place.
+    Check it with `check_robot` (or `load_bundle(..., robot=spec)`)."""
+    ref = manifest_robot(manifest, override)
+    try:
+        return load_robot(ref)
+    except ConfigError as e:
+        if override:
+            raise
+        raise ConfigError("robot", f"the bundle's robot {manifest['robot']['name']!r} is not found by its "
+                          f"manifest's robot.source {ref!r} ({e}); pass --robot NAME|PATH: where it is on this "
+                          f"machine") from None
+
+
+def check_robot(manifest: dict, robot: RobotSpec) -> None:
+    """Refuse a bundle that does not match `robot`, naming the mismatch."""
+    name = manifest["robot"]["name"]
+    if name != robot.name:
+        source = manifest["robot"].get("source")
+        where = f" (the bundle's robot: {source})" if source and source != name else ""
+        raise BundleError(f"bundle is for robot {name!r}, not {robot.name!r}{where}")
+    want, have = manifest["joints"], robot.actuated_names
+    if want != have:
+        for i, (a, b) in enumerate(zip(want, have)):
+            if a != b:
+                raise BundleError(f"joint order differs at index {i}: bundle has {a!r}, robot {robot.name} has {b!r}")
+        raise BundleError(f"joint count differs: bundle has {len(want)} joints, robot {robot.name} has {len(have)}")
+    for term in manifest["observation"]["terms"]:
+        missing = source_requirement(term["source"], robot)
+        if missing:
+            raise BundleError(f"observation term {term['name']!r} needs {missing}; robot {robot.name} has none")
+    _check_values(manifest, robot)
+    if manifest["robot"]["spec_checksum"] != robot.checksum:
+        raise BundleError(f"robot spec checksum changed: the bundle was trained against "
+                          f"{manifest['robot']['spec_checksum'][:12]}, robot {robot.name}'s robot.yaml/model is now "
+                          f"{robot.checksum[:12]} (re-export or re-train after changing the robot spec)")
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a != b
+
+
+def _check_values(manifest: dict, robot: RobotSpec) -> None:
+    """Refuse a bundle whose recorded gains, default pose or safety limits differ from
+    `robot`'s robot.yaml, naming the field, the joint and both values."""
+    act = robot.actuated_joints
+    gains = manifest.get("pd_gains") or {}
+    for key in ("kp", "kd"):
+        recorded = gains.get(key)
+        if recorded is None:
+            continue
+        for j, trained in zip(act, recorded):
+            have = getattr(j, key)
+            if (trained is None) != (have is None) or (have is not None and _differs(trained, have)):
+                raise BundleError(f"pd_gains.{key} of {j.name}: the bundle was trained with {trained}, robot "
+                                  f"{robot.name}'s robot.yaml has {have} (re-train, or export against this robot.yaml)")
+    for j, trained in zip(act, manifest.get("default_pose") or []):
+        if _differs(trained, j.default):
+            raise BundleError(f"default_pose of {j.name}: the bundle has {trained}, robot {robot.name}'s robot.yaml "
+                              f"has {j.default}")
+    recorded = manifest.get("safety")
+    if recorded is not None:
+        have = to_dict(robot.safety)
+
+        def walk(a: dict, b: dict, prefix: str) -> None:
+            for k in sorted(set(a) | set(b)):
+                x, y = a.get(k), b.get(k)
+                if isinstance(x, dict) and isinstance(y, dict):
+                    walk(x, y, f"{prefix}{k}.")
+                elif _differs(x, y):
+                    raise BundleError(f"safety.{prefix}{k}: the bundle was exported with {x}, robot {robot.name}'s "
+                                      f"robot.yaml has {y} (re-export against this robot.yaml)")
+
+        walk(recorded, have, "")
+
+
+def check_layout(manifest: dict, expected: list[dict]) -> None:
+    """Refuse a bundle whose observation layout differs from `expected` (name, size, order)."""
+    terms = manifest["observation"]["terms"]
+    for i, (a, b) in enumerate(zip(terms, expected)):
+        if a["name"] != b["name"] or int(a["size"]) != int(b["size"]):
+            raise BundleError(f"observation term {i} differs: bundle has {a['name']} ({a['size']}), "
+                              f"expected {b['name']} ({b['size']})")
+        # wrap / relative_to: absent in manifests written before they were recorded (false / none)
+        for key, absent in (("scale", None), ("clip", None), ("offset", None), ("wrap", False), ("relative_to", None)):
+            if a.get(key, absent) != b.get(key, absent):
+                raise BundleError(f"observation term {i} ({a['name']}) {key} differs: bundle {a.get(key, absent)}, "
+                                  f"expected {b.get(key, absent)}")
+    if len(terms) != len(expected):
+        raise BundleError(f"observation has {len(terms)} terms in the bundle, {len(expected)} expected")
+
+
+def load_bundle(path: str | Path, robot: str | RobotSpec | None = None,
+                runtime: Literal["onnx", "torchscript"] = "onnx",
+                expected_layout: list[dict] | None = None) -> BundlePolicy:
+    """Load and verify a bundle; with `robot`, also refuse it unless it matches that robot."""
+    path = Path(path)
+    manifest_file = path / "manifest.yaml"
+    if not manifest_file.is_file():
+        raise BundleError(f"{path}: not a bundle (no manifest.yaml)")
+    with open(manifest_file) as f:
+        manifest = yaml.safe_load(f)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_file}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}"
+                          f" is not {FORMAT!r}")
+    files = manifest.get("files") or {}
+    for name in MODEL_FILES:
+        if name not in files:
+            raise BundleError(f"{manifest_file}: files.{name} missing")
+        f = path / name
+        if not f.is_file():
+            raise BundleError(f"{path}: {name} missing")
+        if sha256(f) != files[name]["sha256"]:
+            raise BundleError(f"{name}: sha256 does not match the manifest (the file was modified or damaged)")
+    major = str(manifest["versions"]["roboreal"]).split(".")[0]
+    if major != roboreal.__version__.split(".")[0]:
+        raise BundleError(f"bundle made by roboreal {manifest['versions']['roboreal']}, this is {roboreal.__version__}")
+    terms_size = sum(int(t["size"]) for t in manifest["observation"]["terms"])
+    if terms_size != int(manifest["observation"]["size"]):
+        raise BundleError(f"observation terms add up to {terms_size}, the model reads {manifest['observation']['size']}")
+    if robot is not None:
+        check_robot(manifest, load_robot(robot) if isinstance(robot, str) else robot)
+    if expected_layout is not None:
+        check_layout(manifest, expected_layout)
+    if runtime == "onnx":
+        run = _onnx_runner(path / "policy.onnx")
+    elif runtime == "torchscript":
+        run = _torchscript_runner(path / "policy.pt")
+    else:
+        raise BundleError(f"runtime must be 'onnx' or 'torchscript', not {runtime!r}")
+    return BundlePolicy(path, manifest, runtime, run)
