@@ -162,6 +162,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def deep_merge(base: dict, override: dict | None) -> dict:
+    """`override` merged into `base`, mapping by mapping (neither is modified). An empty
+    mapping clears the field (``observation_noise={}``: no observation noise), it does not
+    merge as "change nothing"."""
+    out = dict(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and v and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``a.b=value``; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``true``)."""
     if "=" not in text:

@@ -16,6 +16,9 @@
 
 Everything (runs, bundles, recordings, summary.json, before_after.png) goes into one
 folder, printed at the end.
+
+One module although it is over 400 lines: the main job's steps read top to bottom, in
+the order they run.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ def heading(n: int | None, text: str) -> None:
 
 # ------------------------------------------------------------------ 1. train, export, sim2sim
 def train_and_export(run_dir: Path, size: DemoSize, seed: int) -> tuple[Path, dict]:
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     heading(1, f"training {TASK} with PPO for {size.ppo_steps:,} env steps (run: {run_dir})")
@@ -86,7 +90,7 @@ def perturbed_robot_params(path: Path, action_size: int) -> Path:
     import yaml
 
     from roboreal.sim2real.operator import teleop_params
-    from roboreal.sim2real.sim2sim import preset_conditions
+    from roboreal.sim2real.simulated_driver import preset_conditions
     from roboreal.sim2real.sim2sim_dds import bridge_parameters
 
     _, driver = preset_conditions("heavy")

@@ -7,14 +7,15 @@ drains finished episodes with ``pop_episodes()``, and checkpoints with
 ``state_dict()`` / ``load_state_dict()`` (plain tensors, numbers, lists and dicts only,
 so checkpoints load with ``torch.load(weights_only=True)``).
 
-``policy_state()`` describes the deterministic actor for export: a ``kind`` that
-`roboreal.agents.policy` knows how to rebuild, the observation group it reads, sizes,
-the constructor arguments and the weights (normalizer included).
+``policy_state()`` describes the deterministic actor for export: a policy ``kind``
+registered in `roboreal.agents.registry` (which `roboreal.agents.policy.build_policy`
+rebuilds), the observation group it reads, sizes, the constructor arguments and the
+weights (normalizer included). A new algorithm subclasses `Algorithm` and is registered
+there (agents/README.md, "Adding an algorithm").
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +37,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "DistContext":
-        """Rank/world size from torchrun's environment variables (requires an initialized process group)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), dist.get_world_size() > 1)
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), False)
 
     def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
         if self.enabled:
@@ -140,36 +132,5 @@ class Algorithm:
         return out
 
 
-def clone_obs(obs: Obs) -> Obs:
-    return {k: v.clone() for k, v in obs.items()}
-
-
 def obs_to(obs: Obs, device: torch.device) -> Obs:
     return {k: v.to(device) for k, v in obs.items()}
-
-
-# What an off-policy learner's loop keeps between iterations, besides its modules.
-_LOOP_COUNTERS = {"global_step": int, "updates": int, "update_debt": float, "iterations": int}
-
-
-def off_policy_state(algo: Algorithm, parts: tuple[str, ...], include_replay: bool) -> dict:
-    """The checkpoint of an off-policy learner (SAC, CrossQ, DQN): each of `parts` (modules and
-    optimizers, by attribute name), the current observation, the loop counters and, with
-    `include_replay`, the replay buffer."""
-    state = {name: getattr(algo, name).state_dict() for name in parts}
-    state["obs"] = algo.obs
-    state.update({k: getattr(algo, k) for k in _LOOP_COUNTERS})
-    if include_replay:
-        state["replay"] = algo.buffer.state_dict()
-    return state
-
-
-def load_off_policy_state(algo: Algorithm, parts: tuple[str, ...], state: dict) -> None:
-    """Restore what `off_policy_state` saved (the replay buffer only if the checkpoint has it)."""
-    for name in parts:
-        getattr(algo, name).load_state_dict(state[name])
-    algo.obs = obs_to(state["obs"], algo.device)
-    for k, cast in _LOOP_COUNTERS.items():
-        setattr(algo, k, cast(state[k]))
-    if "replay" in state:
-        algo.buffer.load_state_dict(state["replay"])

@@ -33,7 +33,6 @@ Ross et al. 2011 call it "supervised" imitation). The details, in order:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -44,12 +43,13 @@ from typing import Literal
 import torch
 import yaml
 
+from roboreal.agents.checkpoints import CHECKPOINT_FORMAT, atomic_save
 from roboreal.agents.networks import GaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.run_logs import write_progress_csv
 from roboreal.config import ConfigError, to_dict
 from roboreal.data import TransitionSet
 
-CHECKPOINT_FORMAT = "roboreal-checkpoint/1"  # the runner's format (roboreal.agents.runner)
 
 
 @dataclass
@@ -283,8 +283,6 @@ def train_bc(train: TransitionSet, val: TransitionSet | None, cfg: BCConfig, see
 
 def save_checkpoint(path: Path, policy_state: dict, meta: dict, config: dict, extra: dict | None = None) -> None:
     """A checkpoint `load_policy` reads: ``format``, ``meta``, ``config``, ``policy`` (+ extras)."""
-    from roboreal.agents.runner import atomic_save
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"format": CHECKPOINT_FORMAT, "meta": meta, "config": config, "policy": policy_state,
                  **(extra or {})}, path)
@@ -301,18 +299,6 @@ def write_run_config(run_dir: Path, config: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
-
-
-def write_progress(run_dir: Path, rows: list[dict], name: str = "progress.csv") -> None:
-    if not rows:
-        return
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(run_dir / name, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
@@ -393,7 +379,7 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
                        labels=train.num_labels, best_epoch=result["best_epoch"])
     save_checkpoint(run_dir / "checkpoints" / "best.pt", state, meta_ck, config)
     save_checkpoint(run_dir / "checkpoints" / "last.pt", state, meta_ck, config)
-    write_progress(run_dir, result["history"])
+    write_progress_csv(result["history"], run_dir / "progress.csv")
     plot_curves(run_dir, result["history"], "epoch", ["train_loss", "val_loss"], f"{task} / bc")
     scores = {}
     if eval_episodes > 0:

@@ -1,4 +1,5 @@
-"""Storage for the agents: on-policy rollouts (PPO) and replay on the training device (SAC, DQN).
+"""Storage for the agents: on-policy rollouts (PPO), replay on the training device (SAC, CrossQ,
+DQN) and offline transitions plus online ones (IQL fine-tuning).
 
 - `RolloutStorage` + `compute_gae`: a (T, N) rollout and generalized advantage
   estimation (Schulman et al. 2016). Time-out truncations are bootstrapped *before*
@@ -10,13 +11,17 @@
   plain indexing. ``next_obs`` is the *true* next observation (the env's
   ``final_observation`` at episode ends), and bootstrapping is cut only by
   ``terminated``: a time-out is not a terminal state (Pardo et al. 2018).
+- `TransitionBuffer`: a dataset's flat transitions followed by room for online ones.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
+
+if TYPE_CHECKING:
+    from roboreal.agents.offline_data import OfflineData
 
 Obs = dict[str, torch.Tensor]
 
@@ -192,3 +197,33 @@ class ReplayBuffer:
         for name in ("actions", "rewards", "terminated", "dones"):
             getattr(self, name).copy_(state[name])
         self.steps_added = int(state["steps_added"])
+
+
+class TransitionBuffer:
+    """The dataset's transitions followed by room for `extra` online ones; `IQL.sample` draws
+    uniformly from the filled part (``len``)."""
+
+    def __init__(self, data: OfflineData, extra: int):
+        n = len(data)
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros((n + extra, *t.shape[1:]), dtype=t.dtype)
+            out[:n] = t
+            return out
+
+        self.obs, self.actions, self.rewards = grow(data.obs), grow(data.actions), grow(data.rewards)
+        self.next_obs, self.terminals = grow(data.next_obs), grow(data.terminals)
+        self.offline_size = self.size = n
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
+            terminals: torch.Tensor) -> None:
+        k = int(actions.shape[0])
+        if self.size + k > self.actions.shape[0]:
+            raise RuntimeError(f"TransitionBuffer full: {self.size} + {k} > {self.actions.shape[0]}")
+        sl = slice(self.size, self.size + k)
+        self.obs[sl], self.actions[sl], self.rewards[sl] = obs, actions, rewards
+        self.next_obs[sl], self.terminals[sl] = next_obs, terminals
+        self.size += k

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from roboreal.agents.runner import ALGORITHMS
+from roboreal.agents.registry import algorithm_names
 from roboreal.cli import IntermixedParser
 from roboreal.config import ConfigError
 
@@ -27,7 +27,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Train a policy. Overrides: key=value (algorithm), env.key=value (task), "
                                    "runner.key=value (checkpoints/logging).")
     p.add_argument("task", nargs="?", help="task name (see `roboreal tasks`) or gym:<EnvId>")
-    p.add_argument("--algo", choices=ALGORITHMS, default="ppo")
+    p.add_argument("--algo", choices=algorithm_names(), default="ppo", help="a registered algorithm")
     p.add_argument("--num-envs", type=int, default=None, help="parallel envs (per rank under torchrun)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=None)
@@ -88,14 +88,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from roboreal.agents import runner as R
+    from roboreal.agents import run_config
+    from roboreal.agents import runner as R  # R.train looked up at call time, so tests can stub it
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume:
         if args.overrides or args.task or any(v is not None for v in (args.seed, args.num_envs, args.device)):
             raise ConfigError("resume", "a resumed run keeps its config; only --steps may change")
-        cfg = R.load_run_config(args.resume)
+        cfg = run_config.load_run_config(args.resume)
         dist_ctx, device = _init_distributed(cfg.device)
         result = R.resume(args.resume, total_steps=args.steps, progress=not args.no_progress, dist=dist_ctx,
                           device=device)
@@ -103,9 +104,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not args.task:
             raise ConfigError("task", "give a task (see `roboreal tasks`) or --resume RUN_DIR")
-        cfg = R.resolve_config(args.task, args.algo, args.overrides, seed=args.seed, num_envs=args.num_envs,
-                               device=args.device, total_steps=args.steps)
-        _, note = R.preset_section(args.task, args.algo, cfg.env.get("robot"))
+        cfg = run_config.resolve_config(args.task, args.algo, args.overrides, seed=args.seed,
+                                        num_envs=args.num_envs, device=args.device, total_steps=args.steps)
+        _, note = run_config.preset_section(args.task, args.algo, cfg.env.get("robot"))
         if note:
             print(f"note: {note}", file=sys.stderr)
         dist_ctx, device = _init_distributed(cfg.device)

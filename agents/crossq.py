@@ -1,6 +1,6 @@
 """CrossQ (Bhatt et al., ICLR 2024): SAC without target networks, with Batch Renormalization.
 
-Same loop as `roboreal.agents.sac`: one iteration = ``steps_per_iteration`` steps of all
+Same loop as `roboreal.agents.sac` (`roboreal.agents.off_policy.OffPolicyAlgorithm`'s): one iteration = ``steps_per_iteration`` steps of all
 envs; after each env step the agent does ``utd_ratio * num_envs`` gradient updates (the
 update-to-data ratio counts gradient updates per collected transition; fractions carry
 over). The details, in the order they happen:
@@ -45,10 +45,12 @@ from typing import Literal
 
 import torch
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
+from roboreal.agents.base import DistContext, Obs, obs_to
 from roboreal.agents.buffers import ReplayBuffer
 from roboreal.agents.networks import ACTIVATIONS, BRNQCritic, BRNTanhGaussianActor, TanhGaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.off_policy import CheckpointPart, OffPolicyAlgorithm
+from roboreal.agents.sac import EntropyTuning
 from roboreal.config import ConfigError
 from roboreal.envs.core import BatchedEnv
 
@@ -123,14 +125,12 @@ class CrossQConfig:
                 "d_max": self.brn_d_max, "warmup_steps": self.brn_warmup_steps, "warmup": self.brn_warmup}
 
 
-class CrossQ(Algorithm):
+class CrossQ(OffPolicyAlgorithm):
     name = "crossq"
 
     def __init__(self, env: BatchedEnv, cfg: CrossQConfig, device: str | torch.device = "cpu", total_steps: int = 0,
                  dist: DistContext | None = None):
         super().__init__(env, cfg, device, total_steps, dist)
-        if self.dist.enabled:
-            raise ConfigError("algo", "data-parallel training is implemented for ppo only")
         spec = env.spec
         if spec.action_type != "continuous":
             raise ConfigError("algo", f"crossq needs continuous actions; {spec.task} has discrete actions "
@@ -157,32 +157,24 @@ class CrossQ(Algorithm):
         self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr, betas=betas)
         self.critic_optimizer = adam(list(self.q1.parameters()) + list(self.q2.parameters()), lr=cfg.critic_lr,
                                      betas=betas)
-        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -self.action_size)
-        self.log_alpha = torch.tensor(float(torch.log(torch.tensor(cfg.alpha))), device=self.device,
-                                      requires_grad=cfg.autotune)
-        self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.entropy = EntropyTuning(cfg.alpha, cfg.target_entropy if cfg.target_entropy is not None
+                                     else -self.action_size, cfg.autotune, cfg.alpha_lr, self.device)
 
         self.buffer = ReplayBuffer(cfg.buffer_size, self.num_envs, {g: sizes[g] for g in self.groups},
                                    (self.action_size,), self.device)
-        self.updates = 0
-        self.update_debt = 0.0
-        self.iterations = 0
         self._eval_mode()
-
-        obs, _ = env.reset()
-        self.obs = obs_to(obs, self.device)
-        self._update_normalizers(self.obs)
+        self.reset_env()
 
     @property
     def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp().detach()
+        return self.entropy.alpha
 
     def _eval_mode(self) -> None:
         """Acting and bootstrapping read the running statistics; training passes switch modes explicitly."""
         for net in (self.actor, self.q1, self.q2):
             net.eval()
 
-    def _update_normalizers(self, obs: Obs) -> None:
+    def observe(self, obs: Obs) -> None:
         self.actor_norm.update(obs[self.actor_group])
         if self.critic_group != self.actor_group:
             self.critic_norm.update(obs[self.critic_group])
@@ -192,36 +184,16 @@ class CrossQ(Algorithm):
             return actor_in
         return self.critic_norm(obs[self.critic_group])
 
-    # ----- one iteration: collect with updates interleaved -----
-    def iteration(self) -> dict[str, float]:
-        cfg = self.cfg
-        sums: dict[str, float] = {}
-        n_updates = 0
-        for _ in range(cfg.steps_per_iteration):
-            if self.global_step < cfg.learning_starts:
-                actions = torch.rand(self.num_envs, self.action_size, device=self.device) * 2.0 - 1.0
-            else:
-                with torch.no_grad():
-                    actions, _ = self.actor.sample(self.actor_norm(self.obs[self.actor_group]))
-            next_obs, rewards, terminated, truncated, info = self.step_env(actions)
-            real_next = obs_to(info.get("final_observation", next_obs), self.device)  # true next observation
-            self.buffer.add({g: self.obs[g] for g in self.groups}, actions, rewards.to(self.device).float(),
-                            {g: real_next[g] for g in self.groups}, terminated.to(self.device),
-                            truncated.to(self.device))
-            self.obs = obs_to(next_obs, self.device)
-            self._update_normalizers(self.obs)
-            if self.global_step >= cfg.learning_starts:
-                self.update_debt += cfg.utd_ratio * self.num_envs
-                while self.update_debt >= 1.0:
-                    for k, v in self.update().items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    n_updates += 1
-                    self.update_debt -= 1.0
-        self.iterations += 1
-        metrics = {k: v / n_updates for k, v in sums.items()} if n_updates else {}
-        metrics["crossq/alpha"] = float(self.alpha)
-        metrics["crossq/updates"] = float(self.updates)
-        return metrics
+    # ----- collection (the loop itself is OffPolicyAlgorithm.iteration) -----
+    def explore(self) -> torch.Tensor:
+        if self.global_step < self.cfg.learning_starts:  # 1. uniform random actions before learning starts
+            return self.uniform_actions()
+        with torch.no_grad():  # the actor in eval mode: its BatchRenorm layers use their running statistics
+            actions, _ = self.actor.sample(self.actor_norm(self.obs[self.actor_group]))
+        return actions
+
+    def iteration_metrics(self) -> dict[str, float]:
+        return {"crossq/alpha": float(self.alpha)}
 
     def update(self) -> dict[str, float]:
         cfg = self.cfg
@@ -266,12 +238,7 @@ class CrossQ(Algorithm):
             self.actor_optimizer.step()
             metrics["loss/actor"] = actor_loss.item()
             metrics["crossq/entropy"] = -log_prob.mean().item()
-            if cfg.autotune:  # automatic entropy tuning
-                alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
-                self.alpha_optimizer.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_optimizer.step()
-                metrics["loss/alpha"] = alpha_loss.item()
+            metrics.update(self.entropy.update(log_prob))  # 8. automatic entropy tuning
         self.updates += 1
         return metrics
 
@@ -280,18 +247,11 @@ class CrossQ(Algorithm):
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.actor(self.actor_norm(obs_to(obs, self.device)[self.actor_group]))
 
-    _STATE_PARTS = ("actor", "q1", "q2", "actor_norm", "critic_norm", "actor_optimizer", "critic_optimizer",
-                    "alpha_optimizer")
-
-    def state_dict(self, include_replay: bool = True) -> dict:
-        state = off_policy_state(self, self._STATE_PARTS, include_replay)
-        state["log_alpha"] = self.log_alpha.detach().clone()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        load_off_policy_state(self, self._STATE_PARTS, state)
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        return {"actor": self.actor, "q1": self.q1, "q2": self.q2, "actor_norm": self.actor_norm,
+                "critic_norm": self.critic_norm, "actor_optimizer": self.actor_optimizer,
+                "critic_optimizer": self.critic_optimizer, "alpha_optimizer": self.entropy.optimizer,
+                "log_alpha": self.entropy.log_alpha}
 
     def policy_state(self) -> dict:
         cfg = self.cfg

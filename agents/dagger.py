@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, run_meta, save_checkpoint, train_bc,
-                                write_metrics, write_progress, write_run_config)
+                                write_metrics, write_run_config)
+from roboreal.agents.run_logs import write_progress_csv
 from roboreal.agents.experts import Expert
 from roboreal.config import ConfigError, to_dict
 from roboreal.data import (BatchedRecorder, DatasetReader, DatasetWriter, TransitionSet, check_compatible,
@@ -292,7 +293,7 @@ class DAgger:
         best = max((_merit(r) for r in self.history[:-1] if not math.isnan(_merit(r))), default=-math.inf)
         if len(self.history) == 1 or math.isnan(_merit(row)) or _merit(row) >= best:
             save_checkpoint(ck / "best.pt", state, meta, self.config)
-        write_progress(self.run_dir, self.history)
+        write_progress_csv(self.history, self.run_dir / "progress.csv")
         self.log(row)
         return row
 
@@ -339,7 +340,3 @@ def _merit(row: dict) -> float:
     """What "best round" means: the success rate, or the return on tasks without success."""
     return row["success_rate"] if not math.isnan(row["success_rate"]) else row["mean_return"]
 
-
-def run_dagger(task: str, expert: Expert | None, cfg: DAggerConfig, run_dir: str | Path, seed: int = 0,
-               env_overrides: dict | None = None, datasets: list | None = None, log=None) -> list[dict]:
-    return DAgger(task, expert, cfg, run_dir, seed, env_overrides, datasets, log).run()

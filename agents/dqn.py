@@ -1,8 +1,9 @@
 """Deep Q-Network (Mnih et al. 2015) with the usual improvements, for discrete-action tasks.
 
-One iteration = ``steps_per_iteration`` steps of all envs; after each env step the
-agent does ``utd_ratio * num_envs`` gradient updates (fractions carry over). The
-Q-learning tricks, each where it happens below:
+The loop is `roboreal.agents.off_policy.OffPolicyAlgorithm`'s: one iteration =
+``steps_per_iteration`` steps of all envs; after each env step the agent does
+``utd_ratio * num_envs`` gradient updates (fractions carry over). The Q-learning
+tricks, each where it happens below:
 
 1. Experience replay (a time-major buffer on the training device).
 2. Epsilon-greedy exploration, epsilon annealed linearly from ``eps_start`` to
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
+from roboreal.agents.base import DistContext, Obs
 from roboreal.agents.buffers import ReplayBuffer
-from roboreal.agents.networks import QNetwork, adam
+from roboreal.agents.networks import QNetwork, adam, polyak_update
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.off_policy import CheckpointPart, OffPolicyAlgorithm
 from roboreal.config import ConfigError
 from roboreal.envs.core import BatchedEnv
 
@@ -63,14 +65,12 @@ class DQNConfig:
             raise ConfigError("utd_ratio", f"must be > 0, got {self.utd_ratio}")
 
 
-class DQN(Algorithm):
+class DQN(OffPolicyAlgorithm):
     name = "dqn"
 
     def __init__(self, env: BatchedEnv, cfg: DQNConfig, device: str | torch.device = "cpu", total_steps: int = 0,
                  dist: DistContext | None = None):
         super().__init__(env, cfg, device, total_steps, dist)
-        if self.dist.enabled:
-            raise ConfigError("algo", "data-parallel training is implemented for ppo only")
         spec = env.spec
         if spec.action_type != "discrete":
             raise ConfigError("algo", f"dqn needs discrete actions; {spec.task} has continuous actions "
@@ -83,14 +83,13 @@ class DQN(Algorithm):
             p.requires_grad_(False)
         self.normalizer = make_normalizer(self.obs_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
         self.optimizer = adam(self.q.parameters(), lr=cfg.learning_rate)
+        self.groups = ["policy"]
         self.buffer = ReplayBuffer(cfg.buffer_size, self.num_envs, {"policy": self.obs_size}, (), self.device,
                                    action_dtype=torch.long)
-        self.updates = 0
-        self.update_debt = 0.0
-        self.iterations = 0
-        obs, _ = env.reset()
-        self.obs = obs_to(obs, self.device)
-        self.normalizer.update(self.obs["policy"])
+        self.reset_env()
+
+    def observe(self, obs: Obs) -> None:
+        self.normalizer.update(obs["policy"])
 
     def epsilon(self) -> float:
         """Linear annealing from eps_start to eps_end over exploration_fraction of the run."""
@@ -99,36 +98,22 @@ class DQN(Algorithm):
         frac = min(1.0, self.global_step / horizon)
         return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
 
-    def iteration(self) -> dict[str, float]:
-        cfg = self.cfg
-        sums: dict[str, float] = {}
-        n_updates = 0
-        for _ in range(cfg.steps_per_iteration):
-            # Epsilon-greedy, one coin per env.
-            eps = self.epsilon()
-            with torch.no_grad():
-                greedy = self.q(self.normalizer(self.obs["policy"])).argmax(-1)
-            random_actions = torch.randint(0, self.num_actions, (self.num_envs,), device=self.device)
-            explore = torch.rand(self.num_envs, device=self.device) < eps
-            actions = torch.where(explore, random_actions, greedy)
-            next_obs, rewards, terminated, truncated, info = self.step_env(actions)
-            real_next = obs_to(info.get("final_observation", next_obs), self.device)
-            self.buffer.add({"policy": self.obs["policy"]}, actions, rewards.to(self.device).float(),
-                            {"policy": real_next["policy"]}, terminated.to(self.device), truncated.to(self.device))
-            self.obs = obs_to(next_obs, self.device)
-            self.normalizer.update(self.obs["policy"])
-            if self.global_step >= cfg.learning_starts and self.buffer.filled_rows >= cfg.n_step:
-                self.update_debt += cfg.utd_ratio * self.num_envs
-                while self.update_debt >= 1.0:
-                    for k, v in self.update().items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    n_updates += 1
-                    self.update_debt -= 1.0
-        self.iterations += 1
-        metrics = {k: v / n_updates for k, v in sums.items()} if n_updates else {}
-        metrics["dqn/epsilon"] = self.epsilon()
-        metrics["dqn/updates"] = float(self.updates)
-        return metrics
+    # ----- collection (the loop itself is OffPolicyAlgorithm.iteration) -----
+    def explore(self) -> torch.Tensor:
+        """2. Epsilon-greedy, one coin per env."""
+        eps = self.epsilon()
+        with torch.no_grad():
+            greedy = self.q(self.normalizer(self.obs["policy"])).argmax(-1)
+        random_actions = torch.randint(0, self.num_actions, (self.num_envs,), device=self.device)
+        take_random = torch.rand(self.num_envs, device=self.device) < eps
+        return torch.where(take_random, random_actions, greedy)
+
+    def ready_to_learn(self) -> bool:
+        # n-step targets need n stored steps
+        return self.global_step >= self.cfg.learning_starts and self.buffer.filled_rows >= self.cfg.n_step
+
+    def iteration_metrics(self) -> dict[str, float]:
+        return {"dqn/epsilon": self.epsilon()}
 
     def update(self) -> dict[str, float]:
         cfg = self.cfg
@@ -151,22 +136,15 @@ class DQN(Algorithm):
         self.optimizer.step()
         self.updates += 1
         if self.updates % cfg.target_update_interval == 0:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.q_target.parameters()), list(self.q.parameters()), cfg.tau)
+            polyak_update(self.q_target, self.q, cfg.tau)
         return {"loss/td": loss.item(), "dqn/q": q.mean().item()}
 
     @torch.no_grad()
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.q(self.normalizer(obs["policy"].to(self.device))).argmax(-1)
 
-    _STATE_PARTS = ("q", "q_target", "normalizer", "optimizer")
-
-    def state_dict(self, include_replay: bool = True) -> dict:
-        state = off_policy_state(self, self._STATE_PARTS, include_replay)
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        load_off_policy_state(self, self._STATE_PARTS, state)
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        return {"q": self.q, "q_target": self.q_target, "normalizer": self.normalizer, "optimizer": self.optimizer}
 
     def policy_state(self) -> dict:
         cfg = self.cfg

@@ -5,17 +5,12 @@ IQL learns from a fixed dataset of ``(s, a, r, s', terminal)`` transitions and n
 Q-function about an action the dataset does not contain (the source of offline RL's
 over-estimation). The details, in order:
 
-1. Data (`load_offline_data`): every step of every episode of the dataset files, whoever
-   acted (expert, noisy policy, human takeover). The *executed* action is the action.
-   ``next_obs`` comes from the file. A step is *terminal* (no bootstrapping) when it ended its
-   episode by termination: the episode attribute ``terminated`` (written by the simulation
-   recorder) tells a time-limit truncation (bootstrapped) from a termination; a file without
-   it (robot sessions, hand-written files) has its ``dones`` taken as terminations.
-2. Rewards: a Q-function needs one per step. Unknown rewards (NaN, e.g. robot recordings)
-   are computed from the task's reward function where the observations allow it -- goal tasks
-   (panda-reach, panda-pick): ``r = compute_reward(achieved_goal', desired_goal)``, a function
-   of the stored goal groups only -- or refused with a `DatasetError` naming the file, the
-   count of unknown steps and what to do (``IQLConfig.rewards``).
+1. Data (`roboreal.agents.offline_data.load_offline_data`): every step of every episode of the
+   dataset files, whoever acted; the *executed* action is the action; a step is *terminal* (no
+   bootstrapping) only when its episode ended by termination, not by a time limit.
+2. Rewards: a Q-function needs one per step. Unknown rewards (NaN, e.g. robot recordings) are
+   computed from the task where its observations allow (goal tasks), or the file is refused
+   (``IQLConfig.rewards``; details in `roboreal.agents.offline_data`).
 3. Observation normalization: a `RunningNormalizer` fitted once to the dataset's
    observations (and next observations), shared by every network and saved in the policy.
 4. Value: expectile regression of ``V(s)`` on ``min(Q1_target, Q2_target)(s, a)`` with the
@@ -52,17 +47,18 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from roboreal.agents.networks import QCritic, TanhGaussianActor, ValueCritic, adam
+from roboreal.agents.buffers import TransitionBuffer
+from roboreal.agents.networks import QCritic, TanhGaussianActor, ValueCritic, adam, polyak_update
 from roboreal.agents.normalizer import make_normalizer
-from roboreal.config import ConfigError, to_dict
-from roboreal.data import DatasetError, DatasetReader, Episode
+from roboreal.agents.offline_data import OfflineData
+from roboreal.config import ConfigError
+from roboreal.data import DatasetError
 
 
 @dataclass
@@ -143,163 +139,6 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# Data: transitions with rewards
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class OfflineData:
-    """Flat transitions of whole episodes: ``obs``/``next_obs`` (M, k), ``actions`` (M, A),
-    ``rewards`` (M,), ``terminals`` (M,) float (1: no bootstrapping), ``episode`` (M,) ids,
-    ``intervention`` (M,) bool; ``files``: per file its counts (steps, episodes, computed rewards)."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    next_obs: torch.Tensor
-    terminals: torch.Tensor
-    episode: torch.Tensor
-    intervention: torch.Tensor
-    files: dict[str, dict] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.actions.shape[0])
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.episode.max()) + 1 if len(self) else 0
-
-
-RewardFn = Callable[[Episode], "np.ndarray | None"]
-
-
-def goal_reward_fn(env) -> tuple[RewardFn | None, str]:
-    """For a goal task, ``episode -> rewards`` recomputed with the task's own
-    ``compute_reward(achieved_goal after the step, desired_goal)``, or None (the episode lacks
-    the goal groups). Returns ``(fn, why_not)``: ``fn`` is None when the task cannot do it."""
-    task = env.spec.task
-    if not getattr(env.spec, "goal_conditioned", False):
-        return None, (f"task {task}'s reward is not a function of the stored observations (it needs simulator "
-                      f"state), so unknown rewards cannot be computed from the file")
-    cfg = env.cfg
-    if getattr(cfg, "reward_dt_scaled", False) or getattr(cfg, "only_positive_rewards", False):
-        return None, f"task {task} scales or clips its reward; compute_reward does not reproduce it"
-
-    def fn(ep: Episode) -> np.ndarray | None:
-        if ep.next_obs is None or "achieved_goal" not in ep.next_obs or "desired_goal" not in ep.obs:
-            return None
-        with torch.no_grad():
-            r = env.compute_reward(torch.as_tensor(ep.next_obs["achieved_goal"]).to(env.device),
-                                   torch.as_tensor(ep.obs["desired_goal"]).to(env.device), None)
-        return r.detach().cpu().numpy().astype(np.float32).reshape(len(ep))
-
-    return fn, ""
-
-
-def _terminals(ep: Episode) -> np.ndarray:
-    """1 where the episode ended by termination (not a time limit): V(s') is not bootstrapped there."""
-    term = (ep.dones > 0).astype(np.float32)
-    if "terminated" in ep.attrs and not ep.attrs["terminated"]:
-        term[-1] = 0.0  # the recorder says: truncated by the time limit, the future still counts
-    return term
-
-
-def load_offline_data(paths: str | Path | Sequence[str | Path], obs_group: str = "policy",
-                      rewards: str = "auto", reward_fn: RewardFn | None = None, why_no_reward_fn: str = "",
-                      max_episodes: int | None = None) -> OfflineData:
-    """Every step of every readable episode of `paths`, with rewards for all of them.
-
-    ``rewards``: see `IQLConfig.rewards`; `reward_fn` (`goal_reward_fn`) computes an episode's
-    rewards from its observations, `why_no_reward_fn` says why there is none. A file whose
-    unknown rewards cannot be computed is refused (`DatasetError` naming it, the count and
-    what to do); nothing is trained on made-up rewards."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    if not paths:
-        raise DatasetError("no dataset files given")
-    if rewards not in ("auto", "dataset", "task"):
-        raise ConfigError("rewards", f"must be 'auto', 'dataset' or 'task', not {rewards!r}")
-    parts: dict[str, list] = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminals", "intervention",
-                                              "episode")}
-    files: dict[str, dict] = {}
-    problems: list[str] = []
-    ep_id = 0
-    for p in paths:
-        with DatasetReader(p) as r:
-            names = r.names[:max_episodes] if max_episodes is not None else r.names
-            if not names:
-                raise DatasetError(f"{p}: no readable episodes")
-            stats = {"episodes": 0, "steps": 0, "unknown_rewards": 0, "computed_rewards": 0,
-                     "episodes_with_unknown_rewards": 0, "interventions": 0, "successes": 0, "terminals": 0}
-            uncomputable = 0
-            for name in names:
-                ep = r.episode(name)
-                n = len(ep)
-                if obs_group not in ep.obs:
-                    raise DatasetError(f"{p}: {name} has no observation group {obs_group!r} (has {sorted(ep.obs)})")
-                if ep.next_obs is None or obs_group not in ep.next_obs:
-                    raise DatasetError(f"{p}: {name} has no next_obs/{obs_group}; offline RL needs the observation "
-                                       f"each step led to (re-record it with a current roboreal)")
-                rew = ep.rewards.astype(np.float32).copy()
-                unknown = ~np.isfinite(rew)
-                if rewards == "task" or (rewards == "auto" and unknown.any()):
-                    computed = reward_fn(ep) if reward_fn is not None else None
-                    if computed is not None:
-                        take = np.ones(n, bool) if rewards == "task" else unknown
-                        rew[take] = computed[take]
-                        stats["computed_rewards"] += int(take.sum())
-                        unknown = ~np.isfinite(rew)
-                    elif rewards == "task":
-                        uncomputable += n
-                stats["unknown_rewards"] += int(unknown.sum())
-                stats["episodes_with_unknown_rewards"] += int(unknown.any())
-                term = _terminals(ep)
-                parts["obs"].append(ep.obs[obs_group])
-                parts["next_obs"].append(ep.next_obs[obs_group])
-                parts["actions"].append(ep.actions)
-                parts["rewards"].append(rew)
-                parts["terminals"].append(term)
-                parts["intervention"].append(ep.intervention.astype(bool))
-                parts["episode"].append(np.full(n, ep_id))
-                ep_id += 1
-                stats["episodes"] += 1
-                stats["steps"] += n
-                stats["interventions"] += int(ep.intervention.sum())
-                stats["successes"] += int(bool(ep.success))
-                stats["terminals"] += int(term.sum())
-            files[str(p)] = stats
-            if rewards == "dataset":
-                why = "rewards='dataset' does not compute them (rewards=auto computes them from the task where " \
-                      "the observations allow)"
-            elif why_no_reward_fn:
-                why = why_no_reward_fn
-            elif reward_fn is not None:
-                why = "the file does not store the achieved_goal/desired_goal observation groups the task's " \
-                      "reward is computed from"
-            else:
-                why = "no reward function was given"
-            if stats["unknown_rewards"]:
-                problems.append(
-                    f"{p}: {stats['unknown_rewards']} of {stats['steps']} steps (in "
-                    f"{stats['episodes_with_unknown_rewards']} of {stats['episodes']} episodes) have unknown (NaN) "
-                    f"rewards, and {why}")
-            elif uncomputable:
-                problems.append(f"{p}: rewards='task' asks to recompute every reward, but for {uncomputable} of "
-                                f"{stats['steps']} steps it cannot be done: {why}")
-    if problems:
-        raise DatasetError(
-            "IQL needs a reward for every step: " + "; ".join(problems) + ". What to do: leave such files out of "
-            "the command, record them where the reward is known (a simulation dataset from `roboreal collect` stores "
-            "it), or learn from them without rewards with `roboreal bc`")
-    t = lambda parts_, dt=torch.float32: torch.as_tensor(np.concatenate(parts_), dtype=dt)  # noqa: E731
-    a_size = parts["actions"][0].shape[1]
-    return OfflineData(obs=t(parts["obs"]), actions=t(parts["actions"]).reshape(-1, a_size),
-                       rewards=t(parts["rewards"]), next_obs=t(parts["next_obs"]), terminals=t(parts["terminals"]),
-                       episode=t(parts["episode"], torch.long), intervention=t(parts["intervention"], torch.bool),
-                       files=files)
-
-
-# --------------------------------------------------------------------------------------
 # The algorithm
 # --------------------------------------------------------------------------------------
 
@@ -332,7 +171,7 @@ class IQL:
     def fit_normalizer(self, data: OfflineData) -> None:
         self.normalizer.update(torch.cat([data.obs, data.next_obs]).to(self.device))
 
-    def sample(self, data: OfflineData) -> tuple[torch.Tensor, ...]:
+    def sample(self, data: OfflineData | TransitionBuffer) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(0, len(data), (self.cfg.batch_size,), generator=self.generator)
         cfg = self.cfg
         return (data.obs[idx].to(self.device),
@@ -367,10 +206,8 @@ class IQL:
         self.q_optimizer.step()
 
         # 6. Polyak averaging of the targets
-        with torch.no_grad():
-            for net, tgt in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
-                for p, tp in zip(net.parameters(), tgt.parameters()):
-                    tp.lerp_(p, cfg.polyak)
+        polyak_update(self.q1_target, self.q1, cfg.polyak)
+        polyak_update(self.q2_target, self.q2, cfg.polyak)
 
         # 7. advantage-weighted regression: exp(beta * (Q_target - V)), clipped at max_weight
         with torch.no_grad():
@@ -418,6 +255,11 @@ class IQL:
         from roboreal.agents.policy import build_policy
 
         return build_policy(self.policy_state(self.cfg.obs_group))
+
+
+# --------------------------------------------------------------------------------------
+# Training: offline, then (optionally) online fine-tuning
+# --------------------------------------------------------------------------------------
 
 
 class _UpdateMeans:
@@ -468,36 +310,6 @@ def train_iql(data: OfflineData, cfg: IQLConfig, seed: int = 0, log: Callable[[d
             if log is not None:
                 log(row)
     return agent, rows
-
-
-class TransitionBuffer:
-    """The dataset's transitions followed by room for `extra` online ones; `IQL.sample` draws
-    uniformly from the filled part (``len``)."""
-
-    def __init__(self, data: OfflineData, extra: int):
-        n = len(data)
-
-        def grow(t: torch.Tensor) -> torch.Tensor:
-            out = torch.zeros((n + extra, *t.shape[1:]), dtype=t.dtype)
-            out[:n] = t
-            return out
-
-        self.obs, self.actions, self.rewards = grow(data.obs), grow(data.actions), grow(data.rewards)
-        self.next_obs, self.terminals = grow(data.next_obs), grow(data.terminals)
-        self.offline_size = self.size = n
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
-            terminals: torch.Tensor) -> None:
-        k = int(actions.shape[0])
-        if self.size + k > self.actions.shape[0]:
-            raise RuntimeError(f"TransitionBuffer full: {self.size} + {k} > {self.actions.shape[0]}")
-        sl = slice(self.size, self.size + k)
-        self.obs[sl], self.actions[sl], self.rewards[sl] = obs, actions, rewards
-        self.next_obs[sl], self.terminals[sl] = next_obs, terminals
-        self.size += k
 
 
 @torch.no_grad()
@@ -571,140 +383,3 @@ def finetune_iql(agent: IQL, data: OfflineData, env, cfg: IQLConfig, seed: int =
             if log is not None:
                 log(row)
     return rows
-
-
-# --------------------------------------------------------------------------------------
-# `roboreal offline`: a run directory that play and export take
-# --------------------------------------------------------------------------------------
-
-
-def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, run_dir: str | Path, seed: int = 0,
-                env_overrides: dict | None = None, eval_episodes: int = 64, eval_seed: int = 12345,
-                log: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
-    """Train IQL on dataset files; write config.yaml, checkpoints/{best,last}.pt, progress.csv,
-    metrics.json and TensorBoard scalars (``tb/``) into `run_dir`.
-
-    ``best.pt`` is the policy of the best periodic evaluation (success rate, then return) --
-    a choice made with the simulator, which an offline setting on a robot does not have;
-    ``last.pt`` is the final policy. Without evaluation both hold the final policy. With
-    ``cfg.online_steps`` the offline phase is followed by online fine-tuning (`finetune_iql`) in
-    the simulated task; metrics.json then has the offline phase's final scores beside the final ones."""
-    from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
-                                    write_progress, write_run_config)
-    from roboreal.envs import make
-    from roboreal.data import check_compatible
-    from roboreal.envs.registry import recorded_env_kwargs
-
-    run_dir = Path(run_dir)
-    if (run_dir / "checkpoints" / "best.pt").exists():
-        raise ConfigError("run_dir", f"{run_dir} already holds a run; choose another --run-dir")
-    with DatasetReader(datasets[0]) as r:
-        file_task, file_env = r.task, r.env_kwargs
-    task = task or file_task
-    if not task:
-        raise ConfigError("task", "the dataset names no task; pass --task")
-    # a dataset recorded for another task keeps only the settings this task has; check_compatible names the mismatch
-    env_overrides = {**recorded_env_kwargs({"task": file_task, "env_kwargs": file_env}, task), **(env_overrides or {})}
-    env = make(task, num_envs=1, seed=seed, **env_overrides)
-    try:
-        if cfg.obs_group not in env.spec.observation_sizes:
-            raise ConfigError("obs_group", f"task {task} has no observation group {cfg.obs_group!r}")
-        for d in datasets:
-            with DatasetReader(d) as r:
-                check_compatible(dict(r.meta), env, cfg.obs_group)
-        reward_fn, why = goal_reward_fn(env)
-        data = load_offline_data(datasets, cfg.obs_group, cfg.rewards, reward_fn, why)
-        control_dt = float(env.spec.control_dt)
-    finally:
-        env.close()
-    if data.obs.shape[1] != env.spec.observation_sizes[cfg.obs_group]:
-        raise DatasetError(f"dataset observation group {cfg.obs_group!r} has size {data.obs.shape[1]}, task {task} "
-                           f"has {env.spec.observation_sizes[cfg.obs_group]}")
-    composition = {"steps": len(data), "episodes": data.num_episodes,
-                   "interventions": int(data.intervention.sum()), "files": data.files,
-                   "mean_reward": float(data.rewards.mean()), "terminals": int(data.terminals.sum())}
-    config = {"task": task, "algo": "iql", "seed": seed, "num_envs": 1, "device": "cpu", "total_steps": cfg.steps,
-              "env": env_overrides, "algorithm": to_dict(cfg), "datasets": [str(d) for d in datasets],
-              "dataset": composition}
-    write_run_config(run_dir, config)
-
-    ckpt_dir = run_dir / "checkpoints"
-    best = {"key": (-math.inf, -math.inf), "step": 0, "scores": {}}
-
-    def meta(step: int) -> dict:
-        return run_meta(task, "iql", env_overrides, seed, control_dt, step, updates=step, transitions=len(data))
-
-    def evaluate(agent: IQL, step: int) -> dict:
-        save_checkpoint(ckpt_dir / "last.pt", agent.policy_state(cfg.obs_group), meta(step), config,
-                        {"iql": agent.networks_state()})
-        if eval_episodes <= 0:
-            return {}
-        scores = evaluate_policy(agent.policy(), task, env_overrides, eval_episodes, eval_seed, cfg.obs_group)
-        succ = scores["success_rate"]
-        key = (succ if succ == succ else -math.inf, scores["mean_return"])
-        if key > best["key"]:
-            best.update(key=key, step=step, scores=scores)
-            save_checkpoint(ckpt_dir / "best.pt", agent.policy_state(cfg.obs_group), meta(step), config)
-        return {"eval/success_rate": succ, "eval/return": scores["mean_return"]}
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"))
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(TextColumn(f"[bold]{task}[/] iql"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("updates  success [green]{task.fields[succ]}[/]"), TimeElapsedColumn())
-        total_updates = cfg.steps + math.ceil(cfg.online_steps * cfg.online_utd)
-        bar_id = bar.add_task("train", total=total_updates, succ="-")
-        bar.start()
-
-    def on_row(row: dict) -> None:
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                writer.add_scalar(k, v, row["step"])
-        if bar is not None and "eval/success_rate" in row and row["eval/success_rate"] == row["eval/success_rate"]:
-            bar.update(bar_id, succ=f"{row['eval/success_rate']:.0%}")
-        if log is not None:
-            log(row)
-
-    def on_progress(step: int) -> None:
-        if bar is not None and (step % 100 == 0 or step == cfg.steps or step == total_updates):
-            bar.update(bar_id, completed=step)
-
-    t0 = time.perf_counter()
-    offline_scores: dict = {}
-    try:
-        agent, rows = train_iql(data, cfg, seed=seed, log=on_row, evaluate=evaluate, on_progress=on_progress)
-        offline_wall = time.perf_counter() - t0
-        offline_scores = {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("eval/")}
-        if cfg.online_steps > 0:
-            online_env = make(task, num_envs=cfg.online_envs, seed=seed + 1, **env_overrides)
-            try:
-                rows += finetune_iql(agent, data, online_env, cfg, seed=seed + 1, log=on_row, evaluate=evaluate,
-                                     on_progress=on_progress)
-            finally:
-                online_env.close()
-    finally:
-        if bar is not None:
-            bar.stop()
-        writer.close()
-    wall = time.perf_counter() - t0
-    if not (ckpt_dir / "best.pt").exists():  # no evaluation: the final policy is the best we know
-        save_checkpoint(ckpt_dir / "best.pt", agent.policy_state(cfg.obs_group), meta(cfg.steps), config)
-    write_progress(run_dir, rows)
-    plot_curves(run_dir, rows, "step", ["loss/q", "loss/value", "eval/success_rate"], f"{task} / iql")
-    last = rows[-1] if rows else {}
-    metrics = {"task": task, "algo": "iql", "seed": seed, "transitions": len(data), "episodes": data.num_episodes,
-               "interventions": composition["interventions"], "updates": agent.updates,
-               "wall_time_s": round(wall, 2), "eval_episodes": eval_episodes,
-               "success_rate": last.get("eval/success_rate"), "mean_return": last.get("eval/return"),
-               "best_step": best["step"], "best_success_rate": best["scores"].get("success_rate"),
-               "computed_rewards": sum(f["computed_rewards"] for f in data.files.values()),
-               "offline_updates": cfg.steps, "offline_wall_time_s": round(offline_wall, 2),
-               "offline_success_rate": offline_scores.get("eval/success_rate"),
-               "offline_mean_return": offline_scores.get("eval/return"),
-               "online_env_steps": cfg.online_steps}
-    write_metrics(run_dir, metrics)
-    return {**metrics, "run_dir": str(run_dir), "history": rows}

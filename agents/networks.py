@@ -6,7 +6,8 @@
   action ``a = tanh(u)`` with the change-of-variables log-prob correction
   ``log pi(a) = log N(u) - sum log(1 - tanh(u)^2)`` (Haarnoja et al. 2018, appendix C),
   computed in the stable form ``2 (log 2 - u - softplus(-2u))``.
-- `ValueCritic`, `QCritic` (Q(s, a)), `QNetwork` (Q(s, .) over discrete actions).
+- `ValueCritic`, `QCritic` (Q(s, a)), `QNetwork` (Q(s, .) over discrete actions), and
+  `polyak_update` for their target copies (SAC, DQN, IQL).
 - `BatchRenorm` (Ioffe 2017) and the CrossQ variants that use it (Bhatt et al. 2024):
   `brn_mlp`, `BRNTanhGaussianActor`, `BRNQCritic` (a BatchRenorm layer on the input and
   after every hidden activation).
@@ -135,6 +136,12 @@ class QCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * online`` (``tau = 1``: a hard copy)."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
 class QNetwork(nn.Module):

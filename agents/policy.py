@@ -12,6 +12,9 @@ the algorithm's ``policy_state()``. `build_policy` turns it into a `Deterministi
   layers in eval mode, i.e. fixed affine maps of their running statistics); discrete
   tasks (DQN): ``(B,)`` int64 indices (greedy ``argmax Q``).
 
+How each ``kind`` is rebuilt (actor class, constructor arguments, head) is registered in
+`roboreal.agents.registry` (`register_policy_kind`).
+
 The module holds no Python-side state, so ``torch.jit.trace``/``torch.onnx.export``
 work on it (the bundle exporter of `roboreal.sim2real` builds on this).
 
@@ -30,8 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from roboreal.agents.networks import BRNTanhGaussianActor, GaussianActor, QNetwork, TanhGaussianActor
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.registry import policy_kind
 
 
 class DeterministicPolicy(nn.Module):
@@ -39,7 +42,7 @@ class DeterministicPolicy(nn.Module):
         super().__init__()
         self.normalizer = normalizer
         self.actor = actor
-        self.head = head  # "clamp" | "tanh" (already inside the actor) | "argmax"
+        self.head = head  # "clamp" (a tanh, where there is one, is inside the actor) | "argmax"
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.actor(self.normalizer(obs))
@@ -49,27 +52,15 @@ class DeterministicPolicy(nn.Module):
 
 
 def build_policy(state: dict) -> DeterministicPolicy:
-    """A `DeterministicPolicy` from a checkpoint's ``policy`` entry (see `Algorithm.policy_state`)."""
-    kind, args = state["kind"], state["args"]
+    """A `DeterministicPolicy` from a checkpoint's ``policy`` entry (see `Algorithm.policy_state`);
+    its ``kind`` names a policy kind of `roboreal.agents.registry`."""
+    kind, args = policy_kind(state["kind"]), state["args"]
     obs_size, action_size = int(state["obs_size"]), int(state["action_size"])
     normalizer = make_normalizer(obs_size, bool(args.get("normalize_obs", False)), float(args.get("obs_clip", 10.0)))
-    if kind == "gaussian":
-        actor: nn.Module = GaussianActor(obs_size, action_size, args["hidden"], args["activation"])
-        head = "clamp"
-    elif kind == "tanh_gaussian":
-        actor = TanhGaussianActor(obs_size, action_size, args["hidden"], args["activation"])
-        head = "tanh"
-    elif kind == "tanh_gaussian_brn":  # CrossQ: BatchRenorm running statistics are in the state dict
-        actor = BRNTanhGaussianActor(obs_size, action_size, args["hidden"], args["activation"], args["norm"])
-        head = "tanh"
-    elif kind == "q_argmax":
-        actor = QNetwork(obs_size, action_size, args["hidden"], args["activation"])
-        head = "argmax"
-    else:
-        raise ValueError(f"unknown policy kind {kind!r}")
+    actor = kind.actor_class()(obs_size, action_size, *[args[name] for name in kind.arg_names])
     actor.load_state_dict(state["actor"])
     normalizer.load_state_dict(state["normalizer"])
-    module = DeterministicPolicy(normalizer, actor, head)
+    module = DeterministicPolicy(normalizer, actor, kind.head)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

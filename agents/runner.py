@@ -1,348 +1,59 @@
-"""The training runner: configs, the iteration loop, logging, checkpoints and exact resume.
+"""The training runner: the iteration loop, logging, checkpoints and exact resume.
 
 A run directory holds::
 
     config.yaml            resolved config (task, algo, seed, env overrides, hyper-parameters, runner)
     checkpoints/last.pt    everything needed to resume (replay buffer included)
-    checkpoints/best.pt    the best *evaluated* policy so far (see "Evaluation and best.pt")
+    checkpoints/best.pt    the best *evaluated* policy so far (see `roboreal.agents.run_eval`)
     checkpoints/iter_XXXXXX.pt   periodic snapshots (no replay buffer)
     tb/                    TensorBoard logs
     progress.csv           one row per iteration (``eval/*`` columns filled on evaluation iterations)
     metrics.json           summary (final training figures, best and final evaluation, steps, wall time, steps/s)
     learning_curve.png     return (and success rate) against env steps, evaluations as markers
 
-Evaluation and best.pt (the Stable-Baselines3 ``EvalCallback`` / RL Zoo convention): every
-``runner.eval_interval`` iterations, and once when training ends, the main rank runs
-``runner.eval_episodes`` deterministic episodes of the current policy (`policy.build_policy`
-of ``policy_state()``, i.e. exactly what a checkpoint holds) on separate eval envs: the
-same task and env overrides, one env per episode, seed ``seed + EVAL_SEED_OFFSET``
-(10_000; training envs use ``seed + 1000 * rank``). The eval envs are built once, lazily,
-and every evaluation starts them from their state at construction, so each evaluation
-plays the same episodes and its figure equals a fresh `policy.evaluate` of that policy on
-``make(task, num_envs=eval_episodes, seed=seed + 10_000)``. Evaluation leaves the training
-RNG streams alone (a resumed run stays bit-identical). Logged as ``eval/return``,
-``eval/return_std``, ``eval/length`` and ``eval/success_rate`` (goal tasks) to TensorBoard
-and progress.csv. ``best.pt`` is the best evaluated policy: by success rate with the mean
-return breaking ties on goal tasks, else by mean return (``runner.best_metric``); a
-strictly better evaluation replaces it. Its ``meta["eval"]`` holds the figures and the
-step they come from (as does any checkpoint written at an evaluation iteration, e.g. the
-final ``last.pt``). The best evaluation is part of the resume state, and a resumed run also
-reads ``best.pt``'s figures, so it never replaces a better best.pt. Under torchrun only
-rank 0 evaluates; the other ranks carry on to the next collective.
-``runner.eval_interval=0`` turns evaluation off: best.pt is then the policy with the best
-running mean of the last ``stats_window`` *training* episodes (success rate on goal tasks),
-a cheap but biased selector (stochastic actions, and a mean over policies that kept changing).
-
-Checkpoints are written at iteration boundaries with `torch.save` of tensors and plain
-containers only (they load with ``torch.load(weights_only=True)``), atomically
-(write + rename). ``last.pt`` holds the algorithm state (networks, optimizers,
-normalizers, replay buffer, current observation, counters), every RNG (torch, CUDA,
-numpy, python ``random``), the env state (its generator, the randomizer's rng and
+Checkpoints are written at iteration boundaries (`roboreal.agents.checkpoints`: plain
+tensors and containers, atomically). ``last.pt`` holds the algorithm state (networks,
+optimizers, normalizers, replay buffer, current observation, counters), every RNG (torch,
+CUDA, numpy, python ``random``), the env state (its generator, the randomizer's rng and
 sampled values, the simulation state of every world and every task buffer; see
 `roboreal.agents.env_state`) and the runner's statistics. Resuming rebuilds the env,
 restores all of it and continues: on the same device and thread settings the run ends
 with exactly the parameters of an uninterrupted run (tested). A run killed mid-way
 repeats the iterations after its last checkpoint.
 
-Configs: ``agents/configs/<algo>.yaml`` has ``defaults`` and per-task sections
-(``tasks.<task>``); both hold `TrainConfig` fields (``num_envs``, ``total_steps``,
-``algorithm: {...}``, ``runner: {...}``, ``env: {...}``). Command-line overrides
-``key=value`` go to the algorithm config, ``env.<field>=`` to the task config and
-``runner.<field>=`` to `RunnerConfig`; ``seed``, ``num_envs``, ``total_steps`` and
-``device`` set the run itself. Every key is validated; a misspelled one is a
-`ConfigError` naming it.
+The run's config (presets, overrides): `roboreal.agents.run_config`; which algorithms
+exist: `roboreal.agents.registry`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
-import os
-import random
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import torch
 import yaml
 
 from roboreal.agents.base import Algorithm, DistContext
+from roboreal.agents.checkpoints import (CHECKPOINT_FORMAT, atomic_save, load_checkpoint, rng_state, seed_everything,
+                                         set_rng_state)
 from roboreal.agents.env_state import env_state_dict, load_env_state
-from roboreal.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_override, to_dict
+from roboreal.agents.registry import algorithm_classes
+from roboreal.agents.run_config import TrainConfig, load_run_config
+from roboreal.agents.run_eval import PolicyEvaluator, eval_key, eval_row, primary_figure
+from roboreal.agents.run_logs import plot_learning_curve, progress_bar, write_progress_csv
+from roboreal.config import ConfigError, to_dict
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-CHECKPOINT_FORMAT = "roboreal-checkpoint/1"
-EVAL_SEED_OFFSET = 10_000  # eval envs are seeded seed + EVAL_SEED_OFFSET (training envs: seed + 1000 * rank)
-
-
-def algorithm_classes(algo: str) -> tuple[type[Algorithm], type]:
-    """(algorithm class, its config dataclass) for ``ppo`` | ``sac`` | ``crossq`` | ``dqn``."""
-    if algo == "ppo":
-        from roboreal.agents.ppo import PPO, PPOConfig
-
-        return PPO, PPOConfig
-    if algo == "sac":
-        from roboreal.agents.sac import SAC, SACConfig
-
-        return SAC, SACConfig
-    if algo == "crossq":
-        from roboreal.agents.crossq import CrossQ, CrossQConfig
-
-        return CrossQ, CrossQConfig
-    if algo == "dqn":
-        from roboreal.agents.dqn import DQN, DQNConfig
-
-        return DQN, DQNConfig
-    raise ConfigError("algo", f"unknown algorithm {algo!r} (available: ppo, sac, crossq, dqn)")
-
-
-ALGORITHMS = ("ppo", "sac", "crossq", "dqn")
-
-
-@dataclass
-class RunnerConfig:
-    save_interval: int = 20  # iterations between checkpoints (last.pt and a periodic iter_XXXXXX.pt)
-    keep_periodic: bool = True  # keep the periodic snapshots
-    stats_window: int = 100  # training episodes in the running mean return / success rate (logged as train/*)
-    best_metric: Literal["auto", "return", "success"] = "auto"  # auto: success on goal tasks, else return
-    # Deterministic evaluation on separate envs chooses best.pt (see the module docstring).
-    # 0: no evaluation; best.pt then follows the running mean of training episodes.
-    eval_interval: int = 10  # iterations between evaluations (plus one when training ends)
-    eval_episodes: int = 10  # deterministic episodes per evaluation (one eval env each)
-    num_threads: int = 0  # torch.set_num_threads (0: leave torch's default)
-    max_time_s: float = 0.0  # wall-clock training budget; the run ends normally once spent (0: no limit)
-
-    def __post_init__(self) -> None:
-        if self.save_interval < 1:
-            raise ConfigError("save_interval", f"must be >= 1, got {self.save_interval}")
-        if self.max_time_s < 0:
-            raise ConfigError("max_time_s", f"must be >= 0, got {self.max_time_s}")
-        if self.stats_window < 1:
-            raise ConfigError("stats_window", f"must be >= 1, got {self.stats_window}")
-        if self.eval_interval < 0:
-            raise ConfigError("eval_interval", f"must be >= 0 (0: no evaluation), got {self.eval_interval}")
-        if self.eval_episodes < 1:
-            raise ConfigError("eval_episodes", f"must be >= 1, got {self.eval_episodes}")
-
-
-@dataclass
-class TrainConfig:
-    task: str
-    algo: str
-    seed: int = 0
-    num_envs: int = 64
-    device: str = "cpu"
-    backend: str = "mujoco"  # simulation backend: "mujoco" (C engine, CPU) or "warp" (MuJoCo Warp, GPU)
-    total_steps: int = 1_000_000
-    env: dict[str, Any] = field(default_factory=dict)  # task config overrides (validated by the task)
-    algorithm: dict[str, Any] = field(default_factory=dict)  # validated against the algorithm's config class
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGORITHMS:
-            raise ConfigError("algo", f"unknown algorithm {self.algo!r} (available: {', '.join(ALGORITHMS)})")
-        if self.num_envs < 1:
-            raise ConfigError("num_envs", f"must be >= 1, got {self.num_envs}")
-        from roboreal.envs.sim.backend import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise ConfigError("backend", f"unknown backend {self.backend!r} (available: {', '.join(BACKENDS)})")
-
-    def algorithm_config(self):
-        _, cfg_cls = algorithm_classes(self.algo)
-        try:
-            return from_dict(cfg_cls, self.algorithm)
-        except ConfigError as e:
-            raise ConfigError(f"algorithm.{e.field}" if e.field else "algorithm",
-                              str(e).split(": ", 1)[-1]) from None
-
-
-_RUN_KEYS = {"seed", "num_envs", "device", "backend", "total_steps"}
-
-
-def _deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in (override or {}).items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def preset_section(task: str, algo: str, robot: str | None = None,
-                   sections: dict | None = None) -> tuple[str | None, str | None]:
-    """Which ``tasks.<name>`` section of ``agents/configs/<algo>.yaml`` trains `task` on
-    `robot` (None: the task's own robot): the task's own, else its family's (the task it
-    was registered like), else none (the generic ``defaults``). Returns (section, a note for
-    the user when the choice is not exact: a fallback, or settings tuned on another robot).
-    `sections`: the file's ``tasks:`` mapping when the caller has read it already."""
-    if sections is None:
-        path = CONFIG_DIR / f"{algo}.yaml"
-        sections = ((load_yaml(path) or {}).get("tasks") or {}) if path.exists() else {}
-    if task.startswith("gym:"):
-        return (task, None) if task in sections else (None, f"no tuned {algo} settings for {task}: using the "
-                                                            f"generic defaults")
-    from roboreal.envs.registry import task_config, task_entry
-
-    family = task_entry(task).family
-    robot = robot or task_config(task).robot
-    if task in sections:
-        section, note = task, None
-    elif family in sections:
-        section, note = family, f"no {algo} settings for {task}: using those of its family {family}"
-    else:
-        return None, f"no tuned {algo} settings for {task} (or its family {family}): using the generic defaults"
-    try:
-        tuned_on = task_config(section).robot
-    except ConfigError:  # a family name that is no registered task
-        tuned_on = robot
-    if tuned_on != robot:
-        note = f"{note}, " if note else f"{algo} settings for {section} are "
-        note += f"tuned for robot {tuned_on}, not {robot}"
-    return section, note
-
-
-def default_config_data(task: str, algo: str) -> dict:
-    """``defaults`` merged with the task's section of ``agents/configs/<algo>.yaml``
-    (`preset_section`: the task's own, else its family's)."""
-    path = CONFIG_DIR / f"{algo}.yaml"
-    data = load_yaml(path) if path.exists() else {}
-    data = data or {}
-    unknown = [k for k in data if k not in ("defaults", "tasks")]
-    if unknown:
-        raise ConfigError(unknown[0], "unknown section (known: defaults, tasks)", source=str(path))
-    sections = data.get("tasks") or {}
-    section, _ = preset_section(task, algo, sections=sections)
-    merged = _deep_merge(data.get("defaults") or {}, sections.get(section) or {} if section else {})
-    return merged
-
-
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
-
-
-def _parse(text: str) -> tuple[str, Any]:
-    """`parse_override`, plus exponent numbers YAML 1.1 reads as strings (``learning_rate=1e-3``)."""
-    key, value = parse_override(text)
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        value = float(value)
-    return key, value
-
-
-def resolve_config(task: str, algo: str, overrides: list[str] | dict | None = None, *, seed: int | None = None,
-                   num_envs: int | None = None, device: str | None = None, total_steps: int | None = None,
-                   validate_env: bool = True) -> TrainConfig:
-    """Defaults < YAML (defaults, then the task's section) < explicit arguments < ``key=value`` overrides."""
-    algo_cls, cfg_cls = algorithm_classes(algo)
-    data = default_config_data(task, algo)
-    data["task"], data["algo"] = task, algo
-    for key, value in (("seed", seed), ("num_envs", num_envs), ("device", device), ("total_steps", total_steps)):
-        if value is not None:
-            data[key] = value
-    algorithm = to_dict(from_dict(cfg_cls, data.get("algorithm") or {}, source=f"{algo}.yaml algorithm"))
-    env_over = dict(data.get("env") or {})
-    runner = data.get("runner") or {}
-    items = overrides.items() if isinstance(overrides, dict) else [_parse(o) for o in (overrides or [])]
-    algo_items = []
-    for key, value in items:
-        if key.startswith("env."):
-            env_over[key[4:]] = value
-        elif key.startswith("runner."):
-            try:
-                runner = to_dict(apply_overrides(RunnerConfig, runner, {key[7:]: value}))
-            except ConfigError as e:
-                raise ConfigError(f"runner.{e.field}", str(e).split(": ", 1)[-1]) from None
-        elif key in _RUN_KEYS:
-            data[key] = value
-        else:
-            algo_items.append((key, value))
-    if algo_items:
-        algorithm = to_dict(apply_overrides(cfg_cls, algorithm, dict(algo_items)))
-    data["algorithm"] = algorithm
-    data["env"] = env_over
-    data["runner"] = runner
-    if "robot" in env_over and not task.startswith("gym:"):
-        # written down so the run finds its robot again from any folder (a path -> absolute)
-        from roboreal.robots.spec import load_robot, robot_reference
-
-        try:
-            env_over["robot"] = robot_reference(load_robot(str(env_over["robot"])))
-        except ConfigError as e:
-            raise ConfigError("env.robot", str(e).split("robot: ", 1)[-1], e.source) from None
-    cfg = from_dict(TrainConfig, data)
-    if validate_env and not task.startswith("gym:"):
-        from roboreal.envs.registry import task_config
-
-        try:
-            task_config(task, env_over)
-        except ConfigError as e:
-            raise ConfigError(f"env.{e.field}" if e.field and e.field != "task" else e.field,
-                              str(e).split(": ", 1)[-1]) from None
-    return cfg
-
-
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError("run_dir", f"{run_dir} has no config.yaml (not a roboreal run directory)")
-    return from_dict(TrainConfig, load_yaml(path), source=str(path))
-
-
-# ----------------------------------------------------------------------------------------------
-# RNG and checkpoint helpers
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    random.setstate(_to_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuple(x):
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with the safe unpickler (``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# The runner
 
 @dataclass
 class RunState:
+    """The runner's own progress (saved in last.pt for resume)."""
+
     iteration: int = 0
     global_step: int = 0
     best: float = -math.inf  # best running mean of training episodes (best.pt's rule without evaluation)
@@ -354,6 +65,8 @@ class RunState:
 
 
 class Runner:
+    """One training run: its env and algorithm, the loop (`run`), checkpoints, evaluation and logs."""
+
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, dist: DistContext | None = None,
                  progress: bool = True):
         self.cfg = cfg
@@ -382,9 +95,7 @@ class Runner:
         self.best_metric = ("success" if self.goal else "return") if metric == "auto" else metric
         self.resumed_exact = True
         self.eval_enabled = cfg.runner.eval_interval > 0
-        self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
-        self._eval_env = None  # built on the first evaluation (main rank only)
-        self._eval_env_state = None  # its state at construction, restored before every evaluation
+        self.evaluator = PolicyEvaluator(cfg)
 
     # ----- checkpoints -----
     def _meta(self) -> dict:
@@ -466,15 +177,7 @@ class Runner:
         return out
 
     def write_logs(self) -> None:
-        rows = self.state.history
-        if rows:
-            keys: list[str] = []
-            for row in rows:
-                keys += [k for k in row if k not in keys]
-            with open(self.run_dir / "progress.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(rows)
+        write_progress_csv(self.state.history, self.run_dir / "progress.csv")
         stats = self._window_stats()
         summary = {
             "task": self.cfg.task, "algo": self.cfg.algo, "seed": self.cfg.seed, "num_envs": self.cfg.num_envs,
@@ -486,52 +189,16 @@ class Runner:
         if self.eval_enabled:
             best = self.state.best_eval
             summary.update({
-                "best_by": "eval", f"best_{self.best_metric}": self._primary(best) if best else None,
+                "best_by": "eval", f"best_{self.best_metric}": primary_figure(best, self.best_metric) if best else None,
                 "best_step": best.get("step"), "best_eval": best or None, "final_eval": self.state.last_eval or None,
                 "eval_interval": self.cfg.runner.eval_interval, "eval_episodes": self.cfg.runner.eval_episodes,
-                "eval_seed": self.eval_seed, "eval_time_s": round(self.state.eval_time, 2)})
+                "eval_seed": self.evaluator.seed, "eval_time_s": round(self.state.eval_time, 2)})
         else:
             summary.update({"best_by": f"train/{self.best_metric} (running mean of {self.cfg.runner.stats_window} "
                                        "training episodes)",
                             f"best_{self.best_metric}": None if self.state.best == -math.inf else self.state.best})
         with open(self.run_dir / "metrics.json", "w") as f:
             json.dump(summary, f, indent=2)
-
-    def plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = [r for r in self.state.history if "train/return" in r]
-        has_success = any("train/success_rate" in r for r in rows)
-        fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(10 if has_success else 6, 4), squeeze=False)
-        ax = axes[0][0]
-        ax.plot([r["step"] for r in rows], [r["train/return"] for r in rows], label="training episodes")
-        evals = [r for r in self.state.history if "eval/return" in r]
-        if evals:
-            ax.plot([r["step"] for r in evals], [r["eval/return"] for r in evals], "o-", ms=3, color="tab:orange",
-                    label=f"deterministic evaluation ({self.cfg.runner.eval_episodes} episodes)")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(f"mean return (last {self.cfg.runner.stats_window} episodes)")
-        ax.set_title(f"{self.cfg.task} / {self.cfg.algo}")
-        ax.grid(alpha=0.3)
-        if has_success:
-            srows = [r for r in rows if "train/success_rate" in r]
-            ax = axes[0][1]
-            ax.plot([r["step"] for r in srows], [r["train/success_rate"] for r in srows], color="tab:green")
-            erows = [r for r in evals if "eval/success_rate" in r]
-            if erows:
-                ax.plot([r["step"] for r in erows], [r["eval/success_rate"] for r in erows], "o-", ms=3,
-                        color="tab:orange")
-            ax.set_xlabel("env steps")
-            ax.set_ylabel("success rate")
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(self.run_dir / "learning_curve.png", dpi=100)
-        plt.close(fig)
 
     # ----- the loop -----
     def run(self, resume: bool = False, stop_after_iterations: int | None = None) -> dict:
@@ -553,7 +220,7 @@ class Runner:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.global_step if resume else None)
-        progress = self._progress()
+        progress = progress_bar(cfg.task, cfg.algo) if self.show_progress else None
         interrupted = False
         try:
             task_id = progress.add_task("train", total=cfg.total_steps, completed=self.state.global_step,
@@ -610,19 +277,19 @@ class Runner:
                 progress.stop()
             if writer is not None:
                 writer.close()
-            if self._eval_env is not None:
-                self._eval_env.close()
-                self._eval_env = None
+            self.evaluator.close()
             if not interrupted:
                 if self.state.iteration % cfg.runner.save_interval != 0:
                     self.save(periodic=False)
                 if main:
                     self.write_logs()
                     if self.state.history:
-                        self.plot()
+                        plot_learning_curve(self.state.history, self.run_dir / "learning_curve.png",
+                                            f"{cfg.task} / {cfg.algo}", cfg.runner.stats_window,
+                                            cfg.runner.eval_episodes)
         best_eval = self.state.best_eval
         result = {**self._window_stats(), "global_step": self.state.global_step, "iterations": self.state.iteration,
-                  "best": (self._primary(best_eval) if best_eval else -math.inf) if self.eval_enabled
+                  "best": (primary_figure(best_eval, self.best_metric) if best_eval else -math.inf) if self.eval_enabled
                   else self.state.best, "best_eval": best_eval or None, "final_eval": self.state.last_eval or None,
                   "wall_time_s": self.state.elapsed, "resumed_exact": self.resumed_exact}
         return result
@@ -645,54 +312,13 @@ class Runner:
 
     # ----- evaluation -----
     def evaluate(self) -> dict:
-        """Deterministic episodes of the current policy on the eval envs; returns its figures
-        (``step``, ``iteration``, ``return``, ``return_std``, ``length``, ``success_rate`` (None
-        when the task reports none), ``episodes``, ``seed``, ``wall_s``).
+        """Deterministic episodes of the current policy on the eval envs (`PolicyEvaluator`):
+        its figures, with the ``step`` and ``iteration`` they come from."""
+        return {"step": self.state.global_step, "iteration": self.state.iteration,
+                **self.evaluator.evaluate(self.algo.policy_state(), self.algo.device)}
 
-        The eval envs are built on the first call and restored to their state at construction
-        before every later one (envs without a savable state are re-seeded instead), so every
-        call plays the same episodes as a fresh `policy.evaluate` on newly made envs. The
-        training RNG streams are saved and restored around it."""
-        from roboreal.agents.policy import build_policy, evaluate
-
-        cfg = self.cfg
-        saved_rng = rng_state()
-        t0 = time.perf_counter()
-        try:
-            if self._eval_env is None:
-                from roboreal.envs import make
-
-                self._eval_env = make(cfg.task, num_envs=cfg.runner.eval_episodes, device=cfg.device,
-                                      backend=cfg.backend, seed=self.eval_seed, **cfg.env)
-                self._eval_env_state = env_state_dict(self._eval_env)
-            elif self._eval_env_state is not None:
-                load_env_state(self._eval_env, self._eval_env_state)
-            state = self.algo.policy_state()
-            policy = build_policy(state).to(self.algo.device)
-            # a savable env starts from its construction state (reset() as on a fresh env); others are re-seeded
-            result = evaluate(policy, self._eval_env, obs_group=state["obs_group"],
-                              seed=None if self._eval_env_state is not None else self.eval_seed)
-        finally:
-            set_rng_state(saved_rng)
-        wall = time.perf_counter() - t0
-        succ = result["success_rate"]
-        figures = {"step": self.state.global_step, "iteration": self.state.iteration,
-                   "return": result["mean_return"], "return_std": result["std_return"],
-                   "length": result["mean_length"], "success_rate": None if succ != succ else succ,
-                   "episodes": result["episodes"], "seed": self.eval_seed, "wall_s": round(wall, 3)}
-        if "velocity_tracking_error" in result:
-            figures["velocity_tracking_error"] = result["velocity_tracking_error"]
-        return figures
-
-    def _eval_key(self, figures: dict) -> tuple:
-        """What best.pt maximizes: (success rate, return) with best_metric success, else (return,)."""
-        if self.best_metric == "success":
-            succ = figures.get("success_rate")
-            return (-math.inf if succ is None else float(succ), float(figures["return"]))
-        return (float(figures["return"]),)
-
-    def _primary(self, figures: dict) -> float | None:
-        return figures.get("success_rate") if self.best_metric == "success" else figures.get("return")
+    def _better(self, figures: dict, than: dict) -> bool:
+        return eval_key(figures, self.best_metric) > eval_key(than, self.best_metric)
 
     def _evaluate_and_select(self) -> dict:
         """Evaluate (main rank), write best.pt on a strictly better evaluation; the row's eval/* entries."""
@@ -700,17 +326,11 @@ class Runner:
         self.state.eval_time += figures["wall_s"]
         self.state.elapsed += figures["wall_s"]
         self.state.last_eval = figures
-        if not self.state.best_eval or self._eval_key(figures) > self._eval_key(self.state.best_eval):
+        if not self.state.best_eval or self._better(figures, self.state.best_eval):
             self.state.best_eval = dict(figures)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             atomic_save(self.checkpoint(full=False), self.ckpt_dir / "best.pt")  # its meta["eval"]: figures
-        row = {"eval/return": figures["return"], "eval/return_std": figures["return_std"],
-               "eval/length": figures["length"]}
-        if figures["success_rate"] is not None:
-            row["eval/success_rate"] = figures["success_rate"]
-        if "velocity_tracking_error" in figures:
-            row["eval/velocity_tracking_error"] = figures["velocity_tracking_error"]
-        return row
+        return eval_row(figures)
 
     def _adopt_saved_best(self) -> None:
         """On resume: a best.pt evaluated after last.pt was written (the run was killed in between)
@@ -719,10 +339,10 @@ class Runner:
         if not path.is_file():
             return
         figures = (load_checkpoint(path).get("meta") or {}).get("eval")
-        if not figures or figures.get("seed") != self.eval_seed or \
+        if not figures or figures.get("seed") != self.evaluator.seed or \
                 figures.get("episodes") != self.cfg.runner.eval_episodes:
             return
-        if not self.state.best_eval or self._eval_key(figures) > self._eval_key(self.state.best_eval):
+        if not self.state.best_eval or self._better(figures, self.state.best_eval):
             self.state.best_eval = dict(figures)
 
     def _maybe_save_best(self, stats: dict) -> None:
@@ -736,17 +356,6 @@ class Runner:
             if self.dist.is_main:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 atomic_save(self.checkpoint(full=False), self.ckpt_dir / "best.pt")
-
-    def _progress(self):
-        if not self.show_progress:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        return Progress(
-            TextColumn(f"[bold]{self.cfg.task}[/] {self.cfg.algo}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("steps  return [cyan]{task.fields[ret]}[/]  success [green]{task.fields[succ]}[/]  "
-                       "[magenta]{task.fields[sps]}[/] steps/s"),
-            TimeElapsedColumn(), transient=False)
 
     def close(self) -> None:
         self.env.close()

@@ -1,8 +1,9 @@
 """Soft Actor-Critic (Haarnoja et al. 2018) for batched envs, with HER for goal tasks.
 
-One iteration = ``steps_per_iteration`` steps of all envs; after each env step the
-agent does ``utd_ratio * num_envs`` gradient updates (the update-to-data ratio counts
-gradient updates per collected transition; fractions carry over). The details:
+The loop is `roboreal.agents.off_policy.OffPolicyAlgorithm`'s: one iteration =
+``steps_per_iteration`` steps of all envs; after each env step the agent does
+``utd_ratio * num_envs`` gradient updates (the update-to-data ratio counts gradient
+updates per collected transition; fractions carry over). The details:
 
 1. Collection from many envs at once into a replay buffer that lives on the training
    device; uniform random actions for the first ``learning_starts`` transitions.
@@ -31,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
 
-from roboreal.agents.base import Algorithm, DistContext, Obs, load_off_policy_state, obs_to, off_policy_state
+from roboreal.agents.base import DistContext, Obs, obs_to
 from roboreal.agents.buffers import ReplayBuffer
 from roboreal.agents.her import HerReplayBuffer
-from roboreal.agents.networks import QCritic, TanhGaussianActor, adam
+from roboreal.agents.networks import QCritic, TanhGaussianActor, adam, polyak_update
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.off_policy import CheckpointPart, OffPolicyAlgorithm
 from roboreal.config import ConfigError
 from roboreal.envs.core import BatchedEnv
 
@@ -81,20 +82,38 @@ class SACConfig:
             raise ConfigError("target_q_clip", "expected [low, high]")
 
 
-def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """``target <- (1 - tau) * target + tau * online``."""
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+class EntropyTuning:
+    """Automatic entropy tuning (Haarnoja et al. 2018b): ``alpha = exp(log_alpha)`` is learned so the
+    policy's entropy tracks ``target_entropy``; with ``autotune`` off alpha stays at its initial value.
+    CrossQ tunes its alpha the same way."""
+
+    def __init__(self, alpha: float, target_entropy: float, autotune: bool, lr: float, device: torch.device):
+        self.autotune = autotune
+        self.target_entropy = float(target_entropy)
+        self.log_alpha = torch.tensor(float(torch.log(torch.tensor(alpha))), device=device, requires_grad=autotune)
+        self.optimizer = adam([self.log_alpha], lr=lr)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    def update(self, log_prob: torch.Tensor) -> dict[str, float]:
+        """One step on ``-alpha (log pi(a|s) + target_entropy)`` for fresh actor samples' log-probs."""
+        if not self.autotune:
+            return {}
+        alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.optimizer.step()
+        return {"loss/alpha": alpha_loss.item()}
 
 
-class SAC(Algorithm):
+class SAC(OffPolicyAlgorithm):
     name = "sac"
 
     def __init__(self, env: BatchedEnv, cfg: SACConfig, device: str | torch.device = "cpu", total_steps: int = 0,
                  dist: DistContext | None = None):
         super().__init__(env, cfg, device, total_steps, dist)
-        if self.dist.enabled:
-            raise ConfigError("algo", "data-parallel training is implemented for ppo only")
         spec = env.spec
         if spec.action_type != "continuous":
             raise ConfigError("algo", f"sac needs continuous actions; {spec.task} has discrete actions "
@@ -124,10 +143,8 @@ class SAC(Algorithm):
         self.normalizer = make_normalizer(obs_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
         self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optimizer = adam(list(self.q1.parameters()) + list(self.q2.parameters()), lr=cfg.critic_lr)
-        self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -self.action_size)
-        self.log_alpha = torch.tensor(float(torch.log(torch.tensor(cfg.alpha))), device=self.device,
-                                      requires_grad=cfg.autotune)
-        self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.entropy = EntropyTuning(cfg.alpha, cfg.target_entropy if cfg.target_entropy is not None
+                                     else -self.action_size, cfg.autotune, cfg.alpha_lr, self.device)
 
         buffer_sizes = {g: sizes[g] for g in self.groups}
         if self.use_her:
@@ -136,17 +153,11 @@ class SAC(Algorithm):
                                                         cfg.her.strategy, cfg.her.k)
         else:
             self.buffer = ReplayBuffer(cfg.buffer_size, self.num_envs, buffer_sizes, (self.action_size,), self.device)
-        self.updates = 0
-        self.update_debt = 0.0
-        self.iterations = 0
-
-        obs, _ = env.reset()
-        self.obs = obs_to(obs, self.device)
-        self.normalizer.update(self.policy_input(self.obs))
+        self.reset_env()
 
     @property
     def alpha(self) -> torch.Tensor:
-        return self.log_alpha.exp().detach()
+        return self.entropy.alpha
 
     def policy_input(self, obs: Obs) -> torch.Tensor:
         """What the actor and critics read (un-normalized): ``policy``, or ``observation ++ desired_goal``."""
@@ -154,36 +165,19 @@ class SAC(Algorithm):
             return torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
         return obs["policy"]
 
-    # ----- one iteration: collect with updates interleaved -----
-    def iteration(self) -> dict[str, float]:
-        cfg = self.cfg
-        sums: dict[str, float] = {}
-        n_updates = 0
-        for _ in range(cfg.steps_per_iteration):
-            if self.global_step < cfg.learning_starts:
-                actions = torch.rand(self.num_envs, self.action_size, device=self.device) * 2.0 - 1.0
-            else:
-                with torch.no_grad():
-                    actions, _ = self.actor.sample(self.normalizer(self.policy_input(self.obs)))
-            next_obs, rewards, terminated, truncated, info = self.step_env(actions)
-            real_next = obs_to(info.get("final_observation", next_obs), self.device)  # true next observation
-            self.buffer.add({g: self.obs[g] for g in self.groups}, actions, rewards.to(self.device).float(),
-                            {g: real_next[g] for g in self.groups}, terminated.to(self.device),
-                            truncated.to(self.device))
-            self.obs = obs_to(next_obs, self.device)
-            self.normalizer.update(self.policy_input(self.obs))
-            if self.global_step >= cfg.learning_starts:
-                self.update_debt += cfg.utd_ratio * self.num_envs
-                while self.update_debt >= 1.0:
-                    for k, v in self.update().items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    n_updates += 1
-                    self.update_debt -= 1.0
-        self.iterations += 1
-        metrics = {k: v / n_updates for k, v in sums.items()} if n_updates else {}
-        metrics["sac/alpha"] = float(self.alpha)
-        metrics["sac/updates"] = float(self.updates)
-        return metrics
+    def observe(self, obs: Obs) -> None:
+        self.normalizer.update(self.policy_input(obs))
+
+    # ----- collection (the loop itself is OffPolicyAlgorithm.iteration) -----
+    def explore(self) -> torch.Tensor:
+        if self.global_step < self.cfg.learning_starts:  # 1. uniform random actions before learning starts
+            return self.uniform_actions()
+        with torch.no_grad():
+            actions, _ = self.actor.sample(self.normalizer(self.policy_input(self.obs)))
+        return actions
+
+    def iteration_metrics(self) -> dict[str, float]:
+        return {"sac/alpha": float(self.alpha)}
 
     def update(self) -> dict[str, float]:
         cfg = self.cfg
@@ -216,12 +210,7 @@ class SAC(Algorithm):
             self.actor_optimizer.step()
             metrics["loss/actor"] = actor_loss.item()
             metrics["sac/entropy"] = -log_prob.mean().item()
-            if cfg.autotune:  # automatic entropy tuning
-                alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
-                self.alpha_optimizer.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_optimizer.step()
-                metrics["loss/alpha"] = alpha_loss.item()
+            metrics.update(self.entropy.update(log_prob))  # 5. automatic entropy tuning
 
         polyak_update(self.q1_target, self.q1, cfg.tau)
         polyak_update(self.q2_target, self.q2, cfg.tau)
@@ -233,18 +222,11 @@ class SAC(Algorithm):
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
         return self.actor(self.normalizer(self.policy_input(obs_to(obs, self.device))))
 
-    _STATE_PARTS = ("actor", "q1", "q2", "q1_target", "q2_target", "normalizer", "actor_optimizer",
-                    "critic_optimizer", "alpha_optimizer")
-
-    def state_dict(self, include_replay: bool = True) -> dict:
-        state = off_policy_state(self, self._STATE_PARTS, include_replay)
-        state["log_alpha"] = self.log_alpha.detach().clone()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        load_off_policy_state(self, self._STATE_PARTS, state)
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+    def checkpoint_parts(self) -> dict[str, CheckpointPart]:
+        return {"actor": self.actor, "q1": self.q1, "q2": self.q2, "q1_target": self.q1_target,
+                "q2_target": self.q2_target, "normalizer": self.normalizer, "actor_optimizer": self.actor_optimizer,
+                "critic_optimizer": self.critic_optimizer, "alpha_optimizer": self.entropy.optimizer,
+                "log_alpha": self.entropy.log_alpha}
 
     def policy_state(self) -> dict:
         cfg = self.cfg

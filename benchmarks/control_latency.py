@@ -35,7 +35,8 @@ RUNS = (("go1-walk", "ppo", 200), ("panda-reach", "sac", 64), ("cartpole-balance
 
 
 def make_bundles(root: Path) -> list[Path]:
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     out = []

@@ -53,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def export_bundle(rate: int, root: Path) -> Path:
     """A go1-walk bundle with control period 1/rate."""
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle as export
 
     # physics_dt * decimation = 1 / rate

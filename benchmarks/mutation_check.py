@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,18 +58,18 @@ MUTATIONS: tuple[Mutation, ...] = (
              "agents/sac.py", "q_next = torch.min(", "q_next = torch.max(",
              ("tests/test_agents_units.py", "tests/test_agents_learning.py::test_sac_her_reaches_with_the_panda_from_sparse_rewards")),
     Mutation("rate_limit_off", "the safety chain's target rate limit does nothing",
-             "sim2real/safety/filters.py",
+             "sim2real/safety/joint_limits.py",
              "        step = self._per_step(ctx.dt)\n        lo, hi = ctx.constrain(PRIO_RATE, ctx.prev - step, ctx.prev + step)\n"
              "        ctx.clip_to(self.name, lo, hi)\n",
              "        return\n",
              ("tests/test_safety.py",)),
     Mutation("position_limit_off", "targets may leave the joint position limits",
-             "sim2real/safety/filters.py",
+             "sim2real/safety/joint_limits.py",
              "            lo, hi = ctx.constrain(PRIO_POSITION, self.lower, self.upper)\n            ctx.clip_to(self.name, lo, hi)\n",
              "            pass\n",
              ("tests/test_safety.py",)),
     Mutation("watchdog_future_stamps_fresh", "a sensor stamp from the future (clock mismatch) counts as fresh",
-             "sim2real/safety/filters.py", "or stamp - now > timeout:", "or False:",
+             "sim2real/safety/guards.py", "or stamp - now > timeout:", "or False:",
              ("tests/test_safety.py",)),
     Mutation("wire_command_scaled", "the policy node publishes 1.5x the chain's command (the wire, not the chain)",
              "sim2real/nodes/policy_node.py", '        values = array.array("d", cmd.values.tolist())\n',
@@ -90,12 +89,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              "weight = torch.full_like(diff, 0.5)",
              ("tests/test_offline_rl.py",)),
     Mutation("labels_from_policy_actions", "a file without expert labels trains on the policy's own actions",
-             "data/datasets.py", '    return "expert" if any_expert else "demonstrated"\n',
+             "data/labels.py", '    return "expert" if any_expert else "demonstrated"\n',
              '    return "expert" if any_expert else "executed"\n',
              ("tests/test_labels.py",)),
     Mutation("best_pt_first_evaluation", "best.pt keeps the first evaluation, whatever comes later",
              "agents/runner.py",
-             "        if not self.state.best_eval or self._eval_key(figures) > self._eval_key(self.state.best_eval):\n"
+             "        if not self.state.best_eval or self._better(figures, self.state.best_eval):\n"
              "            self.state.best_eval = dict(figures)\n            self.ckpt_dir.mkdir",
              "        if not self.state.best_eval:\n            self.state.best_eval = dict(figures)\n"
              "            self.ckpt_dir.mkdir",

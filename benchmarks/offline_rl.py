@@ -103,7 +103,8 @@ def record(task: str, path: Path, kind: str, episodes: int, seed: int, expert_sp
 
 def train_and_score(task: str, data: Path, seed: int, args, env_overrides: dict | None = None) -> dict:
     from roboreal.agents.bc import BCConfig, evaluate_policy, train_bc
-    from roboreal.agents.iql import IQLConfig, goal_reward_fn, load_offline_data, train_iql
+    from roboreal.agents.iql import IQLConfig, train_iql
+    from roboreal.agents.offline_data import goal_reward_fn, load_offline_data
     from roboreal.config import apply_overrides, to_dict
     from roboreal.envs import make
     from roboreal.data import load_transitions

@@ -2,7 +2,7 @@
 
 Per env (``HalfCheetah-v5``, ``Hopper-v5``, ``Walker2d-v5``, ``Ant-v5``, trained as the
 roboreal tasks ``gym:<EnvId>``) and algorithm (``ppo``, ``sac``), N seeds (0..N-1) train
-from scratch through roboreal's own runner (`agents.runner.resolve_config` + ``train``),
+from scratch through roboreal's own runner (`agents.run_config.resolve_config` + ``train``),
 with the task's section of ``agents/configs/<algo>.yaml`` (CleanRL's published MuJoCo
 settings, see the comments there) or, for an env without one, the algorithm's
 ``defaults``; every row says which. Budgets are those CleanRL and the SB3 RL Zoo publish:
@@ -134,7 +134,7 @@ def steps_label(steps: int) -> str:
 
 def run_config(env: str, algo: str, seed: int, steps: int, threads: int, quick: bool):
     """(TrainConfig, the config's description) for one run."""
-    from roboreal.agents.runner import preset_section, resolve_config
+    from roboreal.agents.run_config import preset_section, resolve_config
 
     task = f"gym:{env}"
     overrides: dict[str, Any] = {"runner.num_threads": threads}

@@ -187,7 +187,7 @@ class TargetWindow:
 # roboreal
 
 def roboreal_config(case: Case, learner: str, seed: int, threads: int = 1):
-    from roboreal.agents.runner import resolve_config
+    from roboreal.agents.run_config import resolve_config
 
     over: dict[str, Any] = {"runner.eval_interval": 0, "runner.num_threads": threads}
     budget = None

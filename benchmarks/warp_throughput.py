@@ -162,7 +162,8 @@ class _TargetReached(Exception):
 
 def bench_ppo(device: str, num_envs: int, seconds: float, target: float, window: int) -> dict:
     """PPO on go1-walk via the runner (backend warp): steps/s with learning, time to `target` m/s."""
-    from roboreal.agents.runner import Runner, resolve_config
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import Runner
 
     run_dir = tempfile.mkdtemp(prefix="warp_ppo_")
     cfg = resolve_config("go1-walk", "ppo", ["backend=warp", f"runner.max_time_s={seconds}",

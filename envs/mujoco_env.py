@@ -13,6 +13,10 @@ A task subclass declares (mjlab/Isaac Lab manager style, in plain methods):
 The base class does everything shared: physics stepping, action latency, auto-reset
 with the true final observation kept, per-term reward logging, episode statistics,
 observation noise, pushes and domain randomization events.
+
+One module although it is over 400 lines: it is the batched env contract's one
+implementation (the step order, term evaluation, auto-reset and the true last
+observation), which a task author reads in order.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ randomization on either backend, so both simulate the same randomized worlds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import mujoco

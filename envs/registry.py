@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from roboreal.config import ConfigError, from_dict, load_yaml, to_dict
+from roboreal.config import ConfigError, deep_merge, from_dict, load_yaml, to_dict
 from roboreal.envs.core import BatchedEnv
 
 
@@ -78,18 +78,6 @@ def task_entry(name: str) -> TaskEntry:
                           f"tasks of other packages register through ${TASK_MODULES_ENV} or the "
                           f"{ENTRY_POINT_GROUP!r} entry points)")
     return _TASKS[name]
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """`override` merged into `base`, mapping by mapping. An empty mapping clears the field
-    (``observation_noise={}``: no observation noise), it does not merge as "change nothing"."""
-    out = dict(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and v and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 def task_config(name: str, overrides: dict | None = None, config_file: str | Path | None = None):

@@ -53,13 +53,14 @@ frictionloss, the joints' ``actuatorfrcrange`` and the actuators' own ``damping`
 
 The compiled model is cached per spec; every call returns a copy, which callers may
 mutate (``opt.timestep``, randomization).
+
+One module although it is over 400 lines: building the model and finding what it holds
+(sensors by site, feet, floor, base body) follow the same naming rules and must change together.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import mujoco
@@ -75,15 +76,11 @@ _LIMITED = mujoco.mjtLimited.mjLIMITED_TRUE
 
 
 def build_model(spec: "RobotSpec") -> mujoco.MjModel:
-    """The robot's model with robot.yaml's gains and ranges written in (a fresh copy)."""
-    try:
-        model = _compiled(spec)
-    except TypeError:  # an unhashable spec (built by hand with lists): no cache
-        model = _build(spec)
-    return copy.copy(model)
+    """The robot's model with robot.yaml's gains and ranges written in (a fresh model each call:
+    tasks and randomization change its arrays in place)."""
+    return _build(spec)
 
 
-@lru_cache(maxsize=16)
 def actuator_ids(spec: "RobotSpec", model: mujoco.MjModel) -> tuple[np.ndarray, int | None]:
     """(the actuated joints' actuators in spec order, the gripper's actuator or None) in a
     model `build_model` made: it has checked both exist and that the gripper's is the one
@@ -94,10 +91,6 @@ def actuator_ids(spec: "RobotSpec", model: mujoco.MjModel) -> tuple[np.ndarray, 
     if spec.gripper is not None:
         gripper = next(a for a in range(model.nu) if a not in set(act.tolist()))
     return act, gripper
-
-
-def _compiled(spec: "RobotSpec") -> mujoco.MjModel:
-    return _build(spec)
 
 
 # --------------------------------------------------------------------------- describing actuators

@@ -95,7 +95,7 @@ def fallen(pose: np.ndarray, tilt_limit: float) -> bool:
 
 def bridge_parameters(randomization: str | None = None, driver=None) -> dict:
     """The sim bridge's parameters for a sim2sim condition: the physics `randomization`
-    preset (or YAML file) once at startup, and the `driver`'s (`sim2sim.DriverCfg`) mean
+    preset (or YAML file) once at startup, and the `driver`'s (`simulated_driver.DriverCfg`) mean
     latencies and its noise (a uniform half-width h as the bridge's Gaussian of the same
     standard deviation, h / sqrt(3))."""
     params: dict = {}

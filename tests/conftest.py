@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -9,17 +10,17 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-# shared test helpers (tests/*.py that are not test files) import by name
+# shared test helpers (tests/*.py that are not test files: ros_helpers, checkpoint_state) import by
+# name; --import-mode=importlib does not put this folder on sys.path
 sys.path.insert(0, os.path.dirname(__file__))
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # 2-core machines: one torch thread per process keeps the MuJoCo rollout threads fed.
 torch.set_num_threads(1)
 
-
-@pytest.fixture
-def ros_domain_id(worker_id: str = "main") -> int:
-    """A ROS_DOMAIN_ID unique to this test process (tests that start ROS nodes use it)."""
-    return int(os.environ["ROS_DOMAIN_ID"])
+# torch's ~170k objects are never garbage: frozen, a full collection does not walk them. The
+# walk stalled test_policy_node's fake robot (a ROS timer thread in this process) past the
+# policy node's 0.1 s sensor watchdog (test_stale_frozen_future_and_unset_stamps_are_caught).
+gc.collect()
+gc.freeze()

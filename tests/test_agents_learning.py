@@ -21,13 +21,14 @@ import pytest
 import torch
 
 from roboreal.agents.policy import build_policy, evaluate, load_policy
-from roboreal.agents.runner import resolve_config, train
+from roboreal.agents.run_config import resolve_config
+from roboreal.agents.runner import train
 from roboreal.envs import make
 
 pytestmark = pytest.mark.slow
 
 # Scoring envs: seed + 20_000, neither the training envs' (seed + 1000 * rank) nor the runner's
-# eval envs' (seed + runner.EVAL_SEED_OFFSET = seed + 10_000), whose episodes choose best.pt.
+# eval envs' (seed + run_eval.EVAL_SEED_OFFSET = seed + 10_000), whose episodes choose best.pt.
 SCORE_SEED_OFFSET = 20_000
 
 

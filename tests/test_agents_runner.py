@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from roboreal.agents.policy import load_policy
-from roboreal.agents.runner import resolve_config, resume, train
+from roboreal.agents.run_config import resolve_config
+from roboreal.agents.runner import resume, train
 from checkpoint_state import assert_same_state, load_ckpt
 from roboreal.cli import main
 

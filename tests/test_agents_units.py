@@ -260,7 +260,7 @@ def test_running_normalizer_matches_batch_statistics():
 
 
 def test_misspelled_overrides_are_errors_naming_the_key():
-    from roboreal.agents.runner import resolve_config
+    from roboreal.agents.run_config import resolve_config
 
     with pytest.raises(ConfigError, match="lerning_rate: unknown field"):
         resolve_config("cartpole-balance", "ppo", ["lerning_rate=0.1"])
@@ -321,7 +321,7 @@ def test_exported_policy_equals_each_algorithms_deterministic_action():
 
 
 def test_exponent_numbers_in_overrides():
-    from roboreal.agents.runner import resolve_config
+    from roboreal.agents.run_config import resolve_config
 
     cfg = resolve_config("cartpole-balance", "ppo", ["learning_rate=1e-3", "desired_kl=2E-2", "max_lr=-1.5e+1"])
     assert cfg.algorithm["learning_rate"] == 1e-3 and cfg.algorithm["desired_kl"] == 0.02

@@ -4,7 +4,6 @@ the robot as a config field, check what they need, and get what the MJCF lacks a
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,7 +92,7 @@ def test_a_robot_and_a_task_ship_as_their_own_pip_package(tmp_path):
     code = textwrap.dedent("""
         import sys
         from roboreal.envs.registry import make, task_names
-        from roboreal.agents.runner import preset_section
+        from roboreal.agents.run_config import preset_section
         names = task_names()
         assert "pipdog-walk" in names and "go1-walk" in names and "panda-reach" in names, names
         env = make("pipdog-walk", num_envs=1)
@@ -200,7 +199,7 @@ def test_unknown_role_in_randomization_targets_is_refused():
 
 
 def test_env_robot_is_written_down_so_the_run_finds_it_again(tmp_path, monkeypatch):
-    from roboreal.agents.runner import preset_section, resolve_config
+    from roboreal.agents.run_config import preset_section, resolve_config
 
     folder = stripped_go1(tmp_path / "dog")
     monkeypatch.chdir(tmp_path)

@@ -18,7 +18,7 @@ import yaml
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import ROBOTS_DIR, load_robot
-from roboreal.sim2real.launch_runner import PACKAGE_DIR, plan_launch
+from roboreal.sim2real.launching import PACKAGE_DIR, plan_launch
 from roboreal.sim2real.nodes import params
 from roboreal.sim2real.nodes.params import (config_files, default_parameters, derived_parameters, package_robot,
                                             read_params_file)
@@ -175,22 +175,23 @@ def test_sim_robot_launch_file_runs_a_third_party_robot_given_by_path(tmp_path):
     """`roboreal launch sim_robot.launch.xml robot:=/path/robot.yaml`: a copy of go1 with its own
     name, topics and physics_dt; joint states and IMU arrive on its robot.yaml's topics, at its
     physics rate, with nothing but robot.yaml + MJCF."""
+    from rclpy.qos import qos_profile_sensor_data
+    from ros_helpers import Probe, Process, domain_id, ros_env, wait_first_message, wait_until
     from sensor_msgs.msg import Imu, JointState
-    from test_ros_sim_bridge import Process, Probe, _domain, _env, _subscribe, _wait_first
 
     robot = third_party(tmp_path / "acme", name="acme_dog", physics_dt=0.004, ros=ACME_ROS) / "robot.yaml"
-    domain = _domain(31)
-    runner = Process([sys.executable, "-m", "roboreal.sim2real.launch_runner", "sim_robot.launch.xml",
-                      f"robot:={robot}"], _env(domain))
+    domain = domain_id(31)
+    runner = Process([sys.executable, "-m", "roboreal", "launch", "sim_robot.launch.xml",
+                      f"robot:={robot}"], ros_env(domain))
     probe = None
     try:
         probe = Probe(domain)
-        js = _subscribe(probe, JointState, "/acme/joint_states")
-        imu = _subscribe(probe, Imu, "/acme/imu")
-        default_js = _subscribe(probe, JointState, "/joint_states")
-        _wait_first(probe, js, runner, "JointState on /acme/joint_states")
-        assert probe.spin_until(lambda: len(imu.msgs) >= 5, 5.0), f"no IMU on /acme/imu:\n{runner.output}"
-        probe.spin_for(0.5)
+        js = probe.listen(JointState, "/acme/joint_states", qos_profile_sensor_data)
+        imu = probe.listen(Imu, "/acme/imu", qos_profile_sensor_data)
+        default_js = probe.listen(JointState, "/joint_states", qos_profile_sensor_data)
+        wait_first_message(js, runner, "JointState on /acme/joint_states")
+        assert wait_until(lambda: len(imu.msgs) >= 5, 5.0), f"no IMU on /acme/imu:\n{runner.output}"
+        time.sleep(0.5)
         assert list(js.msgs[-1].name) == load_robot(str(robot)).joint_names
         assert 9.0 < imu.msgs[-1].linear_acceleration.z < 10.6  # standing on the floor: gravity's reaction
         assert not default_js.msgs  # robot.yaml's topics, not the defaults
@@ -213,10 +214,11 @@ def test_sim_deploy_runs_a_third_party_robot_and_its_bundle(tmp_path):
     from geometry_msgs.msg import Twist
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String
+    from ros_helpers import Probe, Process, Received, domain_id, ros_env, wait_until
     from std_srvs.srv import Trigger
-    from test_ros_sim_bridge import Process, Probe, Recorder, _domain, _env
 
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
     from roboreal.sim2real.nodes.hostile import TINY_RUNS
 
@@ -229,17 +231,17 @@ def test_sim_deploy_runs_a_third_party_robot_and_its_bundle(tmp_path):
     assert manifest["robot"]["name"] == "acme_dog"
     assert manifest["robot"]["source"] == str((folder / "robot.yaml").resolve())
 
-    domain = _domain(37)
-    runner = Process([sys.executable, "-m", "roboreal.sim2real.launch_runner", "sim_deploy.launch.xml",
-                      f"bundle:={bundle}", f"robot:={folder}"], _env(domain))
+    domain = domain_id(37)
+    runner = Process([sys.executable, "-m", "roboreal", "launch", "sim_deploy.launch.xml",
+                      f"bundle:={bundle}", f"robot:={folder}"], ros_env(domain))
     probe = None
     try:
         probe = Probe(domain)
-        modes = Recorder()
+        modes = Received()
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         probe.node.create_subscription(String, "/policy_node/mode", modes, latched)
-        commands = Recorder()
+        commands = Received()
         probe.node.create_subscription(Float64MultiArray, "/acme/commands", commands, 10)
         cmd_vel = probe.node.create_publisher(Twist, "/acme/cmd_vel", 10)
         reset = probe.node.create_client(Trigger, "/policy_node/reset")
@@ -247,12 +249,12 @@ def test_sim_deploy_runs_a_third_party_robot_and_its_bundle(tmp_path):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and "policy" not in seen() and runner.proc.poll() is None:
             cmd_vel.publish(Twist())  # stand still: the command stream keeps the watchdog fed
-            probe.spin_for(0.05)
+            time.sleep(0.05)
             # A stall of a loaded 2-core machine at startup may trip the sensor watchdog (a latched
             # fault): reset the policy node then, as an operator would.
             if seen() and seen()[-1] in ("hold", "damping") and time.monotonic() - modes.times[-1] > 1.5:
                 future = reset.call_async(Trigger.Request())
-                probe.spin_until(future.done, 5.0)
+                wait_until(future.done, 5.0)
         assert "policy" in seen(), f"no policy mode (modes {seen()}):\n{runner.output}"
         assert commands.msgs and len(commands.msgs[-1].data) == 12
     finally:

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from roboreal.agents.policy import load_policy
-from roboreal.agents.runner import resolve_config, train
+from roboreal.agents.run_config import resolve_config
+from roboreal.agents.runner import train
 from roboreal.robots.spec import ROBOTS_DIR, load_robot_file
 from roboreal.policy_bundle import BundleError, check_layout, check_robot, load_bundle
 from roboreal.sim2real.bundle import export_bundle
@@ -176,7 +177,8 @@ def test_not_a_bundle_and_wrong_format_are_refused(bundles, tmp_path):
 
 def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
     from roboreal.envs.randomization import PRESETS as PHYSICS_PRESETS
-    from roboreal.sim2real.sim2sim import HEAVY_DRIVER, DriverCfg, evaluate_deployment, preset_conditions, run_sim2sim
+    from roboreal.sim2real.sim2sim import evaluate_deployment, run_sim2sim
+    from roboreal.sim2real.simulated_driver import HEAVY_DRIVER, DriverCfg, preset_conditions
 
     _, bundle_dir = bundles["gaussian"]
     result = run_sim2sim(bundle_dir, "heavy", episodes=2, seed=0)

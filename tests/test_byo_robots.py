@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ import pytest
 
 from roboreal.cli import main
 from roboreal.robots.spec import load_robot
+from ros_helpers import Process, domain_id, ros_env, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "robots"
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
@@ -98,50 +96,22 @@ def test_the_quadruped_exports_and_runs_sim2sim(a1_bundle, capsys):
     assert result["task"] == "go1-walk" and result["nominal"]["mean_length"] > 0
 
 
-class Launch:
-    """`roboreal launch sim_deploy.launch.xml bundle:=B robot:=PATH` as a process group."""
-
-    def __init__(self, bundle: Path, robot: Path, log: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "roboreal", "launch", "sim_deploy.launch.xml", f"bundle:={bundle}",
-             f"robot:={robot}"], stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, OMP_NUM_THREADS="1"))
-        self.log = log
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def _wait(predicate, timeout: float, launch: Launch, what: str, each=lambda: None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        each()
-        if predicate():
-            return
-        assert launch.proc.poll() is None, f"the launch exited ({launch.proc.returncode}):\n{launch.log.read_text()[-3000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}:\n{launch.log.read_text()[-3000:]}")
-
-
 @pytest.fixture
-def ros_domain(monkeypatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+def ros_domain() -> int:
+    """This file's DDS domain: the launch's and the probe's."""
+    return domain_id(140)
 
 
 @contextlib.contextmanager
-def deployed(bundle: Path, robot: str, log: Path):
-    """The launch file running `bundle` on the simulated `robot` (a path), and a probe of its
-    ground truth and the policy node's mode."""
+def deployed(bundle: Path, robot: str, log: Path, domain: int):
+    """`roboreal launch sim_deploy.launch.xml bundle:=B robot:=PATH` (a process group) running
+    `bundle` on the simulated `robot` (a path), and a probe of its ground truth and the policy
+    node's mode."""
     from roboreal.sim2real.sim2sim_dds import GroundTruthProbe
 
-    probe = GroundTruthProbe(load_robot(str(EXAMPLES / robot)), int(os.environ["ROS_DOMAIN_ID"]))
-    launch = Launch(bundle, EXAMPLES / robot, log)
+    probe = GroundTruthProbe(load_robot(str(EXAMPLES / robot)), domain)
+    launch = Process([sys.executable, "-m", "roboreal", "launch", "sim_deploy.launch.xml", f"bundle:={bundle}",
+                      f"robot:={EXAMPLES / robot}"], ros_env(domain), log=log, stop_timeout=20.0, process_group=True)
     try:
         yield launch, probe
     finally:
@@ -159,10 +129,10 @@ def stream(send, seconds: float) -> None:
 
 @pytest.mark.ros
 def test_the_arm_reaches_goals_over_ros_through_the_launch_file(ur5e_bundle, tmp_path, ros_domain):
-    with deployed(ur5e_bundle, "ur5e", tmp_path / "launch.log") as (launch, probe):
+    with deployed(ur5e_bundle, "ur5e", tmp_path / "launch.log", ros_domain) as (launch, probe):
         goals = [np.array(g) for g in ([0.45, 0.15, 0.35], [0.55, -0.15, 0.25], [0.40, 0.0, 0.45])]
-        _wait(lambda: probe.mode == "policy", 60, launch, "the policy node's policy mode",
-              each=lambda: probe.send(goal=goals[0]))  # goals flow from the start: no goal, no policy
+        wait_for(lambda: probe.mode == "policy", 60, "the policy node's policy mode", launch,
+                 each=lambda: probe.send(goal=goals[0]), poll=0.1)  # goals flow from the start: no goal, no policy
         errors = []
         for goal in goals:
             stream(lambda: probe.send(goal=goal), 4.0)  # two episodes' worth at 25 Hz
@@ -175,10 +145,10 @@ def test_the_arm_reaches_goals_over_ros_through_the_launch_file(ur5e_bundle, tmp
 def test_the_quadruped_comes_up_through_the_chain_and_stands_over_ros(a1_bundle, tmp_path, ros_domain):
     from roboreal.sim2real.sim2sim_dds import fallen
 
-    with deployed(a1_bundle, "a1", tmp_path / "launch.log") as (launch, probe):
+    with deployed(a1_bundle, "a1", tmp_path / "launch.log", ros_domain) as (launch, probe):
         stand = lambda: probe.send(command=np.zeros(3))  # noqa: E731
-        _wait(lambda: probe.mode == "policy", 60, launch, "the policy node's policy mode", each=stand)
-        _wait(lambda: probe.base_pose is not None, 10, launch, "the sim bridge's base pose", each=stand)
+        wait_for(lambda: probe.mode == "policy", 60, "the policy node's policy mode", launch, each=stand, poll=0.1)
+        wait_for(lambda: probe.base_pose is not None, 10, "the sim bridge's base pose", launch, each=stand, poll=0.1)
         stream(stand, 2.0)
         assert probe.mode == "policy", launch.log.read_text()[-3000:]
         assert not fallen(probe.base_pose, load_robot(str(EXAMPLES / "a1")).safety.tilt_limit), probe.base_pose

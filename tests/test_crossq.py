@@ -12,7 +12,8 @@ import torch
 from roboreal.agents.crossq import CrossQ, CrossQConfig
 from roboreal.agents.networks import BatchRenorm
 from roboreal.agents.policy import build_policy, evaluate, load_policy
-from roboreal.agents.runner import resolve_config, train
+from roboreal.agents.run_config import resolve_config
+from roboreal.agents.runner import train
 from roboreal.agents.toy import CounterEnv
 from checkpoint_state import load_ckpt
 from roboreal.config import ConfigError

@@ -43,7 +43,7 @@ import torch
 
 from roboreal.data import (FORMAT, BatchedRecorder, DatasetError, DatasetReader, DatasetWriter,
                                         dataset_meta, load_transitions, train_valid_split)
-from roboreal.sim2real.nodes.recorder import EpisodeBuilder
+from roboreal.sim2real.nodes.record_episodes import EpisodeBuilder
 from roboreal.sim2real.nodes.step_record import MODES, step_fields
 
 ROBOMIMIC_ENV_TYPES = {1: "ROBOSUITE_TYPE", 2: "GYM_TYPE", 3: "IG_MOMART_TYPE"}
@@ -147,7 +147,7 @@ def _robot_file(path, episodes: int = 4, steps: int = 5) -> EpisodeBuilder:
             "obs_size": OBS, "action_size": ACT, "obs_group": "policy", "step_fields": step_fields(OBS, ACT),
             "modes": list(MODES), "training": {"task": "synthetic", "algo": "ppo", "env_overrides": {"x": 1}},
             "bundle": {"path": "/bundles/x", "manifest_sha256": "f00d"}, "topics": {}}
-    from roboreal.sim2real.nodes.recorder import dataset_meta_from_info
+    from roboreal.sim2real.nodes.record_episodes import dataset_meta_from_info
 
     b = EpisodeBuilder(lambda i: DatasetWriter(path, dataset_meta_from_info(i, None), mode="x", fsync=False))
     b.set_info(info)

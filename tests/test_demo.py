@@ -6,25 +6,20 @@ what a user reads."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from roboreal.data import DatasetReader
+from ros_helpers import domain_id, ros_env
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
 
 def test_quick_demo_runs_the_whole_loop(tmp_path):
-    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
-    env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (base + 125) % 200), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "roboreal.demo", "--quick", "--out", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "roboreal.demo", "--quick", "--out", str(tmp_path)],
+                          env=ros_env(domain_id(125)), capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     folders = [p for p in tmp_path.iterdir() if p.is_dir()]

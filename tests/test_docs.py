@@ -6,7 +6,7 @@ A documented command that breaks fails this test (the whole file: ~10 s on the 2
   - ``roboreal ...`` (also after ``torchrun ... -m`` and ``python -m``, and on each side of
     ``&&``) is parsed by roboreal's own parser (``roboreal.cli.build_parser``: an unknown
     subcommand, flag or choice fails), then its handler runs with the expensive step replaced
-    by a stop (``runner.train`` for train, ``bc.train_bc`` for bc, ``iql.run_offline`` for
+    by a stop (``runner.train`` for train, ``bc.train_bc`` for bc, ``offline_cli.run_offline`` for
     offline, ``dagger.DAgger`` for dagger, ...), so ``key=value`` overrides go through the
     command's own validation (``resolve_config``, the ``BCConfig``/``DAggerConfig``/``IQLConfig``
     dataclasses, the task config); launch arguments are checked against the launch file's
@@ -478,7 +478,7 @@ class ShellChecker:
             raise _Stop
 
         def sim2sim(bundle, randomize="heavy", *a, **k):
-            from roboreal.sim2real.sim2sim import preset_conditions
+            from roboreal.sim2real.simulated_driver import preset_conditions
 
             if not is_placeholder(randomize):
                 preset_conditions(randomize)
@@ -498,7 +498,7 @@ class ShellChecker:
             "collect": [("roboreal.agents.dagger", "collect", _stop)],
             "bc": [("roboreal.agents.bc", "train_bc", _stop)],  # after the datasets are read and matched
             "dagger": [("roboreal.agents.dagger", "DAgger", _stop)],
-            "offline": [("roboreal.agents.iql", "run_offline", _stop)],
+            "offline": [("roboreal.agents.offline_cli", "run_offline", _stop)],
             "export": [("roboreal.sim2real.bundle", "export_bundle", _stop)],
             "sim2sim": [("roboreal.sim2real.sim2sim", "run_sim2sim", sim2sim),
                         ("roboreal.sim2real.sim2sim", "run_sim2sim_over_dds", sim2sim)],
@@ -510,7 +510,7 @@ class ShellChecker:
         return table.get(command, [])
 
     def check_launch(self, args) -> None:
-        from roboreal.sim2real.launch_runner import declared_args, parse_launch_args, resolve_launch_file
+        from roboreal.sim2real.launching import declared_args, parse_launch_args, resolve_launch_file
 
         with _chdir(self.scratch):
             path, rest = resolve_launch_file(args.file, args.launch_args)

@@ -75,7 +75,8 @@ def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
     (checkpoints of iterations 80/90/100): 0.41-0.43 vs 0.57 m/s; that run goes on to 0.12 m/s
     (README, "Quadruped on a CPU budget"). At 60 iterations it was still at standing still's
     error: the wider default randomization costs the first minutes, not the last."""
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
 
     run = tmp_path / "run"
     train(resolve_config("go1-walk", "ppo", seed=0, total_steps=100 * 1024 * 24), run, progress=False)

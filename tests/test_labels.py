@@ -2,7 +2,7 @@
 actions, the same count in ``roboreal bc``/``dagger`` as in ``roboreal data info``.
 
 Robot sessions are written with `DatasetWriter` exactly as the recorder writes them
-(`roboreal.sim2real.nodes.recorder`): ``policy_actions`` at every step, ``intervention`` and the
+(`roboreal.sim2real.nodes.record_episodes`): ``policy_actions`` at every step, ``intervention`` and the
 human's ``expert_actions`` only at takeover steps. The policy's actions are drawn from
 [0.1, 0.9] and the human's from [-0.9, -0.1], so the sign of a label says whose it is.
 """

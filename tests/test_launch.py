@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from roboreal.sim2real.launch_runner import PACKAGE_DIR, LaunchError, plan_launch
+from roboreal.sim2real.launching import PACKAGE_DIR, LaunchError, plan_launch
+from ros_helpers import Process, wait_until
 
 PY = sys.executable
 ROBOREAL = [PY, "-m", "roboreal"]
@@ -283,40 +282,10 @@ while True:
 """
 
 
-class Runner:
-    def __init__(self, launch_file: Path, *extra: str):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([PY, "-m", "roboreal.sim2real.launch_runner", str(launch_file), *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines: list[str] = []
-        self.t = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True)
-        self.t.start()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, cond, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.02)
-        return cond()
-
-    def finish(self, timeout: float = 15.0) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.t.join(2)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+def _runner(launch_file: Path, *extra: str) -> Process:
+    """The launch runner on `launch_file` in a subprocess; its output read back while it runs."""
+    return Process([PY, "-m", "roboreal", "launch", str(launch_file), *extra],
+                   {**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture
@@ -335,13 +304,13 @@ def test_sigint_stops_every_child_and_runner_exits_0(tmp_path, child_script):
     f = _launch_file(tmp_path, f"""
       <executable cmd="{PY} {child_script} {a} normal" name="alpha"/>
       <executable cmd="{PY} {child_script} {b} normal" name="beta"/>""")
-    r = Runner(f)
+    r = _runner(f)
     try:
-        assert r.wait_for(lambda: Path(f"{a}.ready").exists() and Path(f"{b}.ready").exists()), r.output
+        assert wait_until(lambda: Path(f"{a}.ready").exists() and Path(f"{b}.ready").exists(), 15.0), r.output
         r.proc.send_signal(signal.SIGINT)
-        rc = r.finish()
+        rc = r.proc.wait(15)
     finally:
-        r.kill()
+        r.stop(signal.SIGKILL)
     assert rc == 0, r.output
     assert a.read_text() == "SIGINT" and b.read_text() == "SIGINT"  # each child got SIGINT and exited
     assert "[alpha] child a ready" in r.output and "[beta] child b ready" in r.output  # prefixed output
@@ -353,15 +322,15 @@ def test_crashed_child_is_reported_and_the_others_keep_running(tmp_path, child_s
     f = _launch_file(tmp_path, f"""
       <executable cmd="{PY} {child_script} {a} normal" name="survivor"/>
       <executable cmd="{PY} -c 'import sys; sys.exit(3)'" name="crasher"/>""")
-    r = Runner(f)
+    r = _runner(f)
     try:
-        assert r.wait_for(lambda: "'crasher' has died" in r.output and Path(f"{a}.ready").exists()), r.output
+        assert wait_until(lambda: "'crasher' has died" in r.output and Path(f"{a}.ready").exists(), 15.0), r.output
         time.sleep(0.3)
         assert r.proc.poll() is None and not a.exists()  # the survivor keeps running
         r.proc.send_signal(signal.SIGINT)
-        rc = r.finish()
+        rc = r.proc.wait(15)
     finally:
-        r.kill()
+        r.stop(signal.SIGKILL)
     assert "process 'crasher' has died" in r.output and "exit code 3" in r.output
     assert a.read_text() == "SIGINT"
     assert rc == 1  # a process died before the shutdown
@@ -374,11 +343,11 @@ def test_on_exit_shutdown_and_sigterm_escalation(tmp_path, child_script):
       <timer period="1.0">
         <executable cmd="{PY} -c 'import sys; sys.exit(0)'" name="required" on_exit="shutdown"/>
       </timer>""")
-    r = Runner(f, "--sigterm-timeout", "0.5")
+    r = _runner(f, "--sigterm-timeout", "0.5")
     try:
-        rc = r.finish(timeout=20)
+        rc = r.proc.wait(20)
     finally:
-        r.kill()
+        r.stop(signal.SIGKILL)
     # the required process exited -> shutdown; the child ignoring SIGINT got SIGTERM 0.5 s later
     assert rc == 0, r.output
     assert "'required' exited (exit code 0) and has on_exit=shutdown" in r.output

@@ -25,13 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
-from roboreal.sim2real.nodes.recorder import (
-    MCAP_MAGIC,
-    McapTopicWriter,
-    offered_qos_profiles_yaml,
-    qos_profile_dict,
-    recover_mcap,
-)
+from roboreal.sim2real.nodes.mcap_writer import MCAP_MAGIC, recover_mcap
+from roboreal.sim2real.nodes.ros2_bag import McapTopicWriter, offered_qos_profiles_yaml, qos_profile_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
@@ -360,15 +355,6 @@ def test_offered_qos_profiles_are_rosbag2_version_9():
 # ----------------------------------------------------------------------------------------
 # Over DDS
 # ----------------------------------------------------------------------------------------
-def _domain(offset: int) -> int:
-    """This file's domain id: offset 45 from the process's base (test_ros_sim_bridge uses
-    0/50/75/100/150, test_recorder 25/75, test_shutdown 30..39, test_demo 125)."""
-    import os
-
-    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
-    return 1 + (base + offset) % 200
-
-
 @pytest.mark.ros
 @pytest.mark.timeout(90)
 def test_a_sigkilled_recorder_leaves_an_mcap_the_standard_readers_read(tmp_path):
@@ -385,17 +371,19 @@ def test_a_sigkilled_recorder_leaves_an_mcap_the_standard_readers_read(tmp_path)
     from rosbags.interfaces import QosDurability, QosReliability
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray, String
-    from test_recorder import ACT, OBS, Probe, Process, _env, session_info, step_values
+    from ros_helpers import Probe, Process, domain_id, ros_env, wait_for
+    from test_recorder import ACT, OBS, session_info, step_values
 
     from roboreal.sim2real.nodes.step_record import StepPacker, info_json
 
-    domain = _domain(45)
+    domain = domain_id(45)
     out = tmp_path / "session.hdf5"
     rec = Process([sys.executable, "-m", "roboreal", "record", "--out", str(out), "--ros-args",
-                   "-p", "mcap_flush_period:=0.2", "-p", "extra_topics:=[/joint_states]"], _env(domain))
+                   "-p", "mcap_flush_period:=0.2", "-p", "extra_topics:=[/joint_states]"], ros_env(domain),
+                  stop_timeout=20)
     probe = None
     try:
-        probe = Probe(domain)
+        probe = Probe(domain, "recorder_test_probe")
         n = probe.node
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -406,8 +394,8 @@ def test_a_sigkilled_recorder_leaves_an_mcap_the_standard_readers_read(tmp_path)
                                                              "info": "/policy_node/info"}))))
         rec.wait_output("session: cartpole", 30)
         rec.wait_output("recording /joint_states", 10)
-        probe.wait(lambda: step_pub.get_subscription_count() > 0 and js_pub.get_subscription_count() > 0, 10,
-                   "the recorder's subscriptions")
+        wait_for(lambda: step_pub.get_subscription_count() > 0 and js_pub.get_subscription_count() > 0, 10,
+                 "the recorder's subscriptions")
         packer = StepPacker(OBS, ACT)
         for s in range(1, 41):
             step_pub.publish(packer.pack(step_values(s)))

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from roboreal.agents.bc import BCConfig, train_bc
-from roboreal.agents.iql import IQLConfig, expectile_loss, goal_reward_fn, load_offline_data, train_iql
+from roboreal.agents.iql import IQLConfig, expectile_loss, train_iql
+from roboreal.agents.offline_data import goal_reward_fn, load_offline_data
 from roboreal.config import ConfigError
 from roboreal.data import DatasetError, DatasetReader, DatasetWriter, load_transitions
 
@@ -270,7 +271,8 @@ def test_online_finetuning_moves_the_policy_beyond_the_dataset_actions(tmp_path)
     (``a = -u sign(x)``, u ~ U(0, 1): rewards <= 0). Offline, IQL can do no better than the
     dataset's best action (near 0); the online phase samples around it, finds the positive side
     and follows it -- which neither offline training nor BC can."""
-    from roboreal.agents.iql import TransitionBuffer, finetune_iql
+    from roboreal.agents.buffers import TransitionBuffer
+    from roboreal.agents.iql import finetune_iql
     from roboreal.agents.toy import SignBanditEnv
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.nodes.teleop import TeleopConfig, TeleopLogic
+from ros_helpers import Probe, Process, ros_env, wait_for
 
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # set by conftest: DDS stays on loopback
 
@@ -35,7 +35,8 @@ SLACK = 0.3  # s: DDS delivery + a control period + scheduling on a loaded 2-cor
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("policy_node_runs")
@@ -47,46 +48,10 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def ros_env() -> dict:
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = os.environ["ROS_DOMAIN_ID"]
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-class Proc:
-    """A `roboreal` subcommand in a subprocess; output in a log file; always stopped."""
-
-    def __init__(self, args: list[str], log: Path):
-        self.log = log
-        self._f = open(log, "w")
-        self.p = subprocess.Popen([sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", *args],
-                                  stdout=self._f, stderr=subprocess.STDOUT, env=ros_env())
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 8.0) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-        self._f.close()
-        return self.p.returncode
-
-    def output(self) -> str:
-        if not self._f.closed:
-            self._f.flush()
-        return self.log.read_text()
-
-
 class FakeRobot:
     """Publishes the robot's sensors from `self.q/dq/quat` at `rate`; records the node's output."""
 
     def __init__(self, spec, rate: float = 100.0):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped, Twist
@@ -94,10 +59,8 @@ class FakeRobot:
         from std_msgs.msg import Bool, Float64MultiArray, String
 
         self.spec = spec
-        self.ctx = rclpy.context.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("fake_robot", context=self.ctx)
-        n = self.node
+        self.probe = Probe(name="fake_robot", start=False)  # this process's domain; spun once all is set up
+        self.node = n = self.probe.node
         self.names = list(spec.joint_names) + (list(spec.gripper.joints) if spec.gripper else [])
         fingers = [0.04] * len(spec.gripper.joints) if spec.gripper else []
         self.q = np.array([j.default for j in spec.joints] + fingers)
@@ -145,15 +108,7 @@ class FakeRobot:
             kv.key: kv.value for s in m.status if s.name.startswith("policy_node") for kv in s.values}), qos)
         self._msgs = (JointState, Imu, Twist, PoseStamped, Bool, Float64MultiArray)
         n.create_timer(1.0 / rate, self._tick)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(n)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.01)
+        self.probe.start()
 
     def _tick(self):
         JointState, Imu, Twist, PoseStamped, Bool, Float64MultiArray = self._msgs
@@ -198,14 +153,10 @@ class FakeRobot:
             return [(t, v) for t, v in self.records[key] if t >= since]
 
     def wait_for(self, pred, timeout: float, what: str):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r = pred()
-            if r:
-                return r
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; modes seen: "
-                             f"{[m for _, m in self.get('mode')]}")
+        try:
+            return wait_for(pred, timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; modes seen: {[m for _, m in self.get('mode')]}") from None
 
     def wait_mode(self, mode: str, timeout: float, since: float = 0.0) -> float:
         """Monotonic time the node's mode became `mode` (after `since`)."""
@@ -236,29 +187,25 @@ class FakeRobot:
     def call_reset(self, timeout: float = 5.0, service: str = "reset", succeed: bool = True) -> str:
         from std_srvs.srv import Trigger
 
-        client = self.node.create_client(Trigger, f"/policy_node/{service}")
-        assert client.wait_for_service(timeout_sec=timeout), f"no /policy_node/{service} service"
-        fut = client.call_async(Trigger.Request())
-        end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        assert fut.done(), f"{service} service did not answer"
-        assert fut.result().success == succeed, fut.result().message
-        return fut.result().message
+        result = self.probe.call(Trigger, f"/policy_node/{service}", Trigger.Request(), timeout)
+        assert result.success == succeed, result.message
+        return result.message
 
     def close(self):
-        self._stop.set()
-        self.thread.join(2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
+        self.probe.close()
 
 
-def deploy(bundle: Path, robot: str, log: Path, *params: str) -> Proc:
+def _deploy_cli(args: list[str], log: Path) -> Process:
+    """A `roboreal` subcommand (deploy, teleop) in a subprocess on this process's domain; output in `log`."""
+    return Process([sys.executable, "-m", "roboreal.sim2real.nodes.deploy_cli", *args], ros_env(), log=log,
+                   stop_timeout=8.0)
+
+
+def deploy(bundle: Path, robot: str, log: Path, *params: str) -> Process:
     args = ["deploy", str(bundle), "--robot", robot, "--ros-args", "-p", "diagnostics_period:=0.5"]
     for p in params:
         args += ["-p", p]
-    return Proc(args, log)
+    return _deploy_cli(args, log)
 
 
 def safe_bounds(spec):
@@ -302,7 +249,7 @@ def test_nan_joint_state_never_reaches_the_command_topic(bundles, tmp_path):
     finally:
         node.stop()
         robot.close()
-    assert "non_finite" in node.output() or "damping" in node.output()
+    assert "non_finite" in node.output or "damping" in node.output
 
 
 @pytest.mark.ros
@@ -354,7 +301,7 @@ def test_joint_order_is_mapped_by_name(bundles, tmp_path):
     finally:
         node.stop()
         robot.close()
-    assert "published the safe command" in node.output()
+    assert "published the safe command" in node.output
 
 
 @pytest.mark.ros
@@ -363,16 +310,16 @@ def test_pick_policy_runs_on_the_sim_bridge_with_the_object_pose_and_a_gated_gri
     """A panda-pick bundle needs the object's pose: the sim bridge publishes it like an object
     tracker, so the node completes its observation and runs; gripper commands pass the
     chain's gripper limit: none before the policy runs, every one within [closed, open]."""
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     run = tmp_path / "pick"
     train(resolve_config("panda-pick", "ppo", TINY_PPO, num_envs=2, total_steps=1, seed=0), run, progress=False)
     bundle = export_bundle(run)
     spec = load_robot("panda")
-    bridge_log = open(tmp_path / "bridge.log", "w")
-    bridge = subprocess.Popen([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", "panda"],
-                              stdout=bridge_log, stderr=subprocess.STDOUT, env=ros_env())
+    bridge = Process([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", "panda"], ros_env(),
+                     log=tmp_path / "bridge.log")
     robot = FakeRobot(spec)  # only the goal comes from here: the bridge is the robot
     robot.publish_joints = False
     node = deploy(bundle, "panda", tmp_path / "node.log")
@@ -386,12 +333,7 @@ def test_pick_policy_runs_on_the_sim_bridge_with_the_object_pose_and_a_gated_gri
     finally:
         node.stop()
         robot.close()
-        bridge.send_signal(signal.SIGINT)
-        try:
-            bridge.wait(10)
-        except subprocess.TimeoutExpired:
-            bridge.kill()
-        bridge_log.close()
+        bridge.stop()
 
 
 @pytest.mark.ros
@@ -503,9 +445,9 @@ def test_a_stalled_node_is_an_overrun_not_a_sensor_timeout(bundles, tmp_path, tr
             t0 = time.monotonic()
             robot.max_sensor_gap = 0.0
             for _ in range(5):
-                node.p.send_signal(signal.SIGSTOP)
+                node.proc.send_signal(signal.SIGSTOP)
                 time.sleep(0.15)
-                node.p.send_signal(signal.SIGCONT)
+                node.proc.send_signal(signal.SIGCONT)
                 time.sleep(0.6)
             if robot.max_sensor_gap < 0.08 or attempt == 2:  # the robot's own data stayed fresh
                 break
@@ -535,18 +477,18 @@ def bundle_dt(path: Path) -> float:
 def test_wrong_robot_or_looser_limits_refuse_to_start(bundles, tmp_path):
     node = deploy(bundles["go1"], "panda", tmp_path / "wrong.log")
     try:
-        rc = node.p.wait(30)
+        rc = node.proc.wait(30)
     finally:
         node.stop()
     assert rc == 1
-    assert "bundle is for robot 'go1', not 'panda'" in node.output()
+    assert "bundle is for robot 'go1', not 'panda'" in node.output
     node = deploy(bundles["go1"], "go1", tmp_path / "loose.log", "safety.velocity_scale:=0.95")
     try:
-        rc = node.p.wait(30)
+        rc = node.proc.wait(30)
     finally:
         node.stop()
     assert rc == 2
-    assert "safety.velocity_scale: 0.95 loosens the limit" in node.output()
+    assert "safety.velocity_scale: 0.95 loosens the limit" in node.output
 
 
 @pytest.mark.ros
@@ -594,7 +536,7 @@ def test_teleop_intervention_goes_through_the_safety_chain(bundles, tmp_path):
     spec = load_robot("cartpole")
     robot = FakeRobot(spec)
     joy_pub = robot.node.create_publisher(Joy, "/joy", 10)
-    teleop = Proc(["teleop", "--robot", "cartpole"], tmp_path / "teleop.log")
+    teleop = _deploy_cli(["teleop", "--robot", "cartpole"], tmp_path / "teleop.log")
     node = None
 
     def joy(axis0: float, button: int):
@@ -649,7 +591,7 @@ def test_teleop_intervention_goes_through_the_safety_chain(bundles, tmp_path):
 def test_teleop_logic_joy_and_keys():
     cfg = TeleopConfig(action_size=3, action_axes=(0, -1, 2), goal_min=np.array([0.2, -0.5, 0.0]),
                        goal_max=np.array([0.8, 0.5, 0.7]), joy_timeout=0.5, estop_button=1)
-    q = TeleopLogic(cfg, "quadruped")
+    q = TeleopLogic(cfg, ("cmd_vel",))
     assert q.joy([0.5, -1.0, 0.25, 0.5], [0, 0, 0, 0, 1], now=0.0) == ["intervention on"]
     np.testing.assert_allclose(q.velocity, [-1.0, 0.25, 0.5])  # vx axis 1, vy axis 0 x 0.5, wz axis 3
     np.testing.assert_allclose(q.teleop_action(0.1, keyboard=False), [0.5, 0.0, 0.25])
@@ -664,7 +606,7 @@ def test_teleop_logic_joy_and_keys():
     q.key("]"), q.key("l"), q.key("l")
     np.testing.assert_allclose(q.teleop_action(5.0, keyboard=True), [0.0, 0.2, 0.0])
 
-    m = TeleopLogic(cfg, "manipulator")
+    m = TeleopLogic(cfg, ("goal",))
     m.set_goal([0.5, 0.0, 0.4])
     m.joy([0.0, 1.0, 0.0, 0.0, -1.0], [], now=0.0)
     m.tick(0.5, now=0.1, keyboard=False)  # x at 0.1 m/s for 0.5 s, z down

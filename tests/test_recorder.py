@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,26 +24,16 @@ import numpy as np
 import pytest
 
 from roboreal.data import DatasetReader, DatasetWriter
-from roboreal.sim2real.nodes.recorder import EpisodeBuilder, message_definition
+from roboreal.sim2real.nodes.record_episodes import EpisodeBuilder
+from roboreal.sim2real.nodes.ros2_bag import message_definition
 from roboreal.sim2real.nodes.step_record import MODES, info_json, step_fields, unpack_step
 
-REPO = Path(__file__).resolve().parent.parent
+from ros_helpers import REPO, Probe, Process, domain_id, ros_env, wait_for
+
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # conftest: DDS stays on loopback
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
 OBS, ACT, DT = 6, 3, 0.02
-
-
-def _domain(offset: int) -> int:
-    """This file's domain ids: offsets 25 and 75 from the process's base (test_ros_sim_bridge
-    uses 0/50/100/150, test_policy_node the base itself)."""
-    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
-    return 1 + (base + offset) % 200
-
-
-def _env(domain: int) -> dict[str, str]:
-    return {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def step_values(step: int, reset: int = 0, mode: str = "policy", intervention: bool = False,
@@ -134,7 +123,7 @@ def test_message_definitions_decode_with_mcap_ros2(tmp_path, monkeypatch):
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Imu, JointState
 
-    from roboreal.sim2real.nodes import recorder
+    from roboreal.sim2real.nodes import ros2_bag
 
     js = JointState(name=["a", "b"], position=[1.0, -2.0], velocity=[0.5, 0.25])
     js.header.stamp.sec, js.header.frame_id = 7, "base"
@@ -147,9 +136,9 @@ def test_message_definitions_decode_with_mcap_ros2(tmp_path, monkeypatch):
     assert "MSG: std_msgs/msg/Header" in message_definition("sensor_msgs/msg/JointState")
     for variant in ("files", "introspection"):
         if variant == "introspection":
-            monkeypatch.setattr(recorder, "_share_roots", lambda pkg: [])
+            monkeypatch.setattr(ros2_bag, "_share_roots", lambda pkg: [])
         path = tmp_path / f"{variant}.mcap"
-        w = recorder.McapTopicWriter(path)
+        w = ros2_bag.McapTopicWriter(path)
         for topic, (type_name, msg) in msgs.items():
             w.add_topic(topic, type_name)
             w.write(topic, serialize_message(msg), 1)
@@ -166,91 +155,6 @@ def test_message_definitions_decode_with_mcap_ros2(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------
 # Over DDS
 # ----------------------------------------------------------------------------------------
-class Process:
-    """A subprocess whose merged output a thread collects; always stopped by the test."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=REPO)
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_output(self, text: str, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if text in self.output:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no {text!r} within {timeout} s; output:\n{self.output}")
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._t.join(2)
-        return self.proc.returncode
-
-
-class Probe:
-    """A test node on its own context and domain, spun by a thread."""
-
-    def __init__(self, domain: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.rclpy = rclpy
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("recorder_test_probe", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)  # returns as soon as there is work
-
-    def wait(self, pred, timeout: float, what: str):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r = pred()
-            if r:
-                return r
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f"no {name} service"
-        fut = client.call_async(request)
-        self.wait(fut.done, timeout, f"{name} to answer")
-        return fut.result()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-
-
 def _mcap_messages(path: Path, complete: bool = True) -> dict[str, list]:
     """{topic: [decoded message, ...]} of an MCAP (complete: through its index)."""
     from mcap.reader import make_reader
@@ -284,14 +188,14 @@ def test_recorder_pairs_steps_exactly_and_a_kill_loses_only_the_running_episode(
 
     from roboreal.sim2real.nodes.step_record import StepPacker
 
-    domain = _domain(25)
+    domain = domain_id(25)
     out = tmp_path / "session.hdf5"
     rec = Process([sys.executable, "-m", "roboreal", "record", "--out", str(out), "--max-episode-s", "0.5",
                    "--ros-args", "-p", "mcap_flush_period:=0.3", "-p", "extra_topics:=[/joint_states]"],
-                  _env(domain))
+                  ros_env(domain), stop_timeout=20)
     probe = None
     try:
-        probe = Probe(domain)
+        probe = Probe(domain, "recorder_test_probe")
         n = probe.node
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -305,7 +209,7 @@ def test_recorder_pairs_steps_exactly_and_a_kill_loses_only_the_running_episode(
                                                              "info": "/policy_node/info"}))))
         rec.wait_output("session: cartpole", 30)
         rec.wait_output("recording /joint_states", 10)
-        probe.wait(lambda: step_pub.get_subscription_count() > 0, 10, "the recorder's step subscription")
+        wait_for(lambda: step_pub.get_subscription_count() > 0, 10, "the recorder's step subscription")
 
         def publish(steps):
             for s in steps:
@@ -319,7 +223,7 @@ def test_recorder_pairs_steps_exactly_and_a_kill_loses_only_the_running_episode(
         # B: 16..40 (max length 25), C: 41..45 then a gap, D: 50..59 then a fault
         publish([(s, 1) for s in range(16, 46)] + [(s, 1) for s in range(50, 60)])
         publish([(60, 1, "damping"), (61, 1, "damping"), (62, 2, "startup_ramp")])
-        probe.wait(lambda: js_pub.get_subscription_count() > 0, 10, "the recorder's /joint_states subscription")
+        wait_for(lambda: js_pub.get_subscription_count() > 0, 10, "the recorder's /joint_states subscription")
         for i in range(20):  # raw topic: into the MCAP
             js = JointState(name=["slider", "hinge"], position=[0.01 * i, -0.02 * i])
             js_pub.publish(js)
@@ -371,7 +275,7 @@ def test_recorder_pairs_steps_exactly_and_a_kill_loses_only_the_running_episode(
 
     with open(mcap, "rb") as f:
         assert make_reader(f).get_summary() is None  # the summary the kill never wrote
-    assert subprocess.run([sys.executable, "-m", "roboreal", "record", "--recover", str(mcap)], env=_env(domain),
+    assert subprocess.run([sys.executable, "-m", "roboreal", "record", "--recover", str(mcap)], env=ros_env(domain),
                           cwd=REPO, capture_output=True, text=True).returncode == 0
     msgs = _mcap_messages(mcap.with_name("session.recovered.mcap"))
     steps = [int(f["step"]) for f in _steps(msgs["/policy_node/step"])]
@@ -381,14 +285,15 @@ def test_recorder_pairs_steps_exactly_and_a_kill_loses_only_the_running_episode(
     assert json.loads(msgs["/policy_node/info"][0].data)["robot"] == "cartpole"
 
     # a recording is never overwritten
-    again = subprocess.run([sys.executable, "-m", "roboreal", "record", "--out", str(out)], env=_env(domain),
+    again = subprocess.run([sys.executable, "-m", "roboreal", "record", "--out", str(out)], env=ros_env(domain),
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "exists: pass --append" in again.stderr
 
 
 @pytest.fixture(scope="module")
 def panda_bundle(tmp_path_factory) -> Path:
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     run = tmp_path_factory.mktemp("recorder_runs") / "panda"
@@ -411,13 +316,14 @@ def test_recording_session_feeds_dagger(panda_bundle, tmp_path):
     from roboreal.robots.spec import load_robot
     from roboreal.policy_bundle import load_bundle, sha256
 
-    domain = _domain(75)
+    domain = domain_id(75)
     out = tmp_path / "session.hdf5"
-    runner = Process([sys.executable, "-m", "roboreal.sim2real.launch_runner", "record_session.launch.xml",
-                      f"bundle:={panda_bundle}", f"out:={out}", "robot:=panda"], _env(domain))
+    runner = Process([sys.executable, "-m", "roboreal", "launch", "record_session.launch.xml",
+                      f"bundle:={panda_bundle}", f"out:={out}", "robot:=panda"], ros_env(domain),
+                     stop_timeout=20)
     probe = None
     try:
-        probe = Probe(domain)
+        probe = Probe(domain, "recorder_test_probe")
         modes: list[tuple[float, str]] = []
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from roboreal.cli import main
-from roboreal.envs.robot_cli import _num, _round
+from roboreal.robots.skeleton import _num, _round
 from roboreal.robots.spec import ROBOTS_DIR, load_robot_file
 
 

@@ -8,22 +8,17 @@ process subscribes and commands. The first tests drive `SimRobot` directly (no R
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
+from ros_helpers import Probe, Process, domain_id, ros_env, wait_first_message, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
 
@@ -180,95 +175,10 @@ def test_randomization_is_the_training_randomizer_seeded():
 # ----------------------------------------------------------------------------------------
 # Over DDS
 # ----------------------------------------------------------------------------------------
-def _domain(offset: int) -> int:
-    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
-    return 1 + (base + offset) % 200
-
-
-def _env(domain: int) -> dict[str, str]:
-    return {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "PYTHONUNBUFFERED": "1"}
-
-
-class Process:
-    """A subprocess whose merged output is collected by a thread."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=REPO)
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._t.join(2)
-        return self.proc.returncode
-
-
-class Probe:
-    """A test node on its own rclpy context and domain."""
-
-    def __init__(self, domain: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = Node("test_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def spin_until(self, cond, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            self.executor.spin_once(timeout_sec=0.01)
-        return bool(cond())
-
-    def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
-
-
-class Recorder:
-    def __init__(self):
-        self.msgs: list = []
-        self.times: list[float] = []
-
-    def __call__(self, msg) -> None:
-        self.msgs.append(msg)
-        self.times.append(time.monotonic())
-
-    def count_since(self, t: float) -> int:
-        return sum(1 for x in self.times if x >= t)
-
-
 @contextmanager
 def running_bridge(robot: str, domain: int, node_name: str, *extra: str):
     bridge = Process([sys.executable, "-m", "roboreal", "sim-bridge", "--robot", robot, *extra,
-                      "--ros-args", "-r", f"__node:={node_name}"], _env(domain))
+                      "--ros-args", "-r", f"__node:={node_name}"], ros_env(domain))
     probe = None
     try:
         probe = Probe(domain)
@@ -280,33 +190,21 @@ def running_bridge(robot: str, domain: int, node_name: str, *extra: str):
         assert rc == 0, f"sim bridge exited with {rc}:\n{bridge.output}"
 
 
-def _subscribe(probe: Probe, msg_type, topic: str) -> Recorder:
-    from rclpy.qos import qos_profile_sensor_data
-
-    rec = Recorder()
-    probe.node.create_subscription(msg_type, topic, rec, qos_profile_sensor_data)
-    return rec
-
-
-def _wait_first(probe: Probe, rec: Recorder, bridge: Process, what: str, timeout: float = 25.0) -> None:
-    ok = probe.spin_until(lambda: rec.msgs or bridge.proc.poll() is not None, timeout)
-    assert ok and rec.msgs, f"no {what} within {timeout} s; bridge output:\n{bridge.output}"
-
-
 @pytest.mark.ros
 def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
     """launch/sim_robot.launch.xml through `roboreal launch`: the bridge comes up with the
     robot's defaults and the launch arguments; Ctrl-C stops it cleanly."""
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import JointState
 
-    domain = _domain(50)
-    runner = Process([sys.executable, "-m", "roboreal.sim2real.launch_runner", "sim_robot.launch.xml",
-                      "robot:=cartpole", "node_name:=launched_bridge"], _env(domain))
+    domain = domain_id(50)
+    runner = Process([sys.executable, "-m", "roboreal", "launch", "sim_robot.launch.xml",
+                      "robot:=cartpole", "node_name:=launched_bridge"], ros_env(domain))
     probe = None
     try:
         probe = Probe(domain)
-        js = _subscribe(probe, JointState, "/joint_states")
-        _wait_first(probe, js, runner, "JointState from the launched bridge")
+        js = probe.listen(JointState, "/joint_states", qos_profile_sensor_data)
+        wait_first_message(js, runner, "JointState from the launched bridge")
         assert list(js.msgs[-1].name) == ["slider", "hinge"]
     finally:
         if probe is not None:
@@ -323,7 +221,7 @@ def node_context():
     import rclpy
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=_domain(150))
+    rclpy.init(context=ctx, domain_id=domain_id(150))
     yield ctx
     rclpy.try_shutdown(context=ctx)
 
@@ -422,24 +320,25 @@ def test_go1_bridge_applies_position_gains_over_dds():
     servos carry the standing robot; malformed commands that would switch them off are
     ignored with a warning; kp = kd = 0 makes every joint effort exactly 0 (a limp robot);
     the spec's gains bring the efforts back."""
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
     spec = load_robot("go1")
-    n, default = 12, spec.array("default")
+    default = spec.array("default")
     kp0, kd0, zeros = spec.array("kp"), spec.array("kd"), np.zeros(12)
-    with running_bridge("go1", _domain(75), "gains_bridge",
+    with running_bridge("go1", domain_id(75), "gains_bridge",
                         "--ros-args", "-p", "command_interface:=position_gains") as (bridge, probe):
-        js = _subscribe(probe, JointState, "/joint_states")
-        _wait_first(probe, js, bridge, "JointState")
+        js = probe.listen(JointState, "/joint_states", qos_profile_sensor_data)
+        wait_first_message(js, bridge, "JointState")
         assert "commands (position_gains, positions, kp, kd)" in bridge.output
         pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
-        assert probe.spin_until(lambda: pub.get_subscription_count() > 0, 10.0)
+        assert wait_until(lambda: pub.get_subscription_count() > 0, 10.0)
 
         def effort() -> np.ndarray:
             return np.abs(np.array(js.msgs[-1].effort))
 
-        probe.spin_for(0.3)
+        time.sleep(0.3)
         assert effort().max() > 0.5, effort()  # standing: the servos carry the 13 kg robot
         neg = zeros.copy()
         neg[3] = -1.0
@@ -449,19 +348,19 @@ def test_go1_bridge_applies_position_gains_over_dds():
         for msg in (Float64MultiArray(data=np.concatenate([default, zeros]).tolist()),  # 24 values, not 36
                     _gains_msg(default, zeros, nan), _gains_msg(default, zeros, neg)):
             pub.publish(msg)
-            probe.spin_for(1.1)
+            time.sleep(1.1)
             assert effort().max() > 0.5, "a malformed command was applied"
         out = bridge.output
         assert out.count("ignoring command") >= 3, out
         assert "has 24 values, expected 36" in out and "NaN or inf" in out and "negative gain" in out, out
 
         pub.publish(_gains_msg(default, zeros, zeros))  # valid: no servo force at all
-        assert probe.spin_until(lambda: np.all(effort() == 0.0), 2.0), effort()
+        assert wait_until(lambda: np.all(effort() == 0.0), 2.0), effort()
         pub.publish(_gains_msg(default, kp0, kd0 + neg))  # malformed (a negative kd): still limp
-        probe.spin_for(0.3)
+        time.sleep(0.3)
         assert np.all(effort() == 0.0), effort()
         pub.publish(_gains_msg(default, kp0, kd0))  # the spec's gains again
-        assert probe.spin_until(lambda: effort().max() > 0.5, 2.0), effort()
+        assert wait_until(lambda: effort().max() > 0.5, 2.0), effort()
 
 
 @pytest.mark.ros
@@ -484,25 +383,27 @@ def test_bridge_node_parameters_are_checked(node_context):
 
 @pytest.fixture(scope="class")
 def go1_bridge():
-    with running_bridge("go1", _domain(0), "go1_bridge", "--rate", "200") as (bridge, probe):
+    with running_bridge("go1", domain_id(0), "go1_bridge", "--rate", "200") as (bridge, probe):
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Imu, JointState
 
-        js = _subscribe(probe, JointState, "/joint_states")
-        imu = _subscribe(probe, Imu, "/imu/data")
-        _wait_first(probe, js, bridge, "JointState")
+        js = probe.listen(JointState, "/joint_states", qos_profile_sensor_data)
+        imu = probe.listen(Imu, "/imu/data", qos_profile_sensor_data)
+        wait_first_message(js, bridge, "JointState")
         yield bridge, probe, js, imu
 
 
 @pytest.fixture(scope="class")
 def panda_bridge():
-    with running_bridge("panda", _domain(100), "panda_bridge", "--rate", "250") as (bridge, probe):
+    with running_bridge("panda", domain_id(100), "panda_bridge", "--rate", "250") as (bridge, probe):
         from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import JointState
 
-        js = _subscribe(probe, JointState, "/joint_states")
-        ee = _subscribe(probe, PoseStamped, "/panda_bridge/ee_pose")
-        obj = _subscribe(probe, PoseStamped, "/object_pose")
-        _wait_first(probe, js, bridge, "JointState")
+        js = probe.listen(JointState, "/joint_states", qos_profile_sensor_data)
+        ee = probe.listen(PoseStamped, "/panda_bridge/ee_pose", qos_profile_sensor_data)
+        obj = probe.listen(PoseStamped, "/object_pose", qos_profile_sensor_data)
+        wait_first_message(js, bridge, "JointState")
         yield bridge, probe, js, ee, obj
 
 
@@ -513,10 +414,10 @@ class TestGo1Bridge:
     def test_go1_joint_states_at_the_requested_rate_holding_default_pose(self, go1_bridge):
         bridge, probe, js, _ = go1_bridge
         spec = load_robot("go1")
-        probe.spin_for(0.3)
+        time.sleep(0.3)
         t0 = time.monotonic()
-        probe.spin_for(1.5)
-        n = js.count_since(t0)
+        time.sleep(1.5)
+        n = len(js.since(t0))
         assert 0.6 * 200 * 1.5 <= n <= 1.2 * 200 * 1.5, f"{n} JointStates in 1.5 s at 200 Hz requested"
         msg = js.msgs[-1]
         assert list(msg.name) == spec.joint_names
@@ -529,7 +430,7 @@ class TestGo1Bridge:
 
     def test_go1_imu_says_upright_while_standing(self, go1_bridge):
         bridge, probe, _, imu = go1_bridge
-        assert probe.spin_until(lambda: len(imu.msgs) > 20, 5.0), bridge.output
+        assert wait_until(lambda: len(imu.msgs) > 20, 5.0), bridge.output
         m = imu.msgs[-1]
         q = m.orientation
         roll = math.atan2(2 * (q.w * q.x + q.y * q.z), 1 - 2 * (q.x ** 2 + q.y ** 2))
@@ -556,13 +457,13 @@ class TestPandaBridge:
             return np.array(js.msgs[-1].position[:7])
 
         # Before any command: the default pose is held, the fingers open.
-        probe.spin_for(0.3)
+        time.sleep(0.3)
         assert list(js.msgs[-1].name) == spec.joint_names + ["panda_finger_joint1", "panda_finger_joint2"]
         assert np.allclose(arm(), default, atol=0.02)
-        assert probe.spin_until(lambda: ee.msgs, 3.0), "no ~/ee_pose"
+        assert wait_until(lambda: ee.msgs, 3.0), "no ~/ee_pose"
         assert ee.msgs[-1].header.frame_id == "world" and ee.msgs[-1].pose.position.z > 0.1
         # The cube, as an object tracker would report it: resting in the bin at (0.5, 0, 0.02).
-        assert probe.spin_until(lambda: obj.msgs, 3.0), "no /object_pose"
+        assert wait_until(lambda: obj.msgs, 3.0), "no /object_pose"
         cube = obj.msgs[-1]
         assert cube.header.frame_id == "world"
         assert [cube.pose.position.x, cube.pose.position.y] == pytest.approx([0.5, 0.0], abs=0.01)
@@ -570,29 +471,29 @@ class TestPandaBridge:
 
         pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
         grip = probe.node.create_publisher(Float64MultiArray, spec.ros.gripper_commands, 10)
-        assert probe.spin_until(lambda: pub.get_subscription_count() > 0 and grip.get_subscription_count() > 0, 10.0)
+        assert wait_until(lambda: pub.get_subscription_count() > 0 and grip.get_subscription_count() > 0, 10.0)
 
         # A command of the wrong length is ignored (with a warning).
         pub.publish(Float64MultiArray(data=[0.5, 0.5, 0.5]))
-        probe.spin_for(0.4)
+        time.sleep(0.4)
         assert np.allclose(arm(), default, atol=0.02)
 
         target = default + np.array([0.3, 0.2, -0.2, 0.3, 0.3, -0.3, 0.4])
         pub.publish(Float64MultiArray(data=target.tolist()))
         grip.publish(Float64MultiArray(data=[0.01]))
-        assert probe.spin_until(lambda: np.allclose(arm(), target, atol=0.03), 3.0), \
+        assert wait_until(lambda: np.allclose(arm(), target, atol=0.03), 3.0), \
             f"joints {arm()} did not reach {target}"
-        assert probe.spin_until(lambda: np.allclose(js.msgs[-1].position[7:], 0.01, atol=0.003), 2.0)
+        assert wait_until(lambda: np.allclose(js.msgs[-1].position[7:], 0.01, atol=0.003), 2.0)
         assert "ignoring command" in bridge.output and "has 3 values, expected 7" in bridge.output
 
         client = probe.node.create_client(Trigger, "/panda_bridge/reset")
         assert client.wait_for_service(timeout_sec=5.0)
         future = client.call_async(Trigger.Request())
-        assert probe.spin_until(future.done, 5.0)
+        assert wait_until(future.done, 5.0)
         assert future.result().success
         n = len(js.msgs)
-        assert probe.spin_until(lambda: len(js.msgs) > n + 5, 2.0)
+        assert wait_until(lambda: len(js.msgs) > n + 5, 2.0)
         assert np.allclose(arm(), default, atol=0.02)  # back at the initial pose, and holding it
         assert np.allclose(js.msgs[-1].position[7:], spec.gripper.open, atol=0.003)
-        probe.spin_for(0.5)
+        time.sleep(0.5)
         assert np.allclose(arm(), default, atol=0.02)

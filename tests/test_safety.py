@@ -41,7 +41,7 @@ from roboreal.sim2real.safety import (
     TorqueLimit,
     VelocityLimit,
 )
-from roboreal.sim2real.safety.filters import projected_gravity, roll_pitch
+from roboreal.sim2real.safety.geometry import projected_gravity, roll_pitch
 
 ROBOTS = ("cartpole", "panda", "go1")
 DT = 0.02

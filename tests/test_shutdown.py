@@ -19,16 +19,15 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from ros_helpers import Probe, Process, domain_id, ros_env, wait_for
+
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # conftest: DDS stays on loopback
 pytestmark = [pytest.mark.ros,
               pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")]
@@ -36,130 +35,29 @@ pytestmark = [pytest.mark.ros,
 LIMIT = 2.0  # s from the signal to the process's exit
 
 
-def _domain(offset: int) -> int:
-    """This file's domain ids: offsets 30..39 from the process's base (test_ros_sim_bridge uses
-    0/50/75/100/150, test_recorder 25/75, test_policy_node the base itself)."""
-    base = int(os.environ.get("ROS_DOMAIN_ID", 100 + os.getpid() % 100))
-    return 1 + (base + offset) % 200
+def _roboreal(args: list[str], domain: int, log: Path) -> Process:
+    """`python -m roboreal ARGS` in a subprocess on `domain`, output in `log`; always stopped."""
+    return Process([sys.executable, "-m", "roboreal", *args], ros_env(domain), log=log, stop_timeout=5.0)
 
 
-def _env(domain: int) -> dict[str, str]:
-    return {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def _signal_and_time(node: Process, sig: int = signal.SIGINT, limit: float = 10.0) -> tuple[float, float]:
+    """Send `sig`; returns (wall-clock time of the signal, seconds until the process was gone)."""
+    fd = os.pidfd_open(node.proc.pid)
+    try:
+        t_wall, t0 = time.time(), time.monotonic()
+        node.proc.send_signal(sig)
+        ready, _, _ = select.select([fd], [], [], limit)
+        elapsed = time.monotonic() - t0
+    finally:
+        os.close(fd)
+    if not ready:
+        node.proc.kill()
+        elapsed = float("inf")
+    node.proc.wait(5)
+    return t_wall, elapsed
 
 
-class Node:
-    """`python -m roboreal ARGS` in a subprocess, output in a log file; always stopped."""
-
-    def __init__(self, args: list[str], domain: int, log: Path):
-        self.log = log
-        self._f = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "roboreal", *args], cwd=REPO, env=_env(domain),
-                                     stdout=self._f, stderr=subprocess.STDOUT)
-
-    @property
-    def output(self) -> str:
-        if not self._f.closed:
-            self._f.flush()
-        return self.log.read_text()
-
-    def wait_output(self, text: str, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if text in self.output:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} within {timeout} s (exit status {self.proc.poll()}):\n{self.output}")
-
-    def signal_and_time(self, sig: int = signal.SIGINT, limit: float = 10.0) -> tuple[float, float]:
-        """Send `sig`; returns (wall-clock time of the signal, seconds until the process was gone)."""
-        fd = os.pidfd_open(self.proc.pid)
-        try:
-            t_wall, t0 = time.time(), time.monotonic()
-            self.proc.send_signal(sig)
-            ready, _, _ = select.select([fd], [], [], limit)
-            elapsed = time.monotonic() - t0
-        finally:
-            os.close(fd)
-        if not ready:
-            self.proc.kill()
-            elapsed = float("inf")
-        self.proc.wait(5)
-        return t_wall, elapsed
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._f.close()
-
-
-class Probe:
-    """A node in this process (own context and domain) spinning in a thread; `got[topic]`
-    holds (wall time of reception, message) pairs."""
-
-    def __init__(self, domain: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("shutdown_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.got: dict[str, list] = {}
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.01)
-
-    def listen(self, msg_type, topic: str, qos=None) -> None:
-        from rclpy.qos import QoSProfile
-
-        self.got[topic] = []
-
-        def cb(msg):
-            with self.lock:
-                self.got[topic].append((time.time(), msg))
-
-        self.node.create_subscription(msg_type, topic, cb, qos or QoSProfile(depth=100))
-
-    def messages(self, topic: str, since: float = 0.0) -> list:
-        with self.lock:
-            return [m for t, m in self.got[topic] if t >= since]
-
-    def wait(self, cond, timeout: float, what: str, node: Node | None = None) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}" +
-                             (f"; node output:\n{node.output}" if node is not None else ""))
-
-    def every(self, period: float, fn) -> None:
-        self.node.create_timer(period, fn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
-
-
-def _assert_fast_clean_exit(node: Node, elapsed: float, what: str) -> None:
+def _assert_fast_clean_exit(node: Process, elapsed: float, what: str) -> None:
     print(f"{what}: exited {elapsed:.3f} s after the signal, status {node.proc.returncode}")
     assert node.proc.returncode == 0, f"{what} exited with {node.proc.returncode}:\n{node.output}"
     assert elapsed <= LIMIT, f"{what} took {elapsed:.2f} s to exit after the signal (limit {LIMIT} s):\n{node.output}"
@@ -181,12 +79,12 @@ def test_sim_bridge_exits_within_2s(robot, sig, tmp_path):
     from roboreal.robots.spec import load_robot
 
     spec = load_robot(robot)
-    domain = _domain(30 + (robot == "panda") + 2 * (sig == signal.SIGTERM))
-    bridge = Node(["sim-bridge", "--robot", robot], domain, tmp_path / "bridge.log")
+    domain = domain_id(30 + (robot == "panda") + 2 * (sig == signal.SIGTERM))
+    bridge = _roboreal(["sim-bridge", "--robot", robot], domain, tmp_path / "bridge.log")
     probe = None
     try:
-        probe = Probe(domain)
-        probe.listen(JointState, spec.ros.joint_states, qos_profile_sensor_data)
+        probe = Probe(domain, "shutdown_probe")
+        joint_states = probe.listen(JointState, spec.ros.joint_states, qos_profile_sensor_data, clock=time.time)
         pub = probe.node.create_publisher(Float64MultiArray, spec.ros.joint_commands, 10)
         default, k = spec.array("default").tolist(), [0]
 
@@ -194,14 +92,14 @@ def test_sim_bridge_exits_within_2s(robot, sig, tmp_path):
             k[0] += 1
             pub.publish(Float64MultiArray(data=default if k[0] % 10 else default[:2]))
 
-        probe.every(0.02, command)
-        probe.wait(lambda: len(probe.messages(spec.ros.joint_states)) > 100, 30, "joint states", bridge)
+        probe.node.create_timer(0.02, command)
+        wait_for(lambda: len(joint_states.msgs) > 100, 30, "joint states", bridge)
         bridge.wait_output("first command received", 5)
-        _, elapsed = bridge.signal_and_time(sig)
+        _, elapsed = _signal_and_time(bridge, sig)
     finally:
         if probe is not None:
             probe.close()
-        bridge.close()
+        bridge.stop()
     _assert_fast_clean_exit(bridge, elapsed, f"the {robot} sim bridge")
     assert "[sim_bridge] shutting down" in bridge.output and "did not stop" not in bridge.output
 
@@ -212,7 +110,8 @@ def test_sim_bridge_exits_within_2s(robot, sig, tmp_path):
 @pytest.fixture(scope="module")
 def go1_bundle(tmp_path_factory) -> Path:
     """A go1-walk bundle from a tiny training run (a valid bundle, not a good policy)."""
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     run = tmp_path_factory.mktemp("shutdown_run") / "go1"
@@ -233,28 +132,28 @@ def test_policy_node_exits_within_2s_after_its_safe_command(go1_bundle, tmp_path
     from roboreal.robots.spec import load_robot
 
     spec = load_robot("go1")
-    domain = _domain(34)
-    bridge = Node(["sim-bridge", "--robot", "go1"], domain, tmp_path / "bridge.log")
-    policy = Node(["deploy", str(go1_bundle), "--robot", "go1"], domain, tmp_path / "policy.log")
+    domain = domain_id(34)
+    bridge = _roboreal(["sim-bridge", "--robot", "go1"], domain, tmp_path / "bridge.log")
+    policy = _roboreal(["deploy", str(go1_bundle), "--robot", "go1"], domain, tmp_path / "policy.log")
     probe = None
     try:
-        probe = Probe(domain)
-        probe.listen(Float64MultiArray, spec.ros.joint_commands)
-        probe.listen(String, "/policy_node/mode", QoSProfile(
-            depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        probe = Probe(domain, "shutdown_probe")
+        commands = probe.listen(Float64MultiArray, spec.ros.joint_commands, clock=time.time)
+        modes = probe.listen(String, "/policy_node/mode", QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+            clock=time.time)
         cmd_vel = probe.node.create_publisher(Twist, spec.ros.cmd_vel, 10)
-        probe.every(0.05, lambda: cmd_vel.publish(Twist()))
-        probe.wait(lambda: len(probe.messages(spec.ros.joint_commands)) > 20, 45, "the policy node's commands",
-                   policy)
-        t_sig, elapsed = policy.signal_and_time(signal.SIGINT)
+        probe.node.create_timer(0.05, lambda: cmd_vel.publish(Twist()))
+        wait_for(lambda: len(commands.msgs) > 20, 45, "the policy node's commands", policy)
+        t_sig, elapsed = _signal_and_time(policy, signal.SIGINT)
         time.sleep(0.3)  # the probe takes what was delivered
-        after_cmds = probe.messages(spec.ros.joint_commands, since=t_sig)
-        after_modes = [m.data for m in probe.messages("/policy_node/mode", since=t_sig)]
+        after_cmds = commands.since(t_sig)
+        after_modes = [m.data for m in modes.since(t_sig)]
     finally:
         if probe is not None:
             probe.close()
-        policy.close()
-        bridge.close()
+        policy.stop()
+        bridge.stop()
     _assert_fast_clean_exit(policy, elapsed, "the policy node")
     assert after_cmds, f"no command after the signal:\n{policy.output}"
     assert np.isfinite(after_cmds[-1].data).all() and len(after_cmds[-1].data) == 12
@@ -272,33 +171,33 @@ def test_teleop_go1_exits_within_2s_stopping_the_robot(tmp_path):
     from sensor_msgs.msg import Joy
     from std_msgs.msg import Bool
 
-    domain = _domain(35)
-    teleop = Node(["teleop", "--robot", "go1"], domain, tmp_path / "teleop.log")
+    domain = domain_id(35)
+    teleop = _roboreal(["teleop", "--robot", "go1"], domain, tmp_path / "teleop.log")
     probe = None
     try:
-        probe = Probe(domain)
-        probe.listen(Twist, "/cmd_vel")
-        probe.listen(Bool, "/intervention")
+        probe = Probe(domain, "shutdown_probe")
+        twist_msgs = probe.listen(Twist, "/cmd_vel", clock=time.time)
+        interventions = probe.listen(Bool, "/intervention", clock=time.time)
         joy = probe.node.create_publisher(Joy, "/joy", 10)
         n = [0]
 
         def push():  # left stick forward; button 4 (LB) tapped every 0.5 s until intervention is on
             n[0] += 1
             buttons = [0] * 8
-            buttons[4] = int(n[0] % 10 == 0 and not any(m.data for m in probe.messages("/intervention")))
+            buttons[4] = int(n[0] % 10 == 0 and not any(m.data for m in interventions.msgs))
             joy.publish(Joy(axes=[0.0, 0.8, 0.0, 0.0, 0.0, 0.0], buttons=buttons))
 
-        probe.every(0.05, push)
-        probe.wait(lambda: any(m.linear.x > 0.7 for m in probe.messages("/cmd_vel"))
-                   and any(m.data for m in probe.messages("/intervention")), 30, "vx 0.8 and intervention on", teleop)
-        t_sig, elapsed = teleop.signal_and_time(signal.SIGINT)
+        probe.node.create_timer(0.05, push)
+        wait_for(lambda: any(m.linear.x > 0.7 for m in twist_msgs.msgs)
+                 and any(m.data for m in interventions.msgs), 30, "vx 0.8 and intervention on", teleop)
+        t_sig, elapsed = _signal_and_time(teleop, signal.SIGINT)
         time.sleep(0.3)
-        twists = probe.messages("/cmd_vel", since=t_sig)
-        flags = [m.data for m in probe.messages("/intervention", since=t_sig)]
+        twists = twist_msgs.since(t_sig)
+        flags = [m.data for m in interventions.since(t_sig)]
     finally:
         if probe is not None:
             probe.close()
-        teleop.close()
+        teleop.stop()
     _assert_fast_clean_exit(teleop, elapsed, "teleop")
     assert twists, f"no cmd_vel after the signal:\n{teleop.output}"
     last = twists[-1]
@@ -314,22 +213,22 @@ def test_teleop_panda_exits_within_2s_without_a_new_goal(tmp_path):
     from geometry_msgs.msg import PoseStamped
     from std_msgs.msg import Bool
 
-    domain = _domain(36)
-    teleop = Node(["teleop", "--robot", "panda"], domain, tmp_path / "teleop.log")
+    domain = domain_id(36)
+    teleop = _roboreal(["teleop", "--robot", "panda"], domain, tmp_path / "teleop.log")
     probe = None
     try:
-        probe = Probe(domain)
-        probe.listen(PoseStamped, "/goal_pose")
-        probe.listen(Bool, "/intervention")
-        probe.wait(lambda: len(probe.messages("/goal_pose")) > 5, 30, "goals", teleop)
-        t_sig, elapsed = teleop.signal_and_time(signal.SIGINT)
+        probe = Probe(domain, "shutdown_probe")
+        goals = probe.listen(PoseStamped, "/goal_pose", clock=time.time)
+        interventions = probe.listen(Bool, "/intervention", clock=time.time)
+        wait_for(lambda: len(goals.msgs) > 5, 30, "goals", teleop)
+        t_sig, elapsed = _signal_and_time(teleop, signal.SIGINT)
         time.sleep(0.3)
-        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in probe.messages("/goal_pose")]
-        flags = [m.data for m in probe.messages("/intervention", since=t_sig)]
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in goals.msgs]
+        flags = [m.data for m in interventions.since(t_sig)]
     finally:
         if probe is not None:
             probe.close()
-        teleop.close()
+        teleop.stop()
     _assert_fast_clean_exit(teleop, elapsed, "teleop")
     assert max(stamps) < t_sig + 0.05, f"a goal stamped {max(stamps) - t_sig:.3f} s after the signal"
     assert flags and flags[-1] is False, flags
@@ -361,13 +260,13 @@ def test_recorder_exits_within_2s_writing_the_running_episode(tmp_path):
     from roboreal.data import DatasetReader
     from roboreal.sim2real.nodes.step_record import MODES, StepPacker, info_json, step_fields
 
-    domain = _domain(37)
+    domain = domain_id(37)
     out = tmp_path / "session.hdf5"
-    rec = Node(["record", "--out", str(out)], domain, tmp_path / "recorder.log")
+    rec = _roboreal(["record", "--out", str(out)], domain, tmp_path / "recorder.log")
     probe = None
     sent = []
     try:
-        probe = Probe(domain)
+        probe = Probe(domain, "shutdown_probe")
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         info_pub = probe.node.create_publisher(String, "/policy_node/info", latched)
@@ -379,20 +278,20 @@ def test_recorder_exits_within_2s_writing_the_running_episode(tmp_path):
                 "topics": {"step": "/policy_node/step", "info": "/policy_node/info"}}
         info_pub.publish(String(data=info_json(info)))
         rec.wait_output("session: cartpole", 30)
-        probe.wait(lambda: step_pub.get_subscription_count() > 0, 10, "the recorder's step subscription", rec)
+        wait_for(lambda: step_pub.get_subscription_count() > 0, 10, "the recorder's step subscription", rec)
         packer = StepPacker(OBS, ACT)
 
         def publish_step():
             sent.append(len(sent) + 1)
             step_pub.publish(packer.pack(_step(sent[-1])))
 
-        probe.every(DT, publish_step)
-        probe.wait(lambda: len(sent) >= 100, 10, "100 steps sent")
-        _, elapsed = rec.signal_and_time(signal.SIGINT)
+        probe.node.create_timer(DT, publish_step)
+        wait_for(lambda: len(sent) >= 100, 10, "100 steps sent")
+        _, elapsed = _signal_and_time(rec, signal.SIGINT)
     finally:
         if probe is not None:
             probe.close()
-        rec.close()
+        rec.stop()
     _assert_fast_clean_exit(rec, elapsed, "the recorder")
     with DatasetReader(out) as r:
         assert r.names == ["demo_0"], r.names

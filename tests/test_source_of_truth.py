@@ -141,7 +141,8 @@ def test_roboreal_sim2real_load_bundle_is_the_documented_entry_point(go1_bundle)
 @pytest.mark.parametrize("robot", ["go1", "panda"])
 def test_training_and_deployment_observations_agree(robot, go1_bundle, panda_bundle):
     """The same states through the env's terms and the deployment builder, every term."""
-    from roboreal.sim2real.sim2sim import evaluate_deployment, preset_conditions
+    from roboreal.sim2real.sim2sim import evaluate_deployment
+    from roboreal.sim2real.simulated_driver import preset_conditions
 
     bundle = load_bundle(go1_bundle if robot == "go1" else panda_bundle, robot=robot)
     randomization, _ = preset_conditions("heavy")
@@ -155,7 +156,8 @@ def test_sim2sim_runs_the_chain_and_the_driver_latency_matters(go1_bundle):
     """The deployment path's own behaviour shows: a driver whose readings arrive later than
     the joint-state watchdog allows makes every robot's chain latch its fault mode (the
     training env has no such thing), a normal one does not; drops are counted."""
-    from roboreal.sim2real.sim2sim import DriverCfg, evaluate_deployment
+    from roboreal.sim2real.sim2sim import evaluate_deployment
+    from roboreal.sim2real.simulated_driver import DriverCfg
 
     bundle = load_bundle(go1_bundle, robot="go1")
     timeout_ms = bundle.manifest["safety"]["watchdog"]["joint_states"] * 1000

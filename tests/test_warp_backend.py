@@ -233,7 +233,8 @@ def test_bad_backend_options_are_refused():
 
 
 def test_ppo_trains_on_the_warp_backend_and_resumes(tmp_path):
-    from roboreal.agents.runner import resolve_config, resume, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import resume, train
 
     cfg = resolve_config("cartpole-balance", "ppo", ["backend=warp", "num_steps=16", "runner.save_interval=1"],
                          num_envs=4, total_steps=4 * 16 * 2, seed=0)

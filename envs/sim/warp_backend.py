@@ -34,6 +34,9 @@ Differences from the C backend a user should know about:
   the reset-time forward pass are captured into CUDA graphs after their first eager
   run. If capture fails, the backend says so (a `RuntimeWarning` and
   `describe()["graph_capture"]`) and runs eagerly. The Warp CPU device has no graphs.
+
+One module although it is over 400 lines: one backend, whose model transfer, stepping,
+resets and randomization all depend on the same Warp array layout.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.launch_runner import launch_main
+    from roboreal.sim2real.launching import launch_main
 
     return launch_main(args.file, args.launch_args, dry_run=args.dry_run, show_args=args.show_args,
                        sigterm_timeout=args.sigterm_timeout, sigkill_timeout=args.sigkill_timeout)

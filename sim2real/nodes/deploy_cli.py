@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="The policy node: builds the bundle's observation from JointState/Imu/Twist/PoseStamped, runs "
                     "the policy at the manifest's control rate and publishes joint commands through the safety "
                     "chain. A bundle for another robot is refused (exit 1). Every option is a ROS parameter (see "
-                    "roboreal/sim2real/nodes/policy_node.py; defaults by robot kind in config/policy_node_<kind>.yaml); safety.* "
+                    "roboreal/sim2real/nodes/policy_node.py and policy_params.py; defaults by robot kind in config/policy_node_<kind>.yaml); safety.* "
                     "parameters may only tighten robot.yaml's limits (exit 2 otherwise). E-stop: publish true on "
                     "/policy_node/estop; release: call /policy_node/reset (std_srvs/Trigger).")
     p.add_argument("bundle", nargs="?", help="bundle directory (or -p bundle:=PATH)")

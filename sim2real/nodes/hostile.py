@@ -13,6 +13,9 @@ driver published.
 one. Used by tests/test_safety_wire.py (a bounded run in CI) and
 benchmarks/fuzz_wire.py (a long one). DDS stays on this host: the caller sets
 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and its ROS_DOMAIN_ID.
+
+One module although it is over 400 lines: a test and benchmark tool (never deployed)
+whose hostile messages and the checks of what arrives share one model of the robot.
 """
 
 from __future__ import annotations
@@ -457,7 +460,8 @@ TINY_RUNS = {"go1": ("go1-walk", "ppo", {"num_steps": 4, "num_minibatches": 1, "
 
 def tiny_bundle(robot: str, root: Path) -> Path:
     """A bundle for `robot` from a one-iteration training run in `root`."""
-    from roboreal.agents.runner import resolve_config, train
+    from roboreal.agents.run_config import resolve_config
+    from roboreal.agents.runner import train
     from roboreal.sim2real.bundle import export_bundle
 
     task, algo, over = TINY_RUNS[robot]

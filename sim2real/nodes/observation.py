@@ -129,7 +129,7 @@ class ObservationBuilder:
         self._object_stamp: float | None = None
         self.last_action: np.ndarray | None = None
 
-        self.needs_imu = spec.kind == "quadruped"
+        self.needs_imu = spec.reads_imu
         self.needs_goal = self.needs_object = False
         self._fk = None
         self._readers: dict[str, Callable[[], np.ndarray]] = {}  # reading -> its current (1, k) value

@@ -4,7 +4,7 @@ Each node does one job and takes its parameters from YAML, as ros2_controllers d
 defaults, lowest precedence first (params files and -p overrides passed at launch win over
 all of them):
 
-1. its code (``PARAMETERS`` in the node's module);
+1. its code (``PARAMETERS`` in the node's module; the policy node's: ``policy_params.py``);
 2. ``config/<node>_<kind>.yaml``: the generic values for the robot's kind (quadruped,
    manipulator, cartpole), shipped next to this module;
 3. values derived from the robot itself (`derived_parameters`): its robot.yaml and model

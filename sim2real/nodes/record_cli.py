@@ -39,7 +39,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.recover:
         from pathlib import Path
 
-        from roboreal.sim2real.nodes.recorder import recover_mcap
+        from roboreal.sim2real.nodes.mcap_writer import recover_mcap
 
         src = Path(args.recover)
         dst = src.with_name(src.stem + ".recovered.mcap")

@@ -6,9 +6,10 @@ the keyboard (``keyboard: true``; stdin must be a terminal).
 
 Output, every 1/``rate`` s (streamed, so the policy node's command watchdog stays fed;
 stop this node and the robot holds):
-  * quadrupeds: ``geometry_msgs/Twist`` on ``cmd_vel_topic`` (robot.yaml ros.cmd_vel):
+  * robots that take velocity commands (robot.yaml ros.cmd_vel: quadrupeds):
+    ``geometry_msgs/Twist`` on ``cmd_vel_topic``:
     linear.x, linear.y, angular.z from the sticks (``axis_vx/vy/wz`` x ``max_vx/vy/wz``)
-  * manipulators: ``geometry_msgs/PoseStamped`` on ``goal_topic`` (robot.yaml ros.goal),
+  * robots that take goals (robot.yaml ros.goal: manipulators): ``geometry_msgs/PoseStamped`` on ``goal_topic``,
     frame ``goal_frame_id``: the current goal nudged by the sticks at ``goal_speed`` m/s,
     kept inside the spec's workspace box. It starts at ``initial_goal`` (default: the
     end-effector at the default pose, MuJoCo FK) and adopts goals others publish there.
@@ -47,9 +48,12 @@ commands, ``max_vx/vy/wz`` then follow its manifest: its action size and the vel
 it was trained on). Defaults: this file, then the robot kind's ``config/teleop_<kind>.yaml``,
 then the bundle's manifest (`roboreal.sim2real.nodes.params`), then params files / -p.
 
-Keys: w/s a/d q/e  vx, vy, yaw rate (quadruped) | w/s a/d r/f  goal x, y, z (manipulator)
+Keys: w/s a/d q/e  vx, vy, yaw rate (cmd_vel) | w/s a/d r/f  goal x, y, z (goal)
       space  zero the velocity  |  i  toggle intervention  |  [ ]  select action dim
       k/l  action dim -/+  |  z  zero the action  |  x  e-stop  |  h  help
+
+Over 400 lines only with its operator reference (this docstring and `PARAMETERS`): the
+logic (`TeleopLogic`, pure) and the node are about 370 lines.
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ class TeleopLogic:
     """What the human asks for, from Joy messages and key presses (no ROS; unit-testable)."""
 
     cfg: TeleopConfig
-    kind: str  # quadruped | manipulator | cartpole
+    command_inputs: tuple[str, ...]  # what the human drives: "cmd_vel" and/or "goal" (RobotSpec.command_inputs)
     goal: np.ndarray | None = None
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
     intervening: bool = False
@@ -188,7 +192,7 @@ class TeleopLogic:
         """A key press; returns events."""
         c, events = self.cfg, []
         steps = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1)}
-        if self.kind == "quadruped":
+        if "cmd_vel" in self.command_inputs:
             steps.update({"q": (2, 1), "e": (2, -1)})
             if ch in steps:
                 i, sign = steps[ch]
@@ -196,7 +200,7 @@ class TeleopLogic:
                 self.velocity[i] = float(np.clip(self.velocity[i] + sign * c.key_velocity_step, -lim, lim))
             elif ch == " ":
                 self.velocity[:] = 0.0
-        elif self.kind == "manipulator" and self.goal is not None:
+        elif "goal" in self.command_inputs and self.goal is not None:
             steps.update({"r": (2, 1), "f": (2, -1)})
             if ch in steps:
                 i, sign = steps[ch]
@@ -233,7 +237,7 @@ class TeleopLogic:
         if not self.joy_fresh(now):
             self.velocity = np.zeros(3)
             return
-        if self.kind == "manipulator" and self.goal is not None:
+        if "goal" in self.command_inputs and self.goal is not None:
             c = self.cfg
             d = np.array([self._axis(self.joy_axes, a) for a in c.axis_goal]) * c.goal_speed * dt
             self.set_goal(self.goal + d)
@@ -292,15 +296,15 @@ def make_node(**kwargs):
             self.rate = float(p["rate"])
             if not self.rate > 0:
                 raise ConfigError("rate", f"must be positive, got {self.rate}")
-            self.logic = TeleopLogic(_config(spec, p), spec.kind)
+            self.logic = TeleopLogic(_config(spec, p), spec.command_inputs)
             self.goal_frame = str(p["goal_frame_id"])
             qos = QoSProfile(depth=10)
             self.twist_pub = self.goal_pub = None
             cmd_topic = str(p["cmd_vel_topic"] or spec.ros.cmd_vel or "")
             goal_topic = str(p["goal_topic"] or spec.ros.goal or "")
-            if spec.kind == "quadruped" and cmd_topic:
+            if "cmd_vel" in spec.command_inputs and cmd_topic:
                 self.twist_pub = self.create_publisher(Twist, cmd_topic, qos)
-            if spec.kind == "manipulator" and goal_topic:
+            if "goal" in spec.command_inputs and goal_topic:
                 g = np.array([float(v) for v in p["initial_goal"]])
                 self.logic.set_goal(default_goal(spec) if not np.isfinite(g).all() else g)
                 self.goal_pub = self.create_publisher(PoseStamped, goal_topic, qos)

@@ -1,4 +1,8 @@
-"""`SafetyChain`: the ordered filters between a policy and a real robot."""
+"""`SafetyChain`: the ordered filters between a policy and a real robot.
+
+The filters are the registered ones (`roboreal.sim2real.safety.base.register`), built for
+the robot in their declared order; the chain maps each step's mode to where the target
+comes from and clips the final command."""
 
 from __future__ import annotations
 
@@ -9,24 +13,10 @@ import numpy as np
 from roboreal.config import ConfigError
 from roboreal.robots.spec import RobotSpec
 from roboreal.control.action import ActionMapping, GripperMapping
-from roboreal.sim2real.safety.filters import (
-    ActionClip,
-    ActionMap,
-    EStop,
-    NonFiniteGuard,
-    PlausibilityGuard,
-    PositionLimit,
-    RateLimit,
-    SafetyFilter,
-    StartupRamp,
-    TiltGuard,
-    TorqueLimit,
-    VelocityLimit,
-    Watchdog,
-    WorkspaceLimit,
-    as_vector,
-    summarize,
-)
+from roboreal.sim2real.safety.base import SafetyFilter, registered_filters, summarize
+from roboreal.sim2real.safety.geometry import as_vector
+from roboreal.sim2real.safety.guards import EStop
+from roboreal.sim2real.safety.joint_limits import StartupRamp, TorqueLimit
 from roboreal.sim2real.safety.limits import SafetyLimits
 from roboreal.sim2real.safety.types import _BIG, RobotState, SafetyCommand, StepContext, all_finite, same_values
 
@@ -34,13 +24,6 @@ FINAL_GUARD = "final_guard"
 GRIPPER = "gripper"  # the gripper command's own limit (`SafetyChain.gripper`)
 # mode -> behaviour where they differ (see `SafetyChain._choose_source`)
 _BEHAVIOUR = {"soft_hold": "hold", "startup_ramp": "ramp"}
-
-
-def _load_model(spec: RobotSpec):
-    """The robot's model with robot.yaml's values written in (cached by `build_model`)."""
-    from roboreal.robots.model import build_model
-
-    return build_model(spec)
 
 
 class SafetyChain:
@@ -66,6 +49,9 @@ class SafetyChain:
     the last target for joints whose reading is implausible) with, for commanded gains,
     kp = 0 and kd = damping_kd.
     """
+
+    # the safety limit the chain itself enforces (`why_not_still`); the others belong to its filters
+    enforces = ("reset_max_joint_speed",)
 
     def __init__(self, spec: RobotSpec, mapping: ActionMapping, dt: float, limits: SafetyLimits | None = None,
                  gains: str | None = None):
@@ -115,43 +101,13 @@ class SafetyChain:
         self._unknown = np.full(self.n, np.nan)  # what a missing measurement reads as
         self._neg_tau_max = -self.tau_max
 
-        # ----- the chain, in order -----
-        index = np.array([self.joint_names.index(j) for j in mapping.joints], dtype=int)
-        has_command = spec.ros.cmd_vel is not None or spec.ros.goal is not None
-        self.torque = TorqueLimit(self.tau_max)
-        self.ramp = StartupRamp(
-            limits.startup_ramp_time, limits.fade_in_time,
-            end=self.default if self.position_control else None,
-            speed=0.9 * np.minimum(self.max_rate, self.v_max) if self.position_control else None,
-            lower=self.lower, upper=self.upper)
-        self._estop = EStop()
-        filters: list[SafetyFilter] = [
-            NonFiniteGuard(self.fault_mode, mapping.size, len(spec.joints), self.n,
-                           needs_orientation=limits.tilt_limit is not None),  # 1
-            PlausibilityGuard(self.fault_mode, self.joint_names, spec.lower, spec.upper,
-                              spec.array("velocity_limit"), limits.plausibility),  # 1
-            ActionClip(),  # 2
-            ActionMap(mapping, index, self.default, self.position_control),  # 3
-            RateLimit(self.max_rate),  # 3
-            PositionLimit(self.lower, self.upper),  # 4
-            VelocityLimit(self.v_max),  # 5
-            self.torque,  # 6
-        ]
-        if limits.workspace_min is not None:  # 7
-            if not self.position_control or spec.sites.end_effector is None:
-                raise ConfigError("safety.workspace_min",
-                                  "a workspace box needs a position-controlled robot with sites.end_effector")
-            filters.append(WorkspaceLimit(_load_model(spec), spec.sites.end_effector,
-                                          self.joint_names, limits.workspace_min, limits.workspace_max))
-        if limits.tilt_limit is not None:  # 8
-            filters.append(TiltGuard(limits.tilt_limit))
-        filters += [
-            Watchdog(self.fault_mode, limits.watchdog.joint_states, limits.watchdog.imu,
-                     limits.watchdog.command if has_command else None),  # 9
-            self._estop,  # 10
-            self.ramp,  # 10
-        ]
-        self.filters: tuple[SafetyFilter, ...] = tuple(filters)
+        # ----- the chain: every registered filter that applies to this robot, in order -----
+        built = (cls.build(self) for cls in registered_filters())
+        self.filters: tuple[SafetyFilter, ...] = tuple(f for f in built if f is not None)
+        # the filters the chain itself calls into
+        self.torque: TorqueLimit = self.filter("torque_limit")
+        self.ramp: StartupRamp = self.filter("startup_ramp")
+        self._estop: EStop = self.filter("estop")
         self._report = {name: {"count": 0, "last_time": None, "max_magnitude": 0.0}
                         for name in [f.name for f in self.filters] + [FINAL_GUARD]}
         g = spec.gripper
@@ -371,8 +327,8 @@ class SafetyChain:
             suspect = ~np.isfinite(ctx.q) if ctx.suspect is None else ctx.suspect
             ctx.value = np.where(suspect, ctx.prev, np.clip(np.nan_to_num(ctx.q), self.lower, self.upper))
         elif behaviour == "hold":
-            quadruped_stand = mode == "soft_hold" and self.spec.kind == "quadruped"
-            ctx.value = self.default.copy() if quadruped_stand else ctx.prev.copy()
+            stand = mode == "soft_hold" and self.spec.stands_without_command  # a stale command
+            ctx.value = self.default.copy() if stand else ctx.prev.copy()
         elif behaviour == "ramp":
             ctx.value = self.ramp.target(ctx.now) if self.ramp.start is not None else ctx.prev.copy()
         else:

@@ -1,6 +1,6 @@
 """`SafetyLimits`: the limits one deployment enforces, tightened from the robot spec.
 
-`robot.yaml`'s ``safety:`` section (`roboreal.robots.spec.SafetySpec`) is the loosest
+`robot.yaml`'s ``safety:`` section (`roboreal.robots.safety_spec.SafetySpec`) is the loosest
 the robot may ever be run. A deployment (a launch file, a bundle, an operator's YAML)
 may *tighten* any limit but never loosen it::
 
@@ -27,8 +27,9 @@ What "tighter" means, field by field:
 `fault_mode` and `damping_kd` are behaviour, not limits: they come from robot.yaml only.
 
 The fields, what a valid value is and which way is tighter are all read off `SafetySpec`
-(its fields' metadata, `roboreal.robots.spec`): a new limit is declared there and
-`SafetyLimits` has it; values are checked by the same `validate_safety` as robot.yaml.
+(its fields' metadata, `roboreal.robots.safety_spec`): a new limit is declared there and
+`SafetyLimits` (and `LIMIT_KEYS`) has it; values are checked by the same `validate_safety`
+as robot.yaml.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import typing
 from typing import Any
 
 from roboreal.config import ConfigError
-from roboreal.robots.spec import RobotSpec, SafetySpec, finite_number, validate_safety
+from roboreal.robots.safety_spec import SafetySpec, finite_number, validate_safety
+from roboreal.robots.spec import RobotSpec
 
 _PREFIX = "safety"
 
@@ -75,6 +77,11 @@ def _derive() -> tuple[tuple[dataclasses.Field, ...], dict[str, str], dict[str, 
 # _SCALARS: field -> "smaller" | "larger" (which direction is tighter); _GROUPS: nested
 # sections; _OPTIONAL: None = not checked (the loosest value); _NOT_LIMITS: behaviour.
 _FIELDS, _SCALARS, _GROUPS, _OPTIONAL, _BOXES, _NOT_LIMITS = _derive()
+# every limit as a dotted key ("max_target_rate", "watchdog.imu"), in SafetySpec's order:
+# the names a deployment sets them by (the policy node's safety.* parameters)
+LIMIT_KEYS: tuple[str, ...] = tuple(
+    key for f in _FIELDS
+    for key in ([f"{f.name}.{g.name}" for g in dataclasses.fields(_GROUPS[f.name])] if f.name in _GROUPS else [f.name]))
 
 
 def _number(field: str, value: Any) -> float:
@@ -122,7 +129,7 @@ class _SafetyLimitsMethods:
     # ----- checks -----
     def validate(self) -> None:
         """Each value on its own: finite, in range. Raises ConfigError naming the field.
-        The rules are robot.yaml's (`roboreal.robots.spec.validate_safety`)."""
+        The rules are robot.yaml's (`roboreal.robots.safety_spec.validate_safety`)."""
         validate_safety(self, prefix=_PREFIX)
 
     def check_within(self, base: "SafetyLimits") -> None:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 
-Mode = Literal["startup_ramp", "policy", "hold", "damping", "estop"]
 MODES: tuple[str, ...] = ("startup_ramp", "policy", "hold", "damping", "estop")
 
 # How a step's mode is decided: every supervising filter may request a mode; the most
@@ -162,12 +159,8 @@ class StepContext:
             magnitude = _BIG
         self.interventions[name] = max(self.interventions.get(name, 0.0), magnitude)
 
-    @property
-    def measured_finite(self) -> bool:
-        return all_finite(self.q) and all_finite(self.dq)
-
     def gravity(self, compute):
-        """``compute(self.state)`` (the projected gravity, `filters.gravity_direction`), computed
+        """``compute(self.state)`` (the projected gravity, `geometry.gravity_direction`), computed
         once per step and state: the non-finite guard and the tilt guard both need it."""
         cached = self._gravity
         if cached is None or cached[0] is not self.state:
@@ -190,8 +183,8 @@ class StepContext:
         del self._folds[k:]  # the folds from here on include the new constraint
         return self.feasible()
 
-    def feasible(self, max_priority: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The feasible interval of the constraints (those up to `max_priority`), see `constrain`.
+    def feasible(self) -> tuple[np.ndarray, np.ndarray]:
+        """The feasible interval of the constraints, see `constrain`.
 
         Folding [lo, hi] into the feasible interval [flo, fhi] clips both ends into it: the
         intersection where they overlap, else the end of [flo, fhi] nearest to [lo, hi].
@@ -200,9 +193,6 @@ class StepContext:
         """
         cons = self.constraints
         end = len(cons)
-        if max_priority is not None:
-            while end and cons[end - 1][0] > max_priority:
-                end -= 1
         if not end:
             n = len(self.prev)
             return np.full(n, -np.inf), np.full(n, np.inf)

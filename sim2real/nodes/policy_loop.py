@@ -1,0 +1,115 @@
+"""The policy node's loop: its executor (`make_executor`), and `PolicyNodeLoop.spin`, which
+handles messages and services as they come and runs the control step when it is due
+(`timing.ControlSchedule`), never on older readings than have arrived.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import rclpy
+
+
+def make_executor(kind: str) -> Any:
+    """rclpy's SingleThreadedExecutor ("single") or the C++ EventsExecutor ("events")."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor()
+
+
+def _sleep_until(t: float) -> None:
+    """Wait until monotonic time `t`: sleep, then spin for the last 0.1 ms (sleep overshoots)."""
+    left = t - time.monotonic()
+    if left > 2e-4:
+        time.sleep(left - 1e-4)
+    while time.monotonic() < t:
+        pass
+
+
+class PolicyNodeLoop:
+    """How the policy node runs (a part of `PolicyNode`, which sets the attributes used here:
+    schedule, settings, chain, builder, limits, dt, callbacks, step_requested, and `_step`)."""
+
+    def spin(self, executor: Any, stop: threading.Event) -> None:
+        """Run the node until `stop` is set: messages and services as they come, the control
+        step when it is due (`timing.ControlSchedule`), and before a timer step every message
+        already waiting, so a step never runs on older readings than have arrived."""
+        schedule = self.schedule
+        priority = self.settings.realtime_priority
+        if priority:
+            try:  # this thread only: the control loop preempts ordinary processes (not the kernel's)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            except (OSError, AttributeError) as e:
+                self.get_logger().warning(f"realtime_priority {priority} not granted ({e}): normal scheduling")
+        schedule.start(time.monotonic())
+        failures = 0
+        while not stop.is_set() and rclpy.ok(context=self.context):
+            try:
+                self._spin_once(executor)
+                failures = 0
+            except Exception as e:  # a bug in a callback must not silence the robot: latch the e-stop, go on
+                failures += 1
+                self.get_logger().error(f"internal error, e-stop latched: {type(e).__name__}: {e}",
+                                        throttle_duration_sec=1.0)
+                self.chain.estop(f"internal error: {type(e).__name__}: {e}")
+                if failures > 100:
+                    raise
+
+    def _spin_once(self, executor: Any) -> None:
+        """One turn of `spin`: a due step, or waiting for (and handling) the next message."""
+        schedule = self.schedule
+        now = time.monotonic()
+        if not (self.step_requested or schedule.timer_due(now)):
+            executor.spin_once(timeout_sec=min(schedule.timeout(now), 0.05))
+            return
+        deadline_tick = not self.step_requested
+        if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
+            # the node itself was away (a stall): what the sensors sent meanwhile may still be in
+            # DDS's hands; take it first, so that the watchdog judges the sensors on what they
+            # sent, not on how long this process slept
+            self._catch_up(executor, 0.05)
+            self._drain(executor)
+        elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
+            self._drain(executor)
+        if deadline_tick:
+            _sleep_until(schedule.deadline)  # woken `lead` early to drain: now step on the tick
+        self.step_requested = False
+        now = time.monotonic()
+        try:
+            self._step(now)
+        finally:
+            schedule.stepped(now, deadline_tick)
+
+    def _catch_up(self, executor: Any, limit: float) -> None:
+        """After a stall: handle what DDS delivers until the joint reading is fresh again, DDS
+        has had nothing more for 3 ms, or `limit` s have passed (the sensors then really are
+        silent, and the watchdog says so)."""
+        fresh = 0.5 * self.limits.watchdog.joint_states
+        now = time.monotonic()
+        end, last_news = now + limit, now
+        while now < end:
+            before = self.callbacks
+            executor.spin_once(timeout_sec=min(0.002, end - now))
+            now = time.monotonic()
+            if self.callbacks != before:
+                last_news = now
+            measured = self.builder.joint_state_time()
+            if measured is not None and now - measured < fresh:
+                return
+            if now - last_news > 0.003:
+                return
+
+    def _drain(self, executor: Any, limit: int = 100) -> None:
+        """Handle the callbacks that are ready now, without waiting (at most `limit`)."""
+        for _ in range(limit):
+            before = self.callbacks
+            executor.spin_once(timeout_sec=0.0)
+            if self.callbacks == before:
+                return
