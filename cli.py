@@ -41,7 +41,8 @@ COMMAND_MODULES = {
     "roboreal.data.cli": ("data",),
     "roboreal.agents.offline_cli": ("offline",),
     "roboreal.sim2real.cli": ("export", "sim2sim"),
-    "roboreal.sim2real.nodes.cli": ("sim-bridge", "launch"),
+    "roboreal.sim2real.nodes.cli": ("sim-bridge",),
+    "roboreal.sim2real.launching.cli": ("launch",),
     "roboreal.sim2real.nodes.deploy_cli": ("deploy", "teleop"),
     "roboreal.sim2real.nodes.record_cli": ("record",),
 }

@@ -1,9 +1,11 @@
-"""`roboreal launch FILE [name:=value ...]`: the command's handler (its flags are declared
-with the other ROS commands in `roboreal/sim2real/nodes/cli.py`).
+"""`roboreal launch FILE [name:=value ...]`: the command, its flags and its handler.
+
+Nothing here imports rclpy: the launched nodes are separate processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -33,3 +35,23 @@ def launch_main(file: str, launch_args: list[str], dry_run: bool = False, show_a
         return 0
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return run_plan(plan, sigterm_timeout, sigkill_timeout)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "launch", help="run a ROS 2 launch file (XML format) without ros2 launch",
+        description="Runs a ROS 2 XML launch file: each node its own process (pkg=\"roboreal\" exec=CMD runs "
+                    "`python -m roboreal CMD --ros-args ...`). Ctrl-C stops every process (SIGINT, then SIGTERM, "
+                    "then SIGKILL). FILE is a path, a file in roboreal's launch/ folder, or `roboreal FILE`.")
+    p.add_argument("file")
+    p.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments")
+    p.add_argument("--dry-run", action="store_true", help="print the commands it would run, start nothing")
+    p.add_argument("-s", "--show-args", action="store_true", help="list the launch file's arguments")
+    p.add_argument("--sigterm-timeout", type=float, default=5.0, help="s after SIGINT before SIGTERM (default 5)")
+    p.add_argument("--sigkill-timeout", type=float, default=5.0, help="s after SIGTERM before SIGKILL (default 5)")
+    p.set_defaults(handler=cmd_launch)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    return launch_main(args.file, args.launch_args, dry_run=args.dry_run, show_args=args.show_args,
+                       sigterm_timeout=args.sigterm_timeout, sigkill_timeout=args.sigkill_timeout)

@@ -1,4 +1,4 @@
-"""`roboreal sim-bridge` and `roboreal launch`.
+"""`roboreal sim-bridge` (`roboreal launch` is `roboreal.sim2real.launching.cli`).
 
 rclpy is imported only inside the handlers (never here), so `roboreal --help` works
 on a machine without ROS 2.
@@ -30,19 +30,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="standard ROS 2 arguments (-r from:=to, -p name:=value, --params-file F, --log-level L)")
     p.set_defaults(handler=cmd_sim_bridge)
 
-    p = sub.add_parser(
-        "launch", help="run a ROS 2 launch file (XML format) without ros2 launch",
-        description="Runs a ROS 2 XML launch file: each node its own process (pkg=\"roboreal\" exec=CMD runs "
-                    "`python -m roboreal CMD --ros-args ...`). Ctrl-C stops every process (SIGINT, then SIGTERM, "
-                    "then SIGKILL). FILE is a path, a file in roboreal's launch/ folder, or `roboreal FILE`.")
-    p.add_argument("file")
-    p.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments")
-    p.add_argument("--dry-run", action="store_true", help="print the commands it would run, start nothing")
-    p.add_argument("-s", "--show-args", action="store_true", help="list the launch file's arguments")
-    p.add_argument("--sigterm-timeout", type=float, default=5.0, help="s after SIGINT before SIGTERM (default 5)")
-    p.add_argument("--sigkill-timeout", type=float, default=5.0, help="s after SIGTERM before SIGKILL (default 5)")
-    p.set_defaults(handler=cmd_launch)
-
 
 def cmd_sim_bridge(args: argparse.Namespace) -> int:
     ros_args: list[str] = []
@@ -60,10 +47,3 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
     from roboreal.sim2real.nodes.sim_bridge import run  # imports rclpy
 
     return run(ros_args)
-
-
-def cmd_launch(args: argparse.Namespace) -> int:
-    from roboreal.sim2real.launching import launch_main
-
-    return launch_main(args.file, args.launch_args, dry_run=args.dry_run, show_args=args.show_args,
-                       sigterm_timeout=args.sigterm_timeout, sigkill_timeout=args.sigkill_timeout)
