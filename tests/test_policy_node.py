@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from roboreal.robots.spec import load_robot
-from roboreal.sim2real.nodes.teleop import TeleopConfig, TeleopLogic
+from roboreal.sim2real.nodes.teleop_logic import TeleopConfig, TeleopLogic
 from ros_helpers import Probe, Process, ros_env, wait_for
 
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"  # set by conftest: DDS stays on loopback

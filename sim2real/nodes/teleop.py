@@ -52,8 +52,7 @@ Keys: w/s a/d q/e  vx, vy, yaw rate (cmd_vel) | w/s a/d r/f  goal x, y, z (goal)
       space  zero the velocity  |  i  toggle intervention  |  [ ]  select action dim
       k/l  action dim -/+  |  z  zero the action  |  x  e-stop  |  h  help
 
-Over 400 lines only with its operator reference (this docstring and `PARAMETERS`): the
-logic (`TeleopLogic`, pure) and the node are about 370 lines.
+What the sticks and keys do, without ROS: `roboreal.sim2real.nodes.teleop_logic`.
 """
 
 from __future__ import annotations
@@ -63,14 +62,20 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped, Twist
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Joy
+from std_msgs.msg import Bool, Float64MultiArray
 
 from roboreal.config import ConfigError
-from roboreal.robots.spec import RobotSpec, load_robot
+from roboreal.robots.spec import load_robot
 from roboreal.sim2real.nodes.params import default_parameters, read_manifest
+from roboreal.sim2real.nodes.teleop_logic import TeleopLogic, default_goal, teleop_config
 
 NODE_NAME = "teleop"
 
@@ -103,299 +108,124 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-def default_goal(spec: RobotSpec) -> np.ndarray:
-    """The end-effector position at the default pose (MuJoCo FK on the robot's model)."""
-    import mujoco
+class Teleop(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        dyn = dict(dynamic_typing=True)
+        robot = str(self.declare_parameter("robot", "", ParameterDescriptor(
+            description="a robot name, or a path to a robot.yaml or its folder", **dyn)).value or "")
+        if not robot:
+            raise ConfigError("robot", "not set: pass --robot NAME|PATH or --ros-args -p robot:=NAME|PATH")
+        bundle = str(self.declare_parameter("bundle", "", ParameterDescriptor(
+            description="the policy's bundle directory (optional): action_size and max_vx/vy/wz follow its "
+                        "manifest", **dyn)).value or "")
+        self.spec = spec = load_robot(robot)
+        defaults = default_parameters(NODE_NAME, spec, manifest=read_manifest(bundle) if bundle else None,
+                                      known={"robot", "bundle", *PARAMETERS})
+        p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
+             for k, (d, desc) in PARAMETERS.items()}
+        self.keyboard = str(p["keyboard"]).lower() == "true"
+        self.rate = float(p["rate"])
+        if not self.rate > 0:
+            raise ConfigError("rate", f"must be positive, got {self.rate}")
+        self.logic = TeleopLogic(teleop_config(spec, p), spec.command_inputs)
+        self.goal_frame = str(p["goal_frame_id"])
+        qos = QoSProfile(depth=10)
+        self.twist_pub = self.goal_pub = None
+        cmd_topic = str(p["cmd_vel_topic"] or spec.ros.cmd_vel or "")
+        goal_topic = str(p["goal_topic"] or spec.ros.goal or "")
+        if "cmd_vel" in spec.command_inputs and cmd_topic:
+            self.twist_pub = self.create_publisher(Twist, cmd_topic, qos)
+        if "goal" in spec.command_inputs and goal_topic:
+            g = np.array([float(v) for v in p["initial_goal"]])
+            self.logic.set_goal(default_goal(spec) if not np.isfinite(g).all() else g)
+            self.goal_pub = self.create_publisher(PoseStamped, goal_topic, qos)
+            self._sent: list[np.ndarray] = []
+            self.create_subscription(PoseStamped, goal_topic, self._on_goal, qos)
+        self.intervention_pub = self.create_publisher(Bool, str(p["intervention_topic"]), qos)
+        self.action_pub = self.create_publisher(Float64MultiArray, str(p["teleop_action_topic"]), qos)
+        self.estop_pub = self.create_publisher(Bool, str(p["estop_topic"]), qos)
+        self._estops_sent = 0
+        # Set when the process is stopping: from then on only `publish_last_words` speaks
+        # (run() hands in its signal flag, so a tick or a Joy message handled between the
+        # signal and the end of the loop publishes nothing).
+        self.stopping = threading.Event()
+        if not self.keyboard:
+            self.create_subscription(Joy, str(p["joy_topic"]), self._on_joy, qos)
+        self.create_timer(1.0 / self.rate, self._tick)
+        outputs = [t for t, pub in ((cmd_topic, self.twist_pub), (goal_topic, self.goal_pub)) if pub]
+        self.get_logger().info(
+            f"teleop for {spec.name}: {'keyboard' if self.keyboard else p['joy_topic']} -> {outputs}, "
+            f"{p['intervention_topic']}, {p['teleop_action_topic']} ({self.logic.cfg.action_size} dims)")
 
-    from roboreal.robots.model import build_model
+    def _on_joy(self, msg) -> None:
+        for ev in self.logic.joy(msg.axes, msg.buttons, time.monotonic()):
+            self.get_logger().info(ev)
+        self._publish_events()
 
-    model = build_model(spec)
-    data = mujoco.MjData(model)
-    for j in spec.joints:
-        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j.name)
-        data.qpos[model.jnt_qposadr[jid]] = j.default
-    mujoco.mj_kinematics(model, data)
-    return data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, spec.sites.end_effector)].copy()
+    def on_key(self, ch: str) -> None:  # called from the keyboard thread through the executor
+        for ev in self.logic.key(ch):
+            self.get_logger().info(ev)
+        if ch == "h":
+            print(__doc__.split("Keys:")[1], file=sys.stderr)
+        self._publish_events()
 
+    def _on_goal(self, msg) -> None:
+        g = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if not np.isfinite(g).all() or any(np.allclose(g, s, atol=1e-9) for s in self._sent):
+            return  # our own goal coming back
+        self.logic.set_goal(g)  # someone else set a goal: nudge from there
 
-@dataclass
-class TeleopConfig:
-    action_size: int
-    axis_v: tuple[int, int, int] = (1, 0, 3)
-    max_v: tuple[float, float, float] = (1.0, 0.5, 1.0)
-    axis_goal: tuple[int, int, int] = (1, 0, 4)
-    goal_speed: float = 0.1
-    goal_min: np.ndarray | None = None
-    goal_max: np.ndarray | None = None
-    intervention_button: int = 4
-    estop_button: int = -1
-    action_axes: tuple[int, ...] = ()
-    action_scale: float = 1.0
-    joy_timeout: float = 0.5
-    key_velocity_step: float = 0.1
-    key_goal_step: float = 0.01
-    key_action_step: float = 0.1
-
-
-@dataclass
-class TeleopLogic:
-    """What the human asks for, from Joy messages and key presses (no ROS; unit-testable)."""
-
-    cfg: TeleopConfig
-    command_inputs: tuple[str, ...]  # what the human drives: "cmd_vel" and/or "goal" (RobotSpec.command_inputs)
-    goal: np.ndarray | None = None
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    intervening: bool = False
-    action: np.ndarray | None = None
-    selected: int = 0
-    estop_requests: int = 0
-    joy_axes: np.ndarray | None = None
-    joy_time: float | None = None
-    _buttons: tuple[int, ...] = ()
-    _keyboard_action: bool = False
-
-    def __post_init__(self):
-        self.action = np.zeros(self.cfg.action_size)
-
-    @staticmethod
-    def _axis(axes: np.ndarray, i: int) -> float:
-        return float(axes[i]) if 0 <= i < len(axes) and math.isfinite(axes[i]) else 0.0
-
-    def joy(self, axes: Sequence[float], buttons: Sequence[int], now: float) -> list[str]:
-        """A Joy message; returns events ("intervention on/off", "estop")."""
-        axes = np.asarray(axes, dtype=np.float64)
-        buttons = tuple(int(b) for b in buttons)
-        events = []
-
-        def pressed(i: int) -> bool:  # rising edge
-            was = self._buttons[i] if 0 <= i < len(self._buttons) else 0
-            return 0 <= i < len(buttons) and buttons[i] and not was
-
-        if pressed(self.cfg.intervention_button):
-            self.intervening = not self.intervening
-            events.append(f"intervention {'on' if self.intervening else 'off'}")
-        if pressed(self.cfg.estop_button):
-            self.estop_requests += 1
-            events.append("estop")
-        self._buttons = buttons
-        self.joy_axes, self.joy_time = axes, now
-        c = self.cfg
-        self.velocity = np.array([self._axis(axes, a) * m for a, m in zip(c.axis_v, c.max_v)])
-        self.action = np.clip(np.array([self._axis(axes, c.action_axes[k]) * c.action_scale
-                                        if k < len(c.action_axes) else 0.0 for k in range(c.action_size)]), -1, 1)
-        return events
-
-    def joy_fresh(self, now: float) -> bool:
-        return self.joy_time is not None and now - self.joy_time <= self.cfg.joy_timeout
-
-    def key(self, ch: str) -> list[str]:
-        """A key press; returns events."""
-        c, events = self.cfg, []
-        steps = {"w": (0, 1), "s": (0, -1), "a": (1, 1), "d": (1, -1)}
-        if "cmd_vel" in self.command_inputs:
-            steps.update({"q": (2, 1), "e": (2, -1)})
-            if ch in steps:
-                i, sign = steps[ch]
-                lim = c.max_v[i]
-                self.velocity[i] = float(np.clip(self.velocity[i] + sign * c.key_velocity_step, -lim, lim))
-            elif ch == " ":
-                self.velocity[:] = 0.0
-        elif "goal" in self.command_inputs and self.goal is not None:
-            steps.update({"r": (2, 1), "f": (2, -1)})
-            if ch in steps:
-                i, sign = steps[ch]
-                g = self.goal.copy()
-                g[i] += sign * c.key_goal_step
-                self.set_goal(g)
-        if ch == "i":
-            self.intervening = not self.intervening
-            events.append(f"intervention {'on' if self.intervening else 'off'}")
-        elif ch == "x":
-            self.estop_requests += 1
-            events.append("estop")
-        elif ch in "[]" and c.action_size:
-            self.selected = (self.selected + (1 if ch == "]" else -1)) % c.action_size
-            events.append(f"action dim {self.selected}")
-        elif ch in "kl" and c.action_size:
-            self._keyboard_action = True
-            self.action[self.selected] = float(np.clip(self.action[self.selected] +
-                                                       (c.key_action_step if ch == "l" else -c.key_action_step), -1, 1))
-        elif ch == "z":
-            self.action[:] = 0.0
-        return events
-
-    def set_goal(self, goal: Sequence[float]) -> None:
-        g = np.asarray(goal, dtype=np.float64).reshape(3)
-        if self.cfg.goal_min is not None:
-            g = np.clip(g, self.cfg.goal_min, self.cfg.goal_max)
-        self.goal = g
-
-    def tick(self, dt: float, now: float, keyboard: bool) -> None:
-        """Advance by dt: goal motion from the sticks; released sticks stop everything."""
-        if keyboard:
+    def _publish_events(self) -> None:
+        if self.stopping.is_set():
             return
-        if not self.joy_fresh(now):
-            self.velocity = np.zeros(3)
+        while self._estops_sent < self.logic.estop_requests:
+            self.estop_pub.publish(Bool(data=True))
+            self._estops_sent += 1
+            self.get_logger().error("E-STOP sent")
+        self.intervention_pub.publish(Bool(data=self.logic.intervening))
+
+    def publish_last_words(self, timeout: float = 0.2) -> list[str]:
+        """On shutdown: zero velocity (quadrupeds), intervention false, no new goal;
+        waits (at most `timeout` s) for every subscriber's acknowledgement."""
+        from rclpy.duration import Duration
+
+        sent = []
+        self.logic.velocity = np.zeros(3)
+        self.logic.intervening = False
+        if self.twist_pub is not None:
+            self.twist_pub.publish(Twist())
+            sent.append((self.twist_pub, "zero velocity"))
+        self.intervention_pub.publish(Bool(data=False))
+        sent.append((self.intervention_pub, "intervention false"))
+        end = time.monotonic() + timeout
+        for pub, _ in sent:
+            left = max(end - time.monotonic(), 0.0)
+            pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+        return [what for _, what in sent]
+
+    def _tick(self) -> None:
+        if self.stopping.is_set():
             return
-        if "goal" in self.command_inputs and self.goal is not None:
-            c = self.cfg
-            d = np.array([self._axis(self.joy_axes, a) for a in c.axis_goal]) * c.goal_speed * dt
-            self.set_goal(self.goal + d)
-
-    def teleop_action(self, now: float, keyboard: bool) -> np.ndarray | None:
-        """The action to publish now (None: nothing, e.g. sticks released, not intervening)."""
-        if not self.intervening:
-            return None
-        if keyboard:
-            return self.action.copy()
-        return self.action.copy() if self.joy_fresh(now) else None
-
-
-def _config(spec: RobotSpec, p: dict) -> TeleopConfig:
-    size = int(p["action_size"]) or len(spec.actuated_joints)
-    lo = hi = None
-    if spec.safety.workspace_min is not None:
-        lo, hi = np.array(spec.safety.workspace_min), np.array(spec.safety.workspace_max)
-    return TeleopConfig(
-        action_size=size, axis_v=(int(p["axis_vx"]), int(p["axis_vy"]), int(p["axis_wz"])),
-        max_v=(float(p["max_vx"]), float(p["max_vy"]), float(p["max_wz"])),
-        axis_goal=(int(p["axis_goal_x"]), int(p["axis_goal_y"]), int(p["axis_goal_z"])),
-        goal_speed=float(p["goal_speed"]), goal_min=lo, goal_max=hi,
-        intervention_button=int(p["intervention_button"]), estop_button=int(p["estop_button"]),
-        action_axes=tuple(int(a) for a in p["action_axes"]), action_scale=float(p["action_scale"]),
-        joy_timeout=float(p["joy_timeout"]), key_velocity_step=float(p["key_velocity_step"]),
-        key_goal_step=float(p["key_goal_step"]), key_action_step=float(p["key_action_step"]))
-
-
-def make_node(**kwargs):
-    """The teleop node class is built here so importing this module needs no rclpy."""
-    from geometry_msgs.msg import PoseStamped, Twist
-    from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile
-    from sensor_msgs.msg import Joy
-    from std_msgs.msg import Bool, Float64MultiArray
-
-    class Teleop(Node):
-        def __init__(self):
-            super().__init__(NODE_NAME, **kwargs)
-            dyn = dict(dynamic_typing=True)
-            robot = str(self.declare_parameter("robot", "", ParameterDescriptor(
-                description="a robot name, or a path to a robot.yaml or its folder", **dyn)).value or "")
-            if not robot:
-                raise ConfigError("robot", "not set: pass --robot NAME|PATH or --ros-args -p robot:=NAME|PATH")
-            bundle = str(self.declare_parameter("bundle", "", ParameterDescriptor(
-                description="the policy's bundle directory (optional): action_size and max_vx/vy/wz follow its "
-                            "manifest", **dyn)).value or "")
-            self.spec = spec = load_robot(robot)
-            defaults = default_parameters(NODE_NAME, spec, manifest=read_manifest(bundle) if bundle else None,
-                                          known={"robot", "bundle", *PARAMETERS})
-            p = {k: self.declare_parameter(k, defaults.get(k, d), ParameterDescriptor(description=desc, **dyn)).value
-                 for k, (d, desc) in PARAMETERS.items()}
-            self.keyboard = str(p["keyboard"]).lower() == "true"
-            self.rate = float(p["rate"])
-            if not self.rate > 0:
-                raise ConfigError("rate", f"must be positive, got {self.rate}")
-            self.logic = TeleopLogic(_config(spec, p), spec.command_inputs)
-            self.goal_frame = str(p["goal_frame_id"])
-            qos = QoSProfile(depth=10)
-            self.twist_pub = self.goal_pub = None
-            cmd_topic = str(p["cmd_vel_topic"] or spec.ros.cmd_vel or "")
-            goal_topic = str(p["goal_topic"] or spec.ros.goal or "")
-            if "cmd_vel" in spec.command_inputs and cmd_topic:
-                self.twist_pub = self.create_publisher(Twist, cmd_topic, qos)
-            if "goal" in spec.command_inputs and goal_topic:
-                g = np.array([float(v) for v in p["initial_goal"]])
-                self.logic.set_goal(default_goal(spec) if not np.isfinite(g).all() else g)
-                self.goal_pub = self.create_publisher(PoseStamped, goal_topic, qos)
-                self._sent: list[np.ndarray] = []
-                self.create_subscription(PoseStamped, goal_topic, self._on_goal, qos)
-            self.intervention_pub = self.create_publisher(Bool, str(p["intervention_topic"]), qos)
-            self.action_pub = self.create_publisher(Float64MultiArray, str(p["teleop_action_topic"]), qos)
-            self.estop_pub = self.create_publisher(Bool, str(p["estop_topic"]), qos)
-            self._estops_sent = 0
-            # Set when the process is stopping: from then on only `publish_last_words` speaks
-            # (run() hands in its signal flag, so a tick or a Joy message handled between the
-            # signal and the end of the loop publishes nothing).
-            self.stopping = threading.Event()
-            if not self.keyboard:
-                self.create_subscription(Joy, str(p["joy_topic"]), self._on_joy, qos)
-            self.create_timer(1.0 / self.rate, self._tick)
-            outputs = [t for t, pub in ((cmd_topic, self.twist_pub), (goal_topic, self.goal_pub)) if pub]
-            self.get_logger().info(
-                f"teleop for {spec.name}: {'keyboard' if self.keyboard else p['joy_topic']} -> {outputs}, "
-                f"{p['intervention_topic']}, {p['teleop_action_topic']} ({self.logic.cfg.action_size} dims)")
-
-        def _on_joy(self, msg) -> None:
-            for ev in self.logic.joy(msg.axes, msg.buttons, time.monotonic()):
-                self.get_logger().info(ev)
-            self._publish_events()
-
-        def on_key(self, ch: str) -> None:  # called from the keyboard thread through the executor
-            for ev in self.logic.key(ch):
-                self.get_logger().info(ev)
-            if ch == "h":
-                print(__doc__.split("Keys:")[1], file=sys.stderr)
-            self._publish_events()
-
-        def _on_goal(self, msg) -> None:
-            g = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-            if not np.isfinite(g).all() or any(np.allclose(g, s, atol=1e-9) for s in self._sent):
-                return  # our own goal coming back
-            self.logic.set_goal(g)  # someone else set a goal: nudge from there
-
-        def _publish_events(self) -> None:
-            if self.stopping.is_set():
-                return
-            while self._estops_sent < self.logic.estop_requests:
-                self.estop_pub.publish(Bool(data=True))
-                self._estops_sent += 1
-                self.get_logger().error("E-STOP sent")
-            self.intervention_pub.publish(Bool(data=self.logic.intervening))
-
-        def publish_last_words(self, timeout: float = 0.2) -> list[str]:
-            """On shutdown: zero velocity (quadrupeds), intervention false, no new goal;
-            waits (at most `timeout` s) for every subscriber's acknowledgement."""
-            from rclpy.duration import Duration
-
-            sent = []
-            self.logic.velocity = np.zeros(3)
-            self.logic.intervening = False
-            if self.twist_pub is not None:
-                self.twist_pub.publish(Twist())
-                sent.append((self.twist_pub, "zero velocity"))
-            self.intervention_pub.publish(Bool(data=False))
-            sent.append((self.intervention_pub, "intervention false"))
-            end = time.monotonic() + timeout
-            for pub, _ in sent:
-                left = max(end - time.monotonic(), 0.0)
-                pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
-            return [what for _, what in sent]
-
-        def _tick(self) -> None:
-            if self.stopping.is_set():
-                return
-            now = time.monotonic()
-            lg = self.logic
-            lg.tick(1.0 / self.rate, now, self.keyboard)
-            if self.twist_pub is not None:
-                t = Twist()
-                t.linear.x, t.linear.y, t.angular.z = (float(v) for v in lg.velocity)
-                self.twist_pub.publish(t)
-            if self.goal_pub is not None and lg.goal is not None:
-                msg = PoseStamped()
-                msg.header.stamp = self.get_clock().now().to_msg()
-                msg.header.frame_id = self.goal_frame
-                msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in lg.goal)
-                msg.pose.orientation.w = 1.0
-                self._sent = (self._sent + [lg.goal.copy()])[-50:]
-                self.goal_pub.publish(msg)
-            self.intervention_pub.publish(Bool(data=lg.intervening))
-            a = lg.teleop_action(now, self.keyboard)
-            if a is not None:
-                self.action_pub.publish(Float64MultiArray(data=[float(v) for v in a]))
-
-    return Teleop()
+        now = time.monotonic()
+        lg = self.logic
+        lg.tick(1.0 / self.rate, now, self.keyboard)
+        if self.twist_pub is not None:
+            t = Twist()
+            t.linear.x, t.linear.y, t.angular.z = (float(v) for v in lg.velocity)
+            self.twist_pub.publish(t)
+        if self.goal_pub is not None and lg.goal is not None:
+            msg = PoseStamped()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = self.goal_frame
+            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in lg.goal)
+            msg.pose.orientation.w = 1.0
+            self._sent = (self._sent + [lg.goal.copy()])[-50:]
+            self.goal_pub.publish(msg)
+        self.intervention_pub.publish(Bool(data=lg.intervening))
+        a = lg.teleop_action(now, self.keyboard)
+        if a is not None:
+            self.action_pub.publish(Float64MultiArray(data=[float(v) for v in a]))
 
 
 def _keyboard_loop(keys: list, lock: threading.Lock, stop: threading.Event) -> None:
@@ -430,7 +260,7 @@ def run(ros_args: list[str]) -> int:
 
     with ros_until_signal("roboreal-teleop", ros_args) as stop:
         try:
-            node = make_node()
+            node = Teleop()
         except ConfigError as e:
             print(f"[teleop] error: {e}", file=sys.stderr, flush=True)
             return 2
