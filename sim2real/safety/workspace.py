@@ -71,7 +71,7 @@ class WorkspaceLimit(SafetyFilter):
         if not chain.position_control or spec.sites.end_effector is None:
             raise ConfigError("safety.workspace_min",
                               "a workspace box needs a position-controlled robot with sites.end_effector")
-        from roboreal.robots.model import build_model  # the model with robot.yaml's values written in (cached)
+        from roboreal.robots.model import build_model  # the model with robot.yaml's values written in
 
         return cls(build_model(spec), spec.sites.end_effector, chain.joint_names, limits.workspace_min,
                    limits.workspace_max)
