@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 
 from roboreal.agents.checkpoints import CHECKPOINT_FORMAT, atomic_save
 from roboreal.agents.networks import GaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.config import ConfigError, to_dict
 from roboreal.data import TransitionSet
@@ -293,12 +293,6 @@ def run_meta(task: str, algo: str, env_overrides: dict, seed: int, control_dt: f
     return {"task": task, "algo": algo, "env": dict(env_overrides or {}), "seed": seed, "num_envs": extra.pop("num_envs", 1),
             "control_dt": control_dt, "global_step": int(global_step), "iteration": extra.pop("iteration", 0),
             "world_size": 1, "rank": 0, **extra}
-
-
-def write_run_config(run_dir: Path, config: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, run_meta, save_checkpoint, train_bc,
-                                write_metrics, write_run_config)
+                                write_metrics)
+from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.agents.experts import Expert
 from roboreal.config import ConfigError, to_dict

@@ -88,8 +88,8 @@ def run_offline(datasets: list[str | Path], task: str | None, cfg: IQLConfig, ru
     ``last.pt`` is the final policy. Without evaluation both hold the final policy. With
     ``cfg.online_steps`` the offline phase is followed by online fine-tuning (`finetune_iql`) in
     the simulated task; metrics.json then has the offline phase's final scores beside the final ones."""
-    from roboreal.agents.bc import (evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics,
-                                    write_run_config)
+    from roboreal.agents.bc import evaluate_policy, plot_curves, run_meta, save_checkpoint, write_metrics
+    from roboreal.agents.run_config import write_run_config
     from roboreal.agents.run_logs import write_progress_csv
     from roboreal.agents.iql import finetune_iql, train_iql
     from roboreal.agents.offline_data import goal_reward_fn, load_offline_data

@@ -14,9 +14,12 @@ Presets: ``agents/configs/<algo>.yaml`` has ``defaults`` and per-task sections
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from roboreal.agents.registry import algorithm_classes, algorithm_names
 from roboreal.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, parse_override, to_dict
@@ -191,3 +194,14 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError("run_dir", f"{run_dir} has no config.yaml (not a roboreal run directory)")
     return from_dict(TrainConfig, load_yaml(path), source=str(path))
+
+
+def write_run_config(run_dir: str | Path, config: dict) -> None:
+    """Write a run's ``config.yaml`` atomically (temporary file, then rename): under torchrun the
+    other ranks read it while rank 0 rewrites it on resume, and must never see it half-written."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"config.yaml.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    os.replace(tmp, run_dir / "config.yaml")

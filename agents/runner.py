@@ -37,14 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from roboreal.agents.base import Algorithm, DistContext
 from roboreal.agents.checkpoints import (CHECKPOINT_FORMAT, atomic_save, load_checkpoint, rng_state, seed_everything,
                                          set_rng_state)
 from roboreal.agents.env_state import env_state_dict, load_env_state
 from roboreal.agents.registry import algorithm_classes
-from roboreal.agents.run_config import TrainConfig, load_run_config
+from roboreal.agents.run_config import TrainConfig, load_run_config, write_run_config
 from roboreal.agents.run_eval import PolicyEvaluator, eval_key, eval_row, primary_figure
 from roboreal.agents.run_logs import plot_learning_curve, progress_bar, write_progress_csv
 from roboreal.config import ConfigError, to_dict
@@ -212,9 +211,7 @@ class Runner:
             if (self.ckpt_dir / "last.pt").exists():
                 raise ConfigError("run_dir", f"{self.run_dir} already holds a run; use --resume {self.run_dir} "
                                              "or another --run-dir")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "config.yaml", "w") as f:
-                yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+            write_run_config(self.run_dir, to_dict(cfg))
         writer = None
         if main:
             from torch.utils.tensorboard import SummaryWriter
@@ -380,8 +377,7 @@ def resume(run_dir: str | Path, total_steps: int | None = None, progress: bool =
     if total_steps is not None and total_steps != cfg.total_steps:
         cfg = dataclasses.replace(cfg, total_steps=int(total_steps))
         if dist is None or dist.is_main:
-            with open(Path(run_dir) / "config.yaml", "w") as f:
-                yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+            write_run_config(run_dir, to_dict(cfg))
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
     return train(cfg, run_dir, resume=True, progress=progress, dist=dist,
