@@ -326,6 +326,7 @@ class MujocoTaskEnv(BatchedEnv):
         for v in terms.values():
             terminated |= v
         truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
+        self.terminated = terminated  # read by the `termination` reward term
         reward, reward_terms = self._compute_reward()
         obs = self._compute_observations()
         success = self._success()
@@ -350,6 +351,10 @@ class MujocoTaskEnv(BatchedEnv):
             info["final_observation"] = obs
         info["episode"] = stats
         return obs, reward, terminated, truncated, info
+
+    def _reward_termination(self) -> torch.Tensor:
+        # 1 on the step an episode ends early (not at the time limit); any task can weight it
+        return self.terminated.float()
 
     def _compute_reward(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         reward = torch.zeros(self.num_envs, device=self.device)

@@ -52,6 +52,23 @@ def test_feet_air_time_reward_modes(mode, expected):
         make("go1-walk", num_envs=1, feet_air_time_reward="longest")
 
 
+def test_termination_reward_is_paid_on_falls_and_never_at_the_time_limit():
+    only_termination = {name: 0.0 for name in make("go1-walk", num_envs=1).cfg.rewards} | {"termination": -100.0}
+    env = make("go1-walk", num_envs=4, seed=0, rewards=only_termination, episode_length_s=0.2,
+               randomization={"enabled": False})
+    env.reset()
+    upside_down = env.qpos[:2].clone()
+    upside_down[:, 3:7] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # two robots on their backs: they end on this step
+    env.sim.reset_worlds(torch.arange(2), upside_down, torch.zeros_like(env.qvel[:2]))
+    fell_seen, timed_out_seen = False, False
+    for _ in range(12):  # 0.2 s = 10 control steps: every robot left times out
+        _, reward, terminated, truncated, info = env.step(torch.zeros(4, 12))
+        assert torch.equal(reward, torch.where(terminated, -100.0 * env.control_dt, 0.0))
+        fell_seen |= bool(terminated.any())
+        timed_out_seen |= bool(truncated.any())
+    assert fell_seen and timed_out_seen
+
+
 def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "cartpole-balance", "--algo", "ppo", "--num-envs", "8", "--steps", "400", "--run-dir",
