@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +18,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(args, timeout=220):
+def _torchrun(args, log_dir, timeout=220):
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    # each rank's output also goes to its own file: a failing rank's error is otherwise buried
+    # under the other rank's traceback ("connection closed by peer")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "roboreal", "train", *args]
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "--log-dir", str(log_dir), "--tee", "3",
+           "-m", "roboreal", "train", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:
+        ranks = "".join(f"\n--- {p.relative_to(log_dir)} ---\n{p.read_text()[-2000:]}"
+                        for p in sorted(Path(log_dir).rglob("stderr.log")))
+        pytest.fail(f"torchrun exited with {proc.returncode}; each rank's stderr:{ranks}")
 
 
 NUM_ENVS, NUM_STEPS = 8, 16
@@ -42,7 +49,7 @@ def test_two_rank_ppo_keeps_parameters_identical_and_resumes_exactly(tmp_path):
     assert dist.is_available() and dist.is_gloo_available(), "torch.distributed with gloo is not available"
     iterations = 6
     run = tmp_path / "ddp"
-    _torchrun(_train_args(run, iterations))
+    _torchrun(_train_args(run, iterations), tmp_path / "logs_full")
 
     rank0 = torch.load(run / "checkpoints/last.pt", weights_only=True)
     rank1 = torch.load(run / "checkpoints/last.rank1.pt", weights_only=True)
@@ -64,9 +71,9 @@ def test_two_rank_ppo_keeps_parameters_identical_and_resumes_exactly(tmp_path):
 
     # stop after 4 iterations, resume under torchrun to 6: every rank continues its own envs exactly
     part = tmp_path / "part"
-    _torchrun(_train_args(part, 4))
+    _torchrun(_train_args(part, 4), tmp_path / "logs_part")
     _torchrun(["--resume", str(part), "--steps", str(2 * NUM_ENVS * NUM_STEPS * iterations), "--threads", "1",
-               "--no-progress"])
+               "--no-progress"], tmp_path / "logs_resume")
     for name in ("last.pt", "last.rank1.pt"):
         full = torch.load(run / "checkpoints" / name, weights_only=True)
         resumed = torch.load(part / "checkpoints" / name, weights_only=True)
