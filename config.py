@@ -11,10 +11,11 @@ validation, so a misspelled key is an error, never a silent no-op.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Callable, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -41,6 +42,14 @@ def load_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as e:
         raise ConfigError("", f"invalid YAML: {e}", source=str(path)) from None
 
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` a temporary file beside `path`, then rename it over `path`: a reader (another
+    process, or a run resumed after a crash) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))

@@ -9,13 +9,14 @@ captures every RNG a run draws from (torch, CUDA, numpy, python ``random``) in t
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from roboreal.config import atomic_write
 
 CHECKPOINT_FORMAT = "roboreal-checkpoint/1"
 
@@ -58,10 +59,8 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """`torch.save` to a temporary file, then rename: a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """`torch.save` atomically (`atomic_write`): a reader never sees half a checkpoint."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -14,7 +14,6 @@ Presets: ``agents/configs/<algo>.yaml`` has ``defaults`` and per-task sections
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,8 @@ from typing import Any, Literal
 import yaml
 
 from roboreal.agents.registry import algorithm_classes, algorithm_names
-from roboreal.config import ConfigError, apply_overrides, deep_merge, from_dict, load_yaml, parse_override, to_dict
+from roboreal.config import (ConfigError, apply_overrides, atomic_write, deep_merge, from_dict, load_yaml, parse_override,
+                             to_dict)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -201,7 +201,4 @@ def write_run_config(run_dir: str | Path, config: dict) -> None:
     other ranks read it while rank 0 rewrites it on resume, and must never see it half-written."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f"config.yaml.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    os.replace(tmp, run_dir / "config.yaml")
+    atomic_write(run_dir / "config.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))

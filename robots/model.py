@@ -51,8 +51,8 @@ the tasks' rewards enforce it), ``default`` (the MJCF's ``home`` keyframe must m
 frictionloss, the joints' ``actuatorfrcrange`` and the actuators' own ``damping`` /
 ``armature``: those stay as the MJCF has them.
 
-The compiled model is cached per spec; every call returns a copy, which callers may
-mutate (``opt.timestep``, randomization).
+Every call compiles a fresh model (1.6-1.7 ms for go1 and panda), which callers may mutate
+(``opt.timestep``, randomization).
 
 One module although it is over 400 lines: building the model and finding what it holds
 (sensors by site, feet, floor, base body) follow the same naming rules and must change together.

@@ -53,7 +53,9 @@ def test_feet_air_time_reward_modes(mode, expected):
 
 
 def test_termination_reward_is_paid_on_falls_and_never_at_the_time_limit():
-    only_termination = {name: 0.0 for name in make("go1-walk", num_envs=1).cfg.rewards} | {"termination": -100.0}
+    from roboreal.envs.tasks.go1 import Go1WalkCfg
+
+    only_termination = {name: 0.0 for name in Go1WalkCfg().rewards} | {"termination": -100.0}
     env = make("go1-walk", num_envs=4, seed=0, rewards=only_termination, episode_length_s=0.2,
                randomization={"enabled": False})
     env.reset()
