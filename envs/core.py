@@ -8,7 +8,9 @@ A batched env steps `num_envs` environments at once with torch tensors:
 ``actions`` is ``(N, A)`` float in [-1, 1] (continuous) or ``(N,)`` int64 (discrete,
 ``action_type == "discrete"``). ``obs`` is a dict of named ``(N, k)`` float32 tensors:
 ``policy`` always, ``critic`` (privileged) optionally, and for goal tasks also
-``observation``, ``achieved_goal`` and ``desired_goal``. ``reward``, ``terminated``,
+``observation``, ``achieved_goal`` and ``desired_goal``; and for tasks with cameras one
+``(N, C, H, W)`` uint8 image per camera, keyed by the camera's name (``spec.image_shapes``).
+``reward``, ``terminated``,
 ``truncated`` are ``(N,)``.
 
 Done envs (terminated or truncated) are reset inside the same ``step``: the returned
@@ -43,6 +45,7 @@ class EnvSpec:
     control_dt: float = 0.02
     max_episode_steps: int = 1000
     goal_conditioned: bool = False
+    image_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # camera -> (C, H, W) uint8
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -33,9 +33,11 @@ from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
+from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
 from roboreal.envs.sim.warp_backend import WarpSimCfg
 from roboreal.config import ConfigError
+from roboreal.robots.cameras import CameraSpec
 from roboreal.robots.model import build_model, imu_sensor_slices, target_aliases
 from roboreal.robots.needs import RobotNeeds, check_needs
 from roboreal.robots.spec import RobotSpec, load_robot
@@ -62,6 +64,12 @@ class TaskCfg:
     observation_noise: dict[str, float] = field(default_factory=dict)  # policy term -> uniform noise half-width
     randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(enabled=False))
     warp: WarpSimCfg = field(default_factory=WarpSimCfg)  # MuJoCo Warp backend options (ignored by "mujoco")
+    # Cameras of the scene the task adds (robot.yaml declares the robot's own, e.g. a wrist camera).
+    cameras: list[CameraSpec] = field(default_factory=list)
+    # Cameras (robot.yaml's or the task's) rendered into the observation: one uint8 (N, C, H, W)
+    # entry per camera, keyed by its name, beside the vector groups.
+    image_observations: tuple[str, ...] = ()
+    render: RenderCfg = field(default_factory=RenderCfg)  # renderer threads and visual quality
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ class MujocoTaskEnv(BatchedEnv):
                               f"must be positive, got {cfg.physics_dt if not cfg.physics_dt > 0 else cfg.decimation}")
         self.robot: RobotSpec = load_robot(cfg.robot)
         # robot.yaml's gains and ranges written in; what the task needs and the MJCF lacks added
-        self.model = build_model(self.robot)
+        self.model = build_model(self.robot, tuple(cfg.cameras))
         check_needs(self.robot, self.needs, self.task_name or type(self).__name__, self.model)
         self.model.opt.timestep = cfg.physics_dt
         self.physics_dt = float(self.model.opt.timestep)
@@ -165,11 +173,31 @@ class MujocoTaskEnv(BatchedEnv):
         sizes = self._setup_observations()
         if self.goal_conditioned:
             sizes["policy"] = sizes["observation"] + sizes["desired_goal"]
+        self.cameras = self._image_cameras(set(sizes))
+        self.camera_renderer = (CameraRenderer(self.sim, self.cameras, cfg.render, cfg.randomization.camera
+                                               if cfg.randomization.enabled else None, seed)
+                                if self.cameras else None)
         self.spec = EnvSpec(task=self.task_name, observation_sizes=sizes, action_size=self.action_size,
                             action_type=self._action_type(), robot=self.robot.name, control_dt=self.control_dt,
-                            max_episode_steps=self.max_episode_steps, goal_conditioned=self.goal_conditioned)
+                            max_episode_steps=self.max_episode_steps, goal_conditioned=self.goal_conditioned,
+                            image_shapes={c.name: c.shape for c in self.cameras})
         self._renderers: dict = {}
         self.reset()
+
+    def _image_cameras(self, groups: set[str]) -> list[CameraSpec]:
+        """The CameraSpecs of `cfg.image_observations` (robot.yaml's cameras, then the task's)."""
+        declared = {c.name: c for c in (*self.robot.cameras, *self.cfg.cameras)}
+        out = []
+        for name in self.cfg.image_observations:
+            if name not in declared:
+                raise ConfigError("env.image_observations", f"no camera {name!r}: declare it in robot.yaml's "
+                                  f"cameras or the task's env.cameras (declared: {', '.join(declared) or 'none'})")
+            if name in groups:
+                raise ConfigError("env.image_observations", f"camera {name!r} has the name of an observation group")
+            out.append(declared[name])
+        if len(set(self.cfg.image_observations)) != len(self.cfg.image_observations):
+            raise ConfigError("env.image_observations", f"names a camera twice: {list(self.cfg.image_observations)}")
+        return out
 
     # ----- helpers for tasks -----
     def _jid(self, name: str) -> int:
@@ -292,6 +320,8 @@ class MujocoTaskEnv(BatchedEnv):
         self.actions[env_ids] = 0.0
         self.last_actions[env_ids] = 0.0
         self._reset_task(env_ids)
+        if self.camera_renderer is not None:
+            self.camera_renderer.reset(ids_np)
 
     def _prepare_actions(self, actions: torch.Tensor) -> torch.Tensor:
         actions = torch.as_tensor(actions, device=self.device, dtype=torch.float32).reshape(self.num_envs, -1)
@@ -343,10 +373,11 @@ class MujocoTaskEnv(BatchedEnv):
                                      for i, n in enumerate(self.reward_names)}
             self.episode_reward_sums[ids] = 0.0
             self._reset_idx(ids)
-            fresh = self._compute_observations()
+            fresh = self._compute_observations(images=False)
+            fresh.update(self._images(ids))
             obs = {k: v.clone() for k, v in obs.items()}
             for k in obs:  # only the reset envs get new observations
-                obs[k][ids] = fresh[k][ids]
+                obs[k][ids] = fresh[k] if k in self.spec.image_shapes else fresh[k][ids]
         else:
             info["final_observation"] = obs
         info["episode"] = stats
@@ -404,12 +435,21 @@ class MujocoTaskEnv(BatchedEnv):
                               self.rand(*v.shape, low=-n, high=n) if n > 0 else None))
         return out
 
-    def _compute_observations(self) -> Obs:
+    def _compute_observations(self, images: bool = True) -> Obs:
         readings = Readings(self._readers)  # each reading taken once, shared by all groups
         obs = {group: torch.cat(self._term_values(group, readings, noise=True), dim=-1) for group in self._obs_terms}
         if self.goal_conditioned:
             obs["policy"] = torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
+        if images:
+            obs.update(self._images())
         return obs
+
+    def _images(self, env_ids: torch.Tensor | None = None) -> Obs:
+        """The camera images of `env_ids` (default: every env), uint8 (n, C, H, W) per camera."""
+        if self.camera_renderer is None:
+            return {}
+        ids = None if env_ids is None else env_ids.cpu().numpy()
+        return {k: torch.from_numpy(v).to(self.device) for k, v in self.camera_renderer.render(ids).items()}
 
     def _layout_groups(self, group: str) -> list[str]:
         return ["observation", "desired_goal"] if (self.goal_conditioned and group == "policy") else [group]
@@ -465,6 +505,9 @@ class MujocoTaskEnv(BatchedEnv):
         return renderer.render()
 
     def close(self) -> None:
+        if self.camera_renderer is not None:
+            self.camera_renderer.close()
+            self.camera_renderer = None
         for renderer, _ in self._renderers.values():
             renderer.close()
         self._renderers.clear()

@@ -25,6 +25,7 @@ C engine; per-world model arrays, written in place on the device, on MuJoCo Warp
 | action_latency       | whole control steps of action delay (integer)     | yes (env layer) | yes (env layer) |
 | push                 | random base velocity kicks every interval_s       | yes (env layer) | yes (env layer) |
 | observation noise    | per-term uniform noise, set in `observation_noise`| yes (env layer) | yes (env layer) |
+| camera               | camera pose/fov, lights, colours, pixel noise     | yes (renderer)  | yes (renderer) |
 
 Which model parameters a backend can randomize is the backend's own declaration
 (`sim.randomizable`); anything outside it is refused with an error naming the parameter.
@@ -66,6 +67,28 @@ class PushTerm:
 
 
 @dataclass
+class CameraRandomizationCfg:
+    """What a camera sees, drawn per world at every reset (envs/sim/camera_renderer.py applies it):
+    each camera's mounting and lens, the lighting, colours of named geoms, pixel noise."""
+
+    position: float = 0.0  # m: uniform half-width of the camera's offset, per axis
+    rotation: float = 0.0  # rad: uniform half-width of a rotation about a random axis
+    fovy: float = 0.0  # deg: uniform half-width of the field-of-view change
+    light: tuple[float, float] = (1.0, 1.0)  # scale range of every light's diffuse intensity
+    colors: tuple[str, ...] = ()  # geoms whose colour is jittered (the table, the object)
+    color: float = 0.0  # uniform half-width added to each RGB component (0..1 units)
+    noise: float = 0.0  # std of Gaussian pixel noise, in 0..255 units, drawn every frame
+
+    def __post_init__(self) -> None:
+        for f in ("position", "rotation", "fovy", "color", "noise"):
+            if not getattr(self, f) >= 0:
+                raise ValueError(f"{f}: must be >= 0, got {getattr(self, f)!r}")
+        lo, hi = self.light
+        if not 0 <= lo <= hi:
+            raise ValueError(f"light: must be [low, high] with 0 <= low <= high, got {self.light!r}")
+
+
+@dataclass
 class RandomizationCfg:
     enabled: bool = True
     friction: RangeTerm | None = None
@@ -80,12 +103,13 @@ class RandomizationCfg:
     gravity_tilt: RangeTerm | None = None
     action_latency: RangeTerm | None = None
     push: PushTerm | None = None
+    camera: CameraRandomizationCfg | None = None  # images only (tasks with image observations)
 
     def active(self) -> dict[str, RangeTerm]:
         if not self.enabled:
             return {}
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("enabled", "push") and getattr(self, f.name) is not None}
+                if f.name not in ("enabled", "push", "camera") and getattr(self, f.name) is not None}
 
 
 # Named physical randomizations for a simulated robot outside training (the sim bridge,

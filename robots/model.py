@@ -67,18 +67,21 @@ import mujoco
 import numpy as np
 
 from roboreal.config import ConfigError
+from roboreal.robots.cameras import add_cameras
 
 if TYPE_CHECKING:
+    from roboreal.robots.cameras import CameraSpec
     from roboreal.robots.spec import RobotSpec
 
 _JOINT_TRN = (int(mujoco.mjtTrn.mjTRN_JOINT), int(mujoco.mjtTrn.mjTRN_JOINTINPARENT))
 _LIMITED = mujoco.mjtLimited.mjLIMITED_TRUE
 
 
-def build_model(spec: "RobotSpec") -> mujoco.MjModel:
+def build_model(spec: "RobotSpec", cameras: tuple["CameraSpec", ...] = ()) -> mujoco.MjModel:
     """The robot's model with robot.yaml's gains and ranges written in (a fresh model each call:
-    tasks and randomization change its arrays in place)."""
-    return _build(spec)
+    tasks and randomization change its arrays in place), plus robot.yaml's cameras and a task's
+    `cameras` where the MJCF lacks them."""
+    return _build_with_additions(spec, tuple(cameras))[0]
 
 
 def actuator_ids(spec: "RobotSpec", model: mujoco.MjModel) -> tuple[np.ndarray, int | None]:
@@ -171,11 +174,7 @@ def _set_servo(el, kp: float, kd: float) -> None:
     el.biasprm = bias
 
 
-def _build(spec: "RobotSpec") -> mujoco.MjModel:
-    return _build_with_additions(spec)[0]
-
-
-def _build_with_additions(spec: "RobotSpec") -> tuple[mujoco.MjModel, list[str]]:
+def _build_with_additions(spec: "RobotSpec", cameras: tuple["CameraSpec", ...] = ()) -> tuple[mujoco.MjModel, list[str]]:
     path = spec.model_path
     if not path.exists():
         raise ConfigError("model", f"file not found: {path}")
@@ -267,6 +266,11 @@ def _build_with_additions(spec: "RobotSpec") -> tuple[mujoco.MjModel, list[str]]
         _set_range(el, "forcerange", -g.force_limit, g.force_limit)
 
     added = _add_task_elements(spec, mspec, raw)
+    twice = sorted({c.name for c in spec.cameras} & {c.name for c in cameras})
+    if twice:
+        raise ConfigError("env.cameras", f"names a camera robot.yaml declares: {twice}")
+    added += add_cameras(mspec, raw, spec.cameras, "cameras")
+    added += add_cameras(mspec, raw, cameras, "env.cameras")
     try:
         return mspec.compile(), added
     except ValueError as e:

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from roboreal.config import ConfigError, from_dict, load_yaml
+from roboreal.robots.cameras import CameraSpec
 from roboreal.robots.safety_spec import SafetySpec, finite_number, validate_safety
 
 ROBOTS_DIR = Path(__file__).resolve().parent
@@ -100,6 +101,8 @@ class RobotSpec:
     sites: SitesSpec = field(default_factory=SitesSpec)
     ros: RosSpec = field(default_factory=RosSpec)
     gripper: GripperSpec | None = None
+    # cameras on the robot (a wrist camera) or in its cell; added to the model when the MJCF lacks them
+    cameras: tuple[CameraSpec, ...] = ()
     description: str = ""
     # s, the simulation step of this robot, written into the model; None: the MJCF's own
     # <option timestep>. Tasks set their own (`TaskCfg.physics_dt`), never the MJCF's.

@@ -7,7 +7,8 @@ register("cartpole-balance", CartpoleEnv, CartpoleCfg, "Balance a pole on a cart
 register("cartpole-balance-discrete", CartpoleEnv, CartpoleCfg, "Balance a pole on a cart; 2 discrete pushes (DQN).",
          discrete=True)
 from roboreal.envs.tasks.go1 import Go1WalkCfg, Go1WalkEnv
-from roboreal.envs.tasks.panda import PandaPickCfg, PandaPickEnv, PandaReachCfg, PandaReachEnv
+from roboreal.envs.tasks.panda import (PandaPickCfg, PandaPickEnv, PandaPickVisionCfg, PandaPickVisionEnv, PandaReachCfg,
+                                      PandaReachEnv)
 
 SPARSE = {"distance": 0.0, "not_reached": -1.0}
 register("panda-reach", PandaReachEnv, PandaReachCfg, "Panda: move the end-effector to a goal; dense reward.")
@@ -15,4 +16,6 @@ register("panda-reach-sparse", PandaReachEnv, PandaReachCfg, "Panda: reach a goa
          rewards=SPARSE)
 register("panda-pick", PandaPickEnv, PandaPickCfg, "Panda: pick the cube from the bin, place it at a goal; sparse.",
          rewards=SPARSE)
+register("panda-pick-vision", PandaPickVisionEnv, PandaPickVisionCfg,
+         "Panda: pick from pixels (front + wrist cameras, no object pose); sparse.", rewards=SPARSE)
 register("go1-walk", Go1WalkEnv, Go1WalkCfg, "Go1: track commanded base velocity (vx, vy, yaw rate), flat ground.")

@@ -21,6 +21,8 @@ import mujoco
 import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
+from roboreal.envs.randomization import CameraRandomizationCfg, RandomizationCfg
+from roboreal.robots.cameras import CameraSpec
 from roboreal.robots.model import actuator_ids, base_body
 from roboreal.robots.needs import RobotNeeds
 from roboreal.control.action import ActionMapping, GripperMapping
@@ -52,6 +54,23 @@ class PandaPickCfg(PandaCfg):
     goal_in_air_fraction: float = 0.5  # the rest of the goals lie on the table
     goal_air_height: tuple[float, float] = (0.05, 0.25)  # m above the table top
     object_xy_noise: float = 0.04  # m around the bin centre
+
+
+# A fixed camera in front of the robot looking at the bin and the goal area (the cell's camera).
+FRONT_CAMERA = CameraSpec(name="front", pos=(1.0, 0.0, 0.55), lookat=(0.5, 0.0, 0.05), fovy=45.0,
+                          width=64, height=64)
+
+
+@dataclass
+class PandaPickVisionCfg(PandaPickCfg):
+    """panda-pick seen through cameras: the policy gets the front and wrist images and the
+    robot's own state, not the cube's pose (the critic and the reward still use it)."""
+
+    cameras: list[CameraSpec] = field(default_factory=lambda: [FRONT_CAMERA])
+    image_observations: tuple[str, ...] = ("front", "wrist")
+    randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(
+        enabled=True, camera=CameraRandomizationCfg(position=0.01, rotation=0.02, fovy=2.0, light=(0.7, 1.3),
+                                                    colors=("table", "object"), color=0.08, noise=3.0)))
 
 
 class PandaEnv(MujocoTaskEnv):
@@ -275,3 +294,18 @@ class PandaPickEnv(PandaEnv):
 
     def _terminations(self) -> dict[str, torch.Tensor]:
         return {"object_dropped": self.object_pos[:, 2] < self.rest_z - 0.1}
+
+
+class PandaPickVisionEnv(PandaPickEnv):
+    """`panda-pick` from pixels: no object pose in the policy's observation."""
+
+    task_name = "panda-pick-vision"
+    needs = RobotNeeds(kinds=("manipulator",), control_mode="position", sites=("end_effector",), gripper=True,
+                       ros=("goal", "gripper_commands"), scene=(("joint", "object_joint"), ("sensor", "object_pos")))
+    cfg: PandaPickVisionCfg
+
+    def _observation_terms(self) -> dict[str, list[ObsTerm]]:
+        full = super()._observation_terms()
+        seen = [t for t in full["observation"] if not t.source.startswith("object_pose")]
+        # asymmetric actor-critic: the critic (and a privileged teacher) keeps the cube's state
+        return {**full, "observation": seen, "critic": [*full["observation"], *full["desired_goal"]]}
