@@ -39,6 +39,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         env = make(name, num_envs=1)
         s = env.spec
         obs = ", ".join(f"{k} {v}" for k, v in s.observation_sizes.items())
+        obs += "".join(f", image {k} {'x'.join(map(str, shape))}" for k, shape in s.image_shapes.items())
         act = f"{s.action_size} {'discrete' if s.action_type == 'discrete' else 'in [-1,1]'}"
         kinds = " or ".join(getattr(task_entry(name).env_class, "needs").kinds)
         robot = f"{s.robot} (env.robot=: any {kinds})" if s.robot else ""

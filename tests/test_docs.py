@@ -670,9 +670,13 @@ def test_the_task_table_matches_the_tasks():
             env = make(task, num_envs=1)
             s = env.spec
             env.close()
-            got = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", re.sub(r"\(.*?\)", "", obs))}
+            obs = re.sub(r"\(.*?\)", "", obs)
+            images = {k: tuple(map(int, v.split("x"))) for k, v in re.findall(r"image (\w+) ([\dx]+)", obs)}
+            got = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)\b(?!x)", re.sub(r"image \w+ [\dx]+", "", obs))}
             if got != dict(s.observation_sizes):
                 problems.append(f"{task}: observations {got}, the task has {dict(s.observation_sizes)}")
+            if images != dict(s.image_shapes):
+                problems.append(f"{task}: images {images}, the task has {dict(s.image_shapes)}")
             if int(re.match(r"\d+", action).group()) != s.action_size:
                 problems.append(f"{task}: action {action!r}, the task has {s.action_size}")
             if control != f"{1 / s.control_dt:.0f} Hz":
