@@ -9,7 +9,8 @@ roboreal's own format, HDF5 episodes in robomimic's layout:
 
 * `hdf5_format`: the layout (its docstring), `DatasetError`, provenance (`dataset_meta`) and
   the default train/validation split (`train_valid_split`);
-* `writer`: `DatasetWriter` (crash-safe, readable while it records);
+* `writer`: `DatasetWriter` (crash-safe, readable while it records); camera frames are image
+  groups, uint8 (T, C, H, W) `obs/<camera>`, one compressed frame per chunk;
 * `batched_recorder`: `BatchedRecorder` (a batched env's episodes into a writer);
 * `reader`: `Episode`, `DatasetReader` (episodes, summary, splits);
 * `labels`: which steps are training labels (`step_labels`, `describe_label_source`);
@@ -17,7 +18,7 @@ roboreal's own format, HDF5 episodes in robomimic's layout:
   `check_compatible`).
 
 Other formats are converted to and from it. `roboreal.data.lerobot`: LeRobot v3.0 export and
-import (``pip install roboreal[lerobot]``), kept out of this list so that importing
+import (``pip install roboreal[lerobot]``; cameras as mp4 videos, `lerobot.video`), kept out of this list so that importing
 `roboreal.data` needs no pyarrow.
 
 Adding a dataset format (the one place to extend): a module (or subpackage, like `lerobot`) in

@@ -15,6 +15,9 @@ class BatchedRecorder:
     ``env.step`` with the observation the actions were computed from; an env's episode is
     written when it ends (``info["final_observation"]`` becomes its last ``next_obs``).
     ``max_episodes`` stops writing after that many episodes (the rest are dropped).
+    Camera entries of the obs ((N, C, H, W) uint8, keyed by camera) are recorded like the
+    vector groups, one (C, H, W) frame per env and step, and stored as uint8 image groups
+    (see `DatasetWriter`).
     """
 
     def __init__(self, writer: DatasetWriter, num_envs: int, max_episodes: int | None = None,

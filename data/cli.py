@@ -19,11 +19,12 @@ from roboreal.config import ConfigError
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect or convert datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    q = dsub.add_parser("info", help="episodes, lengths, success, labels and interventions")
+    q = dsub.add_parser("info", help="episodes, lengths, success, labels, interventions and cameras")
     q.add_argument("file")
     q.add_argument("--all", action="store_true", help="list every episode (default: at most 40 rows)")
     q.set_defaults(handler=cmd_data_info)
-    q = dsub.add_parser("export", help="write a LeRobot v3.0 dataset directory (needs roboreal[lerobot])")
+    q = dsub.add_parser("export", help="write a LeRobot v3.0 dataset directory, cameras as mp4 videos "
+                                  "(needs roboreal[lerobot])")
     q.add_argument("file")
     q.add_argument("--lerobot", required=True, metavar="DIR")
     q.add_argument("--obs-group", default="policy", help="group written as observation.state")
@@ -81,6 +82,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         f"{f' ({by})' if by else ''}, next_obs in {known['next_obs']} of {n}; unknown rewards are NaN and "
         f"unknown success is absent (not counted in the success rate)")
     console.print(f"observation groups {s['obs_groups']}, action size {s['action_size']}")
+    if s["images"]:  # camera, C x H x W, frames stored (obs; next_obs holds as many again)
+        console.print("cameras: " + ", ".join(f"{cam} {'x'.join(map(str, row['shape']))} ({row['frames']} frames, "
+                                              f"uint8 {row['compression']})" for cam, row in s["images"].items()))
     if s["skipped"]:
         console.print(f"[red]skipped {len(s['skipped'])} unreadable episodes:[/] {s['skipped']}")
     return 0
@@ -96,7 +100,8 @@ def cmd_data_export(args: argparse.Namespace) -> int:
                                 overwrite=args.overwrite)
     except DatasetError as e:
         raise ConfigError("lerobot", str(e)) from None
-    print(f"wrote {res['episodes']} episodes ({res['frames']} frames, {len(res['files'])} data files) to "
+    videos = f", {len(res['videos'])} video files" if res["videos"] else ""
+    print(f"wrote {res['episodes']} episodes ({res['frames']} frames, {len(res['files'])} data files{videos}) to "
           f"{res['out']} (LeRobot v3.0)")
     return 0
 
@@ -112,5 +117,7 @@ def cmd_data_import_lerobot(args: argparse.Namespace) -> int:
         raise ConfigError("lerobot", str(e)) from None
     print(f"wrote {res['episodes']} episodes ({res['frames']} frames) to {res['out']}: observation groups "
           f"{res['obs_groups']}, action size {res['action_size']}, tasks {res['tasks']}"
+          + (", cameras " + ", ".join(f"{c} {'x'.join(map(str, s))}" for c, s in res["images"].items())
+             if res["images"] else "")
           + (f"; not imported: {', '.join(res['ignored'])}" if res["ignored"] else ""))
     return 0

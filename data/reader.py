@@ -20,13 +20,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from roboreal.data.hdf5_format import (AUTO_SPLIT_ATTR, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, DatasetError,
-                                       demo_names, from_attr, from_json, train_valid_split)
+from roboreal.data.hdf5_format import (AUTO_SPLIT_ATTR, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, IMAGE_SHAPES_ATTR,
+                                       DatasetError, demo_names, from_attr, from_json, is_image, train_valid_split)
 from roboreal.data.labels import label_source, step_labels
 
 
 @dataclass
 class Episode:
+    """One demo. ``obs``/``next_obs``: {group: (T, k) float32} for vector groups and {camera:
+    (T, C, H, W) uint8} for image groups (`images` names them)."""
+
     name: str
     obs: dict[str, np.ndarray]
     actions: np.ndarray
@@ -50,6 +53,11 @@ class Episode:
     @property
     def success(self) -> bool | None:
         return self.attrs.get("success")
+
+    @property
+    def images(self) -> list[str]:
+        """The image groups (cameras) among ``obs``."""
+        return [g for g, v in self.obs.items() if is_image(v, per_step=False)]
 
 
 class DatasetReader:
@@ -206,7 +214,19 @@ class DatasetReader:
             out.update({k: v for k, v in meta.items() if k not in out})
         return out
 
-    def episode(self, name: str | int) -> Episode:
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """{camera: (C, H, W)} of the image groups: the first demo's, else the file's attribute."""
+        if self.names:
+            obs = self._demo(self.names[0])["obs"]
+            return {k: tuple(int(x) for x in ds.shape[1:]) for k, ds in obs.items() if is_image(ds, per_step=False)}
+        attr = self.meta.get(IMAGE_SHAPES_ATTR)
+        return {c: tuple(int(x) for x in v) for c, v in attr.items()} if isinstance(attr, dict) else {}
+
+    def episode(self, name: str | int, *, next_obs_images: bool = True) -> Episode:
+        """Demo `name` (or its index) read whole. Image groups come back as stored (uint8);
+        `next_obs_images=False` leaves them out of ``next_obs`` (half the decompression, for
+        readers that use only ``obs``'s frames, like `load_transitions`)."""
         if isinstance(name, int):
             name = self.names[name]
         g = self._demo(name)
@@ -217,14 +237,20 @@ class DatasetReader:
         def get(key, default):
             return np.asarray(g[key][()]) if key in g else default
 
+        def group(sub: str, images: bool = True) -> dict[str, np.ndarray]:
+            # frames stay uint8 (a float copy would be 4x the memory); vectors are float32
+            return {k: np.asarray(ds[()], dtype=np.uint8) if is_image(ds, per_step=False)
+                    else np.asarray(ds[()], dtype=np.float32)
+                    for k, ds in g[sub].items() if images or not is_image(ds, per_step=False)}
+
         return Episode(
-            name=name, obs={k: np.asarray(v[()], dtype=np.float32) for k, v in g["obs"].items()}, actions=actions,
+            name=name, obs=group("obs"), actions=actions,
             rewards=self.rewards(name),
             dones=get("dones", np.zeros(n, np.uint8)).astype(np.uint8).reshape(n),
             expert_actions=get("expert_actions", np.full_like(actions, np.nan)).astype(np.float32).reshape(n, a_size),
             policy_actions=get("policy_actions", np.full_like(actions, np.nan)).astype(np.float32).reshape(n, a_size),
             intervention=get("intervention", np.zeros(n, np.uint8)).astype(np.uint8).reshape(n),
-            next_obs={k: np.asarray(v[()], dtype=np.float32) for k, v in g["next_obs"].items()} if "next_obs" in g else None,
+            next_obs=group("next_obs", next_obs_images) if "next_obs" in g else None,
             states=np.asarray(g["states"][()]) if "states" in g else None,
             attrs=self.episode_attrs(name))
 
@@ -285,10 +311,24 @@ class DatasetReader:
             "label_source": source,
             "interventions": sum(r["interventions"] for r in rows),
             "episodes_with_interventions": sum(r["interventions"] > 0 for r in rows),
-            "obs_groups": {k: int(v.shape[-1]) for k, v in self._demo(self.names[0])["obs"].items()} if rows else {},
+            "obs_groups": {k: int(v.shape[-1]) for k, v in self._demo(self.names[0])["obs"].items()
+                           if not is_image(v, per_step=False)} if rows else {},
+            "images": self._image_summary(),
             "action_size": int(self._demo(self.names[0])["actions"].shape[-1]) if rows else None,
             "skipped": dict(self.skipped), "rows": rows,
         }
+
+    def _image_summary(self) -> dict[str, dict]:
+        """{camera: {"shape": [C, H, W], "frames": obs frames in all demos, "compression": e.g. "gzip-1"}}."""
+        out: dict[str, dict] = {}
+        for n in self.names:
+            for k, ds in self._demo(n)["obs"].items():
+                if is_image(ds, per_step=False):
+                    row = out.setdefault(k, {"shape": [int(x) for x in ds.shape[1:]], "frames": 0,
+                                             "compression": f"{ds.compression}-{ds.compression_opts}"
+                                             if ds.compression_opts is not None else str(ds.compression)})
+                    row["frames"] += int(ds.shape[0])
+        return out
 
     # ----- splits -----
     def filter_key(self, key: str) -> list[str] | None:

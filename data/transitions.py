@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from roboreal.data.hdf5_format import DatasetError
+from roboreal.data.hdf5_format import IMAGE_SHAPES_ATTR, DatasetError, from_json, is_image, shape_text
 from roboreal.data.labels import label_source, no_labels_reason, step_labels
 from roboreal.data.reader import DatasetReader, Episode
 
@@ -23,7 +23,8 @@ from roboreal.data.reader import DatasetReader, Episode
 class TransitionSet:
     """All steps of some episodes, flattened, with what imitation learning needs.
 
-    ``obs``: {group: (M, k)}; ``labels``: (M, A) expert labels (NaN where none);
+    ``obs``: {group: (M, k) float32} and, for cameras, {camera: (M, C, H, W) uint8} (the frame
+    before each step, as stored: a learner scales it); ``labels``: (M, A) expert labels (NaN where none);
     ``labeled``: (M,) bool; ``episode``: (M,) episode id; ``step``: (M,) step within it;
     ``episode_end``: (M,) index one past the episode's last step (for goal relabeling);
     ``next_achieved``: (M, g) achieved goal *after* each step (goal tasks, else None);
@@ -76,9 +77,13 @@ class TransitionSet:
         if not groups:
             raise DatasetError(f"the datasets share no observation group ({[sorted(s.obs) for s in sets]})")
         for g in groups:
-            sizes = {int(s.obs[g].shape[1]) for s in sets}
-            if len(sizes) > 1:
-                raise DatasetError(f"observation group {g!r} has sizes {sorted(sizes)} in different datasets")
+            shapes = {tuple(int(x) for x in s.obs[g].shape[1:]) for s in sets}
+            if len(shapes) > 1:
+                if is_image(next(iter(shapes))):
+                    raise DatasetError(f"camera {g!r} has frames of {' and '.join(sorted(map(shape_text, shapes)))} "
+                                       f"(C x H x W) in different datasets")
+                raise DatasetError(f"observation group {g!r} has sizes {sorted(s[0] for s in shapes)} in different "
+                                   f"datasets")
         return TransitionSet(
             obs={g: torch.cat([s.obs[g] for s in sets]) for g in groups},
             labels=torch.cat([s.labels for s in sets]), labeled=torch.cat([s.labeled for s in sets]),
@@ -145,8 +150,9 @@ def episodes_to_transitions(episodes: Sequence[Episode], labels: str = "auto", p
         pos += n
     t = lambda x, dt=torch.float32: torch.as_tensor(np.concatenate(x) if x else np.zeros(0), dtype=dt)  # noqa: E731
     a_size = episodes[0].actions.shape[1] if episodes else 0
+    # frames stay uint8 (M, C, H, W); vector groups become float32
     return TransitionSet(
-        obs={g: t(v) for g, v in obs.items()},
+        obs={g: torch.as_tensor(np.concatenate(v)) if is_image(v[0], per_step=False) else t(v) for g, v in obs.items()},
         labels=t(lab).reshape(-1, a_size), labeled=t(labeled, torch.bool), episode=t(ep_id, torch.long),
         step=t(step, torch.long), episode_end=t(end, torch.long), actions=t(acts).reshape(-1, a_size),
         next_achieved=t(nach) if len(nach) == len(episodes) and nach else None,
@@ -191,14 +197,18 @@ def load_transitions(paths: str | Path | Sequence[str | Path], val_fraction: flo
                 meta = dict(r.meta)
                 meta["task"] = r.task
                 meta["env_kwargs"] = r.env_kwargs
+                meta[IMAGE_SHAPES_ATTR] = {c: list(v) for c, v in r.image_shapes.items()}  # what the demos hold
             source = r.label_source(labels)  # the whole file's rule, before any split or budget
             sources[str(p)] = source
             if max_episodes is not None:
                 r.names = r.names[:max_episodes]
             tr, va = r.split(val_fraction, seed)
             prefix = f"{Path(p).name}:"
-            tr_set = episodes_to_transitions([r.episode(n) for n in tr], source, prefix=prefix) if tr else None
-            va_set = episodes_to_transitions([r.episode(n) for n in va], source, prefix=prefix) if va else None
+            # next_obs frames are not part of a TransitionSet: not decompressed
+            tr_set = episodes_to_transitions([r.episode(n, next_obs_images=False) for n in tr], source,
+                                             prefix=prefix) if tr else None
+            va_set = episodes_to_transitions([r.episode(n, next_obs_images=False) for n in va], source,
+                                             prefix=prefix) if va else None
             if sum(s.num_labels for s in (tr_set, va_set) if s is not None) == 0:
                 unlabelled.append(_no_labels_reason(p, r, source))
             if tr_set is not None:
@@ -236,9 +246,13 @@ def require_labels(paths: str | Path | Sequence[str | Path], labels: str = "auto
     return counts
 
 
-def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
-    """Refuse a dataset whose action size or observation group size differs from `env`'s (one
-    line naming the sizes, the task the dataset was recorded for, and what to do)."""
+def check_compatible(meta: dict, env, obs_group: str = "policy", image_inputs: Sequence[str] = ()) -> None:
+    """Refuse a dataset whose action size, observation group size or camera shapes differ from
+    `env`'s (one line naming the sizes, the task the dataset was recorded for, and what to do).
+
+    Cameras: every camera the dataset holds (``meta["image_shapes"]``) that `env` renders too
+    (``env.spec.image_shapes``) must have the env's (C, H, W); every camera in `image_inputs`
+    (the ones a policy reads) must be in both."""
     spec = env.spec
     recorded = meta.get("task")
     files = ", ".join(Path(f).name for f in meta.get("files") or []) or "the dataset"
@@ -253,5 +267,19 @@ def check_compatible(meta: dict, env, obs_group: str = "policy") -> None:
             int(groups[obs_group]) != int(spec.observation_sizes[obs_group]):
         raise DatasetError(f"{of}: observation group {obs_group!r} has size {groups[obs_group]}, task {spec.task} "
                            f"has {spec.observation_sizes[obs_group]}{hint}")
+    recorded_images = from_json(meta.get(IMAGE_SHAPES_ATTR), {}) or {}
+    env_images = getattr(spec, "image_shapes", None) or {}
+    for camera, shape in env_images.items():
+        if camera in recorded_images and tuple(int(x) for x in recorded_images[camera]) != tuple(shape):
+            advice = hint or ": record it again at the task's resolution, or give the task's camera the dataset's"
+            raise DatasetError(f"{of}: camera {camera!r} has {shape_text(recorded_images[camera])} frames, task "
+                               f"{spec.task} renders {shape_text(shape)} (C x H x W){advice}")
+    for camera in image_inputs:
+        where = [w for w, shapes in (("the dataset", recorded_images), (f"task {spec.task}", env_images))
+                 if camera not in shapes]
+        if where:
+            raise DatasetError(f"{of}: the policy reads camera {camera!r}, which {' and '.join(where)} "
+                               f"{'lack' if len(where) > 1 else 'lacks'} (dataset cameras: "
+                               f"{sorted(recorded_images) or 'none'}, task cameras: {sorted(env_images) or 'none'})")
     if meta.get("robot") and getattr(env, "robot", None) is not None and meta["robot"] != env.robot.name:
         raise DatasetError(f"dataset was recorded on robot {meta['robot']!r}, task {spec.task} uses {env.robot.name!r}")

@@ -3,7 +3,11 @@
 ``observation.state`` -> ``obs/policy``, every other numeric ``observation.<name>`` ->
 ``obs/<name>``, ``action`` -> ``actions`` and, as the label of a demonstration,
 ``expert_actions`` (a roboreal export's own ``expert_action``/``policy_action``/``intervention``
-columns are restored instead). Images and videos are not imported (listed in the result).
+columns are restored instead). A video feature (``observation.images.<camera>``, or any
+``dtype: video``) is decoded into ``obs/<camera>`` uint8 (T, C, H, W) frames (a roboreal
+export's RGB + depth pair back into one 4-channel camera); ``dtype: image`` features (PNG
+frames inside the parquet), and videos no episode row locates, are not imported (listed in the
+result).
 Malformed input raises `DatasetError` naming the file and the field.
 
 
@@ -20,7 +24,8 @@ import numpy as np
 
 from roboreal.data import DatasetError, DatasetWriter, dataset_meta
 from roboreal.data.lerobot.layout import (CODEBASE_VERSION, EPISODES_DIR, INFO_PATH, ROBOREAL_PATH, TASKS_PATH,
-                                          column_values, require_pyarrow)
+                                          column_values, require_pyarrow, video_columns)
+from roboreal.data.lerobot.video import VideoReader
 
 
 def _check_column(pa, col, key: str, feature: dict, path: Path) -> None:
@@ -143,8 +148,8 @@ def import_lerobot_v3(lerobot_dir: str | Path, hdf5_path: str | Path, task: str 
     take; default: the task a roboreal export recorded, else none). LeRobot's task texts are
     kept per episode (``lerobot_tasks``) and in the file's ``lerobot`` attribute. `mode`:
     `DatasetWriter`'s (``"w"`` replaces the file, ``"a"`` appends). Returns ``{"episodes",
-    "frames", "out", "obs_groups", "action_size", "tasks", "ignored"}`` (``ignored``: features
-    and columns not imported, e.g. videos).
+    "frames", "out", "obs_groups", "images", "action_size", "tasks", "ignored"}`` (``images``:
+    {camera: [C, H, W]}; ``ignored``: features and columns not imported, e.g. PNG image features).
     """
     pa, pq = require_pyarrow()
     root = Path(lerobot_dir)
@@ -158,7 +163,11 @@ def import_lerobot_v3(lerobot_dir: str | Path, hdf5_path: str | Path, task: str 
     state_group = roboreal_meta.get("obs_group") or "policy"
 
     tabular = {k: f for k, f in features.items() if f["dtype"] not in ("video", "image", "string")}
-    ignored = sorted(k for k in features if k not in tabular)
+    videos = _video_sources(root, info, roboreal_meta)  # video key -> (camera, first channel, channels)
+    # a video no episode row locates (a directory written without its videos) is not imported, as
+    # image features are not; one that some rows locate must be found for every episode
+    videos = {k: v for k, v in videos.items() if any(row.get(video_columns(k)[0]) is not None for row in episodes)}
+    ignored = sorted(k for k in features if k not in tabular and k not in videos)
     for key, f in tabular.items():
         if len(f["shape"]) != 1 and key.startswith(("observation.", "action")):
             raise DatasetError(f"{root / INFO_PATH}: features[{key!r}].shape is {f['shape']}; roboreal reads "
@@ -175,6 +184,7 @@ def import_lerobot_v3(lerobot_dir: str | Path, hdf5_path: str | Path, task: str 
     ignored += sorted(k for k in tabular if k not in used)
     action_size = int(np.prod(tabular["action"]["shape"]))
     obs_groups = {g: int(np.prod(tabular[k]["shape"])) for k, g in obs_keys.items()}
+    image_shapes = _camera_shapes(root, features, videos, set(obs_groups))
     fps = float(info["fps"])
     task_texts = [tasks[i] for i in sorted(tasks)]
     task_name = task or roboreal_meta.get("task")
@@ -182,6 +192,8 @@ def import_lerobot_v3(lerobot_dir: str | Path, hdf5_path: str | Path, task: str 
                          "robot_type": info.get("robot_type"), "tasks": task_texts}}
     if roboreal_meta.get("robot"):  # a roboreal export knows its robot (bc checks it against the task)
         extra["robot"] = roboreal_meta["robot"]
+    if image_shapes:
+        extra["image_shapes"] = {c: list(s) for c, s in image_shapes.items()}
     meta = dataset_meta(task=task_name, source="lerobot", control_dt=1.0 / fps, action_size=action_size,
                         obs_groups=obs_groups, **extra)
 
@@ -215,24 +227,106 @@ def import_lerobot_v3(lerobot_dir: str | Path, hdf5_path: str | Path, task: str 
         cols = load(path, rows)
         for row in rows:
             _episode_frames(cols, row, path)
+            for key in videos:  # the video files exist (decoded in step 2: reading them twice costs)
+                _video_location(root, info, key, row)
     # 2. write; a new file is written aside and moved into place whole
     target = Path(hdf5_path)
     scratch = target.with_name(target.name + ".importing") if mode == "w" else target
     frames = written = 0
+    decoder = VideoReader()
     try:
-        with DatasetWriter(scratch, meta, mode=mode, obs_groups=list(obs_groups)) as writer:
+        with DatasetWriter(scratch, meta, mode=mode, obs_groups=[*obs_groups, *image_shapes]) as writer:
             for path, rows in by_file:
                 cols = load(path, rows)
                 for row in rows:
-                    frames += _import_episode(writer, cols, row, path, obs_keys, action_size, tasks)
+                    images = _episode_images(root, info, videos, image_shapes, row, decoder)
+                    frames += _import_episode(writer, cols, row, path, obs_keys, action_size, tasks, images)
                     written += 1
         if scratch != target:
             scratch.replace(target)
     finally:
+        decoder.close()
         if scratch != target and scratch.exists():
             scratch.unlink()
     return {"episodes": written, "frames": frames, "out": str(target), "obs_groups": obs_groups,
-            "action_size": action_size, "tasks": task_texts, "ignored": ignored}
+            "images": {c: list(s) for c, s in image_shapes.items()}, "action_size": action_size,
+            "tasks": task_texts, "ignored": ignored}
+
+
+def _video_sources(root: Path, info: dict, roboreal_meta: dict) -> dict[str, tuple[str, int, int]]:
+    """{video key: (camera, first channel, channels)}: a roboreal export's own mapping (its RGB +
+    depth pairs), else each video its own camera, named after the key without ``observation.images.``
+    (or ``observation.``), grey when LeRobot marks it a depth map or 1-channel, else RGB."""
+    keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    if keys and not isinstance(info.get("video_path"), str):
+        raise DatasetError(f"{root / INFO_PATH}: features {keys} are videos but 'video_path' is "
+                           f"{info.get('video_path')!r} (a path template is needed to find them)")
+    mapping = roboreal_meta.get("videos") if isinstance(roboreal_meta.get("videos"), dict) else {}
+    out = {}
+    for key in keys:
+        ft = info["features"][key]
+        if key in mapping:
+            c0, c1 = (int(c) for c in mapping[key]["channels"])
+            out[key] = (str(mapping[key]["camera"]), c0, c1 - c0)
+            continue
+        vinfo = ft.get("info") or {}
+        channels = 1 if vinfo.get("video.is_depth_map") or vinfo.get("is_depth_map") or \
+            vinfo.get("video.channels") == 1 else 3
+        camera = key.removeprefix("observation.images.").removeprefix("observation.")
+        out[key] = (camera, 0, channels)
+    return out
+
+
+def _camera_shapes(root: Path, features: dict, videos: dict[str, tuple[str, int, int]],
+                   vector_groups: set[str]) -> dict[str, tuple[int, int, int]]:
+    """{camera: (C, H, W)} from the video features (H, W from info.json; C the channels summed)."""
+    shapes: dict[str, list] = {}
+    for key, (camera, c0, channels) in sorted(videos.items(), key=lambda kv: (kv[1][0], kv[1][1])):
+        if camera in vector_groups:
+            raise DatasetError(f"{root / INFO_PATH}: video {key!r} would become camera {camera!r}, which is also a "
+                               f"vector observation group")
+        ft = features[key]
+        shape, names = [int(x) for x in ft["shape"]], ft.get("names") or []
+        if len(shape) != 3:
+            raise DatasetError(f"{root / INFO_PATH}: features[{key!r}].shape is {shape}; a video is (H, W, C) or "
+                               f"(C, H, W)")
+        # LeRobot's rule: names ending in "channel(s)" mean (H, W, C), else (C, H, W)
+        height, width = shape[:2] if len(names) == 3 and names[2] in ("channel", "channels") else shape[1:]
+        row = shapes.setdefault(camera, [0, height, width])
+        if (row[1], row[2]) != (height, width) or row[0] != c0:
+            raise DatasetError(f"{root / INFO_PATH}: video {key!r} ({height}x{width}, channels from {c0}) does not "
+                               f"fit camera {camera!r} ({row[1]}x{row[2]}, {row[0]} channels so far)")
+        row[0] += channels
+    return {c: tuple(v) for c, v in shapes.items()}
+
+
+def _video_location(root: Path, info: dict, key: str, row: dict) -> tuple[Path, float]:
+    """The mp4 holding episode ``row``'s frames of video `key`, and the second they start at."""
+    chunk, file, start_s, _ = video_columns(key)
+    missing = [c for c in (chunk, file, start_s) if row.get(c) is None]
+    if missing:
+        raise DatasetError(f"{row['_meta_file']}: episode {row['episode_index']} has no {missing[0]!r} (where its "
+                           f"frames of video {key!r} are)")
+    path = root / info["video_path"].format(video_key=key, chunk_index=int(row[chunk]), file_index=int(row[file]))
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (episode {row['episode_index']}'s frames of video {key!r})")
+    return path, float(row[start_s])
+
+
+def _episode_images(root: Path, info: dict, videos: dict[str, tuple[str, int, int]],
+                    image_shapes: dict[str, tuple[int, int, int]], row: dict, decoder: VideoReader
+                    ) -> dict[str, np.ndarray]:
+    """{camera: (T, C, H, W) uint8} of episode ``row``, decoded from its videos."""
+    n = int(row["length"])
+    out = {c: np.empty((n, *shape), np.uint8) for c, shape in image_shapes.items()}
+    for key, (camera, c0, channels) in videos.items():
+        path, start_s = _video_location(root, info, key, row)
+        frames = decoder.frames(path, int(round(start_s * float(info["fps"]))), n, channels)
+        if frames.shape[1:3] != image_shapes[camera][1:]:
+            raise DatasetError(f"{path}: frames are {frames.shape[1]}x{frames.shape[2]}, {INFO_PATH} says video "
+                               f"{key!r} is {image_shapes[camera][1]}x{image_shapes[camera][2]}")
+        out[camera][:, c0:c0 + channels] = frames.transpose(0, 3, 1, 2)
+    return out
 
 
 def _episode_frames(cols: dict[str, np.ndarray], row: dict, path: Path) -> np.ndarray:
@@ -255,7 +349,8 @@ def _episode_frames(cols: dict[str, np.ndarray], row: dict, path: Path) -> np.nd
 
 
 def _import_episode(writer: DatasetWriter, cols: dict[str, np.ndarray], row: dict, path: Path,
-                    obs_keys: dict[str, str], action_size: int, tasks: dict[int, str]) -> int:
+                    obs_keys: dict[str, str], action_size: int, tasks: dict[int, str],
+                    images: dict[str, np.ndarray]) -> int:
     ep_index = int(row["episode_index"])
     sel = _episode_frames(cols, row, path)
     n = len(sel)
@@ -273,6 +368,7 @@ def _import_episode(writer: DatasetWriter, cols: dict[str, np.ndarray], row: dic
     dones = np.asarray(get("next.done", done_default)).astype(bool).reshape(n)
     intervention = np.asarray(get("intervention", np.zeros(n, bool))).astype(bool).reshape(n)
     obs = {g: np.asarray(cols[k][sel], np.float32).reshape(n, -1) for k, g in obs_keys.items()}
+    obs.update(images)
     for t in range(n):
         writer.add_step({g: v[t] for g, v in obs.items()}, actions[t], float(rewards[t]), bool(dones[t]),
                         expert_action=expert[t], policy_action=policy[t], intervention=bool(intervention[t]))

@@ -96,6 +96,8 @@ class CameraRenderer:
         nthread = self.cfg.nthread if self.cfg.nthread is not None else (os.cpu_count() or 1)
         self.nthread = max(1, min(int(nthread), n))
         self._local = threading.local()
+        self._states: list = []  # every thread's (model, data, renderers), closed together
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.nthread, thread_name_prefix="roboreal-render") if self.nthread > 1 else None
 
     def _geom_id(self, name: str) -> int:
@@ -157,6 +159,8 @@ class CameraRenderer:
                     r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.cfg.reflections)
                     renderers[key] = r
             st = self._local.state = (model, data, renderers)
+            with self._lock:
+                self._states.append(st)
         return st
 
     def _draw(self, rows: np.ndarray, ids: np.ndarray, out: dict[str, np.ndarray]) -> None:
@@ -191,6 +195,12 @@ class CameraRenderer:
                     near, far = cam.depth_range
                     img[3] = np.clip((depth - near) * (255.0 / (far - near)), 0, 255).astype(np.uint8)
 
+    def _draw_and_release(self, rows: np.ndarray, ids: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        try:
+            self._draw(rows, ids, out)
+        finally:
+            _release_gl_context()
+
     def render(self, env_ids=None) -> dict[str, np.ndarray]:
         """Images of the worlds `env_ids` (default: all), ``{camera: (n, C, H, W) uint8}``."""
         ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, dtype=int).reshape(-1)
@@ -199,10 +209,10 @@ class CameraRenderer:
             return out
         rows = np.arange(len(ids))
         if self._pool is None or len(ids) < 2:
-            self._draw(rows, ids, out)
+            self._draw_and_release(rows, ids, out)
         else:
             parts = np.array_split(rows, min(self.nthread, len(ids)))
-            for f in [self._pool.submit(self._draw, p, ids[p], out) for p in parts]:
+            for f in [self._pool.submit(self._draw_and_release, p, ids[p], out) for p in parts]:
                 f.result()
         if self.randomization is not None and self.randomization.noise > 0:
             for name, img in out.items():
@@ -211,23 +221,28 @@ class CameraRenderer:
         return out
 
     def close(self) -> None:
-        def close_own(barrier: threading.Barrier | None = None) -> None:
-            st = getattr(self._local, "state", None)
-            if st is not None:  # an OpenGL context is freed in the thread it is current in
-                for r in st[2].values():
-                    r.close()
-                self._local.state = None
-            if barrier is not None:  # hold this thread until every thread has taken one job
-                barrier.wait()
-
+        # no context is left current in any thread after a render, so this thread may free them all
+        with self._lock:
+            states, self._states = self._states, []
+        for _, _, renderers in states:
+            for r in renderers.values():
+                r.close()
+        _release_gl_context()
         if self._pool is not None:
-            barrier = threading.Barrier(self.nthread)
-            for f in [self._pool.submit(close_own, barrier) for _ in range(self.nthread)]:
-                f.result()
             self._pool.shutdown()
             self._pool = None
-        else:
-            close_own()
+        self._local = threading.local()
+
+
+def _release_gl_context() -> None:
+    """Unbind this thread's current OpenGL context (EGL), so that another thread (the one that
+    closes the renderer, or the interpreter's exit) can bind and free it."""
+    if os.environ.get("MUJOCO_GL", "").lower() != "egl":
+        return
+    import mujoco.egl as egl
+
+    if egl.EGL_DISPLAY is not None:
+        egl.EGL.eglMakeCurrent(egl.EGL_DISPLAY, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_SURFACE, egl.EGL.EGL_NO_CONTEXT)
 
 
 def _copy(model: mujoco.MjModel) -> mujoco.MjModel:
