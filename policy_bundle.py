@@ -8,8 +8,16 @@ A bundle directory holds:
   find the robot again (``robot.source``: its name, or the absolute path of its robot.yaml
   for a robot the name does not find; `manifest_robot`), joint order, default pose, action
   mapping, PD gains, control period and decimation, each observation term in order (size,
-  scale, clip, source), command/goal inputs, safety limits, the training run, versions, and
-  the sha256 of each model file.
+  scale, clip, source), command/goal inputs, camera inputs (``images``), safety limits, the
+  training run, versions, and the sha256 of each model file.
+
+A policy that sees cameras takes ``policy(obs, *images)``: ``obs`` float32 (B, k), then one
+uint8 (B, C, H, W) image per entry of the manifest's ``images`` list, in that order (ONNX
+inputs ``obs`` and then the camera names). Each entry says what the camera must deliver:
+``camera``, ``topic``, ``width``, ``height``, ``channels``, ``encoding`` (rgb8), ``dtype``
+(uint8), ``layout`` (CHW), ``scale`` (1/255, applied inside the model: feed raw pixels),
+``crop`` (none: the whole frame), ``depth`` (depth cameras: the 4th channel's topic, wire
+encoding and range), and ``mount`` (where the training camera sat: body, pos, quat, fovy).
 
 `load_bundle` verifies checksums and the format, optionally checks the bundle against
 the robot it is pointed at, and returns a `BundlePolicy` whose single `act(obs)` every
@@ -28,7 +36,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -101,26 +109,83 @@ class BundlePolicy:
     def action_mapping(self) -> ActionMapping:
         return ActionMapping.from_dict(self.manifest["action"])
 
-    def normalized_action(self, obs: np.ndarray) -> np.ndarray:
+    @property
+    def image_inputs(self) -> list[dict]:
+        """The manifest's ``images`` entries, in the order the model takes them ([]: none)."""
+        return list(self.manifest.get("images") or [])
+
+    def normalized_action(self, obs: np.ndarray, images=None) -> np.ndarray:
         """The action as the safety chain takes it: continuous, normalized, (A,) for one observation.
 
         Discrete policies map their index through the manifest's ``discrete_values``.
         """
-        a = self.act(obs)
+        a = self.act(obs, images)
         if self.discrete:
             return np.asarray(self.manifest["action"]["discrete_values"], dtype=np.float64)[int(a)]
         return np.asarray(a, dtype=np.float64)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """(k,) or (B, k) float observation -> (A,) / (B, A) action (discrete: int index)."""
+    def act(self, obs: np.ndarray, images=None) -> np.ndarray:
+        """(k,) or (B, k) float observation -> (A,) / (B, A) action (discrete: int index).
+
+        `images` (bundles with ``images`` only): ``{camera: uint8 (C, H, W) or (B, C, H, W)}`` or
+        a sequence in the manifest's order; raw pixels, the model scales them itself."""
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
         x = x.reshape(-1, self.obs_size)
-        y = self._run(x)
+        y = self._run(x, self._image_arrays(images, len(x)))
         return y[0] if single else y
 
+    def _image_arrays(self, images, batch: int) -> list[np.ndarray]:
+        """`images` checked against the manifest: uint8 (B, C, H, W) per camera, in order."""
+        entries = self.image_inputs
+        if not entries:
+            if images:
+                raise BundleError("this bundle's policy takes no images")
+            return []
+        names = [e["camera"] for e in entries]
+        if images is None:
+            raise BundleError(f"this bundle's policy needs images from {', '.join(names)}")
+        if isinstance(images, dict):
+            missing = [n for n in names if n not in images]
+            if missing:
+                raise BundleError(f"no image for camera {missing[0]!r} (the policy takes {', '.join(names)})")
+            images = [images[n] for n in names]
+        elif len(images) != len(entries):
+            raise BundleError(f"{len(images)} images given, the policy takes {len(entries)} ({', '.join(names)})")
+        out = []
+        for e, img in zip(entries, images):
+            a = np.asarray(img)
+            if a.dtype != np.uint8:  # a float image in [0, 1] would be scaled twice: refuse, never guess
+                raise BundleError(f"camera {e['camera']}: image dtype {a.dtype}, the policy takes raw uint8 pixels")
+            shape = (int(e["channels"]), int(e["height"]), int(e["width"]))
+            a = a.reshape(-1, *a.shape[-3:]) if a.ndim >= 3 else a
+            if a.ndim != 4 or tuple(a.shape[1:]) != shape or a.shape[0] != batch:
+                raise BundleError(f"camera {e['camera']}: image of shape {tuple(np.shape(img))}, the policy takes "
+                                  f"{batch} x {shape} (C, H, W)")
+            out.append(np.ascontiguousarray(a))
+        return out
 
-def _onnx_runner(path: Path):
+
+class ImageFedPolicy:
+    """A bundle that takes its camera images from `images()` (``{camera: uint8 (C, H, W)}``,
+    the latest frame of each): what `PolicyController` calls, ``normalized_action(obs)`` /
+    ``act(obs)``, for a policy that sees cameras; everything else is the bundle's. The
+    policy node feeds it its cameras' latest images; a simulated deployment, rendered ones."""
+
+    def __init__(self, bundle: BundlePolicy, images: Callable[[], dict[str, np.ndarray]]):
+        self.bundle, self.images = bundle, images
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bundle, name)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self.bundle.act(obs, self.images())
+
+    def normalized_action(self, obs: np.ndarray) -> np.ndarray:
+        return self.bundle.normalized_action(obs, self.images())
+
+
+def _onnx_runner(path: Path, images: list[dict]):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -128,20 +193,46 @@ def _onnx_runner(path: Path):
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {"obs": x})[0]
+    have = [(i.name, i.type) for i in session.get_inputs()]
+    want = [("obs", "tensor(float)")] + [(e["camera"], "tensor(uint8)") for e in images]
+    _check_inputs(path.name, [n for n, _ in have], [n for n, _ in want])
+    for (name, typ), (_, wanted) in zip(have, want):
+        if typ != wanted:
+            raise BundleError(f"policy.onnx input {name!r} is {typ}, the manifest says {wanted}")
+    names = [n for n, _ in want]
+
+    def run(x: np.ndarray, imgs: list[np.ndarray]) -> np.ndarray:
+        return session.run(None, dict(zip(names, [x, *imgs])))[0]
 
     return run
 
 
-def _torchscript_runner(path: Path):
+def _torchscript_runner(path: Path, images: list[dict]):
     module = torch.jit.load(str(path), map_location="cpu").eval()
+    # a traced module's inputs carry the Python argument names, not the cameras': count them
+    args = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
+    _check_inputs(path.name, args, ["obs"] + [e["camera"] for e in images], names=False)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, imgs: list[np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+            return module(torch.from_numpy(x), *[torch.from_numpy(i) for i in imgs]).numpy()
 
     return run
+
+
+def _check_inputs(model: str, have: list[str], want: list[str], names: bool = True) -> None:
+    """Refuse a model whose inputs are not `want` (``obs``, then the manifest's cameras),
+    naming the first input that differs (`names`: by name, else by count)."""
+    for i, name in enumerate(want):
+        what = "the observation 'obs'" if i == 0 else f"camera {name!r}"
+        if i >= len(have):
+            raise BundleError(f"{model} has no input for {what} (the manifest's input {i}; the model takes "
+                              f"{len(have)}: {have})")
+        if names and have[i] != name:
+            raise BundleError(f"{model} input {i} is {have[i]!r}, the manifest says {what}")
+    if len(have) > len(want):
+        raise BundleError(f"{model} takes {len(have)} inputs {have}, the manifest describes {len(want)} {want}: "
+                          f"no camera for input {len(want)} ({have[len(want)]!r})")
 
 
 def manifest_robot(manifest: dict, override: str | None = None) -> str:
@@ -249,6 +340,33 @@ def check_layout(manifest: dict, expected: list[dict]) -> None:
         raise BundleError(f"observation has {len(terms)} terms in the bundle, {len(expected)} expected")
 
 
+IMAGE_FIELDS = ("camera", "topic", "width", "height", "channels", "encoding", "dtype", "layout")
+
+
+def check_images(manifest: dict) -> list[dict]:
+    """The manifest's ``images`` entries, refused unless each describes what this loader and
+    the policy node can feed (rgb8, uint8, CHW; 3 channels, 4 with a depth channel)."""
+    images = manifest.get("images") or []
+    if not isinstance(images, list):
+        raise BundleError(f"manifest images must be a list, got {type(images).__name__}")
+    seen = {"obs"}
+    for i, e in enumerate(images):
+        missing = [k for k in IMAGE_FIELDS if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise BundleError(f"manifest images[{i}] has no {missing[0]}")
+        name = str(e["camera"])
+        if name in seen:
+            raise BundleError(f"manifest images[{i}]: camera {name!r} is an input name already taken")
+        seen.add(name)
+        want_channels = 3 + int(bool(e.get("depth")))
+        for key, want in (("encoding", "rgb8"), ("dtype", "uint8"), ("layout", "CHW"), ("channels", want_channels)):
+            if e[key] != want:
+                raise BundleError(f"manifest images[{i}] ({name}): {key} {e[key]!r}, this roboreal feeds {want!r}")
+        if not (int(e["width"]) > 0 and int(e["height"]) > 0):
+            raise BundleError(f"manifest images[{i}] ({name}): size {e['width']}x{e['height']}")
+    return images
+
+
 def load_bundle(path: str | Path, robot: str | RobotSpec | None = None,
                 runtime: Literal["onnx", "torchscript"] = "onnx",
                 expected_layout: list[dict] | None = None) -> BundlePolicy:
@@ -277,14 +395,15 @@ def load_bundle(path: str | Path, robot: str | RobotSpec | None = None,
     terms_size = sum(int(t["size"]) for t in manifest["observation"]["terms"])
     if terms_size != int(manifest["observation"]["size"]):
         raise BundleError(f"observation terms add up to {terms_size}, the model reads {manifest['observation']['size']}")
+    images = check_images(manifest)
     if robot is not None:
         check_robot(manifest, load_robot(robot) if isinstance(robot, str) else robot)
     if expected_layout is not None:
         check_layout(manifest, expected_layout)
     if runtime == "onnx":
-        run = _onnx_runner(path / "policy.onnx")
+        run = _onnx_runner(path / "policy.onnx", images)
     elif runtime == "torchscript":
-        run = _torchscript_runner(path / "policy.pt")
+        run = _torchscript_runner(path / "policy.pt", images)
     else:
         raise BundleError(f"runtime must be 'onnx' or 'torchscript', not {runtime!r}")
     return BundlePolicy(path, manifest, runtime, run)

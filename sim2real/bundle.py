@@ -2,7 +2,10 @@
 
 `export_bundle` writes ``policy.onnx``, ``policy.pt`` (TorchScript) and ``manifest.yaml``;
 `build_manifest` describes the observation layout, action mapping, control period, robot
-spec and safety limits the policy was trained with, so a deployment can refuse a mismatch.
+spec, camera inputs and safety limits the policy was trained with, so a deployment can
+refuse a mismatch. `write_bundle` is the part after loading the checkpoint: any module with
+the deployable call convention (``policy(obs)``, or ``policy(obs, *images)`` for a policy
+that sees cameras) and the env it acts in.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from roboreal.config import to_dict
 from roboreal.robots.spec import RobotSpec, robot_reference
 from roboreal.control.action import ActionMapping
 from roboreal.policy_bundle import FORMAT, MODEL_FILES, BundleError, sha256
+from roboreal.robots.cameras import CameraSpec
+
+IMAGE_SCALE = 1.0 / 255.0  # uint8 -> [0, 1], done inside the model (agents' image encoders)
+
 
 def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
     """The manifest of a policy trained on `env` (a MujocoTaskEnv)."""
@@ -48,7 +55,8 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         inputs["object"] = {"type": "geometry_msgs/PoseStamped", "topic": robot.ros.object_pose,
                             **{k: goal[k] for k in ("frame", "frame_ids") if k in goal}}
     act = robot.actuated_joints
-    return {
+    images = image_entries(env, list(policy_info.get("image_inputs") or []), policy_info.get("image_shapes") or {})
+    manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "robot": {"name": robot.name, "spec_checksum": robot.checksum, "kind": robot.kind,
@@ -63,6 +71,7 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
                         "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source", "offset", "wrap",
                                                      "relative_to")} for t in layout]},
         "inputs": inputs,
+        **({"images": images} if images else {}),  # camera inputs, in the model's call order
         "safety": to_dict(robot.safety),
         "training": {"task": policy_info["task"], "algo": policy_info["algo"], "run_dir": str(run_dir),
                      "checkpoint": policy_info["checkpoint"], "step": policy_info["step"],
@@ -72,6 +81,48 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
         "versions": {"roboreal": roboreal.__version__, "torch": str(torch.__version__), "python": platform.python_version(),
                      **_optional_versions()},
     }
+    return manifest
+
+
+def image_entries(env, cameras: list[str], trained_shapes: dict | None = None) -> list[dict]:
+    """The manifest's ``images``: one entry per camera the policy takes, in its call order,
+    with what the camera must deliver and where the training camera sat (``mount``, read
+    from the compiled model: body, pos and quat in that body's frame, fovy in degrees).
+    `trained_shapes` ({camera: (C, H, W)}, from the checkpoint) must be what `env` renders."""
+    if not cameras:
+        return []
+    import mujoco
+
+    shapes = dict(getattr(env.spec, "image_shapes", {}) or {})
+    declared: dict[str, CameraSpec] = {c.name: c for c in (*env.robot.cameras, *getattr(env.cfg, "cameras", ()))}
+    model = env.model
+    out = []
+    for name in cameras:
+        if name not in shapes or name not in declared:
+            raise BundleError(f"the policy takes camera {name!r}; the task renders {sorted(shapes) or 'no images'}")
+        if name == "obs":
+            raise BundleError("a camera named 'obs' clashes with the observation input's name")
+        cam = declared[name]
+        c, h, w = shapes[name]
+        trained = (trained_shapes or {}).get(name)
+        if trained is not None and tuple(int(v) for v in trained) != (c, h, w):
+            raise BundleError(f"camera {name}: the policy was trained on {tuple(trained)} (C, H, W) images, the task "
+                              f"now renders {(c, h, w)} (export with the training run's env overrides)")
+        cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+        body = int(model.cam_bodyid[cid])
+        entry = {"camera": name, "topic": cam.image_topic, "width": int(w), "height": int(h), "channels": int(c),
+                 "encoding": "rgb8", "dtype": "uint8", "layout": "CHW", "scale": IMAGE_SCALE, "scaled_in_model": True,
+                 "crop": None, "depth": None,
+                 "mount": {"body": None if body == 0 else mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, body),
+                           "pos": [float(v) for v in model.cam_pos[cid]],
+                           "quat": [float(v) for v in model.cam_quat[cid]],
+                           "fovy": float(model.cam_fovy[cid])}}
+        if cam.depth:  # REP 118 depth beside the colour image (`sim2real.nodes.images.camera_topics`)
+            ns = cam.image_topic.rsplit("/", 1)[0]
+            entry["depth"] = {"topic": f"{ns}/depth/image_raw", "encoding": "16UC1", "unit": "mm",
+                              "range": [float(v) for v in cam.depth_range], "channel": 3}
+        out.append(entry)
+    return out
 
 
 def _plain(figures: dict) -> dict:
@@ -101,25 +152,41 @@ def export_bundle(run_dir: str | Path, out: str | Path | None = None, which: str
     if not info.get("task") or info["task"].startswith("gym:"):
         raise BundleError(f"{run_dir}: only roboreal robot tasks export to a deployable bundle (task {info['task']!r})")
     env = make(info["task"], num_envs=1, **(info.get("env") or {}))
+    try:
+        return write_bundle(module, env, info, Path(out) if out is not None else run_dir / "bundle", run_dir)
+    finally:
+        env.close()
+
+
+def write_bundle(module: torch.nn.Module, env, info: dict, out: str | Path, run_dir: str | Path = "") -> Path:
+    """Write `module` (``module(obs)``, or ``module(obs, *images)`` with ``info["image_inputs"]``
+    naming the cameras in call order) as a bundle for `env`'s task into `out`. `info` is
+    `agents.policy.load_policy`'s (obs_group, obs_size, action_size, action_type, task, algo,
+    step, checkpoint, ...); without ``image_inputs`` the module's own ``image_inputs``
+    attribute, if it has one, names the cameras."""
+    import warnings
+
+    info = dict(info)
+    if not info.get("image_inputs"):
+        info["image_inputs"] = list(getattr(module, "image_inputs", None) or [])
     manifest = build_manifest(env, info, run_dir)
-    env.close()
-    out = Path(out) if out is not None else run_dir / "bundle"
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, info["obs_size"])
+    images = manifest.get("images") or []
+    example = (torch.zeros(1, info["obs_size"]),
+               *[torch.zeros(1, e["channels"], e["height"], e["width"], dtype=torch.uint8) for e in images])
+    names = ["obs", *[e["camera"] for e in images]]
     module = module.cpu().eval()
     with torch.no_grad():
         traced = torch.jit.trace(module, example)
     traced.save(str(out / "policy.pt"))
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based ONNX exporter warns it is legacy
-        torch.onnx.export(module, (example,), str(out / "policy.onnx"), dynamo=False, input_names=["obs"],
-                          output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+        torch.onnx.export(module, example, str(out / "policy.onnx"), dynamo=False, input_names=names,
+                          output_names=["action"],
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "action": {0: "batch"}},
                           opset_version=17)
     manifest["files"] = {name: {"sha256": sha256(out / name)} for name in MODEL_FILES}
     with open(out / "manifest.yaml", "w") as f:
         yaml.safe_dump(manifest, f, sort_keys=False)
     return out
-
-

@@ -1,5 +1,6 @@
-"""What reaches the policy node from outside: the sensor, command, teleop and e-stop
-subscriptions, and the ``~/reset`` / ``~/release_estop`` services (`PolicyNodeInputs`).
+"""What reaches the policy node from outside: the sensor, camera, command, teleop and e-stop
+subscriptions, and the ``~/reset`` / ``~/release_estop`` services (`PolicyNodeInputs`); the
+cameras' supervision (missing, refused, stale images).
 
 Every callback is counted (`PolicyNodeInputs._counted`): the control loop (`policy_loop.py`)
 sees from that count that nothing more is waiting. Stamped readings are aged on the node's
@@ -15,9 +16,11 @@ from typing import Any, Callable
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, Twist
-from sensor_msgs.msg import Imu, JointState
+from sensor_msgs.msg import CompressedImage, Image, Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
+
+from roboreal.sim2real.nodes import images
 
 
 def _stamp(msg_stamp) -> float:
@@ -118,6 +121,71 @@ class PolicyNodeInputs:
         measured = self._measured_at("object pose", msg.header)
         if measured is not None:
             self.builder.set_object_pose(p, measured, _stamp(msg.header.stamp) or None)
+
+    def _on_image(self, cam: images.CameraInput, msg: Image | CompressedImage) -> None:
+        """A camera's colour image: decoded to RGB, checked against the manifest's size (or
+        resized, with the resize parameter), kept as the policy's next input. A message that
+        is not a usable image is refused, counted and named (`PolicyNode._supervise_cameras`
+        then latches the fault mode); it never raises."""
+        what = f"camera {cam.name}"
+        measured = self._measured_at(what, msg.header)
+        if measured is None:
+            return
+        try:
+            if isinstance(msg, CompressedImage):
+                rgb = images.rgb_from_compressed(msg)
+            else:
+                rgb = images.to_rgb(images.image_from_msg(msg), str(msg.encoding))
+            cam.accept_rgb(rgb, measured)
+        except (images.ImageError, ValueError) as e:  # ValueError: a shape numpy/OpenCV could not take
+            cam.refuse(str(e))
+            self._drop(what, str(e))
+
+    def _on_depth(self, cam: images.CameraInput, msg: Image) -> None:
+        """A depth camera's depth image (16UC1 mm / 32FC1 m): the policy's 4th channel."""
+        what = f"camera {cam.name} depth"
+        measured = self._measured_at(what, msg.header)
+        if measured is None:
+            return
+        try:
+            cam.accept_depth(images.depth_from_msg(msg, cam.depth_range), measured)
+        except (images.ImageError, ValueError) as e:
+            cam.refuse(str(e))
+            self._drop(what, str(e))
+
+    def _describe_cameras(self) -> str:
+        if not self.cameras:
+            return ""
+        cams = ", ".join(f"{c.name} {c.width}x{c.height} on {self.image_topics[c.name]}" for c in self.cameras)
+        return (f"; cameras {cams}"
+                f" ({self.settings.image_transport}{', resized' if self.settings.resize else ''}, "
+                f"timeout {self.settings.image_timeout:g} s)")
+
+    def _cameras_waiting(self, now: float | None = None) -> list[str]:
+        """Why the cameras keep the node from starting: missing, refused or stale images."""
+        now = time.monotonic() if now is None else now
+        out = []
+        for c in self.cameras:
+            why = c.waiting()
+            if why is None and c.age(now) > self.settings.image_timeout:
+                why = (f"camera {c.name}'s image is {c.age(now):.2f} s old "
+                       f"(image_timeout {self.settings.image_timeout:g} s)")
+            if why:
+                out.append(why)
+        return out
+
+    def _supervise_cameras(self, now: float) -> None:
+        """Once running: a refused image latches the chain's plausibility fault, a stale camera
+        its watchdog (the fault mode of stale joint states); ~/reset clears them."""
+        timeout = self.settings.image_timeout
+        for c in self.cameras:
+            if c.refused:
+                self.chain.filter("plausibility").latch(f"camera {c.name}: {c.refused}")
+            elif c.age(now) > timeout:
+                age = c.age(now)
+                old = "never received" if math.isinf(age) else f"{age:.3f} s old"
+                self.chain.filter("watchdog").latch(f"stale camera {c.name} ({old}; image_timeout {timeout:g} s) "
+                                                    f"at t={now}")
 
     def _on_intervention(self, msg: Bool) -> None:
         if bool(msg.data) != self.intervening:

@@ -14,7 +14,8 @@ tests/test_safety_wire.py).
 Startup. The bundle is loaded with ``load_bundle(path, robot=spec)``: a bundle for another
 robot (name, joint order, missing sensors, changed robot.yaml) is refused, the error is
 logged and the process exits with status 1. Until every spec joint's position and
-velocity (and, for quadrupeds, an IMU message) has arrived, and the readings are finite
+velocity (and, for quadrupeds, an IMU message; for a policy with cameras, a fresh image of
+the manifest's size and encoding from each camera) has arrived, and the readings are finite
 and plausible, the node publishes NO commands at all (the robot's controller keeps what it
 has; diagnostics say what is missing or wrong). Then the chain is reset: startup ramp from
 the measured pose to the default pose, then the policy fades in.
@@ -43,6 +44,19 @@ subscribes
   * ``goal_topic`` geometry_msgs/PoseStamped (manipulators): the goal position, in one of
     ``goal_frame_ids`` (the robot base = the sim's world frame; no TF lookups here)
   * ``object_pose_topic`` geometry_msgs/PoseStamped (only if the manifest observes the object)
+  * bundles that see cameras (manifest ``images``), sensor-data QoS: each camera's
+    sensor_msgs/Image on the manifest's ``topic`` (``image_transport`` raw; remap it with
+    ``-r /camera/front/image_raw:=/your/topic``) or sensor_msgs/CompressedImage on
+    ``<topic>/compressed`` (``image_transport`` compressed; jpeg/png, decoded with OpenCV),
+    and a depth camera's 16UC1 / 32FC1 Image on ``depth.topic`` (`images.py`). rgb8 is fed
+    as is; bgr8, rgba8 and bgra8 are converted to RGB; mono8, another encoding, a
+    resolution other than the manifest's (unless ``resize``: cv2.INTER_AREA), an empty
+    message or a buffer that does not match its width / height / step are refused: the node
+    does not start, or (running) latches the chain's fault mode (plausibility: the camera
+    and why), and the diagnostics say which camera and why. An image is aged by its header
+    stamp like the joint states; one older than ``image_timeout`` latches the chain's
+    watchdog (the same fault mode as stale joint states). The policy is called with the
+    latest image of every camera (`policy_bundle.ImageFedPolicy`).
   * ``intervention_topic`` std_msgs/Bool: true = the human drives, false = the policy
   * ``teleop_action_topic`` std_msgs/Float64MultiArray: the human's normalized action
   * ``~/estop`` std_msgs/Bool: true latches the e-stop (false does nothing)
@@ -119,14 +133,15 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Imu, JointState
+from sensor_msgs.msg import CompressedImage, Image, Imu, JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, MultiArrayLayout, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from roboreal.config import ConfigError
-from roboreal.policy_bundle import BundleError, load_bundle
+from roboreal.policy_bundle import BundleError, ImageFedPolicy, load_bundle
 from roboreal.sim2real.nodes.controller import PolicyController
+from roboreal.sim2real.nodes.images import CameraInput, camera_topics
 from roboreal.sim2real.nodes.policy_inputs import PolicyNodeInputs
 from roboreal.sim2real.nodes.policy_loop import PolicyNodeLoop, make_executor
 from roboreal.sim2real.nodes.policy_params import NODE_NAME, declare_parameters, read_settings, resolve_topics
@@ -154,13 +169,22 @@ class PolicyNode(PolicyNodeInputs, PolicyNodeLoop, PolicyNodeStatus, Node):
         self.limits = s.limits
         self.schedule = ControlSchedule(self.dt, s.trigger)
         future = self.limits.watchdog.future_stamp
+        # the cameras the policy sees (manifest ``images``), in its call order
+        self.cameras = [CameraInput.from_manifest(e, resize=s.resize) for e in self.bundle.image_inputs]
+        self.camera_waiting: list[str] = []  # why the cameras do not let the node start yet
         self.stamps = {what: StampTracker(what, future, s.require_stamps)
-                       for what in ("JointState", "Imu", "object pose")}
+                       for what in ("JointState", "Imu", "object pose",
+                                    *(f"camera {c.name}{part}" for c in self.cameras for part in ("", " depth")))}
         # The control step itself (observation -> policy -> chain) is the ROS-free controller
         # sim2sim runs too. The gains travel with the command only on position_gains;
         # otherwise the robot applies robot.yaml's, and the chain must not count on any other.
+        # A policy that sees cameras gets the latest image of each (the node starts only with all
+        # of them and supervises them every step; a missing one would raise: the fault mode).
+        policy = (ImageFedPolicy(self.bundle, lambda: {c.name: c.latest() for c in self.cameras})
+                  if self.cameras else self.bundle)
         self.controller = PolicyController(
-            self.bundle, spec, self.limits, gains="commanded" if s.interface == "position_gains" else "fixed",
+            policy, spec, self.limits,
+            gains="commanded" if s.interface == "position_gains" else "fixed",
             last_action_source=s.last_action_source, object_timeout=s.object_timeout,
             cmd_min=s.cmd_min, cmd_max=s.cmd_max)
         self.chain, self.builder = self.controller.chain, self.controller.builder
@@ -207,6 +231,19 @@ class PolicyNode(PolicyNodeInputs, PolicyNodeLoop, PolicyNodeStatus, Node):
                 raise ConfigError("object_pose_topic", f"the policy observes an object; robot {spec.name} names "
                                   "no ros.object_pose topic")
             self._subscribe(PoseStamped, self.topics["object_pose"], self._on_object, qos_profile_sensor_data)
+        self.image_topics: dict[str, str] = {}
+        for cam, entry in zip(self.cameras, self.bundle.image_inputs):
+            if s.image_transport == "compressed":
+                topic = camera_topics(str(entry["topic"]))["compressed"]
+                self._subscribe(CompressedImage, topic, lambda msg, c=cam: self._on_image(c, msg), qos_profile_sensor_data)
+            else:
+                topic = str(entry["topic"])
+                self._subscribe(Image, topic, lambda msg, c=cam: self._on_image(c, msg), qos_profile_sensor_data)
+            self.image_topics[cam.name] = topic
+            if entry.get("depth"):
+                self.image_topics[f"{cam.name} depth"] = entry["depth"]["topic"]
+                self._subscribe(Image, entry["depth"]["topic"], lambda msg, c=cam: self._on_depth(c, msg),
+                                qos_profile_sensor_data)
         self._subscribe(Bool, str(p["intervention_topic"]), self._on_intervention, reliable)
         self._subscribe(Float64MultiArray, str(p["teleop_action_topic"]), self._on_teleop_action, reliable)
         self._subscribe(Bool, "~/estop", self._on_estop, reliable)
@@ -244,8 +281,8 @@ class PolicyNode(PolicyNodeInputs, PolicyNodeLoop, PolicyNodeStatus, Node):
             f"{spec.name}: bundle {bundle_path} ({m['training']['task']}, {m['training']['algo']}, {runtime}), "
             f"{1 / self.dt:.0f} Hz, obs {self.builder.size} from {[t.name for t in self.builder.terms]}, "
             f"commands ({s.interface}) on {self.topics['joint_commands']}"
-            f"{', gripper on ' + self.topics['gripper_commands'] if self.gripper_pub else ''}{tightened}; "
-            f"waiting for {', '.join(self.builder.missing())}")
+            f"{', gripper on ' + self.topics['gripper_commands'] if self.gripper_pub else ''}{tightened}"
+            f"{self._describe_cameras()}; waiting for {', '.join(self.builder.missing() + self._cameras_waiting())}")
 
     # ------------------------------------------------------------------ control loop
     @property
@@ -254,7 +291,7 @@ class PolicyNode(PolicyNodeInputs, PolicyNodeLoop, PolicyNodeStatus, Node):
 
     @property
     def waiting_for(self) -> list[str]:
-        return self.controller.waiting_for
+        return self.camera_waiting + self.controller.waiting_for
 
     def _step(self, now: float | None = None) -> None:
         """One control step: observation -> policy -> safety chain -> command (+ audit).
@@ -265,11 +302,14 @@ class PolicyNode(PolicyNodeInputs, PolicyNodeLoop, PolicyNodeStatus, Node):
         self.last_tick = now
         ctl = self.controller
         if not ctl.started:
-            if not ctl.start(now):
-                self.get_logger().info(f"waiting for {'; '.join(ctl.waiting_for)}; publishing nothing",
+            self.camera_waiting = self._cameras_waiting(now)
+            if self.camera_waiting or not ctl.start(now):
+                self.get_logger().info(f"waiting for {'; '.join(self.waiting_for)}; publishing nothing",
                                        throttle_duration_sec=2.0)
                 return
             self.get_logger().info("robot state complete and plausible: startup ramp to the default pose")
+        if self.cameras:
+            self._supervise_cameras(now)
         human = None
         if self.intervening:
             if self.teleop_time is not None and now - self.teleop_time <= self.settings.teleop_timeout:

@@ -25,6 +25,7 @@ from roboreal.sim2real.safety import LIMIT_KEYS, SafetyLimits
 
 NODE_NAME = "policy_node"
 COMMAND_INTERFACES = ("forward_command", "position_gains", "joint_trajectory")
+IMAGE_TRANSPORTS = ("raw", "compressed")
 
 # name -> (default, description); "" topic defaults mean "the robot spec's ros.* topic".
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -54,6 +55,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "cmd_vel_max": ([math.inf] * 3, "narrow the manifest's upper bounds of (vx, vy, yaw rate) fed to the policy"),
     "goal_frame_ids": ([""], "frame_ids a goal / object pose may be given in (the robot base frame); "
                                 "[\"\"] (default): the bundle manifest's inputs.goal.frame_ids"),
+    "image_transport": ("raw", "camera images (bundles with images): raw (sensor_msgs/Image on the manifest's topic) | "
+                               "compressed (sensor_msgs/CompressedImage on <topic>/compressed)"),
+    "resize": (False, "resize a camera image of another resolution to the manifest's with cv2.INTER_AREA; "
+                      "false: refuse it (the chain's fault mode)"),
+    "image_timeout": (0.0, "s after which a camera's image is stale: the chain's fault mode "
+                           "(0: safety.watchdog.command)"),
     "last_action_source": ("executed", "what policy.last_action observes: commanded (the action fed to the chain) | "
                                        "applied (the chain's output mapped back to the action space) | executed "
                                        "(commanded in policy mode, applied while the chain ramps/holds/damps)"),
@@ -91,6 +98,9 @@ class NodeSettings:
     cmd_min: np.ndarray  # (vx, vy, yaw rate) narrowing the trained command ranges
     cmd_max: np.ndarray
     last_action_source: str  # checked by PolicyController
+    image_transport: str = "raw"  # raw | compressed
+    resize: bool = False  # resize camera images of another resolution (cv2.INTER_AREA)
+    image_timeout: float = 0.5  # s: a camera older than this latches the chain's watchdog
 
 
 def declare_parameters(node: Node) -> DeclaredParameters:
@@ -166,6 +176,15 @@ def read_settings(declared: DeclaredParameters, manifest: dict, dt: float) -> No
     diag_period = float(p["diagnostics_period"])
     if not diag_period > 0:
         raise ConfigError("diagnostics_period", f"must be positive, got {diag_period}")
+    image_transport = str(p["image_transport"])
+    if image_transport not in IMAGE_TRANSPORTS:
+        raise ConfigError("image_transport", f"expected one of {', '.join(IMAGE_TRANSPORTS)}, got {image_transport!r}")
+    resize = p["resize"]
+    if not isinstance(resize, bool):
+        raise ConfigError("resize", f"expected true or false, got {resize!r}")
+    image_timeout = float(p["image_timeout"]) or wd_cmd
+    if not image_timeout > 0:
+        raise ConfigError("image_timeout", f"must be positive (0: safety.watchdog.command), got {p['image_timeout']}")
     frames = [str(f) for f in p["goal_frame_ids"]]
     if frames == [""]:  # the frames the policy's goals were given in during training
         frames = list(((manifest.get("inputs") or {}).get("goal") or {}).get("frame_ids") or ["", "world"])
@@ -174,7 +193,8 @@ def read_settings(declared: DeclaredParameters, manifest: dict, dt: float) -> No
         realtime_priority=realtime_priority, require_stamps=require, traj_time=traj_time,
         teleop_timeout=teleop_timeout, object_timeout=object_timeout, diag_period=diag_period,
         goal_frames=set(frames), cmd_min=_floats("cmd_vel_min", p["cmd_vel_min"], 3),
-        cmd_max=_floats("cmd_vel_max", p["cmd_vel_max"], 3), last_action_source=str(p["last_action_source"]))
+        cmd_max=_floats("cmd_vel_max", p["cmd_vel_max"], 3), last_action_source=str(p["last_action_source"]),
+        image_transport=image_transport, resize=resize, image_timeout=image_timeout)
 
 
 def resolve_topics(values: dict[str, Any], spec: RobotSpec) -> dict[str, str]:

@@ -56,6 +56,11 @@ class PolicyNodeStatus:
             "audit_fields": audit_fields(self.chain.n), "audit_interventions": self.audit_filters,
             "gains": self.chain.gains, "control_trigger": self.schedule.trigger,
             "executor": self.settings.executor_kind, "safety_limits": self.limits.to_dict(),
+            # the cameras the policy sees, in its call order, and where this node reads them
+            "images": [{"camera": c.name, "topic": resolve(self.image_topics[c.name]), "width": c.width,
+                        "height": c.height, "channels": c.channels, "transport": self.settings.image_transport,
+                        "resize": self.settings.resize, "timeout": self.settings.image_timeout}
+                       for c in self.cameras],
         }
 
     def diagnostics(self) -> DiagnosticStatus:
@@ -108,6 +113,10 @@ class PolicyNodeStatus:
             values[f"intervention.{name}.count"] = str(r["count"])
             values[f"intervention.{name}.per_s"] = f"{delta / dt_report:.1f}"
             values[f"intervention.{name}.max_magnitude"] = f"{r['max_magnitude']:.4g}"
+        for c in self.cameras:  # how old each camera's image is, and why the last one was refused
+            age = c.age(now)
+            values[f"camera.{c.name}.age_ms"] = "inf" if age == float("inf") else f"{age * 1e3:.1f}"
+            values[f"camera.{c.name}.status"] = c.refused or ("ok" if c.image is not None else "no image yet")
         for what, n in self.dropped.items():
             values[f"dropped.{what}"] = str(n)
             values[f"dropped.{what}.last_reason"] = self.drop_reasons.get(what, "")

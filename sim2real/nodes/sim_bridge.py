@@ -17,6 +17,17 @@ publishes
   * robots whose spec names `ros.object_pose` (pick tasks): the object's pose as an
     object tracker would publish it (`geometry_msgs/PoseStamped`, frame `world`, on that
     topic, sensor-data QoS, with the same latency as the other sensors).
+  * cameras (only those asked for: `bundle` and/or `cameras` below), each at `camera_rate`,
+    sensor-data QoS, stamped when the state they show was measured, with the sensors'
+    latency, frame `<camera>_optical_frame` (see `images.py` for the layout):
+    `sensor_msgs/Image` rgb8 on the camera's topic (default `/camera/<name>/image_raw`),
+    `sensor_msgs/CameraInfo` on `/camera/<name>/camera_info` (a pinhole model from the
+    camera's fovy: fy = h / (2 tan(fovy / 2)), fx = fy, cx = w / 2, cy = h / 2), depth
+    cameras a 16UC1 (mm) Image on `/camera/<name>/depth/image_raw`, and with
+    `compressed_images` a `sensor_msgs/CompressedImage` on `<image topic>/compressed`.
+    Rendered from the bridge's own MuJoCo state with the training renderer's speed-first
+    settings (`envs.sim.camera_renderer`: no shadows, reflections or multisampling; the goal
+    marker hidden) and without its camera randomization.
 
 subscribes (like ros2_control's controllers; reliable, depth 10)
   * `ros.joint_commands`: `std_msgs/Float64MultiArray` (forward command controller):
@@ -78,6 +89,14 @@ derived from robot.yaml and the model; roboreal's own robots may ship
                          published `latency` later; quantized to the publish period)
   command_latency        s of delay before an incoming command takes effect
   seed                   seed of the noise and randomization
+  bundle                 a policy bundle directory: publish the cameras its manifest's `images`
+                         lists (size, topic, and where the training camera sat: a task's
+                         fixed camera such as panda-pick-vision's `front` is added to the
+                         model from the manifest's `mount`); "" (default): none
+  cameras                names of robot.yaml cameras to publish as well (e.g. [wrist]); [""]
+                         (default): none. Rendering costs CPU, so nothing is rendered unless asked
+  camera_rate            Hz of camera images; 0 (default): the bundle's control rate, else 30
+  compressed_images      "" (default) | jpeg | png: also publish CompressedImage (cv2.imencode)
 
 The simulation runs in its own thread: every publish period it applies the commands
 that are due, steps the physics (at the model's timestep) up to the wall-clock time, then
@@ -86,7 +105,7 @@ machine cannot keep up it skips ahead (warning) rather than falling further behi
 Stamps are the node's ROS clock at measurement (no /clock is published).
 
 Over 400 lines only with its reference above (topics, parameters, timing): the node's own
-code is about 350 lines, one job.
+code is about 350 lines, one job (its cameras are `images.SimCameras`).
 """
 
 from __future__ import annotations
@@ -94,9 +113,14 @@ from __future__ import annotations
 import array
 import collections
 import contextlib
+import os
 import threading
 import time
 from typing import Any
+
+# Cameras render offscreen: headless EGL unless the caller chose a backend (MuJoCo reads this
+# when it is first imported, just below).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import rclpy
@@ -111,6 +135,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
+from roboreal.sim2real.nodes import images
 from roboreal.sim2real.nodes.params import default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
@@ -135,6 +160,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "latency": (0.0, "s of delay on outgoing sensor messages"),
     "command_latency": (0.0, "s of delay before incoming commands take effect"),
     "seed": (0, "seed of noise and randomization"),
+    "bundle": ("", "a policy bundle: publish the cameras its manifest's images list"),
+    "cameras": ([""], "robot.yaml cameras to publish as well ([\"\"]: none)"),
+    "camera_rate": (0.0, "Hz of camera images (0: the bundle's control rate, else 30)"),
+    "compressed_images": ("", "also publish CompressedImage on <image topic>/compressed: jpeg | png (\"\": no)"),
 }
 
 
@@ -246,6 +275,11 @@ class SimBridge(Node):
         if self.sim.has_gripper and ros.gripper_commands:
             self.create_subscription(Float64MultiArray, ros.gripper_commands, self._on_gripper, command_qos)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        if isinstance(p["cameras"], str):  # -p cameras:=wrist
+            p["cameras"] = [p["cameras"]]
+        self.cameras = (images.SimCameras(self, p["bundle"], p["cameras"], _float("camera_rate", p["camera_rate"], 0),
+                                          str(p["compressed_images"]))
+                        if (p["bundle"] or any(str(c) for c in p["cameras"])) else None)
 
         self._msg = JointState()
         self._msg.name = list(self.sim.joint_names)
@@ -256,7 +290,8 @@ class SimBridge(Node):
             f"simulating {self.spec.name} ({len(self.sim.joint_names)} joints, physics {1 / self.sim.timestep:.0f} Hz, "
             f"publishing {self.publish_rate:g} Hz on {ros.joint_states}"
             f"{', ' + ros.imu if self.imu_pub else ''}{', ~/ee_pose' if self.ee_pub else ''}"
-            f"{', ' + ros.object_pose if self.object_pub else ''}); "
+            f"{', ' + ros.object_pose if self.object_pub else ''}"
+            f"{'; ' + self.cameras.describe() if self.cameras else ''}); "
             f"commands ({interface}, {what}) on {ros.joint_commands}"
             f"{', gripper on ' + ros.gripper_commands if self.sim.has_gripper and ros.gripper_commands else ''}"
             f"; initial pose {self.sim.initial_pose!r}{rnd}")
@@ -374,6 +409,8 @@ class SimBridge(Node):
     def _run(self) -> None:
         period = 1.0 / self.publish_rate
         dt = self.sim.timestep
+        if self.cameras is not None:
+            self.cameras.warm_up()  # the first frame makes the OpenGL context: before the clock starts
         next_tick = time.monotonic()
         wall0 = sim0 = 0.0
         while not self._stop.is_set():
@@ -393,6 +430,9 @@ class SimBridge(Node):
                     wall0, sim0 = now, self.sim.time + steps * dt
                 self.sim.step(steps)
                 self._measure()
+                frame = self.cameras.due(now) if self.cameras else None
+            if frame is not None:
+                self.cameras.publish(*frame)  # rendered outside the lock: commands keep arriving
             if self._stop.is_set():
                 break
             self._flush_outbox(time.monotonic())
@@ -402,6 +442,8 @@ class SimBridge(Node):
                 self._stop.wait(delay)
             elif delay < -period:
                 next_tick = time.monotonic()  # late by more than a period: do not burst
+        if self.cameras is not None:
+            self.cameras.close()  # its OpenGL context belongs to this thread
 
     def _measure(self) -> None:
         stamp = self.get_clock().now().to_msg()
