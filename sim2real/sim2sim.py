@@ -12,6 +12,19 @@ physical randomization and pushes, detects falls and success, and computes the t
 error from the true state. Each robot first goes through the chain's startup ramp and
 fade-in, as on hardware; the evaluated episode starts when that is done.
 
+**Cameras** (a bundle whose manifest lists ``images``): the task env renders its cameras
+(`envs.sim.camera_renderer`, over the env's own worlds, its task's fixed cameras included:
+the env is made from the bundle's task with the run's overrides) after every control period;
+each frame goes to the robot like a sensor message (the driver's sensor latency, jitter and
+drops) and through the policy node's decoders into its camera input (`images.feed_rendered`:
+rgb8 bytes, the manifest's size checked), and the bundle runs as the policy node runs it
+(`ImageFedPolicy`: the latest frame of each camera). A robot is started only once every
+camera has delivered. Camera randomization is a perturbation like the physical ones: none in
+the nominal run; the preset's otherwise (`simulated_driver.camera_randomization`: the task's
+training ranges, widened by ``camera_scale``, 1.5 for ``heavy``; a YAML preset may set
+``randomization.camera`` itself). The report lists each episode's draws
+(``camera_randomization``).
+
 Two runs side by side: nominal (no randomization, a perfect driver) and a held-out preset
 (`heavy`, or a YAML file with ``randomization:`` and ``driver:`` sections) whose ranges go
 beyond training. The report adds the chain's interventions, latched faults, the largest
@@ -31,13 +44,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from roboreal.config import ConfigError, from_dict
 from roboreal.robots.model import actuator_ids
-from roboreal.sim2real.simulated_driver import DriverCfg, DriverReadings, deliver, preset_conditions
+from roboreal.sim2real.simulated_driver import (DriverCfg, DriverReadings, camera_fed_controller,
+                                                camera_randomization, check_rendered_cameras, compare_observations,
+                                                deliver, preset_conditions)
 from roboreal.policy_bundle import BundlePolicy, check_robot, load_bundle, load_manifest_robot, manifest_robot
 
 
@@ -55,6 +71,8 @@ class _World:
     modes: collections.Counter = field(default_factory=collections.Counter)
     dropped: int = 0
     sent: int = 0  # sensor messages the driver published
+    cameras: list = field(default_factory=list)  # images.CameraInput per manifest ``images`` entry
+    frames: int = 0  # camera frames delivered to the policy's inputs
 
 
 def task_env_overrides(manifest: dict, robot: str | None = None) -> dict:
@@ -73,30 +91,38 @@ def task_env_overrides(manifest: dict, robot: str | None = None) -> dict:
 @torch.no_grad()
 def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, randomization: dict | None = None,
                         driver: DriverCfg | None = None, check_observations: bool = False,
-                        progress: bool = False, robot: str | None = None) -> dict:
+                        progress: bool = False, robot: str | None = None,
+                        observer: Callable[..., None] | None = None) -> dict:
     """Run one episode per simulated robot through the deployment path (module docstring).
 
     With `check_observations` the driver is perfect and, at every step, the env's
     observation terms and the builder's are computed from the same state: the result gets
     ``observation_difference`` (term -> largest absolute difference). `robot`: where to find
-    the bundle's robot (default: the manifest's ``robot.source``)."""
+    the bundle's robot (default: the manifest's ``robot.source``). `observer(env, world, t,
+    step, images)`, if given, sees every control step of the scored episodes: the
+    `ControlStep` and the camera frames the policy was fed (``{camera: (C, H, W) uint8}``)."""
     from roboreal.envs import make
     from roboreal.sim2real.nodes.controller import PolicyController
 
     driver = DriverCfg() if check_observations or driver is None else driver  # the check: a perfect driver
     manifest = bundle.manifest
     train = manifest["training"]
-    rand = dict(randomization or {"enabled": False})
+    overrides = task_env_overrides(manifest, robot)
+    rand = camera_randomization(dict(randomization or {"enabled": False}), train["task"], overrides)
     rand.pop("action_latency", None)  # latency is the driver's, in ms
-    env_kwargs = {**task_env_overrides(manifest, robot), "randomization": rand, "observation_noise": {}}
+    env_kwargs = {**overrides, "randomization": rand, "observation_noise": {}}
     env = make(train["task"], num_envs=episodes, seed=seed, **env_kwargs)
     spec = env.robot
     check_robot(manifest, spec)  # the robot the task simulates is the bundle's
     if abs(env.control_dt - float(manifest["control"]["dt"])) > 1e-9:
         raise ConfigError("control.dt", f"the bundle runs at {manifest['control']['dt']} s, task {train['task']} "
                           f"at {env.control_dt} s")
+    check_rendered_cameras(bundle, env)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5125]))
-    worlds = [_World(PolicyController(bundle, spec, gains="fixed")) for _ in range(episodes)]
+    worlds = []
+    for _ in range(episodes):
+        ctl, cameras = camera_fed_controller(bundle, spec, PolicyController)
+        worlds.append(_World(ctl, cameras=cameras))
     tracked = worlds[0].ctl.builder.tracked
     readings = DriverReadings(env, tracked, driver, rng)
     for w in worlds:
@@ -114,6 +140,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     for i, w in enumerate(worlds):
         w.ctrl = hold[i].copy()
     n_act = env.action_size
+    camera_names = [e["camera"] for e in bundle.image_inputs]
     goal_source = hasattr(env, "goal") and any(t.source == "goal_pose.position" for t in worlds[0].ctl.builder.terms)
     has_cmd = hasattr(env, "commands") and any(t.source == "cmd_vel" for t in worlds[0].ctl.builder.terms)
     obs_diff: dict[str, float] = {}
@@ -127,15 +154,18 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
             if due:
                 w.inbox = [msg for msg in w.inbox if msg[0] > t + 1e-12]
                 for msg in sorted(due, key=lambda x: x[0]):
-                    deliver(ctl, msg[1:])
+                    deliver(ctl, msg[1:], w.cameras)
+                    w.frames += msg[2] == "images"
             if has_cmd:
                 c = env.commands[i].tolist() if score else [0.0, 0.0, 0.0]  # stand still through the ramp
                 ctl.set_cmd_vel(*c, arrival=t)
             if goal_source:
                 ctl.builder.set_goal(env.goal[i].cpu().numpy(), t)
-            if not ctl.started and not ctl.start(t):
-                continue
+            if not ctl.started and (any(c.waiting() for c in w.cameras) or not ctl.start(t)):
+                continue  # as the policy node: no start before every camera has delivered
             out = ctl.step(t)
+            if observer is not None and score:
+                observer(env, i, t, out, {c.name: c.latest() for c in w.cameras})
             w.modes[out.cmd.mode] += 1
             values = out.cmd.values
             if w.prev_values is not None and chain0.position_control:
@@ -159,7 +189,9 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
                 sched[i, k] = w.ctrl
         result = env.step(torch.as_tensor(actions, dtype=torch.float32), ctrl=sched)
         states, sensors = env.sim.substeps()
+        frames = readings.frames(result[0], camera_names, t + dt)
         for i, msgs in enumerate(readings.messages(states, sensors, t)):
+            msgs += frames[i]
             w = worlds[i]
             w.sent += len(msgs)
             for stamp, kind, payload in msgs:
@@ -194,8 +226,11 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
     env.max_episode_steps = episode_steps
     env.restart_episodes()
     # what each scored episode starts under: the values its world drew (reset-mode terms are not
-    # redrawn before the episode ends; interval-mode ones may be)
+    # redrawn before the episode ends; interval-mode ones may be); the cameras' are drawn per reset
     drawn = {k: v.cpu().tolist() for k, v in env.randomizer.values.items()}
+    renderer = getattr(env, "camera_renderer", None)
+    camera_draws = ([renderer.describe(i) for i in range(episodes)]
+                    if camera_names and renderer is not None and renderer.randomization is not None else None)
 
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=int)
@@ -223,7 +258,7 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
                 success[done] = info["is_success"].float().cpu().numpy()[done]
             finished |= done
         if check_observations:
-            _compare_observations(env, worlds, readings, ~finished, obs_diff, t)
+            compare_observations(env, [w.ctl for w in worlds], readings, ~finished, obs_diff, t)
         if bar is not None:
             bar.update(1)
         if finished.all():
@@ -253,6 +288,11 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
         "command_latency_ms": [w.command_latency * 1000.0 for w in worlds],
         "not_in_control_at_start": not_ready,  # robots still ramping (or faulted) when their episode began
     }
+    if camera_names:
+        stats["cameras"] = camera_names
+        stats["camera_frames"] = int(sum(w.frames for w in worlds))  # delivered to the policy's inputs
+        # per episode, what its images were rendered with (None: no camera randomization)
+        stats["camera_randomization"] = camera_draws
     if tracking:
         stats["velocity_tracking_error"] = float(err_sum.sum() / max(1.0, err_steps.sum()))
         # what standing still would score: the mean commanded planar speed over the same steps
@@ -264,32 +304,6 @@ def evaluate_deployment(bundle: BundlePolicy, episodes: int, seed: int = 0, rand
         stats["observation_difference"] = obs_diff
     env.close()
     return stats
-
-
-def _compare_observations(env, worlds: list[_World], readings: DriverReadings, active: np.ndarray,
-                          diff: dict[str, float], now: float) -> None:
-    """The same states through both observation paths: the env's terms and the builder's,
-    fed as a driver would from the current state (sensors recomputed at it)."""
-    ids = np.nonzero(active)[0]
-    if not len(ids):
-        return
-    env.sim.forward(ids)  # sensors at the current state (the rollout records them one substep earlier)
-    env._refresh()
-    sim_terms = {k: v.cpu().double().numpy() for k, v in env.observation_terms(noise=False).items()}
-    state, sensordata = env.sim.state, env.sim.sensordata
-    msgs = readings.messages(state[:, None, :], sensordata[:, None, :], now - env.physics_dt)  # joints stamped `now`
-    for i in ids:
-        ctl = worlds[i].ctl
-        for msg in msgs[i]:
-            deliver(ctl, msg)
-        if hasattr(env, "commands"):
-            ctl.set_cmd_vel(*env.commands[i].tolist(), arrival=now)
-        if hasattr(env, "goal"):
-            ctl.builder.set_goal(env.goal[i].cpu().numpy(), now)
-        ctl.builder.set_last_action(env.actions[i].cpu().numpy())
-        for name, value in ctl.builder.term_values().items():
-            d = float(np.max(np.abs(np.asarray(value) - sim_terms[name][i]))) if name in sim_terms else math.nan
-            diff[name] = max(diff.get(name, 0.0), d)
 
 
 def _progress(enabled: bool, total: int, label: str):
@@ -373,7 +387,8 @@ def print_report(result: dict) -> None:
             ("episodes ended early (fell)", "fell"),
             ("largest command step (x rate limit)", "largest_command_step"),
             ("steps in policy mode", "policy_mode_fraction"),
-            ("robots not yet in control at the episode start", "not_in_control_at_start"), ("dropped sensor messages", "dropped_messages")]
+            ("robots not yet in control at the episode start", "not_in_control_at_start"), ("dropped sensor messages", "dropped_messages"),
+            ("camera frames fed to the policy", "camera_frames")]
     for label, key in rows:
         if key not in nom:
             continue

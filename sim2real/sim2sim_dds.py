@@ -12,7 +12,9 @@ a name or a robot.yaml path), or by `robot=` / ``--robot REF``.
 
 What differs from the in-process path (`sim2sim.evaluate_deployment`): wall-clock
 timing and DDS delivery are real; the bridge publishes at its own rate and applies one
-randomization draw per process; message drops are not simulated.
+randomization draw per process; message drops are not simulated. A bundle that sees cameras
+gets them from the bridge (``--bundle``: rendered at its control rate, rgb8 Image messages),
+without camera randomization: the in-process path applies that.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ def evaluate_over_dds(bundle_path: str | Path, episodes: int = 2, seed: int = 0,
     try:
         for ep in range(episodes):
             bridge_args = [py, "-m", "roboreal", "sim-bridge", "--robot", robot_ref, "--seed", str(seed + ep)]
+            if bundle.image_inputs:  # the cameras the policy sees (a task's fixed camera too), from its manifest
+                bridge_args += ["--bundle", str(bundle_path)]
             params = bridge_parameters(randomization, driver)
             if params.pop("randomize", False):
                 bridge_args.append("--randomize")

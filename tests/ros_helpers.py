@@ -17,6 +17,8 @@ talk to the next file's:
     test_byo_robots                      140
     test_mcap_recording                  45
     test_demo                            125
+    test_image_deployment                165, 166
+    test_image_recording                 170
 """
 
 from __future__ import annotations

@@ -480,7 +480,7 @@ def test_sim_bridge_cameras_draw_what_training_drew(image_bundle, node_context):
     the training renderer's settings: without camera randomization, the same state gives the
     same pixels as the env's image observation."""
     import roboreal
-    from roboreal.sim2real.nodes.images import _Snapshot
+    from roboreal.sim2real.nodes.sim_cameras import _Snapshot
     from roboreal.sim2real.nodes.sim_bridge import SimBridge
 
     env = roboreal.make("panda-pick-vision", num_envs=1, randomization={"enabled": False})

@@ -26,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-pose", help="'default' (robot.yaml's default pose) or an MJCF keyframe name "
                                           "(default: home)")
     p.add_argument("--latency", type=float, help="s of delay on outgoing sensor messages")
+    p.add_argument("--bundle", metavar="DIR", help="a policy bundle: publish the cameras its manifest's images list "
+                                                   "(a task's fixed camera included), at its control rate")
+    p.add_argument("--cameras", nargs="+", metavar="NAME", help="robot.yaml cameras to publish as well (e.g. wrist)")
     p.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
                    help="standard ROS 2 arguments (-r from:=to, -p name:=value, --params-file F, --log-level L)")
     p.set_defaults(handler=cmd_sim_bridge)
@@ -37,7 +40,9 @@ def cmd_sim_bridge(args: argparse.Namespace) -> int:
         ros_args += ["--params-file", f]
     ros_args += list(args.ros_args)
     flags = {"robot": args.robot, "publish_rate": args.rate, "seed": args.seed, "initial_pose": args.initial_pose,
-             "latency": args.latency, "randomize": "true" if args.randomize else None}
+             "latency": args.latency, "randomize": "true" if args.randomize else None, "bundle": args.bundle,
+             # a string array parameter in ROS 2's YAML list syntax (a name alone would be a string)
+             "cameras": "[" + ",".join(args.cameras) + "]" if args.cameras else None}
     # A new --ros-args section (valid even after a `--`), last so the flags win.
     ros_args.append("--ros-args")
     for name, value in flags.items():

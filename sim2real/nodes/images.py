@@ -22,26 +22,25 @@ A message that cannot be an image (empty, a buffer shorter than ``step * height`
 ``step`` shorter than a row, an unknown encoding) raises `ImageError` naming what is wrong;
 the policy node counts it as a dropped message and never crashes on it.
 
-`CameraInput` is one camera as the policy node feeds it to the policy; `SimCameras` the
-cameras the sim bridge renders and publishes.
+`CameraInput` is one camera as the policy node feeds it to the policy; `feed_rendered` hands
+it a rendered frame through the same decoders (sim2sim, which has no ROS); `frame_from_msg`
+is what the recorder stores. The sim bridge's cameras are `sim_cameras.SimCameras`.
+
+No ROS import at module level (sensor_msgs only inside the functions that make messages):
+sim2sim decodes rendered frames with these functions on a machine without ROS 2.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from roboreal.config import ConfigError
-from roboreal.robots.cameras import CameraSpec
+if TYPE_CHECKING:
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 # encoding -> channels of the 8-bit colour encodings the policy node understands
 COLOR_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -133,26 +132,51 @@ def depth_from_msg(msg: Image, depth_range: tuple[float, float]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- encoding
-def image_msg(pixels: np.ndarray, encoding: str = "rgb8", stamp=None, frame_id: str = "") -> Image:
-    """An Image message of (H, W, C) uint8 `pixels` (rows unpadded)."""
+@dataclass
+class RawImage:
+    """The fields of a sensor_msgs/Image the decoders read, without ROS: what sim2sim hands
+    the policy's camera input (`feed_rendered`), so its frames pass the same checks."""
+
+    height: int
+    width: int
+    encoding: str
+    step: int
+    data: bytes
+    is_bigendian: int = 0
+
+
+def image_msg(pixels: np.ndarray, encoding: str = "rgb8", stamp=None, frame_id: str = "", ros: bool = True
+              ) -> Image | RawImage:
+    """An Image message of (H, W, C) uint8 `pixels` (rows unpadded); `ros=False`: a `RawImage`."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     h, w = pixels.shape[:2]
+    step, data = w * (pixels.shape[2] if pixels.ndim == 3 else 1), pixels.tobytes()
+    if not ros:
+        return RawImage(h, w, encoding, step, data)
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.height, msg.width, msg.encoding = h, w, encoding
-    msg.step = w * (pixels.shape[2] if pixels.ndim == 3 else 1)
-    msg.data = pixels.tobytes()
+    msg.step, msg.data = step, data
     return msg
 
 
-def depth_msg(metres: np.ndarray, stamp=None, frame_id: str = "") -> Image:
+def depth_msg(metres: np.ndarray, stamp=None, frame_id: str = "", ros: bool = True) -> Image | RawImage:
     """A 16UC1 depth Image (millimetres, REP 118) of (H, W) depths in metres."""
     mm = np.clip(np.rint(np.nan_to_num(metres, nan=0.0) * 1000.0), 0, 65535).astype("<u2")
-    msg = image_msg(mm.view(np.uint8).reshape(mm.shape[0], mm.shape[1], 2), "16UC1", stamp, frame_id)
+    msg = image_msg(mm.view(np.uint8).reshape(mm.shape[0], mm.shape[1], 2), "16UC1", stamp, frame_id, ros)
     msg.is_bigendian = 0
     return msg
+
+
+def depth_levels_to_metres(levels: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    """A rendered depth channel's uint8 levels as metres at the centre of each level, so that
+    `depth_from_msg` of the resulting depth image gives the levels back."""
+    near, far = depth_range
+    return near + (np.asarray(levels, dtype=np.float64) + 0.5) * (far - near) / 255.0
 
 
 def compressed_msg(rgb: np.ndarray, fmt: str = "jpeg", stamp=None, frame_id: str = "", quality: int = 90
@@ -165,6 +189,8 @@ def compressed_msg(rgb: np.ndarray, fmt: str = "jpeg", stamp=None, frame_id: str
     ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ImageError(f"cv2.imencode failed ({fmt})")
+    from sensor_msgs.msg import CompressedImage
+
     msg = CompressedImage()
     if stamp is not None:
         msg.header.stamp = stamp
@@ -179,6 +205,8 @@ def camera_info_msg(width: int, height: int, fovy_deg: float, stamp=None, frame_
     fy = h / (2 tan(fovy / 2)), fx = fy (square pixels), principal point at the image centre."""
     fy = height / (2.0 * math.tan(math.radians(fovy_deg) / 2.0))
     fx, cx, cy = fy, width / 2.0, height / 2.0
+    from sensor_msgs.msg import CameraInfo
+
     msg = CameraInfo()
     if stamp is not None:
         msg.header.stamp = stamp
@@ -263,156 +291,31 @@ class CameraInput:
         return None
 
 
-# ----------------------------------------------------------------------------- the sim bridge's cameras
-class _OneWorld:
-    """The slice of the batched-sim interface `CameraRenderer` draws from: one world whose
-    state is a snapshot of the bridge's (taken under its lock, drawn outside it)."""
-
-    num_envs = 1
-
-    def __init__(self, model):
-        self.model = model
-        self.snapshot: Any = None
-
-    def data_for(self, env_id: int) -> Any:
-        return self.snapshot
+def decode_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """(H, W, 3) RGB of a colour Image (any encoding `to_rgb` takes) or a CompressedImage."""
+    if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+        return rgb_from_compressed(msg)
+    return to_rgb(image_from_msg(msg), str(msg.encoding))
 
 
-class _Snapshot:
-    def __init__(self, data):
-        self.qpos, self.mocap_pos, self.mocap_quat = data.qpos.copy(), data.mocap_pos.copy(), data.mocap_quat.copy()
+def feed_rendered(cam: CameraInput, frame: np.ndarray, measured: float) -> None:
+    """A rendered (C, H, W) uint8 frame (`envs.sim.camera_renderer`) into `cam` as the sim
+    bridge sends it and the policy node decodes it: rgb8 bytes (and a depth camera's 16UC1
+    millimetres) through `image_from_msg` / `depth_from_msg` and `CameraInput`'s size check.
+    Lossless: the policy gets the rendered pixels (the depth channel's levels) back."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3:
+        raise ImageError(f"camera {cam.name}: a rendered frame is (C, H, W) uint8, got {frame.dtype} "
+                         f"{frame.shape}")
+    msg = image_msg(np.ascontiguousarray(frame[:3].transpose(1, 2, 0)), "rgb8", ros=False)
+    cam.accept_rgb(to_rgb(image_from_msg(msg), msg.encoding), measured)
+    if cam.depth_range is not None:
+        metres = depth_levels_to_metres(frame[3], cam.depth_range)
+        cam.accept_depth(depth_from_msg(depth_msg(metres, ros=False), cam.depth_range), measured)
 
 
-class SimCameras:
-    """The cameras the sim bridge publishes (its `bundle` / `cameras` parameters): which, how
-    often, rendered how (`envs.sim.camera_renderer`, speed-first, without randomization), on
-    which topics. `due` (under the bridge's lock) snapshots the state; `publish` renders it
-    outside the lock and queues the messages in the bridge's outbox (with its latency).
-    `node` is the `SimBridge` (its spec, sim, lock, outbox, latency, clock and publishers)."""
-
-    def __init__(self, node: Any, bundle: str, cameras: list[str], rate: float, compressed: str):
-        import mujoco
-
-        from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
-        from roboreal.robots.model import build_model
-
-        spec = node.spec
-        self.node = node
-        declared = {c.name: c for c in spec.cameras}
-        cams: dict[str, CameraSpec] = {}
-        if bundle:
-            manifest = _bundle_manifest(str(bundle), spec.name)
-            for e in manifest.get("images") or []:
-                cams[e["camera"]] = _manifest_camera(e)
-            rate = rate or 1.0 / float(manifest["control"]["dt"])
-        for name in (str(c) for c in cameras if str(c)):
-            if name not in declared:
-                raise ConfigError("cameras", f"{name!r} is not a camera of {spec.name}'s robot.yaml "
-                                  f"(it has {sorted(declared) or 'none'}); a task's camera comes with `bundle`")
-            cams.setdefault(name, declared[name])
-        if not cams:
-            raise ConfigError("bundle", f"{bundle}: its manifest lists no images")
-        self.rate = rate or DEFAULT_CAMERA_RATE
-        self.fmt = compressed
-        if self.fmt not in ("", *COMPRESSED_FORMATS):
-            raise ConfigError("compressed_images", f"expected \"\", jpeg or png, got {self.fmt!r}")
-        self.specs = list(cams.values())
-        # the bridge's model plus the cameras robot.yaml does not declare (a task's), placed as trained;
-        # the same joints and bodies, so the simulation's qpos draws the same scene
-        model = build_model(spec, tuple(c for c in self.specs if c.name not in declared))
-        self.world = _OneWorld(model)
-        self.renderer = CameraRenderer(self.world, self.specs, RenderCfg(nthread=1))
-        sensor = qos_profile_sensor_data  # as every sensor stream: best effort, the latest wins
-        self.pubs = {}
-        for c in self.specs:
-            topics = camera_topics(c.image_topic)
-            cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c.name)
-            self.pubs[c.name] = {
-                "image": node.create_publisher(Image, topics["image"], sensor),
-                "info": node.create_publisher(CameraInfo, topics["camera_info"], sensor),
-                "compressed": (node.create_publisher(CompressedImage, topics["compressed"], sensor)
-                               if self.fmt else None),
-                "depth": node.create_publisher(Image, topics["depth"], sensor) if c.depth else None,
-                "fovy": float(model.cam_fovy[cid]), "frame": f"{c.name}_optical_frame"}
-        self.next_frame = 0.0
-        self.published = 0
-
-    def describe(self) -> str:
-        return (f"cameras {', '.join(f'{c.name} {c.width}x{c.height} on {c.image_topic}' for c in self.specs)} "
-                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else ""))
-
-    def due(self, now: float) -> tuple[Any, _Snapshot] | None:
-        """(stamp, state snapshot) when a frame is due at `now` (call under the bridge's lock)."""
-        if now < self.next_frame:
-            return None
-        self.next_frame = max(self.next_frame + 1.0 / self.rate, now)
-        return self.node.get_clock().now().to_msg(), _Snapshot(self.node.sim.data)
-
-    def warm_up(self) -> None:
-        """Render once, publishing nothing (in the thread that renders from now on)."""
-        with self.node.lock:
-            self.world.snapshot = _Snapshot(self.node.sim.data)
-        with contextlib.suppress(Exception):  # a failure is reported by the first real frame
-            self.renderer.render()
-
-    def publish(self, stamp: Any, snapshot: _Snapshot) -> None:
-        """Render the snapshot and queue every camera's messages (with the sensors' latency)."""
-        self.world.snapshot = snapshot
-        try:
-            frames = self.renderer.render()
-        except Exception as e:  # no OpenGL here: the joints still flow, the policy's camera watchdog trips
-            self.node.get_logger().error(f"camera rendering failed: {type(e).__name__}: {e}",
-                                         throttle_duration_sec=5.0)
-            return
-        out = []
-        for c in self.specs:
-            pubs = self.pubs[c.name]
-            chw = frames[c.name][0]
-            rgb = np.ascontiguousarray(chw[:3].transpose(1, 2, 0))
-            frame = pubs["frame"]
-            out.append((pubs["image"], image_msg(rgb, "rgb8", stamp, frame)))
-            out.append((pubs["info"], camera_info_msg(c.width, c.height, pubs["fovy"], stamp, frame)))
-            if pubs["compressed"] is not None:
-                out.append((pubs["compressed"], compressed_msg(rgb, self.fmt, stamp, frame)))
-            if pubs["depth"] is not None:
-                # metres at the centre of each uint8 level, so the policy node's mapping gives the level back
-                near, far = c.depth_range
-                metres = near + (chw[3].astype(np.float64) + 0.5) * (far - near) / 255.0
-                out.append((pubs["depth"], depth_msg(metres, stamp, frame)))
-        release = time.monotonic() + self.node.latency
-        with self.node.lock:
-            self.node.outbox.extend((release, pub, msg) for pub, msg in out)
-        self.published += 1
-
-    def close(self) -> None:
-        self.renderer.close()
-
-
-def _bundle_manifest(path: str, robot: str) -> dict:
-    """The `bundle` parameter's manifest (only read: the bridge runs no policy)."""
-    import yaml
-
-    from roboreal.policy_bundle import BundleError, check_images
-
-    f = Path(path) / "manifest.yaml"
-    if not f.is_file():
-        raise ConfigError("bundle", f"{path}: not a bundle (no manifest.yaml)")
-    with open(f) as fh:
-        manifest = yaml.safe_load(fh)
-    try:
-        check_images(manifest)
-    except BundleError as e:
-        raise ConfigError("bundle", str(e)) from None
-    if manifest["robot"]["name"] != robot:
-        raise ConfigError("bundle", f"{path} is a bundle for robot {manifest['robot']['name']!r}, this bridge "
-                          f"simulates {robot!r}")
-    return manifest
-
-
-def _manifest_camera(e: dict) -> CameraSpec:
-    """A manifest ``images`` entry as a CameraSpec: its size, topic and training placement."""
-    mount, depth = e.get("mount") or {}, e.get("depth") or None
-    return CameraSpec(name=str(e["camera"]), width=int(e["width"]), height=int(e["height"]), fovy=mount.get("fovy"),
-                      body=mount.get("body"), pos=tuple(mount.get("pos") or (0.0, 0.0, 0.0)),
-                      quat=tuple(mount["quat"]) if mount.get("quat") else None, depth=bool(depth),
-                      depth_range=tuple(depth["range"]) if depth else (0.05, 2.0), topic=str(e["topic"]))
+def frame_from_msg(cam: CameraInput, msg: Image | CompressedImage, measured: float) -> np.ndarray:
+    """The (C, H, W) uint8 rgb8 frame a camera message gives the policy (`CameraInput`'s size
+    check or resize; `ImageError` naming what is wrong): what the recorder stores per step."""
+    cam.accept_rgb(decode_rgb(msg), measured)
+    return cam.image

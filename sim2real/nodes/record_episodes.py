@@ -5,6 +5,10 @@ and tests feed it synthetic ones.
 **Per step, in the dataset** (`roboreal.data` layout, ``source="robot"``):
 
     obs/<group>      the observation vector the policy ran on (group: the bundle's, ``policy``)
+    obs/<camera>     a policy that sees cameras: the latest frame of each camera when the step
+                     arrived, rgb8 (3, H, W) uint8 as the policy node decodes it (the node's own
+                     frame may be one camera period older or newer); steps before every camera
+                     has delivered a frame are not recorded
     actions          the *applied* action: the safety chain's output in the normalized action
                      space (what the robot was told to do, after every filter)
     policy_actions   the policy's own action (also while the human drives)
@@ -39,11 +43,17 @@ valid and ``--append`` continues it.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from roboreal.data import dataset_meta
+from roboreal.sim2real.nodes.images import CameraInput, decode_rgb, frame_from_msg
 from roboreal.sim2real.safety.types import MODES
+
+IMAGE_TYPE, COMPRESSED_TYPE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 
 
 class EpisodeBuilder:
@@ -54,8 +64,10 @@ class EpisodeBuilder:
     episode the dataset holds is in the MCAP too)."""
 
     def __init__(self, open_writer: Callable[[dict], Any], max_episode_steps: int = 0,
-                 before_write: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
+                 before_write: Callable[[], None] | None = None, log: Callable[[str], None] | None = None,
+                 cameras: Sequence[str] = ()):
         self.open_writer = open_writer
+        self.cameras = list(cameras)  # camera frames every recorded step must carry (obs/<camera>)
         self.max_episode_steps = int(max_episode_steps)
         self.before_write = before_write or (lambda: None)
         self.log = log or (lambda msg: None)
@@ -69,6 +81,7 @@ class EpisodeBuilder:
         self.last_time: float | None = None
         self.written = {"episodes": 0, "steps": 0, "labels": 0, "interventions": 0}
         self.dropped = {"before_info": 0, "refused": 0, "outside_episodes": 0}
+        self.without_frames = 0  # steps not recorded: a camera had not delivered a frame yet
         self.ended: list[dict] = []  # per ended episode: name, steps, labels, interventions, ended_by
 
     @property
@@ -103,16 +116,29 @@ class EpisodeBuilder:
             return f"the dataset's actions have size {meta['action_size']}, the policy's {info['action_size']}"
         if isinstance(groups, dict) and group in groups and int(groups[group]) != int(info["obs_size"]):
             return f"the dataset's obs/{group} has size {groups[group]}, the policy's observation {info['obs_size']}"
+        recorded = getattr(self.writer, "image_shapes", None) or {}
+        for camera, shape in image_shapes(info).items():
+            if camera in recorded and tuple(recorded[camera]) != tuple(shape):
+                return (f"the dataset's obs/{camera} frames are {tuple(recorded[camera])} (C, H, W), the policy's "
+                        f"camera {camera} is {tuple(shape)}")
         return None
 
     # ----- steps -----
-    def on_step(self, f: dict, now: float) -> None:
+    def on_step(self, f: dict, now: float, images: dict | None = None) -> None:
+        """One ``~/step`` record (`step_record.step_from_msg`) received at `now`; `images`: the
+        latest frame of each camera (``{camera: (C, H, W) uint8}``) to store with it."""
         if self.info is None:
             self.dropped["before_info"] += 1
             return
         if self.refusing:
             self.dropped["refused"] += 1
             return
+        if self.cameras:
+            images = images or {}
+            if any(images.get(c) is None for c in self.cameras):
+                self.without_frames += 1  # an episode's every step has a frame of each camera
+                return
+            f = {**f, "images": {c: images[c] for c in self.cameras}}
         step, reset = int(f["step"]), int(f["reset_count"])
         mode_i = int(f["mode"])
         mode = MODES[mode_i] if 0 <= mode_i < len(MODES) else f"mode {mode_i}"
@@ -175,7 +201,8 @@ class EpisodeBuilder:
                 modes[-1][1] += 1
             else:
                 modes.append([f["mode_name"], 1])
-            w.add_step({group: f["observation"]}, f["applied_action"], float("nan"), i == len(steps) - 1,
+            w.add_step({group: f["observation"], **f.get("images", {})}, f["applied_action"], float("nan"),
+                       i == len(steps) - 1,
                        expert_action=f["commanded_action"] if human else None, policy_action=f["policy_action"],
                        intervention=bool(f["intervention"]))
         bundle = info.get("bundle") or {}
@@ -198,13 +225,22 @@ class EpisodeBuilder:
         return name
 
 
-def dataset_meta_from_info(info: dict, mcap: Path | None) -> dict:
-    """File attributes of a robot recording: provenance from the policy node's ~/info."""
+def image_shapes(info: dict) -> dict[str, list[int]]:
+    """{camera: [3, H, W]} of the cameras the policy node's ``~/info`` lists (``images``): the
+    colour frames the recorder stores (a depth camera's depth channel is not recorded)."""
+    return {str(e["camera"]): [3, int(e["height"]), int(e["width"])] for e in info.get("images") or []}
+
+
+def dataset_meta_from_info(info: dict, mcap: Path | None, cameras: Sequence[str] | None = None) -> dict:
+    """File attributes of a robot recording: provenance from the policy node's ~/info;
+    ``image_shapes`` of its cameras (only `cameras`, when given: those recorded)."""
     training = info.get("training") or {}
     group = info.get("obs_group", "policy")
     bundle = dict(info.get("bundle") or {})
     bundle.update(task=training.get("task"), algo=training.get("algo"), run_dir=training.get("run_dir"),
                   step=training.get("step"))
+    shapes = {c: v for c, v in image_shapes(info).items() if cameras is None or c in cameras}
+    images = {"image_shapes": shapes} if shapes else {}
     return dataset_meta(
         task=training.get("task"), env_overrides=training.get("env_overrides") or {}, source="robot",
         expert={"kind": "human", "via": (info.get("topics") or {}).get("teleop_action")}, bundle=bundle,
@@ -212,4 +248,48 @@ def dataset_meta_from_info(info: dict, mcap: Path | None) -> dict:
         action_size=int(info["action_size"]), obs_groups={group: int(info["obs_size"])},
         observation_layout={group: info.get("observation_layout")}, joints=info.get("joints"),
         policy_node=info.get("node"), command_interface=info.get("command_interface"),
-        safety_limits=info.get("safety_limits"), mcap=str(mcap) if mcap else None, recorder="roboreal record")
+        safety_limits=info.get("safety_limits"), mcap=str(mcap) if mcap else None, recorder="roboreal record",
+        **images)
+
+
+# ----------------------------------------------------------------------------- cameras
+class RecordedCamera:
+    """One camera the recorder stores: its topic and message type, the policy's camera input
+    it is decoded into (`images.CameraInput`: the size the policy takes, or None: any size,
+    a camera the policy does not see), and the latest frame (3, H, W) uint8."""
+
+    def __init__(self, name: str, topic: str, input_: CameraInput | None):
+        self.name, self.topic, self.input = name, topic, input_
+        self.type_name = COMPRESSED_TYPE if topic.endswith("/compressed") else IMAGE_TYPE
+        self.frame: np.ndarray | None = None
+        self.frames = self.refused = 0
+        self.subscription: Any = None
+
+    def accept(self, msg: Any) -> None:
+        if self.input is None:  # a camera the policy does not see: any size, as sent
+            rgb = decode_rgb(msg)
+            self.frame = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        else:
+            self.frame = frame_from_msg(self.input, msg, time.monotonic()).copy()
+        self.frames += 1
+
+
+def cameras_to_record(info: dict, param: list[str], resolve: Callable[[str], str]) -> list[RecordedCamera]:
+    """The cameras of the policy node's ``~/info`` (``images``: topic, transport, size), or of the
+    ``cameras`` parameter (NAME=TOPIC or TOPIC) when it names any."""
+    policy = {str(e["camera"]): e for e in info.get("images") or []}
+    if not param:
+        return [RecordedCamera(name, str(e["topic"]) + ("/compressed" if e.get("transport") == "compressed" else ""),
+                               CameraInput(name, int(e["width"]), int(e["height"]), 3, resize=bool(e.get("resize"))))
+                for name, e in policy.items()]
+    out = []
+    for item in param:
+        name, _, topic = item.partition("=") if "=" in item else ("", "", item)
+        topic = resolve(topic)
+        if not name:  # /camera/front/image_raw -> front
+            parts = [s for s in topic.removesuffix("/compressed").split("/") if s]
+            name = parts[-2] if len(parts) >= 2 else parts[-1]
+        e = policy.get(name)
+        out.append(RecordedCamera(name, topic, CameraInput(name, int(e["width"]), int(e["height"]), 3,
+                                                           resize=bool(e.get("resize"))) if e else None))
+    return out

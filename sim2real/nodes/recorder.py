@@ -27,6 +27,15 @@ episode goes to the dataset, so every finished episode's ``~/step`` messages are
 too: at most the last ``mcap_flush_period`` s of raw messages are lost (committed data is in
 the OS's hands; the MCAP is fsynced at each episode end, the dataset at every write).
 
+**Cameras** (a policy that sees cameras: ``~/info``'s ``images``; or the ``cameras``
+parameter): each camera's topic as the policy node reads it (``<topic>`` sensor_msgs/Image,
+or ``<topic>/compressed`` with its ``image_transport: compressed``), sensor-data QoS. Every
+message goes raw into the MCAP (with its ``camera_info``), and is decoded as the policy node
+decodes it (`images.py`: rgb8, its size checked, or resized as the node's ``resize`` says);
+each recorded step stores the latest frame of every camera as ``obs/<camera>`` (3, H, W)
+uint8 (`record_episodes.py`). A message that is not a usable image is counted and logged,
+never recorded.
+
 **MCAP topics**: every topic the policy node names in ``~/info`` (joint states, IMU, cmd_vel,
 goal, object pose, joint and gripper commands, ``/intervention``, ``/teleop/action``, its
 e-stop, ``~/policy_action``, ``~/executed_action``, ``~/mode``, ``~/step``, ``~/info``,
@@ -60,9 +69,11 @@ from std_srvs.srv import SetBool, Trigger
 
 from roboreal.config import ConfigError
 from roboreal.data import DatasetError, DatasetWriter
+from roboreal.sim2real.nodes.images import ImageError, camera_topics
 from roboreal.sim2real.nodes.params import config_file, default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
-from roboreal.sim2real.nodes.record_episodes import EpisodeBuilder, dataset_meta_from_info
+from roboreal.sim2real.nodes.record_episodes import (EpisodeBuilder, RecordedCamera, cameras_to_record,
+                                                      dataset_meta_from_info)
 from roboreal.sim2real.nodes.ros2_bag import McapTopicWriter, message_class, qos_profile_dict
 from roboreal.sim2real.nodes.step_record import StepFormatError, info_json, parse_info, step_from_msg
 
@@ -75,6 +86,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "mcap": ("auto", "MCAP file of the raw topics (auto: OUT with .mcap; none: no MCAP)"),
     "policy_node": ("/policy_node", "the policy node whose ~/step and ~/info are recorded"),
     "extra_topics": (["/joy"], "topics recorded into the MCAP besides the policy node's (types from the graph)"),
+    "cameras": ([""], "camera image topics stored per step as obs/<camera> (NAME=TOPIC, or TOPIC: the name is the "
+                      "topic's namespace, /camera/front/image_raw -> front; a TOPIC ending in /compressed is a "
+                      "CompressedImage); [\"\"]: the cameras of the policy node's ~/info images"),
     "max_episode_s": (60.0, "s after which the running episode is ended and written (0: no limit)"),
     "step_timeout": (1.0, "s without a step after which the running episode is ended"),
     "mcap_flush_period": (1.0, "s between MCAP flushes: a kill loses at most this much raw data"),
@@ -130,6 +144,10 @@ class Recorder(Node):
         self.p = floats
         self.policy_node = "/" + str(p["policy_node"]).strip("/")
         self.extra_topics = [self.resolve_topic_name(str(t)) for t in (p["extra_topics"] or []) if str(t)]
+        cams = [p["cameras"]] if isinstance(p["cameras"], str) else list(p["cameras"] or [])
+        self.camera_param = [str(c) for c in cams if str(c)]
+        self.cameras: dict[str, RecordedCamera] = {}  # name -> its subscription and latest frame
+        self.camera_topics: set[str] = set()  # camera_info topics recorded into the MCAP besides
         self.mcap_path = mcap_path_for(self.out, str(p["mcap"]), self.append)
         if self.mcap_path is not None and self.mcap_path.exists():
             raise ConfigError("mcap", f"{self.mcap_path} exists (an MCAP recording is never overwritten)")
@@ -168,7 +186,8 @@ class Recorder(Node):
     # ----- session / dataset -----
     def _open_writer(self, info: dict):
         try:
-            self.writer = DatasetWriter(self.out, dataset_meta_from_info(info, self.mcap_path),
+            cameras = [c.name for c in cameras_to_record(info, self.camera_param, self.resolve_topic_name)]
+            self.writer = DatasetWriter(self.out, dataset_meta_from_info(info, self.mcap_path, cameras),
                                         mode="a" if self.append else "x")
         except DatasetError as e:
             self.fatal = str(e)
@@ -196,6 +215,7 @@ class Recorder(Node):
             if self.p["max_episode_s"]:
                 self.episodes.max_episode_steps = max(1, int(round(self.p["max_episode_s"]
                                                                    / float(info["control_dt"]))))
+            self._subscribe_cameras(info)
             if self.mcap is not None:
                 self.mcap.add_metadata("roboreal.policy_node_info", {"json": info_json(info)})
                 self._discover()
@@ -209,7 +229,7 @@ class Recorder(Node):
             f = step_from_msg(deserialize_message(data, Float64MultiArray))
         except StepFormatError as e:
             return self._warn(f"ignoring a step message: {e}")
-        self.episodes.on_step(f, time.monotonic())
+        self.episodes.on_step(f, time.monotonic(), {n: c.frame for n, c in self.cameras.items()})
 
     def _check_timeout(self) -> None:
         self.episodes.check_timeout(time.monotonic(), self.p["step_timeout"])
@@ -256,7 +276,7 @@ class Recorder(Node):
             pubs = self.get_publishers_info_by_topic(self.step_topic)
             if pubs:
                 self._add_channel(self.step_topic, STEP_TYPE, pubs)
-        wanted = list((self.info or {}).get("topics", {}).values()) + self.extra_topics
+        wanted = list((self.info or {}).get("topics", {}).values()) + sorted(self.camera_topics) + self.extra_topics
         for topic in dict.fromkeys(wanted):
             if topic in self.subscribed:
                 continue
@@ -286,6 +306,45 @@ class Recorder(Node):
             self.get_logger().info(f"recording {topic} ({type_name}{', best effort' if best_effort else ''}"
                                    f"{', latched' if latched else ''}) into the MCAP")
 
+    # ----- cameras -----
+    def _subscribe_cameras(self, info: dict) -> None:
+        """Subscribe to the cameras of `info` (or the ``cameras`` parameter); the episode
+        builder then records only steps that have a frame of each."""
+        from rclpy.qos import qos_profile_sensor_data
+
+        wanted = cameras_to_record(info, self.camera_param, self.resolve_topic_name)
+        for cam in wanted:
+            old = self.cameras.get(cam.name)
+            if old is not None and old.topic == cam.topic:
+                old.input = cam.input  # the same stream; the size the (new) session's policy takes
+                continue
+            if old is not None:
+                self.destroy_subscription(old.subscription)
+            cls = message_class(cam.type_name)
+
+            def cb(data, msg_info, cam=cam, cls=cls):  # two required arguments: rclpy passes MessageInfo
+                self._on_camera(cam, cls, data, msg_info)
+
+            cam.subscription = self.create_subscription(cls, cam.topic, cb, qos_profile_sensor_data, raw=True)
+            self.cameras[cam.name] = cam
+            self.subscribed[cam.topic] = cam.type_name  # discovery leaves it to this subscription
+            self.camera_topics.add(camera_topics(cam.topic.removesuffix("/compressed"))["camera_info"])
+            self.get_logger().info(f"recording camera {cam.name} from {cam.topic} ({cam.type_name}) as obs/{cam.name}")
+        for name in set(self.cameras) - {c.name for c in wanted}:
+            self.destroy_subscription(self.cameras.pop(name).subscription)
+        self.episodes.cameras = [c.name for c in wanted]
+
+    def _on_camera(self, cam: RecordedCamera, cls: Any, data: bytes, msg_info: Any) -> None:
+        if self.mcap is not None:
+            if cam.topic not in self.mcap.channels:
+                self._add_channel(cam.topic, cam.type_name, self.get_publishers_info_by_topic(cam.topic))
+            self.mcap.write(cam.topic, data, time.time_ns(), _source_time(msg_info))
+        try:
+            cam.accept(deserialize_message(data, cls))
+        except (ImageError, ValueError) as e:  # ValueError: a shape numpy/OpenCV could not take
+            cam.refused += 1
+            self._warn(f"camera {cam.name}: not recorded: {e}")
+
     # ----- output -----
     def _warn(self, msg: str) -> None:
         # rclpy throttles per call site: every warning goes through this one, so they share the 2 s
@@ -296,6 +355,8 @@ class Recorder(Node):
         running = (f"episode running: {len(e.steps)} steps, {sum(bool(f['intervention']) for f in e.steps)} "
                    f"intervention steps" if e.running else "no episode running")
         mcap = f"; MCAP {self.mcap.messages} messages on {len(self.mcap.counts)} topics" if self.mcap else ""
+        mcap += "".join(f"; camera {c.name}: {c.frames} frames" + (f", {c.refused} refused" if c.refused else "")
+                        for c in self.cameras.values())
         self.get_logger().info(f"{running}; written {w['episodes']} episodes, {w['steps']} steps, "
                                f"{w['labels']} labels{mcap}")
 

@@ -105,7 +105,7 @@ machine cannot keep up it skips ahead (warning) rather than falling further behi
 Stamps are the node's ROS clock at measurement (no /clock is published).
 
 Over 400 lines only with its reference above (topics, parameters, timing): the node's own
-code is about 350 lines, one job (its cameras are `images.SimCameras`).
+code is about 350 lines, one job (its cameras are `sim_cameras.SimCameras`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from roboreal.config import ConfigError
 from roboreal.robots.spec import load_robot
-from roboreal.sim2real.nodes import images
+from roboreal.sim2real.nodes.sim_cameras import SimCameras
 from roboreal.sim2real.nodes.params import default_parameters
 from roboreal.sim2real.nodes.process import ros_until_signal
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
@@ -277,8 +277,8 @@ class SimBridge(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         if isinstance(p["cameras"], str):  # -p cameras:=wrist
             p["cameras"] = [p["cameras"]]
-        self.cameras = (images.SimCameras(self, p["bundle"], p["cameras"], _float("camera_rate", p["camera_rate"], 0),
-                                          str(p["compressed_images"]))
+        self.cameras = (SimCameras(self, p["bundle"], p["cameras"], _float("camera_rate", p["camera_rate"], 0),
+                                    str(p["compressed_images"]))
                         if (p["bundle"] or any(str(c) for c in p["cameras"])) else None)
 
         self._msg = JointState()

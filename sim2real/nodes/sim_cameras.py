@@ -1,0 +1,173 @@
+"""The cameras the sim bridge publishes (`SimCameras`): which (a bundle's manifest ``images``,
+robot.yaml cameras named by the ``cameras`` parameter), how often, rendered how
+(`envs.sim.camera_renderer`, speed-first, without randomization) and on which topics
+(image_transport's layout, `images.camera_topics`). The messages are made by `images.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from roboreal.config import ConfigError
+from roboreal.robots.cameras import CameraSpec
+from roboreal.sim2real.nodes.images import (COMPRESSED_FORMATS, DEFAULT_CAMERA_RATE, camera_info_msg, camera_topics,
+                                            compressed_msg, depth_levels_to_metres, depth_msg, image_msg)
+
+
+class _OneWorld:
+    """The slice of the batched-sim interface `CameraRenderer` draws from: one world whose
+    state is a snapshot of the bridge's (taken under its lock, drawn outside it)."""
+
+    num_envs = 1
+
+    def __init__(self, model):
+        self.model = model
+        self.snapshot: Any = None
+
+    def data_for(self, env_id: int) -> Any:
+        return self.snapshot
+
+
+class _Snapshot:
+    def __init__(self, data):
+        self.qpos, self.mocap_pos, self.mocap_quat = data.qpos.copy(), data.mocap_pos.copy(), data.mocap_quat.copy()
+
+
+class SimCameras:
+    """The cameras the sim bridge publishes (its `bundle` / `cameras` parameters): which, how
+    often, rendered how (`envs.sim.camera_renderer`, speed-first, without randomization), on
+    which topics. `due` (under the bridge's lock) snapshots the state; `publish` renders it
+    outside the lock and queues the messages in the bridge's outbox (with its latency).
+    `node` is the `SimBridge` (its spec, sim, lock, outbox, latency, clock and publishers)."""
+
+    def __init__(self, node: Any, bundle: str, cameras: list[str], rate: float, compressed: str):
+        import mujoco
+
+        from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
+        from roboreal.robots.model import build_model
+
+        spec = node.spec
+        self.node = node
+        declared = {c.name: c for c in spec.cameras}
+        cams: dict[str, CameraSpec] = {}
+        if bundle:
+            manifest = _bundle_manifest(str(bundle), spec.name)
+            for e in manifest.get("images") or []:
+                cams[e["camera"]] = _manifest_camera(e)
+            rate = rate or 1.0 / float(manifest["control"]["dt"])
+        for name in (str(c) for c in cameras if str(c)):
+            if name not in declared:
+                raise ConfigError("cameras", f"{name!r} is not a camera of {spec.name}'s robot.yaml "
+                                  f"(it has {sorted(declared) or 'none'}); a task's camera comes with `bundle`")
+            cams.setdefault(name, declared[name])
+        if not cams:
+            raise ConfigError("bundle", f"{bundle}: its manifest lists no images")
+        self.rate = rate or DEFAULT_CAMERA_RATE
+        self.fmt = compressed
+        if self.fmt not in ("", *COMPRESSED_FORMATS):
+            raise ConfigError("compressed_images", f"expected \"\", jpeg or png, got {self.fmt!r}")
+        self.specs = list(cams.values())
+        # the bridge's model plus the cameras robot.yaml does not declare (a task's), placed as trained;
+        # the same joints and bodies, so the simulation's qpos draws the same scene
+        model = build_model(spec, tuple(c for c in self.specs if c.name not in declared))
+        self.world = _OneWorld(model)
+        self.renderer = CameraRenderer(self.world, self.specs, RenderCfg(nthread=1))
+        sensor = qos_profile_sensor_data  # as every sensor stream: best effort, the latest wins
+        self.pubs = {}
+        for c in self.specs:
+            topics = camera_topics(c.image_topic)
+            cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, c.name)
+            self.pubs[c.name] = {
+                "image": node.create_publisher(Image, topics["image"], sensor),
+                "info": node.create_publisher(CameraInfo, topics["camera_info"], sensor),
+                "compressed": (node.create_publisher(CompressedImage, topics["compressed"], sensor)
+                               if self.fmt else None),
+                "depth": node.create_publisher(Image, topics["depth"], sensor) if c.depth else None,
+                "fovy": float(model.cam_fovy[cid]), "frame": f"{c.name}_optical_frame"}
+        self.next_frame = 0.0
+        self.published = 0
+
+    def describe(self) -> str:
+        return (f"cameras {', '.join(f'{c.name} {c.width}x{c.height} on {c.image_topic}' for c in self.specs)} "
+                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else ""))
+
+    def due(self, now: float) -> tuple[Any, _Snapshot] | None:
+        """(stamp, state snapshot) when a frame is due at `now` (call under the bridge's lock)."""
+        if now < self.next_frame:
+            return None
+        self.next_frame = max(self.next_frame + 1.0 / self.rate, now)
+        return self.node.get_clock().now().to_msg(), _Snapshot(self.node.sim.data)
+
+    def warm_up(self) -> None:
+        """Render once, publishing nothing (in the thread that renders from now on)."""
+        with self.node.lock:
+            self.world.snapshot = _Snapshot(self.node.sim.data)
+        with contextlib.suppress(Exception):  # a failure is reported by the first real frame
+            self.renderer.render()
+
+    def publish(self, stamp: Any, snapshot: _Snapshot) -> None:
+        """Render the snapshot and queue every camera's messages (with the sensors' latency)."""
+        self.world.snapshot = snapshot
+        try:
+            frames = self.renderer.render()
+        except Exception as e:  # no OpenGL here: the joints still flow, the policy's camera watchdog trips
+            self.node.get_logger().error(f"camera rendering failed: {type(e).__name__}: {e}",
+                                         throttle_duration_sec=5.0)
+            return
+        out = []
+        for c in self.specs:
+            pubs = self.pubs[c.name]
+            chw = frames[c.name][0]
+            rgb = np.ascontiguousarray(chw[:3].transpose(1, 2, 0))
+            frame = pubs["frame"]
+            out.append((pubs["image"], image_msg(rgb, "rgb8", stamp, frame)))
+            out.append((pubs["info"], camera_info_msg(c.width, c.height, pubs["fovy"], stamp, frame)))
+            if pubs["compressed"] is not None:
+                out.append((pubs["compressed"], compressed_msg(rgb, self.fmt, stamp, frame)))
+            if pubs["depth"] is not None:
+                # metres at the centre of each uint8 level, so the policy node's mapping gives the level back
+                out.append((pubs["depth"], depth_msg(depth_levels_to_metres(chw[3], c.depth_range), stamp, frame)))
+        release = time.monotonic() + self.node.latency
+        with self.node.lock:
+            self.node.outbox.extend((release, pub, msg) for pub, msg in out)
+        self.published += 1
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+def _bundle_manifest(path: str, robot: str) -> dict:
+    """The `bundle` parameter's manifest (only read: the bridge runs no policy)."""
+    import yaml
+
+    from roboreal.policy_bundle import BundleError, check_images
+
+    f = Path(path) / "manifest.yaml"
+    if not f.is_file():
+        raise ConfigError("bundle", f"{path}: not a bundle (no manifest.yaml)")
+    with open(f) as fh:
+        manifest = yaml.safe_load(fh)
+    try:
+        check_images(manifest)
+    except BundleError as e:
+        raise ConfigError("bundle", str(e)) from None
+    if manifest["robot"]["name"] != robot:
+        raise ConfigError("bundle", f"{path} is a bundle for robot {manifest['robot']['name']!r}, this bridge "
+                          f"simulates {robot!r}")
+    return manifest
+
+
+def _manifest_camera(e: dict) -> CameraSpec:
+    """A manifest ``images`` entry as a CameraSpec: its size, topic and training placement."""
+    mount, depth = e.get("mount") or {}, e.get("depth") or None
+    return CameraSpec(name=str(e["camera"]), width=int(e["width"]), height=int(e["height"]), fovy=mount.get("fovy"),
+                      body=mount.get("body"), pos=tuple(mount.get("pos") or (0.0, 0.0, 0.0)),
+                      quat=tuple(mount["quat"]) if mount.get("quat") else None, depth=bool(depth),
+                      depth_range=tuple(depth["range"]) if depth else (0.05, 2.0), topic=str(e["topic"]))
