@@ -1,4 +1,5 @@
 """sim2sim: run an exported bundle through the deployment path, in simulation.
+(Just over 400 lines: the deployment loop reads in order, from the driver's readings to the command.)
 
 Not the training env's tensors: each simulated robot is driven exactly as a real one is,
 

@@ -1,4 +1,5 @@
 """The policy node (`roboreal deploy BUNDLE --robot NAME`): a bundle driving a robot over ROS 2.
+(Over 400 lines: most of it is the operator's reference below, kept beside the code it describes.)
 
     sensors --> ObservationBuilder --> bundle.act --> (teleop override) --> SafetyChain --> commands
 
