@@ -29,6 +29,11 @@ Ross et al. 2011 call it "supervised" imitation). The details, in order:
 6. Early stopping on the validation loss (no relabeling, the demonstrations' own goals):
    the best-validation weights are kept; training stops after ``patience`` epochs
    without improvement. Without validation episodes the training loss is used.
+7. From pixels (``images``, default ``auto``: the task's cameras, i.e. the dataset's image
+   groups): the policy is `roboreal.agents.vision.ImageGaussianActor` (a conv encoder per
+   camera beside the normalized vector group), its checkpoint kind ``gaussian_image`` with
+   the cameras in ``image_inputs``; training batches get DrQ's random shift
+   (``shift_pad`` pixels, 0: off), validation and the deployed policy see the images as they are.
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.config import ConfigError, to_dict
 from roboreal.data import TransitionSet
-
 
 
 @dataclass
@@ -76,6 +80,19 @@ class BCConfig:
     # expert_actions, or in a file with none the actions of steps no policy ran; "executed" = every executed
     # action, the policy's own included (an explicit choice; DAgger refuses it)
     labels: Literal["auto", "expert", "executed"] = "auto"
+    # camera images: "auto" = the task's image observations (every image group of the data),
+    # "none" = the vector group only, or camera names "front,wrist" (call order of the policy)
+    images: str = "auto"
+    encoder_channels: int = 32
+    encoder_strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # 3x3 convolutions
+    encoder_head: Literal["linear", "spatial_softmax"] = "linear"
+    image_features: int = 64  # per camera
+    shift_pad: int = 4  # random-shift augmentation (DrQ), pixels; 0 = off
+    # From pixels, a privileged auxiliary target: the image features also predict this
+    # observation group (e.g. "critic", which holds the object's pose) through a linear head
+    # used in training only, weighted by aux_weight (0: off). The deployed policy never reads it.
+    aux_group: str = "critic"
+    aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.relabel_fraction <= 1.0:
@@ -87,6 +104,32 @@ class BCConfig:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not self.hidden:
             raise ConfigError("hidden", "needs at least one layer")
+        if self.aux_weight < 0:
+            raise ConfigError("aux_weight", f"must be >= 0, got {self.aux_weight}")
+        if self.shift_pad < 0:
+            raise ConfigError("shift_pad", f"must be >= 0, got {self.shift_pad}")
+        if not self.encoder_strides or any(int(v) < 1 for v in self.encoder_strides):
+            raise ConfigError("encoder_strides", f"needs at least one stride >= 1, got {self.encoder_strides}")
+
+    def encoder(self) -> dict:
+        """`roboreal.agents.vision.ConvEncoder` keyword arguments."""
+        return {"channels": int(self.encoder_channels), "strides": [int(v) for v in self.encoder_strides],
+                "features": int(self.image_features), "head": self.encoder_head}
+
+
+def resolve_image_inputs(images: str, available: list[str] | dict, where: str = "the dataset") -> list[str]:
+    """The cameras a policy reads: ``images`` (``auto`` | ``none`` | ``"front,wrist"``) against the
+    image groups `available` (in their order)."""
+    available = list(available)
+    if images in ("auto", ""):
+        return available
+    if images == "none":
+        return []
+    wanted = [c.strip() for c in images.split(",") if c.strip()]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ConfigError("images", f"{where} has no camera image {missing[0]!r} (has {available or 'none'})")
+    return wanted
 
 
 GOAL_GROUPS = ("observation", "achieved_goal", "desired_goal")
@@ -133,28 +176,76 @@ def policy_inputs(ts: TransitionSet, idx: torch.Tensor, obs_group: str, goals: t
 class BCTrainer:
     """Fits a policy to a `TransitionSet`; `fit` returns the best-validation result."""
 
-    def __init__(self, obs_size: int, action_size: int, cfg: BCConfig, seed: int = 0, device: str = "cpu"):
+    def __init__(self, obs_size: int, action_size: int, cfg: BCConfig, seed: int = 0, device: str = "cpu",
+                 image_shapes: list[tuple[str, tuple[int, int, int]]] | None = None):
+        """`image_shapes`: ``[(camera, (C, H, W)), ...]`` the policy reads besides the vector
+        group (None or empty: the vector group only)."""
         self.cfg = cfg
         self.obs_size = int(obs_size)
         self.action_size = int(action_size)
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        self.actor = GaussianActor(obs_size, action_size, list(cfg.hidden), cfg.activation, init_std=cfg.init_std)
+        self.image_shapes = [(str(c), tuple(int(v) for v in shape)) for c, shape in (image_shapes or [])]
+        self.image_inputs = [c for c, _ in self.image_shapes]
+        if self.image_shapes:
+            from roboreal.agents.vision import ImageGaussianActor
+
+            self.actor = ImageGaussianActor(obs_size, action_size, list(cfg.hidden), cfg.activation,
+                                            self.image_shapes, cfg.encoder(), init_std=cfg.init_std)
+        else:
+            self.actor = GaussianActor(obs_size, action_size, list(cfg.hidden), cfg.activation, init_std=cfg.init_std)
         self.normalizer = make_normalizer(obs_size, cfg.normalize_obs, cfg.obs_clip)
         self.actor.to(self.device)
         self.normalizer.to(self.device)
-        params = list(self.actor.parameters()) if cfg.policy == "gaussian" else list(self.actor.mean_net.parameters())
+        if cfg.policy == "gaussian":
+            params = list(self.actor.parameters())
+        elif self.image_shapes:  # everything but the unused log-std
+            params = [p for name, p in self.actor.named_parameters() if name != "log_std"]
+        else:
+            params = list(self.actor.mean_net.parameters())
         self.params = params
         self.optimizer = adam(params, cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
             adam(params, cfg.learning_rate)
         self.updates = 0
+        self.aux_head: torch.nn.Linear | None = None  # made at the first fit (the target's size is the data's)
+        self.aux_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training loss, mean squared error) on raw inputs `x` and expert actions `y`."""
+    def _setup_aux(self, ts: TransitionSet) -> None:
+        """The auxiliary head and its target statistics (see `BCConfig.aux_group`)."""
+        cfg = self.cfg
+        if not (self.image_shapes and cfg.aux_weight > 0) or self.aux_head is not None:
+            return
+        if cfg.aux_group not in ts.obs:
+            raise ConfigError("aux_group", f"the dataset has no observation group {cfg.aux_group!r} "
+                                           f"(has {sorted(ts.obs)})")
+        target = ts.obs[cfg.aux_group].float()
+        self.aux_stats = (target.mean(0).to(self.device), target.std(0).clamp_min(1e-3).to(self.device))
+        self.aux_head = torch.nn.Linear(self.actor.features, target.shape[1]).to(self.device)
+        self.optimizer.add_param_group({"params": list(self.aux_head.parameters())})
+        self.params = self.params + list(self.aux_head.parameters())
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, images: list[torch.Tensor] | None = None,
+             aux_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, mean squared error) on raw inputs `x` (+ uint8 `images` of
+        `image_inputs`) and expert actions `y`; with `aux_target` (the raw `aux_group` values)
+        the training loss includes the weighted auxiliary prediction error."""
         z = self.normalizer(x)
-        mean = self.actor.mean_net(z)
+        if self.image_shapes:
+            features = self.actor.encode(*images)
+            mean = self.actor.act_from_features(z, features)
+        else:
+            mean = self.actor.mean_net(z)
         mse = (mean - y).square().sum(-1).mean()
+        if aux_target is not None and self.aux_head is not None:
+            mu, sigma = self.aux_stats
+            aux = (self.aux_head(features) - (aux_target.to(self.device) - mu) / sigma).square().mean()
+            loss, _ = self._action_loss(mean, y, mse)
+            return loss + self.cfg.aux_weight * aux, mse
+        return self._action_loss(mean, y, mse)
+
+    def _action_loss(self, mean: torch.Tensor, y: torch.Tensor, mse: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.policy == "gaussian":
             std = self.actor.log_std.exp().expand_as(mean)
             nll = -torch.distributions.Normal(mean, std).log_prob(y).sum(-1).mean()
@@ -168,11 +259,36 @@ class BCTrainer:
             return policy_inputs(ts, idx, self.cfg.obs_group, goals)
         return policy_inputs(ts, idx, self.cfg.obs_group)
 
+    def _images(self, ts: TransitionSet, idx: torch.Tensor, augment: bool) -> list[torch.Tensor]:
+        """The uint8 images of samples `idx` (random-shifted when `augment`), on the device."""
+        from roboreal.agents.vision import random_shift
+
+        out = []
+        for camera, shape in self.image_shapes:
+            if camera not in ts.obs:
+                raise ConfigError("images", f"the dataset has no camera image {camera!r} (has {sorted(ts.obs)})")
+            image = ts.obs[camera][idx]
+            if tuple(image.shape[1:]) != shape:
+                raise ConfigError("images", f"camera {camera!r}: the dataset's images are {tuple(image.shape[1:])}, "
+                                            f"the policy takes {shape}")
+            if augment and self.cfg.shift_pad > 0:
+                image = random_shift(image, self.cfg.shift_pad, self.generator)
+            out.append(image.to(self.device))
+        return out
+
     @torch.no_grad()
     def evaluate_loss(self, ts: TransitionSet | None) -> tuple[float, float]:
         if ts is None or ts.num_labels == 0:
             return float("nan"), float("nan")
         idx = ts.labeled.nonzero().squeeze(-1)
+        if self.image_shapes:  # in chunks: conv activations of every validation step at once are large
+            total_loss, total_mse = 0.0, 0.0
+            for chunk in idx.split(1024):
+                x = self._inputs(ts, chunk, relabel=False).to(self.device)
+                loss, mse = self.loss(x, ts.labels[chunk].to(self.device), self._images(ts, chunk, augment=False))
+                total_loss += float(loss) * len(chunk)
+                total_mse += float(mse) * len(chunk)
+            return total_loss / len(idx), total_mse / len(idx)
         x = self._inputs(ts, idx, relabel=False).to(self.device)
         y = ts.labels[idx].to(self.device)
         loss, mse = self.loss(x, y)
@@ -200,6 +316,7 @@ class BCTrainer:
             raise ConfigError("dataset", "no expert-labelled steps to learn from")
         if fit_normalizer:
             self.fit_normalizer(train)
+        self._setup_aux(train)
         use_val = val is not None and val.num_labels > 0
         best = math.inf
         best_state = None
@@ -215,7 +332,8 @@ class BCTrainer:
                 idx = idx_all[pick]
                 x = self._inputs(train, idx, relabel=True).to(self.device)
                 y = train.labels[idx].to(self.device)
-                loss, _ = self.loss(x, y)
+                aux = train.obs[cfg.aux_group][idx] if self.aux_head is not None else None
+                loss, _ = self.loss(x, y, self._images(train, idx, augment=True) if self.image_shapes else None, aux)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm:
@@ -247,14 +365,23 @@ class BCTrainer:
                 "validation": use_val, "wall_time_s": time.perf_counter() - t0}
 
     def policy_state(self, obs_group: str = "policy") -> dict:
-        """The runner's ``policy`` checkpoint entry (PPO's ``gaussian`` kind: mean, clamped)."""
+        """The runner's ``policy`` checkpoint entry (PPO's ``gaussian`` kind: mean, clamped; from
+        pixels the ``gaussian_image`` kind, its cameras in ``image_inputs``)."""
         cfg = self.cfg
-        return {"kind": "gaussian", "obs_group": obs_group, "obs_size": self.obs_size,
-                "action_size": self.action_size, "action_type": "continuous",
-                "args": {"hidden": list(cfg.hidden), "activation": cfg.activation, "normalize_obs": cfg.normalize_obs,
-                         "obs_clip": cfg.obs_clip},
-                "actor": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
-                "normalizer": {k: v.detach().cpu().clone() for k, v in self.normalizer.state_dict().items()}}
+        state = {"kind": "gaussian", "obs_group": obs_group, "obs_size": self.obs_size,
+                 "action_size": self.action_size, "action_type": "continuous",
+                 "args": {"hidden": list(cfg.hidden), "activation": cfg.activation, "normalize_obs": cfg.normalize_obs,
+                          "obs_clip": cfg.obs_clip},
+                 "actor": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
+                 "normalizer": {k: v.detach().cpu().clone() for k, v in self.normalizer.state_dict().items()}}
+        if self.image_shapes:
+            from roboreal.agents.vision import IMAGE_POLICY_KIND
+
+            state["kind"] = IMAGE_POLICY_KIND
+            state["image_inputs"] = list(self.image_inputs)
+            state["args"]["image_shapes"] = [[c, list(shape)] for c, shape in self.image_shapes]
+            state["args"]["encoder"] = cfg.encoder()
+        return state
 
     def policy(self):
         from roboreal.agents.policy import build_policy
@@ -262,16 +389,35 @@ class BCTrainer:
         return build_policy(self.policy_state(self.cfg.obs_group))
 
 
+def dataset_image_shapes(ts: TransitionSet, cameras: list[str]) -> list[tuple[str, tuple[int, int, int]]]:
+    """``[(camera, (C, H, W)), ...]`` of `cameras` in `ts` (refuses a camera it lacks)."""
+    from roboreal.agents.vision import image_groups
+
+    have = image_groups(ts.obs)
+    missing = [c for c in cameras if c not in have]
+    if missing:
+        raise ConfigError("images", f"the dataset has no camera image {missing[0]!r} (image groups: "
+                                    f"{have or 'none'}); record it with the task's cameras, or images=none")
+    return [(c, tuple(int(v) for v in ts.obs[c].shape[1:])) for c in cameras]
+
+
 def train_bc(train: TransitionSet, val: TransitionSet | None, cfg: BCConfig, seed: int = 0, log=None,
-             device: str = "cpu") -> tuple[BCTrainer, dict]:
-    """Fit a BC policy; returns the trainer (holding the best-validation weights) and the result."""
+             device: str = "cpu", image_inputs: list[str] | None = None) -> tuple[BCTrainer, dict]:
+    """Fit a BC policy; returns the trainer (holding the best-validation weights) and the result.
+
+    `image_inputs`: the cameras the policy reads (None: ``cfg.images`` against the data's image groups)."""
+    from roboreal.agents.vision import image_groups
+
+    if image_inputs is None:
+        image_inputs = resolve_image_inputs(cfg.images, image_groups(train.obs))
+    image_shapes = dataset_image_shapes(train, list(image_inputs))
     goal = is_goal_data(train, cfg.obs_group)
     if cfg.relabel_fraction > 0 and not goal:
         raise ConfigError("relabel_fraction", "goal relabeling needs goal-task data (observation, achieved_goal, "
                                               "desired_goal groups)")
     obs_size = (train.obs["observation"].shape[1] + train.obs["desired_goal"].shape[1]) if goal else \
         policy_inputs(train, torch.zeros(1, dtype=torch.long), cfg.obs_group).shape[1]
-    trainer = BCTrainer(obs_size, train.labels.shape[1], cfg, seed=seed, device=device)
+    trainer = BCTrainer(obs_size, train.labels.shape[1], cfg, seed=seed, device=device, image_shapes=image_shapes)
     result = trainer.fit(train, val, log=log)
     return trainer, result
 
@@ -361,13 +507,20 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
     control_dt = float(env.spec.control_dt)
     if cfg.obs_group not in env.spec.observation_sizes:
         raise ConfigError("obs_group", f"task {task} has no observation group {cfg.obs_group!r}")
+    image_inputs = resolve_image_inputs(cfg.images, list(env.spec.image_shapes), where=f"task {task}")
+    for camera in image_inputs:
+        rendered = tuple(env.spec.image_shapes[camera])
+        recorded = tuple(train.obs[camera].shape[1:]) if camera in train.obs else rendered  # missing: train_bc says
+        if recorded != rendered:
+            raise ConfigError("images", f"camera {camera!r}: the dataset's images are {recorded}, task {task} "
+                                        f"renders {rendered}")
     env.close()
     config = {"task": task, "algo": "bc", "seed": seed, "num_envs": 1, "device": "cpu", "total_steps": 0,
               "env": env_overrides, "algorithm": to_dict(cfg), "datasets": [str(d) for d in datasets],
               "dataset": {"train_episodes": train.num_episodes, "val_episodes": val.num_episodes if val else 0,
                           "train_labels": train.num_labels, "val_labels": val.num_labels if val else 0}}
     write_run_config(run_dir, config)
-    trainer, result = train_bc(train, val, cfg, seed=seed, log=log)
+    trainer, result = train_bc(train, val, cfg, seed=seed, log=log, image_inputs=image_inputs)
     state = trainer.policy_state(cfg.obs_group)
     meta_ck = run_meta(task, "bc", env_overrides, seed, control_dt, train.num_labels, updates=result["updates"],
                        labels=train.num_labels, best_epoch=result["best_epoch"])
@@ -382,6 +535,7 @@ def run_bc(datasets: list[str | Path], task: str | None, cfg: BCConfig, run_dir:
     metrics = {"task": task, "algo": "bc", "seed": seed, "labels": train.num_labels + val_labels,
                "train_labels": train.num_labels, "val_labels": val_labels,
                "train_episodes": train.num_episodes, "val_episodes": val.num_episodes if val else 0,
+               **({"image_inputs": list(image_inputs)} if image_inputs else {}),
                "epochs": result["epochs"], "best_epoch": result["best_epoch"], "best_val_loss": result["best_loss"],
                "updates": result["updates"], "wall_time_s": round(result["wall_time_s"], 2),
                "eval_episodes": eval_episodes if scores else 0,

@@ -29,6 +29,13 @@ quadratic in the horizon). DAgger labels the states the *learner* visits:
 - DART-style noise (``dart_noise``, Laskey et al. 2017) can perturb the *executed* expert
   action while the clean expert action is recorded as the label.
 
+From pixels (a task with image observations, e.g. ``panda-pick-vision``; ``bc.images``,
+default ``auto`` = the task's cameras): the student is BC's image policy, reading the
+``policy`` group and the camera images; the expert is the scripted one (it reads the
+simulator) or a privileged teacher (``--expert RUN --expert-obs-group critic``: a state
+policy on the ``critic`` group, which keeps the object pose the student must see). The
+rollouts record the images into the dataset like any other observation group.
+
 Everything every round collects is appended to ``RUN_DIR/data.hdf5`` (the dataset format,
 ``round`` and ``beta`` in each episode's attributes), so the aggregate is inspectable
 with ``roboreal data info`` and re-trainable with ``roboreal bc``.
@@ -45,8 +52,9 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, run_meta, save_checkpoint, train_bc,
-                                write_metrics)
+from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, resolve_image_inputs, run_meta,
+                                save_checkpoint, train_bc, write_metrics)
+from roboreal.agents.policy import policy_action
 from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.agents.experts import Expert
@@ -134,7 +142,7 @@ def rollout(env, expert: Expert | None, recorder: BatchedRecorder, episodes: int
     finished = torch.zeros(n, dtype=torch.long)
     while recorder.written - start < episodes:
         a_exp = expert.act(obs, env).cpu() if expert is not None else None
-        a_pol = learner(obs[learner_group]).cpu().float() if learner is not None else None
+        a_pol = policy_action(learner, obs, learner_group).cpu().float() if learner is not None else None
         nan = torch.full((n, env.spec.action_size), float("nan"))
         if learner is None:  # pure demonstrations
             executed, labels, intervention, proposals = a_exp.clone(), a_exp, torch.zeros(n, dtype=torch.bool), None
@@ -226,6 +234,7 @@ class DAgger:
         if expert is None:  # human labels only: refuse files without any before a run directory is made
             require_labels(self.datasets, cfg.bc.labels)
         self.env = make(task, num_envs=cfg.num_envs, seed=seed, **self.env_overrides)
+        self.image_inputs = resolve_image_inputs(cfg.bc.images, list(self.env.spec.image_shapes), where=f"task {task}")
         self.expert = expert if (expert is None or isinstance(expert, Expert)) else expert(self.env)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_path = self.run_dir / "data.hdf5"
@@ -265,7 +274,7 @@ class DAgger:
             trainer = self.trainer
             result = trainer.fit(train, val, fit_normalizer=False, max_epochs=self.cfg.warm_start_epochs)
         else:
-            trainer, result = train_bc(train, val, self.cfg.bc, seed=self.seed + round_i)
+            trainer, result = train_bc(train, val, self.cfg.bc, seed=self.seed + round_i, image_inputs=self.image_inputs)
         self.trainer = trainer
         self.policy = trainer.policy()
         state = trainer.policy_state(self.cfg.bc.obs_group)

@@ -6,8 +6,9 @@
   script for pick (approach above the cube, descend, close, lift over the bin wall,
   carry to the goal, hold). Not on the simulation hot path: it loops over the envs.
 - `PolicyExpert`: a trained policy (a run directory through
-  `roboreal.agents.policy.load_policy`, or any ``module(obs[group])``), including a
-  *privileged teacher* that reads the ``critic`` group.
+  `roboreal.agents.policy.load_policy`, or any ``module(obs[group])``; an image policy also
+  gets its cameras' images), including a *privileged teacher* that reads the ``critic`` group
+  (e.g. a state policy teaching a student that sees only images and the robot's own state).
 - `BundleExpert`: an exported policy bundle (``manifest.yaml`` + ONNX/TorchScript).
 
 `make_expert(spec, env)` builds one from ``"scripted"``, a run directory, a checkpoint
@@ -345,11 +346,13 @@ class PolicyExpert(Expert):
         if self.obs_group not in obs:
             raise ConfigError("expert", f"the expert reads observation group {self.obs_group!r}; "
                                         f"the env has {sorted(obs)}")
-        x = obs[self.obs_group]
+        from roboreal.agents.policy import policy_action
+
         param = next(iter(self.module.parameters()), None)
-        if param is not None:
-            x = x.to(param.device)
-        return self.module(x).to(env.device, torch.float32).clamp(-1.0, 1.0)
+        if param is not None:  # the group (and the images an image policy reads) on the module's device
+            cameras = list(getattr(self.module, "image_inputs", None) or [])
+            obs = {k: obs[k].to(param.device) for k in [self.obs_group, *cameras] if k in obs}
+        return policy_action(self.module, obs, self.obs_group).to(env.device, torch.float32).clamp(-1.0, 1.0)
 
 
 class BundleExpert(Expert):

@@ -5,6 +5,8 @@
     roboreal bc reach.hdf5 [--task panda-reach] [--run-dir runs/reach_bc] [hidden=[128,128] relabel_fraction=0.5]
     roboreal dagger --task panda-reach --expert scripted --rounds 4 [--run-dir runs/reach_dagger] [key=value]
     roboreal dagger --task panda-reach --expert human --dataset robot_session1.hdf5 --dataset demos.hdf5
+    roboreal dagger --task panda-pick-vision --expert scripted --rounds 4      # from pixels (bc.images=auto)
+    roboreal dagger --task panda-pick-vision --expert runs/pick_teacher --expert-obs-group critic
 
 Overrides: ``collect`` takes task config fields (``episode_length_s=3``); ``bc`` takes
 `BCConfig` fields and ``env.<field>=``; ``dagger`` takes `DAggerConfig` fields,
@@ -173,7 +175,8 @@ def cmd_bc(args: argparse.Namespace) -> int:
     except DatasetError as e:  # e.g. no labelled step: a message, not a traceback
         raise ConfigError("datasets", str(e)) from None
     succ = res.get("success_rate")
-    print(f"{run_dir}: BC on {res['labels']} expert labels ({res['train_labels']} train / {res['val_labels']} val; "
+    cameras = f" (+ camera images {', '.join(res['image_inputs'])})" if res.get("image_inputs") else ""
+    print(f"{run_dir}: BC{cameras} on {res['labels']} expert labels ({res['train_labels']} train / {res['val_labels']} val; "
           f"{res['train_episodes']} train / {res['val_episodes']} val episodes), "
           f"{res['epochs']} epochs (best {res['best_epoch']}, val loss {res['best_val_loss']:.4g}) in "
           f"{res['wall_time_s']:.1f} s" + ("" if succ is None or succ != succ else

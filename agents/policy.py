@@ -15,6 +15,13 @@ the algorithm's ``policy_state()``. `build_policy` turns it into a `Deterministi
 How each ``kind`` is rebuilt (actor class, constructor arguments, head) is registered in
 `roboreal.agents.registry` (`register_policy_kind`).
 
+A policy that sees camera images (BC / DAgger from pixels, kind ``gaussian_image``) is an
+`ImagePolicy`, called as ``module(obs[info["obs_group"]], *[obs[c] for c in info["image_inputs"]])``:
+the vector group as above plus one uint8 ``(B, C, H, W)`` image per camera of
+``info["image_inputs"]`` (also ``module.image_inputs``), in that order; ``uint8 -> / 255``
+happens inside. `policy_action(module, obs, obs_group)` makes that call from an env's
+observation dict for either kind; `evaluate` and ``roboreal play`` use it.
+
 The module holds no Python-side state, so ``torch.jit.trace``/``torch.onnx.export``
 work on it (the bundle exporter of `roboreal.sim2real` builds on this).
 
@@ -51,16 +58,46 @@ class DeterministicPolicy(nn.Module):
         return out.clamp(-1.0, 1.0)
 
 
+class ImagePolicy(DeterministicPolicy):
+    """`DeterministicPolicy` that also reads camera images: ``module(obs, *images)``, images uint8
+    ``(B, C, H, W)`` in the order of ``image_inputs`` (camera names)."""
+
+    def __init__(self, normalizer: nn.Module, actor: nn.Module, head: str, image_inputs: list[str]):
+        super().__init__(normalizer, actor, head)
+        self.image_inputs = list(image_inputs)
+
+    def forward(self, obs: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+        out = self.actor(self.normalizer(obs), *images)
+        if self.head == "argmax":
+            return out.argmax(dim=-1)
+        return out.clamp(-1.0, 1.0)
+
+
+def policy_action(policy: nn.Module, obs: dict[str, torch.Tensor], obs_group: str = "policy") -> torch.Tensor:
+    """``policy(obs[obs_group])``, plus the camera images an `ImagePolicy` reads."""
+    cameras = getattr(policy, "image_inputs", None)
+    if not cameras:
+        return policy(obs[obs_group])
+    missing = [c for c in cameras if c not in obs]
+    if missing:
+        raise KeyError(f"the policy reads camera image(s) {missing}; the observation has {sorted(obs)}")
+    return policy(obs[obs_group], *[obs[c] for c in cameras])
+
+
 def build_policy(state: dict) -> DeterministicPolicy:
     """A `DeterministicPolicy` from a checkpoint's ``policy`` entry (see `Algorithm.policy_state`);
-    its ``kind`` names a policy kind of `roboreal.agents.registry`."""
+    its ``kind`` names a policy kind of `roboreal.agents.registry`. A state with
+    ``image_inputs`` (camera names) becomes an `ImagePolicy`."""
     kind, args = policy_kind(state["kind"]), state["args"]
     obs_size, action_size = int(state["obs_size"]), int(state["action_size"])
     normalizer = make_normalizer(obs_size, bool(args.get("normalize_obs", False)), float(args.get("obs_clip", 10.0)))
     actor = kind.actor_class()(obs_size, action_size, *[args[name] for name in kind.arg_names])
     actor.load_state_dict(state["actor"])
     normalizer.load_state_dict(state["normalizer"])
-    module = DeterministicPolicy(normalizer, actor, kind.head)
+    if state.get("image_inputs"):
+        module = ImagePolicy(normalizer, actor, kind.head, list(state["image_inputs"]))
+    else:
+        module = DeterministicPolicy(normalizer, actor, kind.head)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -95,7 +132,9 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
 def load_policy(run_dir: str | Path, which: str = "best", device: str = "cpu") -> tuple[DeterministicPolicy, dict]:
     """``(module, info)``: the deterministic actor (normalizer included) and what it reads/writes.
 
-    ``info`` has ``obs_group``, ``obs_size``, ``action_size``, ``action_type``, ``task``,
+    ``info`` has ``obs_group``, ``obs_size``, ``image_inputs`` (the cameras an `ImagePolicy`
+    reads, in call order; empty otherwise), ``image_shapes`` ({camera: (C, H, W)}),
+    ``action_size``, ``action_type``, ``task``,
     ``algo``, ``env`` (the task overrides used in training), ``control_dt``, ``step``,
     ``checkpoint`` (the file it came from), ``which`` (what was asked for) and ``eval`` (the
     figures of the evaluation the runner made of this policy during training, or None).
@@ -107,6 +146,8 @@ def load_policy(run_dir: str | Path, which: str = "best", device: str = "cpu") -
     meta = ckpt.get("meta", {})
     info = {
         "obs_group": state["obs_group"], "obs_size": int(state["obs_size"]),
+        "image_inputs": list(state.get("image_inputs") or []),
+        "image_shapes": {str(c): tuple(int(v) for v in shape) for c, shape in state["args"].get("image_shapes", [])},
         "action_size": int(state["action_size"]), "action_type": state["action_type"],
         "task": meta.get("task"), "algo": meta.get("algo"), "env": meta.get("env", {}),
         "control_dt": meta.get("control_dt"), "step": meta.get("global_step"), "checkpoint": str(ckpt_path),
@@ -144,6 +185,7 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
     ``on_step(env)`` is called after every step; ``before_step(env, finished)`` before every
     step (``finished``: envs whose first episode is over), e.g. to record a video.
     ``seed`` is passed to ``env.reset`` (None: the env's own generator continues).
+    An `ImagePolicy` also gets its cameras' images from the observation (`policy_action`).
     """
     n = env.num_envs
     episodes = n if episodes is None else min(episodes, n)
@@ -158,7 +200,7 @@ def evaluate(policy: nn.Module, env, episodes: int | None = None, obs_group: str
     for _ in range(limit):
         if before_step is not None:  # e.g. render a frame of the state the action is computed from
             before_step(env, finished.clone())
-        actions = policy(obs[obs_group])
+        actions = policy_action(policy, obs, obs_group)
         obs, reward, terminated, truncated, info = env.step(actions)
         if on_step is not None:
             on_step(env)

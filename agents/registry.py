@@ -129,6 +129,9 @@ register_policy_kind("tanh_gaussian", f"{_NETWORKS}:TanhGaussianActor", ("hidden
 # CrossQ: BatchRenorm running statistics are in the state dict; eval mode makes them fixed affine maps
 register_policy_kind("tanh_gaussian_brn", f"{_NETWORKS}:BRNTanhGaussianActor", ("hidden", "activation", "norm"))
 register_policy_kind("q_argmax", f"{_NETWORKS}:QNetwork", ("hidden", "activation"), head="argmax")  # DQN: greedy
+# BC / DAgger from pixels: conv encoders per camera + the vector group (agents/vision.py)
+register_policy_kind("gaussian_image", "roboreal.agents.vision:ImageGaussianActor",
+                     ("hidden", "activation", "image_shapes", "encoder"))
 
 register_algorithm("ppo", "roboreal.agents.ppo:PPO", "roboreal.agents.ppo:PPOConfig", "gaussian")
 register_algorithm("sac", "roboreal.agents.sac:SAC", "roboreal.agents.sac:SACConfig", "tanh_gaussian")
