@@ -46,13 +46,18 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
 
 
 class RolloutStorage:
-    """A PPO rollout: ``num_steps`` steps of ``num_envs`` envs (observations stored normalized)."""
+    """A PPO rollout: ``num_steps`` steps of ``num_envs`` envs (observations stored normalized).
+
+    ``image_shapes`` {camera: (C, H, W)}: camera images kept as they come, uint8
+    ``(T, N, C, H, W)`` (a float copy would be 4x the memory); minibatches index them."""
 
     def __init__(self, num_steps: int, num_envs: int, obs_sizes: dict[str, int], action_size: int,
-                 device: torch.device):
+                 device: torch.device, image_shapes: dict[str, tuple[int, int, int]] | None = None):
         T, N = num_steps, num_envs
         self.num_steps, self.num_envs = T, N
         self.obs = {k: torch.zeros(T, N, size, device=device) for k, size in obs_sizes.items()}
+        self.images = {k: torch.zeros(T, N, *shape, dtype=torch.uint8, device=device)
+                       for k, shape in (image_shapes or {}).items()}
         self.actions = torch.zeros(T, N, action_size, device=device)
         self.log_probs = torch.zeros(T, N, device=device)
         self.rewards = torch.zeros(T, N, device=device)
@@ -65,12 +70,15 @@ class RolloutStorage:
         self.step = 0
 
     def add(self, obs: Obs, actions: torch.Tensor, log_probs: torch.Tensor, rewards: torch.Tensor,
-            dones: torch.Tensor, values: torch.Tensor, action_mean: torch.Tensor, action_std: torch.Tensor) -> None:
+            dones: torch.Tensor, values: torch.Tensor, action_mean: torch.Tensor, action_std: torch.Tensor,
+            images: Obs | None = None) -> None:
         t = self.step
         if t >= self.num_steps:
             raise RuntimeError("rollout storage is full; call clear() after the update")
         for k in self.obs:
             self.obs[k][t] = obs[k]
+        for k in self.images:
+            self.images[k][t] = images[k]
         self.actions[t] = actions
         self.log_probs[t] = log_probs
         self.rewards[t] = rewards
@@ -87,7 +95,8 @@ class RolloutStorage:
         self.step = 0
 
     def minibatches(self, num_minibatches: int) -> Iterator[dict]:
-        """Shuffled minibatches over all T*N samples (uses the global torch RNG)."""
+        """Shuffled minibatches over all T*N samples (uses the global torch RNG); with cameras,
+        ``mb["images"]`` {camera: uint8 (B, C, H, W)}."""
         total = self.num_steps * self.num_envs
         size = total // num_minibatches
         perm = torch.randperm(total, device=self.actions.device)
@@ -101,6 +110,8 @@ class RolloutStorage:
             "action_mean": self.action_mean.reshape(total, -1),
             "action_std": self.action_std.reshape(total, -1),
         }
+        if self.images:
+            flat["images"] = {k: v.reshape(total, *v.shape[2:]) for k, v in self.images.items()}  # views, uint8
         for i in range(num_minibatches):
             idx = perm[i * size:(i + 1) * size]
             yield {k: ({g: x[idx] for g, x in v.items()} if isinstance(v, dict) else v[idx]) for k, v in flat.items()}

@@ -27,6 +27,18 @@ happen:
     all-reduced (averaged) before the optimizer step, the KL is averaged so every rank
     picks the same learning rate, normalizer statistics are all-reduced, and the
     parameters therefore stay identical on every rank.
+11. From pixels (``images``: ``none`` by default, ``auto`` = the task's cameras, or
+    ``"front,wrist"``): the actor is `roboreal.agents.vision.ImageGaussianActor` (a conv
+    encoder per camera beside the normalized actor group); the critic stays an MLP on the
+    privileged ``critic`` group (point 3), so values need no images. The rollout keeps the
+    images as uint8 ``(T, N, C, H, W)`` and every minibatch runs the encoder on its own.
+    Augmentation (DrAC, Raileanu et al. 2021): the surrogate and the KL use the images the
+    rollout acted on, so the ratio is exact; a random shift of them (DrQ's, ``shift_pad``
+    pixels) enters through ``augment_coef * KL(pi(.|s) || pi(.|shift(s)))`` with ``pi(.|s)``
+    held fixed, which teaches the encoder shift invariance. (Shifted images inside the
+    ratio would count the augmentation as a policy change, in the clipping and in the KL
+    the adaptive learning rate follows.) The checkpoint's policy is BC's kind
+    ``gaussian_image``, so `build_policy`, ``roboreal play`` and the bundle export take it.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
 from roboreal.agents.buffers import RolloutStorage
@@ -79,6 +92,15 @@ class PPOConfig:
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     activation: str = "elu"
     init_std: float = 1.0
+    # Camera images the actor reads: "none" (the vector group only), "auto" (the task's image
+    # observations) or camera names "front,wrist" (the policy's call order). Encoder keys as BC's.
+    images: str = "none"
+    encoder_channels: int = 32
+    encoder_strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # 3x3 convolutions
+    encoder_head: Literal["linear", "spatial_softmax"] = "linear"
+    image_features: int = 64  # per camera
+    shift_pad: int = 4  # random-shift augmentation (DrQ) of the update's minibatches, pixels; 0 = off
+    augment_coef: float = 0.1  # weight of the shift-invariance KL (DrAC's alpha_r); 0 = off
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_epochs", "num_minibatches"):
@@ -86,6 +108,17 @@ class PPOConfig:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError("gamma", f"must be in [0, 1], got {self.gamma}")
+        if self.shift_pad < 0:
+            raise ConfigError("shift_pad", f"must be >= 0, got {self.shift_pad}")
+        if self.augment_coef < 0:
+            raise ConfigError("augment_coef", f"must be >= 0, got {self.augment_coef}")
+        if not self.encoder_strides or any(int(v) < 1 for v in self.encoder_strides):
+            raise ConfigError("encoder_strides", f"needs at least one stride >= 1, got {self.encoder_strides}")
+
+    def encoder(self) -> dict:
+        """`roboreal.agents.vision.ConvEncoder` keyword arguments."""
+        return {"channels": int(self.encoder_channels), "strides": [int(v) for v in self.encoder_strides],
+                "features": int(self.image_features), "head": self.encoder_head}
 
 
 class PPO(Algorithm):
@@ -108,9 +141,17 @@ class PPO(Algorithm):
         obs_size = spec.observation_sizes[self.actor_group]
         critic_size = spec.observation_sizes[self.critic_group]
         self.action_size = spec.action_size
+        self.image_shapes = self._image_shapes(cfg.images, dict(getattr(spec, "image_shapes", None) or {}), spec.task)
+        self.image_inputs = [camera for camera, _ in self.image_shapes]
 
-        self.actor = GaussianActor(obs_size, spec.action_size, cfg.actor_hidden, cfg.activation,
-                                   cfg.init_std).to(self.device)
+        if self.image_inputs:
+            from roboreal.agents.vision import ImageGaussianActor
+
+            self.actor = ImageGaussianActor(obs_size, spec.action_size, list(cfg.actor_hidden), cfg.activation,
+                                            self.image_shapes, cfg.encoder(), init_std=cfg.init_std).to(self.device)
+        else:
+            self.actor = GaussianActor(obs_size, spec.action_size, cfg.actor_hidden, cfg.activation,
+                                       cfg.init_std).to(self.device)
         self.critic = ValueCritic(critic_size, cfg.critic_hidden, cfg.activation).to(self.device)
         self.actor_norm = make_normalizer(obs_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
         self.critic_norm = make_normalizer(critic_size, cfg.normalize_obs, cfg.obs_clip).to(self.device)
@@ -122,12 +163,24 @@ class PPO(Algorithm):
         groups = {"actor": obs_size}
         if self.critic_group != self.actor_group:
             groups["critic"] = critic_size
-        self.storage = RolloutStorage(cfg.num_steps, self.num_envs, groups, spec.action_size, self.device)
+        self.storage = RolloutStorage(cfg.num_steps, self.num_envs, groups, spec.action_size, self.device,
+                                      image_shapes=dict(self.image_shapes))
         self.iterations = 0
 
         obs, _ = env.reset()
         self.obs = obs_to(obs, self.device)
         self._update_normalizers(self.obs)
+
+    @staticmethod
+    def _image_shapes(images: str, available: dict[str, tuple[int, ...]], task: str
+                      ) -> list[tuple[str, tuple[int, int, int]]]:
+        """``[(camera, (C, H, W)), ...]`` the actor reads (``images`` against the task's cameras)."""
+        if images == "none":
+            return []
+        from roboreal.agents.bc import resolve_image_inputs
+
+        cameras = resolve_image_inputs(images, list(available), where=f"task {task}")
+        return [(camera, tuple(int(v) for v in available[camera])) for camera in cameras]
 
     # ----- observation handling -----
     def _update_normalizers(self, obs: Obs) -> None:
@@ -139,6 +192,13 @@ class PPO(Algorithm):
         if self.critic_group == self.actor_group:
             return actor_in if actor_in is not None else self.actor_norm(obs[self.actor_group])
         return self.critic_norm(obs[self.critic_group])
+
+    def _distribution(self, actor_in: torch.Tensor, images: list[torch.Tensor]) -> Normal:
+        """The policy at the normalized actor input (+ the uint8 images of `image_inputs`)."""
+        if not self.image_inputs:
+            return self.actor.distribution(actor_in)
+        mean = self.actor(actor_in, *images)
+        return Normal(mean, self.actor.log_std.exp().expand_as(mean))
 
     # ----- one iteration: rollout, GAE, update -----
     def iteration(self) -> dict[str, float]:
@@ -155,7 +215,8 @@ class PPO(Algorithm):
         for _ in range(cfg.num_steps):
             actor_in = self.actor_norm(self.obs[self.actor_group])
             critic_in = self._critic_input(self.obs, actor_in)
-            dist = self.actor.distribution(actor_in)
+            images = [self.obs[camera] for camera in self.image_inputs]
+            dist = self._distribution(actor_in, images)
             actions = dist.sample()  # stored unclipped
             log_probs = dist.log_prob(actions).sum(-1)
             values = self.critic(critic_in)
@@ -166,7 +227,7 @@ class PPO(Algorithm):
             if cfg.bootstrap_timeouts and truncated.any():
                 rewards = rewards + cfg.gamma * self.timeout_bootstrap(info["final_observation"], truncated)
             self.storage.add({"actor": actor_in, "critic": critic_in}, actions, log_probs, rewards, dones,
-                             values, dist.mean, dist.stddev)
+                             values, dist.mean, dist.stddev, images=dict(zip(self.image_inputs, images)))
             self.obs = obs_to(next_obs, self.device)
             self._update_normalizers(self.obs)
         last_values = self.critic(self._critic_input(self.obs))
@@ -191,11 +252,17 @@ class PPO(Algorithm):
         self._schedule_lr()
         sums = {"loss/policy": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0,
                 "policy/clip_fraction": 0.0}
+        augment = bool(self.image_inputs) and cfg.shift_pad > 0 and cfg.augment_coef > 0
+        if augment:
+            sums["loss/augment"] = 0.0
         n = 0
         critic_key = "actor" if self.critic_group == self.actor_group else "critic"
         for _ in range(cfg.num_epochs):
             for mb in self.storage.minibatches(cfg.num_minibatches):
-                dist = self.actor.distribution(mb["obs"]["actor"])
+                if augment:
+                    dist, augment_loss = self._augmented_distribution(mb)
+                else:
+                    dist = self._distribution(mb["obs"]["actor"], [mb["images"][c] for c in self.image_inputs])
                 log_probs = dist.log_prob(mb["actions"]).sum(-1)
                 entropy = dist.entropy().sum(-1).mean()
 
@@ -234,6 +301,9 @@ class PPO(Algorithm):
                     value_loss = (values - mb["returns"]).square().mean()
 
                 loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                if augment:
+                    loss = loss + cfg.augment_coef * augment_loss
+                    sums["loss/augment"] += augment_loss.item()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.dist.average_gradients(self.params)
@@ -254,10 +324,28 @@ class PPO(Algorithm):
         metrics["policy/std"] = self.actor.log_std.exp().mean().item()
         return metrics
 
+    def _augmented_distribution(self, mb: dict) -> tuple[Normal, torch.Tensor]:
+        """The policy on the minibatch's images as the rollout saw them, and DrAC's shift-invariance
+        loss ``KL(pi(.|s) || pi(.|shift(s)))`` with ``pi(.|s)`` held fixed. With the shared,
+        state-independent std that KL is ``sum((mu_shift - mu)^2) / (2 sigma^2)``. One encoder
+        pass over both batches (concatenated)."""
+        from roboreal.agents.vision import random_shift
+
+        images = [mb["images"][camera] for camera in self.image_inputs]
+        both = [torch.cat([image, random_shift(image, self.cfg.shift_pad)]) for image in images]
+        features, shifted_features = self.actor.encode(*both).chunk(2)
+        actor_in = mb["obs"]["actor"]
+        mean = self.actor.act_from_features(actor_in, features)
+        shifted_mean = self.actor.act_from_features(actor_in, shifted_features)
+        std = self.actor.log_std.exp().expand_as(mean)
+        augment_loss = ((shifted_mean - mean.detach()).square() / (2.0 * std.detach().square())).sum(-1).mean()
+        return Normal(mean, std), augment_loss
+
     # ----- acting, checkpointing, export -----
     @torch.no_grad()
     def act_deterministic(self, obs: Obs) -> torch.Tensor:
-        return self.actor(self.actor_norm(obs[self.actor_group].to(self.device))).clamp(-1.0, 1.0)
+        images = [obs[camera].to(self.device) for camera in self.image_inputs]
+        return self.actor(self.actor_norm(obs[self.actor_group].to(self.device)), *images).clamp(-1.0, 1.0)
 
     def state_dict(self, include_replay: bool = True) -> dict:
         return {
@@ -279,8 +367,10 @@ class PPO(Algorithm):
         self.iterations = int(state["iterations"])
 
     def policy_state(self) -> dict:
+        """The ``gaussian`` kind, or from pixels ``gaussian_image`` with the cameras in
+        ``image_inputs`` (BC's form: `roboreal.agents.bc.BCTrainer.policy_state`)."""
         cfg = self.cfg
-        return {
+        state = {
             "kind": "gaussian", "obs_group": self.actor_group,
             "obs_size": self.env.spec.observation_sizes[self.actor_group], "action_size": self.action_size,
             "action_type": "continuous",
@@ -288,3 +378,11 @@ class PPO(Algorithm):
                      "obs_clip": cfg.obs_clip},
             "actor": self.actor.state_dict(), "normalizer": self.actor_norm.state_dict(),
         }
+        if self.image_inputs:
+            from roboreal.agents.vision import IMAGE_POLICY_KIND
+
+            state["kind"] = IMAGE_POLICY_KIND
+            state["image_inputs"] = list(self.image_inputs)
+            state["args"]["image_shapes"] = [[camera, list(shape)] for camera, shape in self.image_shapes]
+            state["args"]["encoder"] = cfg.encoder()
+        return state
