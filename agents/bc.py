@@ -50,6 +50,7 @@ import torch
 from roboreal.agents.checkpoints import CHECKPOINT_FORMAT, atomic_save
 from roboreal.agents.networks import GaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.vision import ImageEncoderCfg, resolve_image_inputs
 from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.config import ConfigError, to_dict
@@ -57,7 +58,7 @@ from roboreal.data import TransitionSet
 
 
 @dataclass
-class BCConfig:
+class BCConfig(ImageEncoderCfg):
     policy: Literal["deterministic", "gaussian"] = "deterministic"
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "elu"
@@ -82,12 +83,8 @@ class BCConfig:
     labels: Literal["auto", "expert", "executed"] = "auto"
     # camera images: "auto" = the task's image observations (every image group of the data),
     # "none" = the vector group only, or camera names "front,wrist" (call order of the policy)
+    # (the encoder keys, encoder_channels ... shift_pad: `ImageEncoderCfg`)
     images: str = "auto"
-    encoder_channels: int = 32
-    encoder_strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # 3x3 convolutions
-    encoder_head: Literal["linear", "spatial_softmax"] = "linear"
-    image_features: int = 64  # per camera
-    shift_pad: int = 4  # random-shift augmentation (DrQ), pixels; 0 = off
     # From pixels, a privileged auxiliary target: the image features also predict this
     # observation group (e.g. "critic", which holds the object's pose) through a linear head
     # used in training only, weighted by aux_weight (0: off). The deployed policy never reads it.
@@ -106,30 +103,7 @@ class BCConfig:
             raise ConfigError("hidden", "needs at least one layer")
         if self.aux_weight < 0:
             raise ConfigError("aux_weight", f"must be >= 0, got {self.aux_weight}")
-        if self.shift_pad < 0:
-            raise ConfigError("shift_pad", f"must be >= 0, got {self.shift_pad}")
-        if not self.encoder_strides or any(int(v) < 1 for v in self.encoder_strides):
-            raise ConfigError("encoder_strides", f"needs at least one stride >= 1, got {self.encoder_strides}")
-
-    def encoder(self) -> dict:
-        """`roboreal.agents.vision.ConvEncoder` keyword arguments."""
-        return {"channels": int(self.encoder_channels), "strides": [int(v) for v in self.encoder_strides],
-                "features": int(self.image_features), "head": self.encoder_head}
-
-
-def resolve_image_inputs(images: str, available: list[str] | dict, where: str = "the dataset") -> list[str]:
-    """The cameras a policy reads: ``images`` (``auto`` | ``none`` | ``"front,wrist"``) against the
-    image groups `available` (in their order)."""
-    available = list(available)
-    if images in ("auto", ""):
-        return available
-    if images == "none":
-        return []
-    wanted = [c.strip() for c in images.split(",") if c.strip()]
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise ConfigError("images", f"{where} has no camera image {missing[0]!r} (has {available or 'none'})")
-    return wanted
+        self.check_encoder_fields()
 
 
 GOAL_GROUPS = ("observation", "achieved_goal", "desired_goal")

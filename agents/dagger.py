@@ -52,9 +52,9 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from roboreal.agents.bc import (BCConfig, evaluate_policy, plot_curves, resolve_image_inputs, run_meta,
-                                save_checkpoint, train_bc, write_metrics)
+from roboreal.agents.bc import BCConfig, evaluate_policy, plot_curves, run_meta, save_checkpoint, train_bc, write_metrics
 from roboreal.agents.policy import policy_action
+from roboreal.agents.vision import resolve_image_inputs
 from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.agents.experts import Expert

@@ -54,12 +54,13 @@ from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
 from roboreal.agents.buffers import RolloutStorage
 from roboreal.agents.networks import GaussianActor, ValueCritic, adam
 from roboreal.agents.normalizer import make_normalizer
+from roboreal.agents.vision import ImageEncoderCfg, resolve_image_inputs
 from roboreal.config import ConfigError
 from roboreal.envs.core import BatchedEnv
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(ImageEncoderCfg):
     num_steps: int = 24  # rollout length per env per iteration
     num_epochs: int = 5
     num_minibatches: int = 4
@@ -93,13 +94,9 @@ class PPOConfig:
     activation: str = "elu"
     init_std: float = 1.0
     # Camera images the actor reads: "none" (the vector group only), "auto" (the task's image
-    # observations) or camera names "front,wrist" (the policy's call order). Encoder keys as BC's.
+    # observations) or camera names "front,wrist" (the policy's call order). The encoder keys
+    # (encoder_channels ... shift_pad, here the shift of the augmentation term) are BC's: `ImageEncoderCfg`.
     images: str = "none"
-    encoder_channels: int = 32
-    encoder_strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # 3x3 convolutions
-    encoder_head: Literal["linear", "spatial_softmax"] = "linear"
-    image_features: int = 64  # per camera
-    shift_pad: int = 4  # random-shift augmentation (DrQ) of the update's minibatches, pixels; 0 = off
     augment_coef: float = 0.1  # weight of the shift-invariance KL (DrAC's alpha_r); 0 = off
 
     def __post_init__(self) -> None:
@@ -108,17 +105,9 @@ class PPOConfig:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError("gamma", f"must be in [0, 1], got {self.gamma}")
-        if self.shift_pad < 0:
-            raise ConfigError("shift_pad", f"must be >= 0, got {self.shift_pad}")
         if self.augment_coef < 0:
             raise ConfigError("augment_coef", f"must be >= 0, got {self.augment_coef}")
-        if not self.encoder_strides or any(int(v) < 1 for v in self.encoder_strides):
-            raise ConfigError("encoder_strides", f"needs at least one stride >= 1, got {self.encoder_strides}")
-
-    def encoder(self) -> dict:
-        """`roboreal.agents.vision.ConvEncoder` keyword arguments."""
-        return {"channels": int(self.encoder_channels), "strides": [int(v) for v in self.encoder_strides],
-                "features": int(self.image_features), "head": self.encoder_head}
+        self.check_encoder_fields()
 
 
 class PPO(Algorithm):
@@ -177,8 +166,6 @@ class PPO(Algorithm):
         """``[(camera, (C, H, W)), ...]`` the actor reads (``images`` against the task's cameras)."""
         if images == "none":
             return []
-        from roboreal.agents.bc import resolve_image_inputs
-
         cameras = resolve_image_inputs(images, list(available), where=f"task {task}")
         return [(camera, tuple(int(v) for v in available[camera])) for camera in cameras]
 

@@ -23,15 +23,56 @@ image actor that the ``gaussian_image`` policy kind rebuilds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
 from roboreal.agents.networks import mlp, orthogonal_init
+from roboreal.config import ConfigError
 
 ImageShapes = list[tuple[str, tuple[int, int, int]]]  # [(camera, (C, H, W)), ...] in call order
 
 ENCODER_DEFAULTS = {"channels": 32, "strides": [2, 2, 1, 1], "features": 64, "head": "linear"}
+
+
+@dataclass
+class ImageEncoderCfg:
+    """The encoder keys every learner from pixels shares (BC's and PPO's configs inherit them,
+    flat, so each is a ``key=value`` override)."""
+
+    encoder_channels: int = 32
+    encoder_strides: list[int] = field(default_factory=lambda: [2, 2, 1, 1])  # 3x3 convolutions
+    encoder_head: Literal["linear", "spatial_softmax"] = "linear"
+    image_features: int = 64  # per camera
+    shift_pad: int = 4  # random-shift augmentation (DrQ), pixels; 0 = off
+
+    def check_encoder_fields(self) -> None:
+        if self.shift_pad < 0:
+            raise ConfigError("shift_pad", f"must be >= 0, got {self.shift_pad}")
+        if not self.encoder_strides or any(int(v) < 1 for v in self.encoder_strides):
+            raise ConfigError("encoder_strides", f"needs at least one stride >= 1, got {self.encoder_strides}")
+
+    def encoder(self) -> dict:
+        """`ConvEncoder` keyword arguments."""
+        return {"channels": int(self.encoder_channels), "strides": [int(v) for v in self.encoder_strides],
+                "features": int(self.image_features), "head": self.encoder_head}
+
+
+def resolve_image_inputs(images: str, available: list[str] | dict, where: str = "the dataset") -> list[str]:
+    """The cameras a policy reads: ``images`` (``auto`` | ``none`` | ``"front,wrist"``) against the
+    image groups `available` (in their order)."""
+    available = list(available)
+    if images in ("auto", ""):
+        return available
+    if images == "none":
+        return []
+    wanted = [c.strip() for c in images.split(",") if c.strip()]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise ConfigError("images", f"{where} has no camera image {missing[0]!r} (has {available or 'none'})")
+    return wanted
 
 
 def conv_output_size(size: int, strides: list[int] | tuple[int, ...], kernel: int = 3) -> int:

@@ -24,32 +24,8 @@ from torch import nn
 
 from roboreal.policy_bundle import BundleError, ImageFedPolicy, load_bundle
 from ros_helpers import Probe, Process, domain_id, ros_env, wait_for
+from image_helpers import CAMERAS, BrightnessPolicy, publish_goals
 
-CAMERAS = ("front", "wrist")
-
-
-class BrightnessPolicy(nn.Module):
-    """``policy(obs, front, wrist)`` -> 8 actions: 7 from a linear layer on obs plus a conv
-    feature of both images; the 8th (gripper) is the front image's mean brightness in [-1, 1]."""
-
-    image_inputs = list(CAMERAS)
-
-    def __init__(self, obs_size: int = 21):
-        super().__init__()
-        torch.manual_seed(0)
-        self.obs_layer = nn.Linear(obs_size, 7)
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.image_layer = nn.Linear(8, 7)
-        with torch.no_grad():  # small actions: the arm stays near its default pose during the test
-            self.obs_layer.weight.mul_(0.1)
-            self.image_layer.weight.mul_(0.1)
-
-    def forward(self, obs: torch.Tensor, front: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
-        f = self.conv(front.float() / 255.0).mean((2, 3))
-        w = self.conv(wrist.float() / 255.0).mean((2, 3))
-        joints = torch.tanh(0.1 * self.obs_layer(obs) + self.image_layer(torch.cat([f, w], 1)))
-        brightness = front.float().mean((1, 2, 3)) / 127.5 - 1.0
-        return torch.cat([joints, brightness[:, None]], 1)
 
 
 class StatePolicy(nn.Module):
@@ -287,7 +263,6 @@ def test_image_policy_runs_over_dds_on_the_sim_bridge(image_bundle, tmp_path):
     chain; the action shows the front image arrived), and latches the fault mode on the wire
     when the front camera falls silent."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import PoseStamped
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Float64MultiArray, String
@@ -315,16 +290,7 @@ def test_image_policy_runs_over_dds_on_the_sim_bridge(image_bundle, tmp_path):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         mode = probe.listen(String, "/policy_node/mode", latched)
         diag = probe.listen(DiagnosticArray, "/diagnostics")
-        goal_pub = probe.node.create_publisher(PoseStamped, spec.ros.goal, QoSProfile(depth=10))
-
-        def send_goal():
-            goal = PoseStamped()
-            goal.header.frame_id = "world"
-            goal.header.stamp = probe.node.get_clock().now().to_msg()
-            goal.pose.position.x, goal.pose.position.y, goal.pose.position.z = 0.5, 0.0, 0.25
-            goal_pub.publish(goal)
-
-        probe.node.create_timer(0.05, send_goal)
+        publish_goals(probe, spec.ros.goal)
 
         # the bridge's cameras: rgb8 at the manifest's size, CameraInfo from the front camera's fovy
         wait_for(lambda: wrist.msgs and info.msgs, 30, "the bridge's camera images", bridge)

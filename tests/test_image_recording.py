@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ros_helpers import Probe, Process, domain_id, ros_env, wait_for
+from image_helpers import BrightnessPolicy, publish_goals
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
@@ -21,7 +22,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:De
 def image_bundle(tmp_path_factory):
     import roboreal
     from roboreal.sim2real.bundle import write_bundle
-    from test_image_sim2sim import BrightnessPolicy
 
     env = roboreal.make("panda-pick-vision", num_envs=1)
     info = {"obs_group": "policy", "obs_size": 21, "action_size": 8, "action_type": "continuous",
@@ -79,8 +79,7 @@ def _mcap_images(path) -> list:
 @pytest.mark.ros
 @pytest.mark.timeout(120)
 def test_recorder_stores_the_cameras_the_policy_sees(image_bundle, tmp_path):
-    from geometry_msgs.msg import PoseStamped
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from roboreal.data import DatasetReader
@@ -108,16 +107,7 @@ def test_recorder_stores_the_cameras_the_policy_sees(image_bundle, tmp_path):
                 published[bytes(msg.data)] = rgb.transpose(2, 0, 1).copy()
 
         probe.node.create_subscription(Image, "/camera/front/image_raw", on_front, qos_profile_sensor_data)
-        goal_pub = probe.node.create_publisher(PoseStamped, spec.ros.goal, QoSProfile(depth=10))
-
-        def send_goal():
-            goal = PoseStamped()
-            goal.header.frame_id = "world"
-            goal.header.stamp = probe.node.get_clock().now().to_msg()
-            goal.pose.position.x, goal.pose.position.y, goal.pose.position.z = 0.5, 0.0, 0.25
-            goal_pub.publish(goal)
-
-        probe.node.create_timer(0.05, send_goal)
+        publish_goals(probe, spec.ros.goal)
         rec.wait_output("recording camera front from /camera/front/image_raw", 60)
         wait_for(lambda: "wrote demo_0" in rec.output, 60, "the first episode written", rec)
     finally:

@@ -10,35 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from roboreal.config import ConfigError
 from roboreal.policy_bundle import load_bundle
+from image_helpers import CAMERAS, BrightnessPolicy
 
-CAMERAS = ("front", "wrist")
 EPISODE_S = 0.4  # 10 control steps: enough to see the frames change, short for CI
-
-
-class BrightnessPolicy(nn.Module):
-    """``policy(obs, front, wrist)`` -> 8 actions: small joint actions from obs and both images;
-    the 8th (gripper) is the front image's mean brightness in [-1, 1]."""
-
-    image_inputs = list(CAMERAS)
-
-    def __init__(self, obs_size: int = 21):
-        super().__init__()
-        torch.manual_seed(0)
-        self.obs_layer = nn.Linear(obs_size, 7)
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.image_layer = nn.Linear(8, 7)
-
-    def forward(self, obs: torch.Tensor, front: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
-        f = self.conv(front.float() / 255.0).mean((2, 3))
-        w = self.conv(wrist.float() / 255.0).mean((2, 3))
-        joints = 0.1 * torch.tanh(self.obs_layer(obs) + self.image_layer(torch.cat([f, w], 1)))
-        brightness = front.float().mean((1, 2, 3)) / 127.5 - 1.0
-        return torch.cat([joints, brightness[:, None]], 1)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from roboreal.agents.bc import BCConfig, BCTrainer, resolve_image_inputs, save_checkpoint, train_bc
+from roboreal.agents.bc import BCConfig, BCTrainer, save_checkpoint, train_bc
 from roboreal.agents.policy import ImagePolicy, build_policy, evaluate, load_policy, policy_action
-from roboreal.agents.vision import ConvEncoder, random_shift
+from roboreal.agents.vision import ConvEncoder, random_shift, resolve_image_inputs
 from roboreal.config import ConfigError, to_dict
 from roboreal.data import TransitionSet
 
