@@ -119,6 +119,11 @@ def add_cameras(mspec: "mujoco.MjSpec", m: "mujoco.MjModel", cameras: tuple[Came
             raise ConfigError(f"{at}.name", f"camera {cam.name!r} is declared twice")
         seen.add(cam.name)
         if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam.name) >= 0:
+            placed = [f for f in ("body", "lookat", "quat") if getattr(cam, f) is not None] + \
+                     (["pos"] if any(cam.pos) else [])
+            if placed:  # the MJCF places it: a second placement here would be silently ignored
+                raise ConfigError(f"{at}.{placed[0]}", f"the model already has camera {cam.name!r} and places it; "
+                                  "give only its name, size and fovy here (or rename it to add another camera)")
             if cam.fovy is not None:
                 mspec.camera(cam.name).fovy = float(cam.fovy)
             continue

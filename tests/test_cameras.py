@@ -59,14 +59,25 @@ def test_look_at_gives_a_right_handed_frame_even_looking_straight_down():
 
 
 @pytest.mark.parametrize("field, value", [("width", 0), ("height", 5000), ("fovy", 200.0), ("body", "no_such_body"),
-                                          ("lookat", [0.06, 0.0, 0.065]), ("name", "bad name")])
+                                          ("lookat", [0.0, 0.8, 0.5]), ("name", "bad name")])
 def test_a_bad_camera_in_robot_yaml_is_refused_naming_the_field(tmp_path: Path, field, value):
     robot_dir = tmp_path / "panda"
     shutil.copytree(ROBOTS_DIR / "panda", robot_dir)
     data = yaml.safe_load((robot_dir / "robot.yaml").read_text())
-    data["cameras"][0][field] = value
+    data["cameras"].append({"name": "side", "body": "panda_link0", "pos": [0.0, 0.8, 0.5], "lookat": [0.5, 0.0, 0.1]})
+    data["cameras"][1][field] = value
     (robot_dir / "robot.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=rf"cameras\[0\]\.{field}"):
+    with pytest.raises(ConfigError, match=rf"cameras\[1\]\.{field}"):
+        load_robot_file(robot_dir / "robot.yaml")
+
+
+def test_a_camera_the_model_has_is_not_placed_twice(tmp_path: Path):
+    robot_dir = tmp_path / "panda"
+    shutil.copytree(ROBOTS_DIR / "panda", robot_dir)
+    data = yaml.safe_load((robot_dir / "robot.yaml").read_text())
+    data["cameras"][0]["pos"] = [0.1, 0.0, 0.0]  # model.xml already places the wrist camera
+    (robot_dir / "robot.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.pos: the model already has camera 'wrist'"):
         load_robot_file(robot_dir / "robot.yaml")
 
 
