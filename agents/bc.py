@@ -50,7 +50,7 @@ import torch
 from roboreal.agents.checkpoints import CHECKPOINT_FORMAT, atomic_save
 from roboreal.agents.networks import GaussianActor, adam
 from roboreal.agents.normalizer import make_normalizer
-from roboreal.agents.vision import ImageEncoderCfg, resolve_image_inputs
+from roboreal.agents.vision import ImageEncoderCfg, image_policy_state, resolve_image_inputs
 from roboreal.agents.run_config import write_run_config
 from roboreal.agents.run_logs import write_progress_csv
 from roboreal.config import ConfigError, to_dict
@@ -348,14 +348,7 @@ class BCTrainer:
                           "obs_clip": cfg.obs_clip},
                  "actor": {k: v.detach().cpu().clone() for k, v in self.actor.state_dict().items()},
                  "normalizer": {k: v.detach().cpu().clone() for k, v in self.normalizer.state_dict().items()}}
-        if self.image_shapes:
-            from roboreal.agents.vision import IMAGE_POLICY_KIND
-
-            state["kind"] = IMAGE_POLICY_KIND
-            state["image_inputs"] = list(self.image_inputs)
-            state["args"]["image_shapes"] = [[c, list(shape)] for c, shape in self.image_shapes]
-            state["args"]["encoder"] = cfg.encoder()
-        return state
+        return image_policy_state(state, self.image_shapes, cfg.encoder()) if self.image_shapes else state
 
     def policy(self):
         from roboreal.agents.policy import build_policy

@@ -54,7 +54,7 @@ from roboreal.agents.base import Algorithm, DistContext, Obs, obs_to
 from roboreal.agents.buffers import RolloutStorage
 from roboreal.agents.networks import GaussianActor, ValueCritic, adam
 from roboreal.agents.normalizer import make_normalizer
-from roboreal.agents.vision import ImageEncoderCfg, resolve_image_inputs
+from roboreal.agents.vision import ImageEncoderCfg, image_policy_state, resolve_image_inputs
 from roboreal.config import ConfigError
 from roboreal.envs.core import BatchedEnv
 
@@ -365,11 +365,4 @@ class PPO(Algorithm):
                      "obs_clip": cfg.obs_clip},
             "actor": self.actor.state_dict(), "normalizer": self.actor_norm.state_dict(),
         }
-        if self.image_inputs:
-            from roboreal.agents.vision import IMAGE_POLICY_KIND
-
-            state["kind"] = IMAGE_POLICY_KIND
-            state["image_inputs"] = list(self.image_inputs)
-            state["args"]["image_shapes"] = [[camera, list(shape)] for camera, shape in self.image_shapes]
-            state["args"]["encoder"] = cfg.encoder()
-        return state
+        return image_policy_state(state, self.image_shapes, cfg.encoder()) if self.image_inputs else state

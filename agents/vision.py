@@ -202,3 +202,13 @@ def image_groups(obs: dict[str, torch.Tensor]) -> list[str]:
 
 
 IMAGE_POLICY_KIND = "gaussian_image"
+
+
+def image_policy_state(state: dict, image_shapes: ImageShapes, encoder: dict) -> dict:
+    """A learner's vector ``policy`` checkpoint entry made the ``gaussian_image`` kind: the
+    cameras (call order) in ``image_inputs``, their shapes and the encoder in ``args``."""
+    state["kind"] = IMAGE_POLICY_KIND
+    state["image_inputs"] = [camera for camera, _ in image_shapes]
+    state["args"]["image_shapes"] = [[camera, list(shape)] for camera, shape in image_shapes]
+    state["args"]["encoder"] = dict(encoder)
+    return state
