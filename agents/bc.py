@@ -65,6 +65,10 @@ class BCConfig(ImageEncoderCfg):
     normalize_obs: bool = True
     obs_clip: float = 10.0
     learning_rate: float = 1e-3
+    # "cosine": each fit decays the learning rate from learning_rate to lr_final_fraction of it
+    # over its max_epochs (a DAgger round's fit restarts it: warm restarts); "constant": no decay
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_final_fraction: float = 0.05
     weight_decay: float = 0.0
     batch_size: int = 256
     updates_per_epoch: int = 100
@@ -101,6 +105,10 @@ class BCConfig(ImageEncoderCfg):
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not self.hidden:
             raise ConfigError("hidden", "needs at least one layer")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ConfigError("lr_final_fraction", f"must be in [0, 1], got {self.lr_final_fraction}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError("lr_schedule", f"must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.aux_weight < 0:
             raise ConfigError("aux_weight", f"must be >= 0, got {self.aux_weight}")
         self.check_encoder_fields()
@@ -298,10 +306,12 @@ class BCTrainer:
         history = []
         bad = 0
         t0 = time.perf_counter()
+        total_updates = max_epochs * cfg.updates_per_epoch
         for epoch in range(1, max_epochs + 1):
             self.actor.train()
             total = 0.0
-            for _ in range(cfg.updates_per_epoch):
+            for step in range(cfg.updates_per_epoch):
+                self._set_learning_rate(((epoch - 1) * cfg.updates_per_epoch + step) / total_updates)
                 pick = torch.randint(0, len(idx_all), (min(cfg.batch_size, len(idx_all)),), generator=self.generator)
                 idx = idx_all[pick]
                 x = self._inputs(train, idx, relabel=True).to(self.device)
@@ -332,11 +342,22 @@ class BCTrainer:
                 bad += 1
                 if bad >= cfg.patience:
                     break
+        self._set_learning_rate(0.0)  # a later optimizer step (none in BC itself) sees the base rate
         if best_state is not None:
             self.actor.load_state_dict(best_state)
         return {"best_epoch": best_epoch, "best_loss": best, "epochs": len(history), "updates": self.updates,
                 "history": history, "labels": int(len(idx_all)), "stopped_early": len(history) < max_epochs,
                 "validation": use_val, "wall_time_s": time.perf_counter() - t0}
+
+    def _set_learning_rate(self, progress: float) -> None:
+        """The learning rate at `progress` (0..1) through a fit, by `BCConfig.lr_schedule`."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "constant":
+            return
+        floor = cfg.lr_final_fraction
+        lr = cfg.learning_rate * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def policy_state(self, obs_group: str = "policy") -> dict:
         """The runner's ``policy`` checkpoint entry (PPO's ``gaussian`` kind: mean, clamped; from

@@ -23,6 +23,7 @@ talk to the next file's:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,20 @@ def ros_env(domain: int | None = None) -> dict[str, str]:
     process's), unbuffered output (it is read while the node runs), one OpenMP thread (2 cores)."""
     return {**os.environ, "ROS_DOMAIN_ID": str(domain if domain is not None else os.environ["ROS_DOMAIN_ID"]),
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def in_process_context(offset: int) -> Iterator[Any]:
+    """An rclpy context on domain `domain_id(offset)` for nodes built in this process (their
+    callbacks called directly or spun by the test); shut down on exit."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id(offset))
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, poll: float = 0.01) -> Any:

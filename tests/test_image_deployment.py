@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from roboreal.policy_bundle import BundleError, ImageFedPolicy, load_bundle
-from ros_helpers import Probe, Process, domain_id, ros_env, wait_for
+from ros_helpers import Probe, Process, domain_id, in_process_context, ros_env, wait_for
 from image_helpers import CAMERAS, BrightnessPolicy, publish_goals
 
 
@@ -350,12 +350,8 @@ def test_image_policy_runs_over_dds_on_the_sim_bridge(image_bundle, tmp_path):
 @pytest.fixture
 def node_context():
     """An rclpy context for nodes built in this process (their callbacks are called directly)."""
-    import rclpy
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain_id(166))
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+    with in_process_context(166) as ctx:
+        yield ctx
 
 
 def _params(**values):

@@ -350,6 +350,32 @@ def test_bc_early_stopping_keeps_the_best_validation_weights(tmp_path):
     assert trainer.evaluate_loss(val)[0] == pytest.approx(min(losses), rel=1e-4)  # best weights restored
 
 
+def test_cosine_schedule_decays_each_fit_and_restarts_for_the_next(tmp_path):
+    path = tmp_path / "demos.hdf5"
+    collect("panda-reach", "scripted", 4, path, num_envs=4, seed=2)
+    train, _, _ = load_transitions(path, val_fraction=0.0, seed=0)
+    cfg = BCConfig(hidden=[32], max_epochs=4, updates_per_epoch=5, patience=10, learning_rate=1e-3,
+                   lr_schedule="cosine", lr_final_fraction=0.1)
+    trainer, _ = train_bc(train, None, cfg, seed=0)
+    seen: list[float] = []
+    step = trainer.optimizer.step
+
+    def record_step(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record_step
+    for _ in range(2):  # a second fit (DAgger's warm start) starts the decay again
+        trainer.fit(train, None, fit_normalizer=False, max_epochs=2)
+    first, second = seen[:10], seen[10:]
+    assert first == second and len(first) == 10
+    assert first[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(first, first[1:]))
+    assert first[-1] > 1e-4 and first[-1] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + np.cos(np.pi * 9 / 10)))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # left at the base rate
+    with pytest.raises(Exception, match="lr_final_fraction"):
+        BCConfig(lr_final_fraction=1.5)
+
+
 def test_goal_conditioned_bc_with_relabeling_trains_on_relabeled_goals(tmp_path):
     path = tmp_path / "demos.hdf5"
     collect("panda-reach", "scripted", 4, path, num_envs=4, seed=2)

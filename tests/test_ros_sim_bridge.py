@@ -17,7 +17,7 @@ import pytest
 
 from roboreal.robots.spec import load_robot
 from roboreal.sim2real.nodes.sim_robot import SimRobot, TrajectoryFollower
-from ros_helpers import Probe, Process, domain_id, ros_env, wait_first_message, wait_until
+from ros_helpers import Probe, Process, domain_id, in_process_context, ros_env, wait_first_message, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_.*' is deprecated:DeprecationWarning")
 
@@ -218,12 +218,8 @@ def test_sim_robot_launch_file_runs_the_bridge(tmp_path):
 @pytest.fixture
 def node_context():
     """An rclpy context (no DDS traffic needed) for SimBridge nodes built in this process."""
-    import rclpy
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain_id(150))
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+    with in_process_context(150) as ctx:
+        yield ctx
 
 
 def _bridge_node(ctx, **params):
