@@ -1114,7 +1114,6 @@ def lag_attack(h: CaseRun, interface: str) -> None:
         tw = time.monotonic()
         h.sleep(move_lag(to) + C_HOLD)
         windows.append((to, tw, time.monotonic()))
-    t1 = time.monotonic()
     h.sleep(move_lag(0.0) + 0.05)  # back to tracking, plausibly fast
     c.state_fn = None
     h.sleep(0.5)
@@ -1434,7 +1433,6 @@ def case_G(h: CaseRun) -> None:
 
 
 def case_H(h: CaseRun) -> None:
-    c = h.client
     h.start_node("H")
     h.reach_policy()
     seg = h.stop_node(timeout=10.0)

@@ -33,7 +33,7 @@ from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
-from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
+from roboreal.envs.sim.camera_renderer import RenderCfg, make_camera_renderer
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
 from roboreal.envs.sim.warp_backend import WarpSimCfg
 from roboreal.config import ConfigError
@@ -174,8 +174,8 @@ class MujocoTaskEnv(BatchedEnv):
         if self.goal_conditioned:
             sizes["policy"] = sizes["observation"] + sizes["desired_goal"]
         self.cameras = self._image_cameras(set(sizes))
-        self.camera_renderer = (CameraRenderer(self.sim, self.cameras, cfg.render, cfg.randomization.camera
-                                               if cfg.randomization.enabled else None, seed)
+        self.camera_renderer = (make_camera_renderer(self.sim, self.cameras, cfg.render, cfg.randomization.camera
+                                                     if cfg.randomization.enabled else None, seed)
                                 if self.cameras else None)
         self.spec = EnvSpec(task=self.task_name, observation_sizes=sizes, action_size=self.action_size,
                             action_type=self._action_type(), robot=self.robot.name, control_dt=self.control_dt,

@@ -10,7 +10,9 @@ settings hundreds per core.
 A world is drawn from its state alone: positions are loaded into the thread's MjData and only
 kinematics and camera/light placement are computed (no dynamics), so rendering does not
 change the simulation. Works on both backends (the Warp backend copies a world's state to the
-host first: correct, not fast).
+host first: correct, not fast). `RenderCfg.renderer` chooses (`make_camera_renderer`): ``auto``
+draws the Warp backend's worlds with MuJoCo Warp's batch ray tracer instead
+(`warp_renderer.WarpCameraRenderer`, same contract) and uses this renderer everywhere else.
 
 Camera randomization (`CameraRandomizationCfg`, drawn per world at each reset): camera
 offset, rotation and field of view, light intensity, colours of named geoms, and Gaussian
@@ -24,6 +26,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import mujoco
 import numpy as np
@@ -37,6 +40,9 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 @dataclass
 class RenderCfg:
+    # which renderer draws the images: "opengl" (this module, any backend), "warp" (MuJoCo Warp's
+    # batch ray tracer, envs/sim/warp_renderer.py; backend=warp only), "auto": warp on the warp backend
+    renderer: Literal["auto", "opengl", "warp"] = "auto"
     nthread: int | None = None  # renderer threads (one OpenGL context each); None: one per core
     shadows: bool = False
     reflections: bool = False
@@ -232,6 +238,23 @@ class CameraRenderer:
             self._pool.shutdown()
             self._pool = None
         self._local = threading.local()
+
+
+def make_camera_renderer(sim, cameras: list[CameraSpec], cfg: RenderCfg | None = None,
+                         randomization: CameraRandomizationCfg | None = None, seed: int = 0):
+    """The renderer `cfg.renderer` names for `sim`: ``auto`` is MuJoCo Warp's batch ray tracer
+    (`warp_renderer.WarpCameraRenderer`) on the warp backend and OpenGL (`CameraRenderer`) otherwise;
+    ``warp`` on another backend is refused."""
+    cfg = cfg or RenderCfg()
+    backend = getattr(sim, "backend", "mujoco")
+    if cfg.renderer == "warp" and backend != "warp":
+        raise ConfigError("render.renderer", f"'warp' draws the worlds of backend='warp', this env runs "
+                                             f"backend={backend!r}: use render.renderer=opengl (or auto)")
+    if cfg.renderer == "warp" or (cfg.renderer == "auto" and backend == "warp"):
+        from roboreal.envs.sim.warp_renderer import WarpCameraRenderer
+
+        return WarpCameraRenderer(sim, cameras, cfg, randomization, seed)
+    return CameraRenderer(sim, cameras, cfg, randomization, seed)
 
 
 def _release_gl_context() -> None:
