@@ -11,6 +11,7 @@ so it can send a wrong resolution, the right images, or nothing.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -343,6 +344,9 @@ def test_image_policy_runs_over_dds_on_the_sim_bridge(image_bundle, tmp_path):
         rc_bridge = bridge.stop()
     assert rc_node == 0, node.output
     assert rc_bridge == 0, bridge.output
+    # the cameras render in their own thread and it stopped with the bridge
+    assert re.search(r"camera frames: [1-9]\d* published", bridge.output), bridge.output[-2000:]
+    assert "did not stop" not in bridge.output
     assert "cameras front 64x64 on /camera/front/image_raw, wrist 64x64" in bridge.output
 
 

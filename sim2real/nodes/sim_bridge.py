@@ -410,7 +410,7 @@ class SimBridge(Node):
         period = 1.0 / self.publish_rate
         dt = self.sim.timestep
         if self.cameras is not None:
-            self.cameras.warm_up()  # the first frame makes the OpenGL context: before the clock starts
+            self.cameras.start()  # renders in its own thread: the joint states keep their rate
         next_tick = time.monotonic()
         wall0 = sim0 = 0.0
         while not self._stop.is_set():
@@ -432,7 +432,7 @@ class SimBridge(Node):
                 self._measure()
                 frame = self.cameras.due(now) if self.cameras else None
             if frame is not None:
-                self.cameras.publish(*frame)  # rendered outside the lock: commands keep arriving
+                self.cameras.submit(*frame)
             if self._stop.is_set():
                 break
             self._flush_outbox(time.monotonic())
@@ -443,7 +443,7 @@ class SimBridge(Node):
             elif delay < -period:
                 next_tick = time.monotonic()  # late by more than a period: do not burst
         if self.cameras is not None:
-            self.cameras.close()  # its OpenGL context belongs to this thread
+            self.cameras.close()
 
     def _measure(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -555,6 +555,8 @@ def run(ros_args: list[str]) -> int:
             print(f"[sim_bridge] shutting down: published {s['published']} joint states "
                   f"(~{s['published'] / max(elapsed, 1e-9):.0f} Hz over {elapsed:.1f} s), applied {s['commands']} "
                   f"commands, ignored {s['ignored']}, fell behind {s['skips']} times"
+                  + (f"; camera frames: {node.cameras.published} published, {node.cameras.dropped} dropped"
+                     if node.cameras is not None else "")
                   + ("" if stopped else "; the simulation thread did not stop within 1 s"), flush=True)
             node.destroy_node()
     return 0

@@ -7,6 +7,7 @@ robot.yaml cameras named by the ``cameras`` parameter), how often, rendered how
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,11 @@ class _Snapshot:
 class SimCameras:
     """The cameras the sim bridge publishes (its `bundle` / `cameras` parameters): which, how
     often, rendered how (`envs.sim.camera_renderer`, speed-first, without randomization), on
-    which topics. `due` (under the bridge's lock) snapshots the state; `publish` renders it
-    outside the lock and queues the messages in the bridge's outbox (with its latency).
+    which topics. `due` (under the bridge's lock) snapshots the state; `submit` hands it to the
+    cameras' own thread (`start`), which renders it and queues the messages in the bridge's
+    outbox (with its latency), so rendering never holds up the simulation's clock. A frame
+    still waiting when the next is due is replaced (the latest wins, as a camera driver that
+    falls behind drops frames; counted in `dropped`). `publish` renders in the caller's thread.
     `node` is the `SimBridge` (its spec, sim, lock, outbox, latency, clock and publishers)."""
 
     def __init__(self, node: Any, bundle: str, cameras: list[str], rate: float, compressed: str):
@@ -93,6 +97,11 @@ class SimCameras:
                 "fovy": float(model.cam_fovy[cid]), "frame": f"{c.name}_optical_frame"}
         self.next_frame = 0.0
         self.published = 0
+        self.dropped = 0
+        self._pending: tuple[Any, _Snapshot] | None = None
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
 
     def describe(self) -> str:
         return (f"cameras {', '.join(f'{c.name} {c.width}x{c.height} on {c.image_topic}' for c in self.specs)} "
@@ -139,8 +148,43 @@ class SimCameras:
             self.node.outbox.extend((release, pub, msg) for pub, msg in out)
         self.published += 1
 
+    def start(self) -> None:
+        """Render and publish in a thread of the cameras' own (its OpenGL context lives there)."""
+        self._thread = threading.Thread(target=self._render_loop, name="sim_cameras", daemon=True)
+        self._thread.start()
+
+    def submit(self, stamp: Any, snapshot: _Snapshot) -> None:
+        """Hand a due frame to the render thread (replacing one it has not started on)."""
+        with self._wake:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = (stamp, snapshot)
+            self._wake.notify()
+
+    def _render_loop(self) -> None:
+        self.warm_up()
+        try:
+            while True:
+                with self._wake:
+                    while self._pending is None and not self._stop:
+                        self._wake.wait()
+                    if self._stop:
+                        return
+                    frame, self._pending = self._pending, None
+                self.publish(*frame)
+        finally:
+            self.renderer.close()  # in the thread that owns the context
+
     def close(self) -> None:
-        self.renderer.close()
+        """Stop the render thread (if started) and free the renderer."""
+        if self._thread is None:
+            self.renderer.close()
+            return
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join(timeout=5.0)
+        self._thread = None
 
 
 def _bundle_manifest(path: str, robot: str) -> dict:
