@@ -14,7 +14,8 @@ What differs from the in-process path (`sim2sim.evaluate_deployment`): wall-cloc
 timing and DDS delivery are real; the bridge publishes at its own rate and applies one
 randomization draw per process; message drops are not simulated. A bundle that sees cameras
 gets them from the bridge (``--bundle``: rendered at its control rate, rgb8 Image messages),
-without camera randomization: the in-process path applies that.
+under ``heavy`` with the bridge's camera randomization (the training ranges x1.5, one draw per
+process, as the physics).
 """
 
 from __future__ import annotations

@@ -463,3 +463,40 @@ def test_sim_bridge_cameras_draw_what_training_drew(image_bundle, node_context):
         bridge.cameras.close()
         bridge.destroy_node()
         env.close()
+
+
+@pytest.mark.ros
+def test_a_randomized_sim_bridge_randomizes_its_cameras_as_sim2sim_does(image_bundle, node_context):
+    """`randomize` with `heavy` draws the training task's camera randomization widened x1.5
+    (sim2sim's heavy preset) once at startup, seeded; `mild` keeps the training ranges."""
+    from roboreal.envs.registry import task_config
+    from roboreal.sim2real.nodes.sim_bridge import SimBridge
+    from roboreal.sim2real.nodes.sim_cameras import _Snapshot
+
+    trained = task_config("panda-pick-vision", {}).randomization.camera
+
+    def frames_of(**values):
+        bridge = SimBridge(context=node_context,
+                           parameter_overrides=_params(robot="panda", bundle=str(image_bundle), **values))
+        try:
+            bridge.cameras.world.snapshot = _Snapshot(bridge.sim.data)
+            return bridge.cameras.renderer, bridge.cameras.describe(), bridge.cameras.renderer.render()
+        finally:
+            bridge.cameras.close()
+            bridge.destroy_node()
+
+    plain, text, nominal = frames_of()
+    assert plain.randomization is None and "randomized" not in text
+    heavy, text, drawn = frames_of(randomize=True, randomization="heavy", seed=3)
+    r = heavy.randomization
+    assert (r.position, r.fovy, r.noise) == pytest.approx((1.5 * trained.position, 1.5 * trained.fovy,
+                                                           1.5 * trained.noise))
+    assert tuple(r.colors) == tuple(trained.colors) and "randomized (light x" in text
+    d = heavy.describe(0)
+    assert d["light_scale"] != 1.0 and np.abs(d["camera_offset"]).max() > 0  # a draw was made
+    for camera in CAMERAS:
+        assert np.abs(drawn[camera].astype(int) - nominal[camera].astype(int)).mean() > 2.0, camera
+    again, _, _ = frames_of(randomize=True, randomization="heavy", seed=3)
+    assert again.describe(0) == d  # seeded: the same draw
+    mild, _, _ = frames_of(randomize=True, randomization="mild", seed=3)
+    assert mild.randomization.position == pytest.approx(trained.position)

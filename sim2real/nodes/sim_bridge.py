@@ -27,7 +27,10 @@ publishes
     `compressed_images` a `sensor_msgs/CompressedImage` on `<image topic>/compressed`.
     Rendered from the bridge's own MuJoCo state with the training renderer's speed-first
     settings (`envs.sim.camera_renderer`: no shadows, reflections or multisampling; the goal
-    marker hidden) and without its camera randomization.
+    marker hidden). With `randomize` and a `bundle`, the cameras are randomized too, drawn
+    once at startup like the physics: the bundle's training task's camera randomization, its
+    ranges x1.5 for `heavy` (as `roboreal sim2sim`'s heavy preset), x1 for `mild`, or a YAML
+    file's `randomization.camera` / `camera_scale` (`sim_cameras.camera_randomization_for`).
 
 subscribes (like ros2_control's controllers; reliable, depth 10)
   * `ros.joint_commands`: `std_msgs/Float64MultiArray` (forward command controller):
@@ -79,7 +82,8 @@ derived from robot.yaml and the model; roboreal's own robots may ship
   randomize              randomize the model once at startup (seeded), with `randomization`
   randomization          mild | heavy (`roboreal.envs.randomization.PRESETS`) or a YAML file
                          with a `randomization:` section, applied by the training envs' own
-                         Randomizer (friction, masses, centre of mass, gains, motor strength...)
+                         Randomizer (friction, masses, centre of mass, gains, motor strength...);
+                         with `bundle`, its cameras too (see cameras above)
   joint_position_noise   std of Gaussian noise on reported joint positions (rad or m)
   joint_velocity_noise   std of Gaussian noise on reported joint velocities
   imu_noise              std of Gaussian noise on the IMU angular velocity (rad/s)
@@ -278,7 +282,7 @@ class SimBridge(Node):
         if isinstance(p["cameras"], str):  # -p cameras:=wrist
             p["cameras"] = [p["cameras"]]
         self.cameras = (SimCameras(self, p["bundle"], p["cameras"], _float("camera_rate", p["camera_rate"], 0),
-                                    str(p["compressed_images"]))
+                                    str(p["compressed_images"]), randomization, seed)
                         if (p["bundle"] or any(str(c) for c in p["cameras"])) else None)
 
         self._msg = JointState()

@@ -51,7 +51,8 @@ class SimCameras:
     falls behind drops frames; counted in `dropped`). `publish` renders in the caller's thread.
     `node` is the `SimBridge` (its spec, sim, lock, outbox, latency, clock and publishers)."""
 
-    def __init__(self, node: Any, bundle: str, cameras: list[str], rate: float, compressed: str):
+    def __init__(self, node: Any, bundle: str, cameras: list[str], rate: float, compressed: str,
+                 randomization: str | None = None, seed: int = 0):
         import mujoco
 
         from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
@@ -61,8 +62,11 @@ class SimCameras:
         self.node = node
         declared = {c.name: c for c in spec.cameras}
         cams: dict[str, CameraSpec] = {}
+        camera_randomization = None
         if bundle:
             manifest = _bundle_manifest(str(bundle), spec.name)
+            if randomization:
+                camera_randomization = camera_randomization_for(manifest, str(randomization))
             for e in manifest.get("images") or []:
                 cams[e["camera"]] = _manifest_camera(e)
             rate = rate or 1.0 / float(manifest["control"]["dt"])
@@ -82,7 +86,8 @@ class SimCameras:
         # the same joints and bodies, so the simulation's qpos draws the same scene
         model = build_model(spec, tuple(c for c in self.specs if c.name not in declared))
         self.world = _OneWorld(model)
-        self.renderer = CameraRenderer(self.world, self.specs, RenderCfg(nthread=1))
+        self.renderer = CameraRenderer(self.world, self.specs, RenderCfg(nthread=1), camera_randomization, seed)
+        self.renderer.reset([0])  # one draw for this process (nothing without randomization)
         sensor = qos_profile_sensor_data  # as every sensor stream: best effort, the latest wins
         self.pubs = {}
         for c in self.specs:
@@ -104,8 +109,13 @@ class SimCameras:
         self._thread: threading.Thread | None = None
 
     def describe(self) -> str:
+        randomized = ""
+        if self.renderer.randomization is not None:
+            d = self.renderer.describe(0)
+            randomized = (f", randomized (light x{d['light_scale']:.2f}, fovy offsets "
+                          f"{[round(v, 2) for v in d['fovy_offset']]} deg, noise {self.renderer.randomization.noise:g})")
         return (f"cameras {', '.join(f'{c.name} {c.width}x{c.height} on {c.image_topic}' for c in self.specs)} "
-                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else ""))
+                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else "") + randomized)
 
     def due(self, now: float) -> tuple[Any, _Snapshot] | None:
         """(stamp, state snapshot) when a frame is due at `now` (call under the bridge's lock)."""
@@ -185,6 +195,27 @@ class SimCameras:
             self._wake.notify()
         self._thread.join(timeout=5.0)
         self._thread = None
+
+
+def camera_randomization_for(manifest: dict, randomization: str):
+    """The camera randomization (a `CameraRandomizationCfg`, or None) the bridge applies with
+    ``randomize`` for a bundle: its training task's, as `roboreal sim2sim` resolves it
+    (`simulated_driver.camera_randomization`), scaled x1.5 for the ``heavy`` preset and x1 for
+    ``mild``; a YAML file's ``randomization`` section may set ``camera`` and ``camera_scale``."""
+    from roboreal.config import from_dict, load_yaml
+    from roboreal.envs.randomization import PRESETS, CameraRandomizationCfg
+    from roboreal.sim2real.simulated_driver import HEAVY_CAMERA_SCALE, camera_randomization
+
+    if randomization in PRESETS:
+        rand = {"enabled": True, **PRESETS[randomization],
+                "camera_scale": HEAVY_CAMERA_SCALE if randomization == "heavy" else 1.0}
+    else:
+        data = load_yaml(randomization) or {}
+        rand = {"enabled": True, "camera_scale": 1.0, **dict(data.get("randomization", data) or {})}
+    train = manifest["training"]
+    resolved = camera_randomization(rand, train["task"], dict(train.get("env_overrides") or {}))
+    camera = resolved.get("camera")
+    return from_dict(CameraRandomizationCfg, camera, source="randomization.camera") if camera else None
 
 
 def _bundle_manifest(path: str, robot: str) -> dict:
