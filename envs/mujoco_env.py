@@ -368,7 +368,7 @@ class MujocoTaskEnv(BatchedEnv):
             info["is_success"] = success
         if done.any():
             ids = done.nonzero(as_tuple=False).squeeze(-1)
-            info["final_observation"] = {k: v.clone() for k, v in obs.items()}
+            info["final_observation"] = obs  # fresh tensors; the reset envs' rows are written into copies below
             stats["reward_terms"] = {n: self.episode_reward_sums[ids, i].clone()
                                      for i, n in enumerate(self.reward_names)}
             self.episode_reward_sums[ids] = 0.0
