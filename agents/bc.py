@@ -70,6 +70,9 @@ class BCConfig(ImageEncoderCfg):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     lr_final_fraction: float = 0.05
     weight_decay: float = 0.0
+    # > 0: an exponential moving average of the weights (this decay per update) is what is
+    # validated, kept as the best and exported; training continues from the raw weights
+    ema_decay: float = 0.0
     batch_size: int = 256
     updates_per_epoch: int = 100
     max_epochs: int = 60
@@ -109,6 +112,8 @@ class BCConfig(ImageEncoderCfg):
             raise ConfigError("lr_final_fraction", f"must be in [0, 1], got {self.lr_final_fraction}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError("lr_schedule", f"must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if self.aux_weight < 0:
             raise ConfigError("aux_weight", f"must be >= 0, got {self.aux_weight}")
         self.check_encoder_fields()
@@ -191,6 +196,7 @@ class BCTrainer:
             adam(params, cfg.learning_rate)
         self.updates = 0
         self.aux_head: torch.nn.Linear | None = None  # made at the first fit (the target's size is the data's)
+        self.ema: dict[str, torch.Tensor] | None = None  # the averaged weights (`BCConfig.ema_decay`)
         self.aux_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _setup_aux(self, ts: TransitionSet) -> None:
@@ -324,9 +330,11 @@ class BCTrainer:
                     torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.updates += 1
+                self._update_ema()
                 total += float(loss.detach())
             self.actor.eval()
             train_loss = total / cfg.updates_per_epoch
+            raw = self._swap_in_ema()  # validate (and keep) the averaged weights
             val_loss, val_mse = self.evaluate_loss(val) if use_val else (float("nan"), float("nan"))
             score = val_loss if use_val else train_loss
             row = {"epoch": epoch, "updates": self.updates, "train_loss": round(train_loss, 6),
@@ -340,14 +348,38 @@ class BCTrainer:
                 best_state = {k: v.detach().clone() for k, v in self.actor.state_dict().items()}
             else:
                 bad += 1
-                if bad >= cfg.patience:
-                    break
+            if raw is not None:
+                self.actor.load_state_dict(raw)  # training goes on from the raw weights
+            if bad >= cfg.patience:
+                break
         self._set_learning_rate(0.0)  # a later optimizer step (none in BC itself) sees the base rate
         if best_state is not None:
             self.actor.load_state_dict(best_state)
         return {"best_epoch": best_epoch, "best_loss": best, "epochs": len(history), "updates": self.updates,
                 "history": history, "labels": int(len(idx_all)), "stopped_early": len(history) < max_epochs,
                 "validation": use_val, "wall_time_s": time.perf_counter() - t0}
+
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema_decay
+        if decay <= 0:
+            return
+        state = self.actor.state_dict()
+        if self.ema is None:
+            self.ema = {k: v.detach().clone() for k, v in state.items()}
+            return
+        for k, v in state.items():
+            if v.dtype.is_floating_point:
+                self.ema[k].lerp_(v.detach(), 1.0 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    def _swap_in_ema(self) -> dict[str, torch.Tensor] | None:
+        """Load the averaged weights; the raw ones returned (None without averaging)."""
+        if self.ema is None:
+            return None
+        raw = {k: v.detach().clone() for k, v in self.actor.state_dict().items()}
+        self.actor.load_state_dict(self.ema)
+        return raw
 
     def _set_learning_rate(self, progress: float) -> None:
         """The learning rate at `progress` (0..1) through a fit, by `BCConfig.lr_schedule`."""

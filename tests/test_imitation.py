@@ -376,6 +376,43 @@ def test_cosine_schedule_decays_each_fit_and_restarts_for_the_next(tmp_path):
         BCConfig(lr_final_fraction=1.5)
 
 
+def test_ema_weights_are_the_ones_validated_and_kept_while_training_goes_on_from_the_raw_ones(tmp_path):
+    path = tmp_path / "demos.hdf5"
+    collect("panda-reach", "scripted", 6, path, num_envs=6, seed=3)
+    train, val, _ = load_transitions(path, val_fraction=0.34, seed=0)
+    cfg = BCConfig(hidden=[32], max_epochs=5, updates_per_epoch=4, patience=10, ema_decay=0.8)
+    from roboreal.agents.bc import BCTrainer
+
+    trainer = BCTrainer(train.obs["policy"].shape[1], train.labels.shape[1], cfg, seed=0)
+    raw_after_step: list[dict] = []
+    step = trainer.optimizer.step
+
+    def record_step(*args, **kwargs):
+        out = step(*args, **kwargs)
+        raw_after_step.append({k: v.detach().clone() for k, v in trainer.actor.state_dict().items()})
+        return out
+
+    trainer.optimizer.step = record_step
+    seen: list[dict] = []  # what was validated at each epoch's end
+    result = trainer.fit(train, val, log=lambda row: seen.append(
+        {k: v.detach().clone() for k, v in trainer.actor.state_dict().items()}))
+    expected = {k: v.clone() for k, v in raw_after_step[0].items()}
+    for state in raw_after_step[1:]:
+        for k in expected:
+            expected[k] = 0.8 * expected[k] + 0.2 * state[k]
+    for k in expected:
+        torch.testing.assert_close(seen[-1][k], expected[k])  # the last validated weights: the average
+    assert any(not torch.equal(seen[-1][k], raw_after_step[-1][k]) for k in expected)  # not the raw ones
+    # after an epoch's validation, training continued from the raw weights, not the average
+    first_of_epoch_2 = raw_after_step[cfg.updates_per_epoch]
+    assert any(not torch.equal(first_of_epoch_2[k], seen[0][k]) for k in expected)
+    kept = trainer.actor.state_dict()
+    for k in expected:
+        torch.testing.assert_close(kept[k], seen[result["best_epoch"] - 1][k])
+    with pytest.raises(Exception, match="ema_decay"):
+        BCConfig(ema_decay=1.0)
+
+
 def test_goal_conditioned_bc_with_relabeling_trains_on_relabeled_goals(tmp_path):
     path = tmp_path / "demos.hdf5"
     collect("panda-reach", "scripted", 4, path, num_envs=4, seed=2)
