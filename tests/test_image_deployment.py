@@ -24,6 +24,7 @@ import yaml
 from torch import nn
 
 from roboreal.policy_bundle import BundleError, ImageFedPolicy, load_bundle
+from roboreal.envs.tasks.panda import FRONT_CAMERA
 from ros_helpers import Probe, Process, domain_id, in_process_context, ros_env, wait_for
 from image_helpers import CAMERAS, BrightnessPolicy, publish_goals
 
@@ -71,7 +72,7 @@ def test_image_bundle_manifest_and_runtimes_agree(image_bundle, vision_env):
         assert (e["encoding"], e["dtype"], e["layout"], e["depth"]) == ("rgb8", "uint8", "CHW", None)
         assert e["scale"] == pytest.approx(1 / 255) and e["scaled_in_model"] is True
     # where the training cameras sat: the task's fixed camera on the world, robot.yaml's on the hand
-    assert images[0]["mount"]["body"] is None and images[0]["mount"]["fovy"] == pytest.approx(45.0)
+    assert images[0]["mount"]["body"] is None and images[0]["mount"]["fovy"] == pytest.approx(FRONT_CAMERA.fovy)
     assert images[0]["mount"]["pos"] == pytest.approx([1.0, 0.0, 0.55])
     assert images[1]["mount"]["body"] == "panda_hand" and images[1]["mount"]["fovy"] == pytest.approx(75.0)
 
@@ -297,7 +298,7 @@ def test_image_policy_runs_over_dds_on_the_sim_bridge(image_bundle, tmp_path):
         wait_for(lambda: wrist.msgs and info.msgs, 30, "the bridge's camera images", bridge)
         w = wrist.msgs[-1]
         assert (w.encoding, w.width, w.height, w.step, len(w.data)) == ("rgb8", 64, 64, 192, 64 * 64 * 3)
-        fy = 64 / (2 * math.tan(math.radians(45.0) / 2))
+        fy = 64 / (2 * math.tan(math.radians(FRONT_CAMERA.fovy) / 2))
         np.testing.assert_allclose(info.msgs[-1].k, [fy, 0, 32, 0, fy, 32, 0, 0, 1], rtol=1e-6)
 
         # a front camera at 32x32: refused, named in the diagnostics, and the node sends nothing

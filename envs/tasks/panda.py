@@ -56,8 +56,10 @@ class PandaPickCfg(PandaCfg):
     object_xy_noise: float = 0.04  # m around the bin centre
 
 
-# A fixed camera in front of the robot looking at the bin and the goal area (the cell's camera).
-FRONT_CAMERA = CameraSpec(name="front", pos=(1.0, 0.0, 0.55), lookat=(0.5, 0.0, 0.05), fovy=45.0,
+# A fixed camera in front of the robot looking down into the bin (the cell's camera). 30 deg:
+# the bin fills the frame and the cube is ~6x8 px at 64x64 (at 45 deg ~3x4 px: DAgger from pixels
+# reached 0.78 at best where 30 deg reached 0.91; README "Pick from pixels").
+FRONT_CAMERA = CameraSpec(name="front", pos=(1.0, 0.0, 0.55), lookat=(0.5, 0.0, 0.05), fovy=30.0,
                           width=64, height=64)
 
 
