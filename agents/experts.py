@@ -1,6 +1,6 @@
 """Experts that label states for imitation learning: ``expert.act(obs, env) -> (N, A) actions``.
 
-- `ScriptedPandaExpert`: `panda-reach` (and `panda-reach-sparse`) and `panda-pick`, on the
+- `ScriptedPandaExpert`: `panda-reach` (and `-sparse`, `-vision`) and `panda-pick(-vision)`, on the
   Panda or any other arm (``env.robot=...``, any number of joints), from
   damped-least-squares inverse kinematics on each world's MuJoCo state, plus a grasp
   script for pick (approach above the cube, descend, close, lift over the bin wall,
@@ -180,7 +180,8 @@ class ScriptedPandaExpert(Expert):
        component leaves [-1, 1] (the direction of motion is kept).
 
     The script has no memory: its action is a function of the current state and goal
-    (for reach, of the policy's own observation). That matters for DAgger: whatever state
+    (both read from the env, not from the policy's observation: `panda-reach-vision`'s has
+    no goal). That matters for DAgger: whatever state
     the learner drives the robot into, the expert's label there is the same as it would
     be had the expert got there itself (an expert with a hidden phase gives the learner
     labels it cannot explain). For pick the state decides what to do:
@@ -265,7 +266,9 @@ class ScriptedPandaExpert(Expert):
     # ----- the batched interface -----
     @torch.no_grad()
     def act(self, obs: Obs, env) -> torch.Tensor:
-        goals = obs["desired_goal"].detach().cpu().double().numpy()
+        # the goal from the env's state, like the rest of the world (a vision task's policy
+        # observation has none)
+        goals = env.goal.detach().cpu().double().numpy()
         actions = np.zeros((env.num_envs, env.action_size))
         for i in range(env.num_envs):
             d = self.kin.data(i)

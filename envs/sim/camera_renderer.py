@@ -9,9 +9,10 @@ settings hundreds per core.
 
 A world is drawn from its state alone: positions are loaded into the thread's MjData and only
 kinematics and camera/light placement are computed (no dynamics), so rendering does not
-change the simulation. Works on both backends (the Warp backend copies a world's state to the
-host first: correct, not fast). `RenderCfg.renderer` chooses (`make_camera_renderer`): ``auto``
-draws the Warp backend's worlds with MuJoCo Warp's batch ray tracer instead
+change the simulation. The physics state holds no mocap poses: a task that moves a marker
+(the goal sphere) gives the renderer its positions per world (`set_mocap_pos`). Works on
+both backends (the Warp backend copies a world's state to the host first: correct, not fast).
+`RenderCfg.renderer` chooses (`make_camera_renderer`): ``auto`` draws the Warp backend's worlds with MuJoCo Warp's batch ray tracer instead
 (`warp_renderer.WarpCameraRenderer`, same contract) and uses this renderer everywhere else.
 
 Camera randomization (`CameraRandomizationCfg`, drawn per world at each reset): camera
@@ -99,6 +100,9 @@ class CameraRenderer:
         self.fovy_offset = np.zeros((n, k))
         self.light_scale = np.ones(n)
         self.color_offset = np.zeros((n, len(self.color_geoms), 3))
+        # where each world's mocap bodies are drawn (N, nmocap, 3), given by the task (`set_mocap_pos`):
+        # the physics state holds no mocap poses; None draws them where the model puts them
+        self.mocap_pos: np.ndarray | None = None
         nthread = self.cfg.nthread if self.cfg.nthread is not None else (os.cpu_count() or 1)
         self.nthread = max(1, min(int(nthread), n))
         self._local = threading.local()
@@ -127,6 +131,17 @@ class CameraRenderer:
     @property
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         return {c.name: c.shape for c in self.cameras}
+
+    def set_mocap_pos(self, pos) -> None:
+        """Draw the mocap bodies (task markers such as the goal sphere) of every world at `pos`,
+        ``(N, nmocap, 3)`` world positions (numpy or torch), from the next render on."""
+        if hasattr(pos, "detach"):
+            pos = pos.detach().cpu().numpy()
+        pos = np.asarray(pos, dtype=np.float64)
+        want = (self.num_envs, self.render_model.nmocap, 3)
+        if pos.shape != want:
+            raise ValueError(f"mocap positions of shape {pos.shape}, expected {want}")
+        self.mocap_pos = pos
 
     # ----- randomization -----
     def reset(self, env_ids) -> None:
@@ -179,6 +194,8 @@ class CameraRenderer:
             else:
                 src = self.sim.data_for(int(i))
                 data.qpos[:], data.mocap_pos[:], data.mocap_quat[:] = src.qpos, src.mocap_pos, src.mocap_quat
+            if self.mocap_pos is not None:
+                data.mocap_pos[:] = self.mocap_pos[i]
             # this world's camera draws, written into the thread's model
             model.cam_pos[self.cam_ids] = nom["cam_pos"] + self.cam_offset[i]
             for j, cid in enumerate(self.cam_ids):

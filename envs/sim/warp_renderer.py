@@ -9,7 +9,8 @@ the Warp backend).
 How a frame is made (`render`), all on the Warp device:
 
 1. forward kinematics and camera/light placement (`mujoco_warp.kinematics`, `camlight`) at each
-   world's current ``qpos`` and mocap poses, written into the renderer's own copies of the pose
+   world's current ``qpos`` and mocap poses (the task's marker positions where it gives them,
+   `set_mocap_pos`), written into the renderer's own copies of the pose
    arrays (a shallow copy of the physics `Data` whose output arrays are replaced), so drawing
    never changes the simulation;
 2. the scene BVH is refitted to those poses and `mujoco_warp.render` ray-traces every camera of
@@ -126,6 +127,7 @@ class WarpCameraRenderer:
         self.light_scale = np.ones(n)
         self.color_offset = np.zeros((n, len(self.color_geoms), 3))
         self.noise_gen = torch.Generator(device=sim.device).manual_seed(int(seed) * 7919 + 0x0CA3)
+        self._mocap_pos = None  # each world's mocap positions (`set_mocap_pos`); None: the physics Data's
 
         dev = sim.wp_device
         self._device = dev
@@ -159,6 +161,18 @@ class WarpCameraRenderer:
     @property
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         return {c.name: c.shape for c in self.cameras}
+
+    def set_mocap_pos(self, pos) -> None:
+        """Draw the mocap bodies (task markers such as the goal sphere) of every world at `pos`,
+        ``(N, nmocap, 3)`` world positions, from the next render on (the renderer's own array: the
+        physics Data's mocap poses are not written)."""
+        pos = torch.as_tensor(pos, dtype=torch.float32, device=self.sim.device)
+        want = (self.num_envs, self.sim.model.nmocap, 3)
+        if tuple(pos.shape) != want:
+            raise ValueError(f"mocap positions of shape {tuple(pos.shape)}, expected {want}")
+        if self._mocap_pos is None:
+            self._mocap_pos = self._wp.clone(self.sim._d.mocap_pos)
+        self._wp.to_torch(self._mocap_pos).copy_(pos)
 
     # ----- randomization -----
     def reset(self, env_ids) -> None:
@@ -213,6 +227,8 @@ class WarpCameraRenderer:
         d = copy.copy(self.sim._d)
         for name, arr in self._pose.items():
             setattr(d, name, arr)
+        if self._mocap_pos is not None:
+            d.mocap_pos = self._mocap_pos
         return m, d
 
     def _trace(self) -> None:
