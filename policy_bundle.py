@@ -364,7 +364,27 @@ def check_images(manifest: dict) -> list[dict]:
                 raise BundleError(f"manifest images[{i}] ({name}): {key} {e[key]!r}, this roboreal feeds {want!r}")
         if not (int(e["width"]) > 0 and int(e["height"]) > 0):
             raise BundleError(f"manifest images[{i}] ({name}): size {e['width']}x{e['height']}")
+        _check_markers(f"manifest images[{i}] ({name}).markers", e.get("markers") or [])
     return images
+
+
+def _check_markers(where: str, markers) -> None:
+    """``images[].markers`` (optional; bundles before it show none): the task markers the images
+    show, each a body with a sphere radius, an rgba and what places it (``follows``: goal or null)."""
+    if not isinstance(markers, list):
+        raise BundleError(f"{where} must be a list, got {type(markers).__name__}")
+    for k, mk in enumerate(markers):
+        if not isinstance(mk, dict) or not isinstance(mk.get("body"), str):
+            raise BundleError(f"{where}[{k}] has no body")
+        try:
+            radius, rgba = float(mk["radius"]), [float(v) for v in mk["rgba"]]
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(f"{where}[{k}] ({mk['body']}) needs a radius and 4 rgba values") from None
+        if not (math.isfinite(radius) and radius > 0) or len(rgba) != 4 or not all(0 <= v <= 1 for v in rgba):
+            raise BundleError(f"{where}[{k}] ({mk['body']}): radius {radius}, rgba {rgba}")
+        if mk.get("follows") not in (None, "goal"):
+            raise BundleError(f"{where}[{k}] ({mk['body']}): follows {mk.get('follows')!r}, this roboreal places "
+                              "markers at the goal or nowhere")
 
 
 def load_bundle(path: str | Path, robot: str | RobotSpec | None = None,

@@ -121,7 +121,37 @@ def image_entries(env, cameras: list[str], trained_shapes: dict | None = None) -
             ns = cam.image_topic.rsplit("/", 1)[0]
             entry["depth"] = {"topic": f"{ns}/depth/image_raw", "encoding": "16UC1", "unit": "mm",
                               "range": [float(v) for v in cam.depth_range], "channel": 3}
+        markers = image_markers(env)
+        if markers:
+            entry["markers"] = markers
         out.append(entry)
+    return out
+
+
+def image_markers(env) -> list[dict]:
+    """The task markers the images show (``images[].markers``): mocap bodies the task's renderer
+    draws (not in ``render.hide_bodies``), with the look the policy was trained on (sphere
+    radius, rgba; `envs.sim.camera_renderer.style_marker` redraws it) and what places them:
+    ``follows: goal`` for the goal marker (the sim bridge draws it at the goal it hears on
+    ``topic``), null for a marker that stays where the model puts it."""
+    import mujoco
+
+    m = env.model
+    render = getattr(env.cfg, "render", None)
+    hidden = set(getattr(render, "hide_bodies", ()) or ())
+    robot: RobotSpec = env.robot
+    out = []
+    for bid in range(m.nbody):
+        name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, bid)
+        geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] == bid]
+        if m.body_mocapid[bid] < 0 or name in hidden or not geoms:
+            continue
+        g = geoms[0]
+        rgba = m.mat_rgba[m.geom_matid[g]] if m.geom_matid[g] >= 0 else m.geom_rgba[g]
+        follows = "goal" if name == "goal" and robot.ros.goal else None
+        out.append({"body": name, "radius": round(float(m.geom_size[g, 0]), 6),
+                    "rgba": [round(float(v), 6) for v in rgba], "follows": follows,
+                    "topic": robot.ros.goal if follows else None})
     return out
 
 

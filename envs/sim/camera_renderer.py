@@ -52,6 +52,23 @@ class RenderCfg:
     hide_bodies: tuple[str, ...] = ("goal",)
 
 
+def style_marker(model: mujoco.MjModel, body: str, radius: float, rgba) -> np.ndarray:
+    """Draw the task marker `body` (a mocap body's sphere, such as the goal) in `model` with
+    `radius` (m) and `rgba` (its own colour, no material); visual only (it collides with
+    nothing). Returns its geom ids. The task that trains on the marker and the sim bridge
+    that draws it for a deployed policy (from the bundle manifest's ``images[].markers``)
+    both call this, so a policy sees the marker it was trained on."""
+    bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body)
+    if bid < 0:
+        raise ConfigError("markers", f"{body!r} is not a body of the model")
+    geoms = np.flatnonzero(model.geom_bodyid == bid)
+    model.geom_size[geoms, 0] = float(radius)
+    model.geom_rbound[geoms] = float(radius)
+    model.geom_rgba[geoms] = np.asarray(rgba, dtype=np.float64)
+    model.geom_matid[geoms] = -1
+    return geoms
+
+
 def _random_rotation(rng: np.random.Generator, n: int, max_angle: float) -> np.ndarray:
     """(n, 4) unit quaternions: rotations by a uniform angle in [-max_angle, max_angle] about a random axis."""
     axis = rng.normal(size=(n, 3))

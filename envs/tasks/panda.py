@@ -27,7 +27,7 @@ import torch
 
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
 from roboreal.envs.randomization import CameraRandomizationCfg, RandomizationCfg
-from roboreal.envs.sim.camera_renderer import RenderCfg
+from roboreal.envs.sim.camera_renderer import RenderCfg, style_marker
 from roboreal.robots.cameras import CameraSpec
 from roboreal.robots.model import actuator_ids, base_body
 from roboreal.robots.needs import RobotNeeds
@@ -375,14 +375,8 @@ class PandaReachVisionEnv(PandaReachEnv):
         super()._init_task_buffers()
         # the marker as the cameras should see it (visual only: it collides with nothing); set
         # before the renderer copies the model
-        m = self.model
-        body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "goal")
-        marker = np.flatnonzero(m.geom_bodyid == body)
         r = float(self.cfg.goal_marker_radius)
-        m.geom_size[marker, 0] = r
-        m.geom_rbound[marker] = r
-        m.geom_rgba[marker] = self.cfg.goal_marker_rgba
-        m.geom_matid[marker] = -1
+        marker = style_marker(self.model, "goal", r, self.cfg.goal_marker_rgba)
         if self.backend == "warp":  # the device model's copy the ray tracer reads
             import warp as wp
 

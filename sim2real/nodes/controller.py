@@ -144,6 +144,12 @@ class PolicyController:
         inference = time.perf_counter() - t0
 
         state = b.robot_state()
+        if not b.command_inputs:
+            # A policy that reads no command (cmd_vel / goal; a reach that sees its goal in its
+            # images) has nothing to go stale: what it decides now is the command. The chain's
+            # command watchdog stays armed for the robot's declared topics, so a pending input
+            # and a stale human action below still hold it.
+            state.command_stamp = now
         if pending is not None:
             state.command_stamp = None  # the chain holds until the policy's inputs are there
         action, is_human = policy_action, False

@@ -351,6 +351,14 @@ class ObservationBuilder:
     def ready(self) -> bool:
         return not self.missing()
 
+    @property
+    def command_inputs(self) -> tuple[str, ...]:
+        """The commands this policy reads (its manifest's observation terms, which its
+        ``inputs`` section mirrors): "cmd_vel" and/or "goal". Not the robot's declared topics
+        (`RobotSpec.command_inputs`): a policy that sees its goal in its images reads none."""
+        return tuple(name for name, reading in (("cmd_vel", "cmd_vel"), ("goal", "goal_pos"))
+                     if reading in self._readers)
+
     def joint_state_time(self) -> float | None:
         """Arrival time of the oldest required joint reading (the watchdog's JointState stamp)."""
         idx = [self.index[j] for j in self.required]
@@ -382,8 +390,10 @@ class ObservationBuilder:
     def robot_state(self, command_time: float | None = None) -> RobotState:
         """The measured state for the safety chain: every spec joint (spec order), the IMU
         (orientation w, x, y, z; gyro; accelerometer), and the times set with each reading (the
-        node passes measurement times on its clock). `command_time` defaults to the last
-        cmd_vel / goal arrival."""
+        node passes measurement times on its clock). `command_time` defaults to the oldest
+        last arrival of the commands the policy reads (`command_inputs`; None when one never
+        came, or when it reads none: the controller decides what a command-free policy's
+        stamp is)."""
         quat = gyro = accel = None
         if self.imu_time is not None:
             x, y, z, w = self.imu_quat
@@ -391,7 +401,8 @@ class ObservationBuilder:
             gyro = self.imu_gyro.copy()
             accel = None if self.imu_accel is None else self.imu_accel.copy()
         if command_time is None:
-            command_time = self.cmd_time if self.spec.ros.cmd_vel else self.goal_time
+            times = [{"cmd_vel": self.cmd_time, "goal": self.goal_time}[c] for c in self.command_inputs]
+            command_time = None if not times or None in times else min(times)
         return RobotState(position=self.q[self._spec_idx].copy(), velocity=self.dq[self._spec_idx].copy(),
                           orientation=quat, angular_velocity=gyro, linear_acceleration=accel,
                           joint_state_stamp=self.joint_state_time(), imu_stamp=self.imu_time,

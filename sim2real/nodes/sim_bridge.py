@@ -27,7 +27,8 @@ publishes
     `compressed_images` a `sensor_msgs/CompressedImage` on `<image topic>/compressed`.
     Rendered from the bridge's own MuJoCo state with the training renderer's speed-first
     settings (`envs.sim.camera_renderer`: no shadows, reflections or multisampling; the goal
-    marker hidden). With `randomize` and a `bundle`, the cameras are randomized too, drawn
+    marker hidden, unless the bundle's images show it: then drawn as trained at the goal
+    heard on its topic, `sim_cameras.py`). With `randomize` and a `bundle`, the cameras are randomized too, drawn
     once at startup like the physics: the bundle's training task's camera randomization, its
     ranges x1.5 for `heavy` (as `roboreal sim2sim`'s heavy preset), x1 for `mild`, or a YAML
     file's `randomization.camera` / `camera_scale` (`sim_cameras.camera_randomization_for`).

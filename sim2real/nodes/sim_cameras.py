@@ -2,6 +2,14 @@
 robot.yaml cameras named by the ``cameras`` parameter), how often, rendered how
 (`envs.sim.camera_renderer`, speed-first, without randomization) and on which topics
 (image_transport's layout, `images.camera_topics`). The messages are made by `images.py`.
+
+Task markers: in the real cell a policy that sees its goal sees a physical object; in the
+simulated cell the bridge draws it. A bundle whose manifest lists ``images[].markers``
+(exported from a task that shows them, e.g. panda-reach-vision's goal sphere) gets those
+bodies drawn with the trained look (`camera_renderer.style_marker`), a ``follows: goal``
+marker at the last goal heard on its ``topic`` (geometry_msgs/PoseStamped, the sim's world
+frame, which is the robot base; `roboreal sim2sim --over-dds` publishes its goals there) and
+not at all before the first one. Bundles without markers (older ones too) see them hidden.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from rclpy.qos import qos_profile_sensor_data
+from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from roboreal.config import ConfigError
@@ -37,8 +46,12 @@ class _OneWorld:
 
 
 class _Snapshot:
-    def __init__(self, data):
+    def __init__(self, data, markers: np.ndarray | None = None):
         self.qpos, self.mocap_pos, self.mocap_quat = data.qpos.copy(), data.mocap_pos.copy(), data.mocap_quat.copy()
+        self.markers = None if markers is None else markers.copy()  # (1, nmocap, 3): where the markers are drawn
+
+
+_UNSEEN = (0.0, 0.0, -100.0)  # a marker before its first position: below the floor, out of every view
 
 
 class SimCameras:
@@ -55,7 +68,7 @@ class SimCameras:
                  randomization: str | None = None, seed: int = 0):
         import mujoco
 
-        from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg
+        from roboreal.envs.sim.camera_renderer import CameraRenderer, RenderCfg, style_marker
         from roboreal.robots.model import build_model
 
         spec = node.spec
@@ -63,12 +76,14 @@ class SimCameras:
         declared = {c.name: c for c in spec.cameras}
         cams: dict[str, CameraSpec] = {}
         camera_randomization = None
+        markers: dict[str, dict] = {}  # body -> the manifest's marker entry (the same in every image)
         if bundle:
             manifest = _bundle_manifest(str(bundle), spec.name)
             if randomization:
                 camera_randomization = camera_randomization_for(manifest, str(randomization))
             for e in manifest.get("images") or []:
                 cams[e["camera"]] = _manifest_camera(e)
+                markers.update({str(mk["body"]): mk for mk in e.get("markers") or []})
             rate = rate or 1.0 / float(manifest["control"]["dt"])
         for name in (str(c) for c in cameras if str(c)):
             if name not in declared:
@@ -85,8 +100,28 @@ class SimCameras:
         # the bridge's model plus the cameras robot.yaml does not declare (a task's), placed as trained;
         # the same joints and bodies, so the simulation's qpos draws the same scene
         model = build_model(spec, tuple(c for c in self.specs if c.name not in declared))
+        # the markers the policy was trained to see, drawn as in training (the rest stay hidden)
+        self.markers = markers
+        self.marker_pos: np.ndarray | None = None
+        self._follow: dict[int, str] = {}  # mocap index -> body of a marker placed at the goal heard
+        for body, mk in markers.items():
+            style_marker(model, body, float(mk["radius"]), mk["rgba"])
+            k = int(model.body_mocapid[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body)])
+            if mk.get("follows") == "goal" and k >= 0:
+                self._follow[k] = body
+        render = RenderCfg(nthread=1, hide_bodies=tuple(b for b in RenderCfg().hide_bodies if b not in markers))
         self.world = _OneWorld(model)
-        self.renderer = CameraRenderer(self.world, self.specs, RenderCfg(nthread=1), camera_randomization, seed)
+        self.renderer = CameraRenderer(self.world, self.specs, render, camera_randomization, seed)
+        if self._follow:
+            nominal = [model.body_pos[int(np.flatnonzero(model.body_mocapid == k)[0])] for k in range(model.nmocap)]
+            self.marker_pos = np.array(nominal, dtype=np.float64)[None]
+            self.marker_pos[0, list(self._follow)] = _UNSEEN
+            topics = {str(markers[b].get("topic") or spec.ros.goal or "") for b in self._follow.values()}
+            if "" in topics or len(topics) != 1:
+                raise ConfigError("bundle", f"{bundle}: its images show the goal marker, but no goal topic is named "
+                                  f"(manifest markers[].topic or robot.yaml ros.goal): {sorted(topics)}")
+            self.goal_topic = topics.pop()
+            node.create_subscription(PoseStamped, self.goal_topic, self._on_goal, 10)
         self.renderer.reset([0])  # one draw for this process (nothing without randomization)
         sensor = qos_profile_sensor_data  # as every sensor stream: best effort, the latest wins
         self.pubs = {}
@@ -108,6 +143,16 @@ class SimCameras:
         self._stop = False
         self._thread: threading.Thread | None = None
 
+    def _on_goal(self, msg: PoseStamped) -> None:
+        """A goal: the markers that follow it are drawn there from the next frame on."""
+        p = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z], dtype=np.float64)
+        if not np.isfinite(p).all():
+            self.node.get_logger().warning(f"goal with a non-finite position on {self.goal_topic}: ignored",
+                                           throttle_duration_sec=5.0)
+            return
+        with self.node.lock:
+            self.marker_pos[0, list(self._follow)] = p
+
     def describe(self) -> str:
         randomized = ""
         if self.renderer.randomization is not None:
@@ -115,25 +160,31 @@ class SimCameras:
             randomized = (f", randomized (light x{d['light_scale']:.2f}, fovy offsets "
                           f"{[round(v, 2) for v in d['fovy_offset']]} deg, noise {self.renderer.randomization.noise:g})")
         return (f"cameras {', '.join(f'{c.name} {c.width}x{c.height} on {c.image_topic}' for c in self.specs)} "
-                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else "") + randomized)
+                f"at {self.rate:g} Hz" + (f" (+ {self.fmt} compressed)" if self.fmt else "") + randomized
+                + (f", drawing the {', '.join(self.markers)} marker(s)" if self.markers else "")
+                + (f" at the goal heard on {self.goal_topic}" if self._follow else ""))
 
     def due(self, now: float) -> tuple[Any, _Snapshot] | None:
         """(stamp, state snapshot) when a frame is due at `now` (call under the bridge's lock)."""
         if now < self.next_frame:
             return None
         self.next_frame = max(self.next_frame + 1.0 / self.rate, now)
-        return self.node.get_clock().now().to_msg(), _Snapshot(self.node.sim.data)
+        return self.node.get_clock().now().to_msg(), _Snapshot(self.node.sim.data, self.marker_pos)
 
     def warm_up(self) -> None:
         """Render once, publishing nothing (in the thread that renders from now on)."""
         with self.node.lock:
-            self.world.snapshot = _Snapshot(self.node.sim.data)
+            self.world.snapshot = _Snapshot(self.node.sim.data, self.marker_pos)
+        if self.marker_pos is not None:
+            self.renderer.set_mocap_pos(self.world.snapshot.markers)
         with contextlib.suppress(Exception):  # a failure is reported by the first real frame
             self.renderer.render()
 
     def publish(self, stamp: Any, snapshot: _Snapshot) -> None:
         """Render the snapshot and queue every camera's messages (with the sensors' latency)."""
         self.world.snapshot = snapshot
+        if snapshot.markers is not None:  # the markers where the goal heard puts them (set_mocap_pos: every frame)
+            self.renderer.set_mocap_pos(snapshot.markers)
         try:
             frames = self.renderer.render()
         except Exception as e:  # no OpenGL here: the joints still flow, the policy's camera watchdog trips
