@@ -19,6 +19,7 @@ talk to the next file's:
     test_demo                            125
     test_image_deployment                165, 166
     test_image_recording                 170
+    test_reach_vision_deployment         172
 """
 
 from __future__ import annotations

@@ -166,21 +166,11 @@ class CameraRenderer:
         r = self.randomization
         if r is None:
             return
-        ids = np.asarray(env_ids, dtype=int).reshape(-1)
-        n, k = len(ids), len(self.cameras)
-        if n == 0:
-            return
-        self.cam_offset[ids] = self.rng.uniform(-r.position, r.position, size=(n, k, 3))
-        self.cam_rotation[ids] = _random_rotation(self.rng, n * k, r.rotation).reshape(n, k, 4)
-        self.fovy_offset[ids] = self.rng.uniform(-r.fovy, r.fovy, size=(n, k))
-        self.light_scale[ids] = self.rng.uniform(*r.light, size=n)
-        self.color_offset[ids] = self.rng.uniform(-r.color, r.color, size=(n, len(self.color_geoms), 3))
+        draw_camera_randomization(self, r, env_ids)
 
     def describe(self, env_id: int) -> dict:
         """World `env_id`'s camera draws (what its images were rendered with)."""
-        return {"camera_offset": self.cam_offset[env_id].tolist(), "camera_rotation": self.cam_rotation[env_id].tolist(),
-                "fovy_offset": self.fovy_offset[env_id].tolist(), "light_scale": float(self.light_scale[env_id]),
-                "color_offset": self.color_offset[env_id].tolist()}
+        return describe_camera_draws(self, env_id)
 
     # ----- rendering -----
     def _thread_state(self):
@@ -272,6 +262,32 @@ class CameraRenderer:
             self._pool.shutdown()
             self._pool = None
         self._local = threading.local()
+
+
+def draw_camera_randomization(renderer, r: CameraRandomizationCfg, env_ids) -> np.ndarray:
+    """Draw the camera randomization `r` of the worlds `env_ids` into `renderer`'s per-world
+    arrays (``cam_offset``, ``cam_rotation``, ``fovy_offset``, ``light_scale``,
+    ``color_offset``) from its ``rng``: both renderers draw through here, so the same seed
+    gives the same draws on either. Returns the world ids drawn."""
+    ids = np.asarray(env_ids, dtype=int).reshape(-1)
+    n, k = len(ids), len(renderer.cameras)
+    if n == 0:
+        return ids
+    rng = renderer.rng
+    renderer.cam_offset[ids] = rng.uniform(-r.position, r.position, size=(n, k, 3))
+    renderer.cam_rotation[ids] = _random_rotation(rng, n * k, r.rotation).reshape(n, k, 4)
+    renderer.fovy_offset[ids] = rng.uniform(-r.fovy, r.fovy, size=(n, k))
+    renderer.light_scale[ids] = rng.uniform(*r.light, size=n)
+    renderer.color_offset[ids] = rng.uniform(-r.color, r.color, size=(n, len(renderer.color_geoms), 3))
+    return ids
+
+
+def describe_camera_draws(renderer, env_id: int) -> dict:
+    """World `env_id`'s camera draws in `renderer` (what its images were rendered with)."""
+    return {"camera_offset": renderer.cam_offset[env_id].tolist(),
+            "camera_rotation": renderer.cam_rotation[env_id].tolist(),
+            "fovy_offset": renderer.fovy_offset[env_id].tolist(), "light_scale": float(renderer.light_scale[env_id]),
+            "color_offset": renderer.color_offset[env_id].tolist()}
 
 
 def make_camera_renderer(sim, cameras: list[CameraSpec], cfg: RenderCfg | None = None,

@@ -43,7 +43,7 @@ import torch
 
 from roboreal.config import ConfigError
 from roboreal.envs.randomization import CameraRandomizationCfg
-from roboreal.envs.sim.camera_renderer import RenderCfg, _random_rotation
+from roboreal.envs.sim.camera_renderer import RenderCfg, describe_camera_draws, draw_camera_randomization
 from roboreal.robots.cameras import CameraSpec
 
 # The randomization fields this renderer applies (per world, on the device). A field added to
@@ -180,17 +180,9 @@ class WarpCameraRenderer:
         r = self.randomization
         if r is None:
             return
-        ids = np.asarray(env_ids, dtype=int).reshape(-1)
-        n, k = len(ids), len(self.cameras)
-        if n == 0:
-            return
-        # the same draws, in the same order, as CameraRenderer.reset
-        self.cam_offset[ids] = self.rng.uniform(-r.position, r.position, size=(n, k, 3))
-        self.cam_rotation[ids] = _random_rotation(self.rng, n * k, r.rotation).reshape(n, k, 4)
-        self.fovy_offset[ids] = self.rng.uniform(-r.fovy, r.fovy, size=(n, k))
-        self.light_scale[ids] = self.rng.uniform(*r.light, size=n)
-        self.color_offset[ids] = self.rng.uniform(-r.color, r.color, size=(n, len(self.color_geoms), 3))
-        self._upload(ids)
+        ids = draw_camera_randomization(self, r, env_ids)  # the same draws as CameraRenderer.reset
+        if len(ids):
+            self._upload(ids)
 
     def _upload(self, ids: np.ndarray) -> None:
         """Write the draws of the worlds `ids` into the render model's per-world fields (their rows only)."""
@@ -213,9 +205,7 @@ class WarpCameraRenderer:
 
     def describe(self, env_id: int) -> dict:
         """World `env_id`'s camera draws (what its images were rendered with)."""
-        return {"camera_offset": self.cam_offset[env_id].tolist(), "camera_rotation": self.cam_rotation[env_id].tolist(),
-                "fovy_offset": self.fovy_offset[env_id].tolist(), "light_scale": float(self.light_scale[env_id]),
-                "color_offset": self.color_offset[env_id].tolist()}
+        return describe_camera_draws(self, env_id)
 
     # ----- rendering -----
     def _views(self):
