@@ -87,26 +87,21 @@ class CameraRenderer:
         self.cameras = list(cameras)
         self.num_envs = sim.num_envs
         m = sim.model
-        self.cam_ids = []
+        self.cam_ids = camera_ids(m, self.cameras)
         for cam in self.cameras:
-            cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam.name)
-            if cid < 0:
-                raise ConfigError("env.image_observations", f"camera {cam.name!r} is not in the model")
             if cam.width > m.vis.global_.offwidth or cam.height > m.vis.global_.offheight:
                 raise ConfigError(f"cameras.{cam.name}", f"{cam.width}x{cam.height} is larger than the model's "
                                   f"offscreen buffer {m.vis.global_.offwidth}x{m.vis.global_.offheight}")
-            self.cam_ids.append(cid)
-        self.cam_ids = np.array(self.cam_ids, dtype=int)
         # the model the renderers draw: a copy with the visual settings, never the physics model
         self.render_model = self._visual_copy(m)
         self.randomization = randomization
-        self.rng = np.random.default_rng([seed, 0x0CA3])
+        self.rng = camera_draw_rng(seed)
         n, k = self.num_envs, len(self.cameras)
         self.nominal = {"cam_pos": self.render_model.cam_pos[self.cam_ids].copy(),
                         "cam_quat": self.render_model.cam_quat[self.cam_ids].copy(),
                         "cam_fovy": self.render_model.cam_fovy[self.cam_ids].copy(),
                         "light_diffuse": self.render_model.light_diffuse.copy()}
-        self.color_geoms = np.array([self._geom_id(g) for g in (randomization.colors if randomization else ())], int)
+        self.color_geoms = color_geom_ids(self.render_model, randomization)
         rm = self.render_model
         # a geom drawn in its material's colour: jitter that colour (written as the geom's own)
         self.nominal["geom_rgba"] = np.array([rm.mat_rgba[rm.geom_matid[g]] if rm.geom_matid[g] >= 0 else rm.geom_rgba[g]
@@ -127,22 +122,13 @@ class CameraRenderer:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.nthread, thread_name_prefix="roboreal-render") if self.nthread > 1 else None
 
-    def _geom_id(self, name: str) -> int:
-        gid = mujoco.mj_name2id(self.render_model, mujoco.mjtObj.mjOBJ_GEOM, name)
-        if gid < 0:
-            raise ConfigError("randomization.camera.colors", f"{name!r} is not a geom of the model")
-        return gid
-
     def _visual_copy(self, model: mujoco.MjModel) -> mujoco.MjModel:
         m = _copy(model)
         if not self.cfg.shadows:
             m.vis.quality.shadowsize = 0
         if not self.cfg.multisample:
             m.vis.quality.offsamples = 0
-        for name in self.cfg.hide_bodies:
-            bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name)
-            if bid >= 0:
-                m.geom_rgba[m.geom_bodyid == bid, 3] = 0.0
+        m.geom_rgba[hidden_geom_ids(m, self.cfg.hide_bodies), 3] = 0.0
         return m
 
     @property
@@ -262,6 +248,42 @@ class CameraRenderer:
             self._pool.shutdown()
             self._pool = None
         self._local = threading.local()
+
+
+def camera_ids(model: mujoco.MjModel, cameras: list[CameraSpec]) -> np.ndarray:
+    """The model's ids of `cameras`; a camera the model lacks is refused."""
+    ids = []
+    for cam in cameras:
+        cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam.name)
+        if cid < 0:
+            raise ConfigError("env.image_observations", f"camera {cam.name!r} is not in the model")
+        ids.append(cid)
+    return np.array(ids, dtype=int)
+
+
+def hidden_geom_ids(model: mujoco.MjModel, bodies: tuple[str, ...]) -> np.ndarray:
+    """The geoms of `bodies` (task markers a real camera does not see; a name the model lacks is
+    skipped: not every scene has every marker)."""
+    ids = [np.nonzero(model.geom_bodyid == bid)[0]
+           for bid in (mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name) for name in bodies) if bid >= 0]
+    return np.concatenate(ids) if ids else np.zeros(0, dtype=int)
+
+
+def color_geom_ids(model: mujoco.MjModel, randomization: CameraRandomizationCfg | None) -> np.ndarray:
+    """The ids of the geoms whose colour `randomization` jitters; an unknown name is refused."""
+    ids = []
+    for name in (randomization.colors if randomization else ()):
+        gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+        if gid < 0:
+            raise ConfigError("randomization.camera.colors", f"{name!r} is not a geom of the model")
+        ids.append(gid)
+    return np.array(ids, dtype=int)
+
+
+def camera_draw_rng(seed: int) -> np.random.Generator:
+    """The stream camera randomization is drawn from: the same for both renderers, so one seed
+    gives the same draws on either."""
+    return np.random.default_rng([seed, 0x0CA3])
 
 
 def draw_camera_randomization(renderer, r: CameraRandomizationCfg, env_ids) -> np.ndarray:

@@ -37,13 +37,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-import mujoco
 import numpy as np
 import torch
 
 from roboreal.config import ConfigError
 from roboreal.envs.randomization import CameraRandomizationCfg
-from roboreal.envs.sim.camera_renderer import RenderCfg, describe_camera_draws, draw_camera_randomization
+from roboreal.envs.sim.camera_renderer import (RenderCfg, camera_draw_rng, camera_ids, color_geom_ids, hidden_geom_ids,
+                                              describe_camera_draws, draw_camera_randomization)
 from roboreal.robots.cameras import CameraSpec
 
 # The randomization fields this renderer applies (per world, on the device). A field added to
@@ -99,20 +99,10 @@ class WarpCameraRenderer:
         wp, mjw = sim._wp, sim._mjw
         self._wp, self._mjw = wp, mjw
         m = sim.model
-        self.cam_ids = []
-        for cam in self.cameras:
-            cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cam.name)
-            if cid < 0:
-                raise ConfigError("env.image_observations", f"camera {cam.name!r} is not in the model")
-            self.cam_ids.append(cid)
-        self.cam_ids = np.array(self.cam_ids, dtype=int)
+        self.cam_ids = camera_ids(m, self.cameras)
         # hidden bodies (task markers a real camera does not see): alpha 0, which the ray tracer skips
-        self.hidden_geoms = np.zeros(0, dtype=int)
-        for name in self.cfg.hide_bodies:
-            bid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name)
-            if bid >= 0:
-                self.hidden_geoms = np.concatenate([self.hidden_geoms, np.nonzero(m.geom_bodyid == bid)[0]])
-        self.color_geoms = np.array([self._geom_id(g) for g in (randomization.colors if randomization else ())], int)
+        self.hidden_geoms = hidden_geom_ids(m, self.cfg.hide_bodies)
+        self.color_geoms = color_geom_ids(m, randomization)
         # a geom drawn in its material's colour: jitter that colour (written as the geom's own), as the OpenGL one
         self.nominal = {"cam_pos": m.cam_pos.copy(), "cam_quat": m.cam_quat.copy(), "cam_fovy": m.cam_fovy.copy(),
                         "light_diffuse": m.light_diffuse.copy(), "geom_rgba": m.geom_rgba.copy()}
@@ -120,7 +110,7 @@ class WarpCameraRenderer:
         self.nominal["color_rgba"] = np.array([m.mat_rgba[m.geom_matid[g]] if m.geom_matid[g] >= 0 else m.geom_rgba[g]
                                                for g in self.color_geoms]).reshape(-1, 4)
         n, k = self.num_envs, len(self.cameras)
-        self.rng = np.random.default_rng([seed, 0x0CA3])  # the OpenGL renderer's stream: the same draws
+        self.rng = camera_draw_rng(seed)  # the OpenGL renderer's stream: the same draws
         self.cam_offset = np.zeros((n, k, 3))
         self.cam_rotation = np.tile([1.0, 0.0, 0.0, 0.0], (n, k, 1))
         self.fovy_offset = np.zeros((n, k))
@@ -151,12 +141,6 @@ class WarpCameraRenderer:
         self._depth_adr = self.rc.depth_adr.numpy()
         # far plane: a ray that hits nothing is as far as the OpenGL depth buffer's clear value
         self._zfar = float(m.vis.map.zfar * m.stat.extent)
-
-    def _geom_id(self, name: str) -> int:
-        gid = mujoco.mj_name2id(self.sim.model, mujoco.mjtObj.mjOBJ_GEOM, name)
-        if gid < 0:
-            raise ConfigError("randomization.camera.colors", f"{name!r} is not a geom of the model")
-        return gid
 
     @property
     def shapes(self) -> dict[str, tuple[int, int, int]]:
