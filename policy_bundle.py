@@ -331,8 +331,9 @@ def check_layout(manifest: dict, expected: list[dict]) -> None:
         if a["name"] != b["name"] or int(a["size"]) != int(b["size"]):
             raise BundleError(f"observation term {i} differs: bundle has {a['name']} ({a['size']}), "
                               f"expected {b['name']} ({b['size']})")
-        # wrap / relative_to: absent in manifests written before they were recorded (false / none)
-        for key, absent in (("scale", None), ("clip", None), ("offset", None), ("wrap", False), ("relative_to", None)):
+        # wrap / relative_to / history: absent in manifests written before they were recorded (false / none / 1)
+        for key, absent in (("scale", None), ("clip", None), ("offset", None), ("wrap", False), ("relative_to", None),
+                            ("history", 1)):
             if a.get(key, absent) != b.get(key, absent):
                 raise BundleError(f"observation term {i} ({a['name']}) {key} differs: bundle {a.get(key, absent)}, "
                                   f"expected {b.get(key, absent)}")

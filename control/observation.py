@@ -28,8 +28,11 @@ Readings (every one a batch ``(N, k)``; frames as in the sim: world = robot base
 
 Term properties beyond the source, explicit (a deployment never infers them from a name):
 ``offset`` (None or "default_pose"), ``scale``, ``clip`` (symmetric, after scale), ``wrap``
-(angle to (-pi, pi], as ``atan2(sin, cos)``) and ``relative_to`` (a point subtracted from
-the source's value, e.g. "end_effector": the object's position relative to the TCP).
+(angle to (-pi, pi], as ``atan2(sin, cos)``), ``relative_to`` (a point subtracted from
+the source's value, e.g. "end_effector": the object's position relative to the TCP) and
+``history`` (H >= 1: the policy sees the term's last H finished values, one per control
+step, newest first, H x k values; a new episode -- or a deployment's start -- fills all H
+with the first value). `stack_history` is the one definition of that layout for both sides.
 
 Terms with source ``"privileged"`` (simulator state no robot measures) are computed by a
 task-provided function in the env and cannot be deployed.
@@ -273,9 +276,13 @@ class Term:
     offset: str | None = None  # "default_pose": the robot's default joint pose is subtracted
     wrap: bool = False  # wrap the raw value to (-pi, pi]
     relative_to: str | None = None  # "end_effector": the TCP position is subtracted from the raw value
+    history: int = 1  # the last H finished values, newest first (H x k values)
 
     def __post_init__(self) -> None:
         where = f"observation term {self.name!r}"
+        if isinstance(self.history, (bool, np.bool_)) or not isinstance(self.history, (int, np.integer)) \
+                or self.history < 1:
+            raise ObservationError(f"{where}: history must be a whole number >= 1, not {self.history!r}")
         if self.offset not in KNOWN_OFFSETS:
             raise ObservationError(f"{where}: unknown offset {self.offset!r} (known: default_pose)")
         if self.relative_to is not None and self.relative_to not in RELATIVE_TO:
@@ -310,16 +317,18 @@ class Term:
     def properties(self) -> dict:
         """The term's properties as plain values (what a layout and a bundle manifest record)."""
         return {"source": self.source, "scale": self.scale, "clip": self.clip, "offset": self.offset,
-                "wrap": bool(self.wrap), "relative_to": self.relative_to}
+                "wrap": bool(self.wrap), "relative_to": self.relative_to, "history": int(self.history)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **extra: Any) -> "Term":
-        """A term from a layout / manifest entry (`extra`: a subclass's own fields); ``wrap``
-        and ``relative_to`` default to false / none (manifests written before they existed)."""
-        clip, wrap = d.get("clip"), d.get("wrap", False)
+        """A term from a layout / manifest entry (`extra`: a subclass's own fields); ``wrap``,
+        ``relative_to`` and ``history`` default to false / none / 1 (manifests written before
+        they existed)."""
+        clip, wrap, history = d.get("clip"), d.get("wrap", False), d.get("history", 1)
         return cls(name=str(d["name"]), source=str(d["source"]), scale=float(d.get("scale", 1.0)),
                    clip=None if clip is None else float(clip), offset=d.get("offset"),
-                   wrap=False if wrap is None else wrap, relative_to=d.get("relative_to"), **extra)
+                   wrap=False if wrap is None else wrap, relative_to=d.get("relative_to"),
+                   history=1 if history is None else history, **extra)
 
 
 class Readings(dict):
@@ -366,3 +375,16 @@ def finish(value: Any, term: Term, default_pose: Any = None, noise: Any = None) 
     if term.clip is not None:
         value = value.clip(-term.clip, term.clip)
     return value
+
+
+def stack_history(buffer: Any, frame: Any, fill: Any = None) -> Any:
+    """One control step of a term's history: `buffer` (N, H, k), newest first, gets `frame`
+    (N, k) in front (the oldest drops out), in place; rows where `fill` (N,) bool is true
+    (new episodes) are filled with `frame` in all H places instead. Returns the (N, H x k)
+    values the policy sees: frame t, t-1, ..., t-H+1, each k wide."""
+    if buffer.shape[1] > 1:
+        buffer[:, 1:] = buffer[:, :-1].copy() if isinstance(buffer, np.ndarray) else buffer[:, :-1].clone()
+    buffer[:, 0] = frame
+    if fill is not None:
+        buffer[fill] = frame[fill][:, None, :]
+    return buffer.reshape(buffer.shape[0], -1)

@@ -21,7 +21,7 @@ observation), which a task author reads in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import mujoco
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings, SiteKinematics, Term, finish,
-                                          raw_value, single_joint)
+                                          raw_value, stack_history, single_joint)
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
@@ -62,6 +62,9 @@ class TaskCfg:
     # outweigh the task reward, ending the episode early is not the better option.
     only_positive_rewards: bool = False
     observation_noise: dict[str, float] = field(default_factory=dict)  # policy term -> uniform noise half-width
+    # policy term -> H: the policy sees the term's last H values, newest first (`Term.history`);
+    # a short history lets a blind policy feel what it does not observe (a push, the slope)
+    observation_history: dict[str, int] = field(default_factory=dict)
     randomization: RandomizationCfg = field(default_factory=lambda: RandomizationCfg(enabled=False))
     warp: WarpSimCfg = field(default_factory=WarpSimCfg)  # MuJoCo Warp backend options (ignored by "mujoco")
     # Cameras of the scene the task adds (robot.yaml declares the robot's own, e.g. a wrist camera).
@@ -170,6 +173,15 @@ class MujocoTaskEnv(BatchedEnv):
         for name in cfg.observation_noise:
             if name not in noisy_terms:
                 raise ValueError(f"observation_noise.{name}: {self.task_name} has no policy observation term {name!r}")
+        for name, length in cfg.observation_history.items():
+            if name not in noisy_terms:
+                raise ConfigError(f"observation_history.{name}", f"{self.task_name} has no policy observation term "
+                                  f"{name!r} (known: {', '.join(sorted(noisy_terms))})")
+            try:
+                self._obs_terms = {g: [replace(t, history=length) if (t.name == name and g in NOISY_GROUPS) else t
+                                       for t in terms] for g, terms in self._obs_terms.items()}
+            except ObservationError as e:
+                raise ConfigError(f"observation_history.{name}", str(e).split(": ", 1)[-1]) from None
         sizes = self._setup_observations()
         if self.goal_conditioned:
             sizes["policy"] = sizes["observation"] + sizes["desired_goal"]
@@ -297,7 +309,8 @@ class MujocoTaskEnv(BatchedEnv):
         self.tracker.reset_all()
         self.episode_reward_sums.zero_()
         self._reset_idx(torch.arange(self.num_envs, device=self.device))
-        return self._compute_observations(), {}
+        every = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._compute_observations(new_episode=every), {}
 
     def restart_episodes(self) -> None:
         """New episodes in every env from the current physics state (nothing is reset in the
@@ -373,7 +386,7 @@ class MujocoTaskEnv(BatchedEnv):
                                      for i, n in enumerate(self.reward_names)}
             self.episode_reward_sums[ids] = 0.0
             self._reset_idx(ids)
-            fresh = self._compute_observations(images=False)
+            fresh = self._compute_observations(images=False, new_episode=done)
             fresh.update(self._images(ids))
             obs = {k: v.clone() for k, v in obs.items()}
             for k in obs:  # only the reset envs get new observations
@@ -419,7 +432,12 @@ class MujocoTaskEnv(BatchedEnv):
                     self._readers[r] = ((lambda a=adr: self.qpos[:, a:a + 1]) if field == "pos"
                                         else (lambda a=adr: self.qvel[:, a:a + 1]))
         readings = Readings(self._readers)
-        self._term_sizes = {g: [int(v.shape[-1]) for v in self._term_values(g, readings, noise=False)]
+        frame_sizes = {g: [int(v.shape[-1]) for v in self._term_values(g, readings, noise=False)]
+                       for g in self._obs_terms}
+        # terms with a history keep their last H finished values per env, newest first
+        self._history = {f"{g}/{t.name}": torch.zeros(self.num_envs, t.history, k, device=self.device)
+                         for g in self._obs_terms for t, k in zip(self._obs_terms[g], frame_sizes[g]) if t.history > 1}
+        self._term_sizes = {g: [k * t.history for t, k in zip(self._obs_terms[g], frame_sizes[g])]
                             for g in self._obs_terms}
         return {g: sum(s) for g, s in self._term_sizes.items()}
 
@@ -435,9 +453,26 @@ class MujocoTaskEnv(BatchedEnv):
                               self.rand(*v.shape, low=-n, high=n) if n > 0 else None))
         return out
 
-    def _compute_observations(self, images: bool = True) -> Obs:
+    def _stacked_values(self, group: str, readings: Readings, new_episode: torch.Tensor | None) -> list[torch.Tensor]:
+        """A group's finished values with each history term's last H values stacked (one
+        control step pushed into its buffer; `new_episode` (N,) bool rows filled instead)."""
+        values = self._term_values(group, readings, noise=True)
+        for i, t in enumerate(self._obs_terms[group]):
+            if t.history > 1:
+                buffer = self._history[f"{group}/{t.name}"]
+                if new_episode is None:  # a control step: every env's history moves on
+                    values[i] = stack_history(buffer, values[i])
+                else:  # only the new episodes' histories restart; the others keep this step's
+                    buffer[new_episode] = values[i][new_episode][:, None, :]
+                    values[i] = buffer.reshape(self.num_envs, -1)
+        return values
+
+    def _compute_observations(self, images: bool = True, new_episode: torch.Tensor | None = None) -> Obs:
+        """The observation groups (and images). `new_episode` (N,) bool: called right after those
+        envs were reset; their history terms restart from this value, the others' are kept."""
         readings = Readings(self._readers)  # each reading taken once, shared by all groups
-        obs = {group: torch.cat(self._term_values(group, readings, noise=True), dim=-1) for group in self._obs_terms}
+        obs = {group: torch.cat(self._stacked_values(group, readings, new_episode), dim=-1)
+               for group in self._obs_terms}
         if self.goal_conditioned:
             obs["policy"] = torch.cat([obs["observation"], obs["desired_goal"]], dim=-1)
         if images:
@@ -456,8 +491,9 @@ class MujocoTaskEnv(BatchedEnv):
 
     def observation_terms(self, group: str = "policy", noise: bool = False) -> dict[str, torch.Tensor]:
         """Each term of `group` by name: the (N, k) value the policy sees (after offset, scale and
-        clip; observation noise only if `noise`), from the current simulation state. What the
-        robot's `ObservationBuilder.term_values` must equal for the same state."""
+        clip; observation noise only if `noise`), from the current simulation state -- for a term
+        with a history, its newest value. What the robot's `ObservationBuilder.term_values` must
+        equal for the same state."""
         readings = Readings(self._readers)
         out = {}
         for g in self._layout_groups(group):
@@ -477,8 +513,9 @@ class MujocoTaskEnv(BatchedEnv):
 
     # ----- observation term details for export -----
     def observation_layout(self, group: str = "policy") -> list[dict]:
-        """Ordered terms of an observation group: name, size, the term's properties (source,
-        scale, clip, offset, wrap, relative_to) and its training noise."""
+        """Ordered terms of an observation group: name, size (history x values per step), the
+        term's properties (source, scale, clip, offset, wrap, relative_to, history) and its
+        training noise."""
         out = []
         for g in self._layout_groups(group):
             for t, size in zip(self._obs_terms[g], self._term_sizes[g]):

@@ -69,7 +69,7 @@ def build_manifest(env, policy_info: dict, run_dir: str | Path) -> dict:
                     "decimation": int(env.cfg.decimation)},
         "observation": {"group": policy_info["obs_group"], "size": int(policy_info["obs_size"]),
                         "terms": [{k: t[k] for k in ("name", "size", "scale", "clip", "source", "offset", "wrap",
-                                                     "relative_to")} for t in layout]},
+                                                     "relative_to", "history")} for t in layout]},
         "inputs": inputs,
         **({"images": images} if images else {}),  # camera inputs, in the model's call order
         "safety": to_dict(robot.safety),

@@ -218,3 +218,22 @@ def test_sim2sim_runs_the_bundle_nominal_and_perturbed(bundles):
     for i, (a, b) in enumerate(zip(nominal["returns"], same_episodes["returns"])):
         assert a != b, f"episode {i}: the same return ({a}) under nominal and heavy physics"
     assert max(result["observation_difference"].values()) < 1e-5
+
+
+def test_a_policy_with_an_observation_history_deploys(tmp_path):
+    """A go1 policy that sees the last 3 gyro readings and joint velocities: the manifest records
+    each term's history, and sim2sim runs it through the robot's observation builder (whose
+    stacking `tests/test_observation_builder.py` holds equal to the env's)."""
+    from roboreal.sim2real.sim2sim import run_sim2sim
+
+    run_dir = tmp_path / "run"
+    train(resolve_config("go1-walk", "ppo", ["env.observation_history={base_ang_vel: 3, joint_vel: 3}",
+                                             "actor_hidden=[16]", "critic_hidden=[16]", "num_steps=8"],
+                         num_envs=4, total_steps=64, seed=0), run_dir, progress=False)
+    bundle = load_bundle(export_bundle(run_dir))
+    terms = {t["name"]: (t["size"], t["history"]) for t in bundle.manifest["observation"]["terms"]}
+    assert terms["base_ang_vel"] == (9, 3) and terms["joint_vel"] == (36, 3) and terms["joint_pos"] == (12, 1)
+    assert bundle.manifest["observation"]["size"] == 45 + 6 + 24
+    result = run_sim2sim(bundle.path, "none", episodes=2, seed=0)
+    assert result["nominal"]["episodes"] == 2 and np.isfinite(result["nominal"]["velocity_tracking_error"])
+    assert max(result["observation_difference"].values()) < 1e-5

@@ -315,3 +315,27 @@ def test_an_empty_mapping_clears_a_dict_field_and_a_partial_one_merges():
     assert env.cfg.observation_noise == {"base_ang_vel": 0.2, "projected_gravity": 0.05, "joint_pos": 0.01,
                                          "joint_vel": 0.5}
     env.close()
+
+
+def test_observation_history_moves_each_step_and_restarts_with_each_episode():
+    """`observation_history`: the last H values of a term, newest first. An env whose episode
+    ends in a step reports its final observation with the old history and starts the next
+    from the new episode's first value in all H places; the other envs' histories move on."""
+    env = roboreal.make("go1-walk", num_envs=4, seed=0, observation_history={"projected_gravity": 3},
+                        randomization={"enabled": False}, observation_noise={"projected_gravity": 0.0})
+    where = 3  # policy layout: base_ang_vel (3), then projected_gravity (3 x 3)
+    gravity = lambda o: o["policy"][:, where:where + 9].reshape(-1, 3, 3)  # noqa: E731
+    obs, _ = env.reset()
+    assert torch.equal(gravity(obs)[:, 0], gravity(obs)[:, 2])  # a new episode: H copies of its first value
+    before = gravity(obs)
+    upside_down = env.qpos[:2].clone()
+    upside_down[:, 3:7] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # envs 0 and 1 end on the next step
+    env.sim.reset_worlds(torch.arange(2), upside_down, torch.zeros_like(env.qvel[:2]))
+    obs, _, terminated, _, info = env.step(torch.zeros(4, 12))
+    assert terminated.tolist() == [True, True, False, False]
+    final, now = gravity(info["final_observation"]), gravity(obs)
+    assert torch.equal(final[:, 1:], before[:, :2])  # every env's history moved on by one step...
+    assert (final[:2, 0, 2] > 0.9).all()  # ...to the upside-down value on the ending envs
+    assert torch.equal(now[2:], final[2:])  # the others go on
+    assert torch.equal(now[:2, 0], now[:2, 1]) and torch.equal(now[:2, 0], now[:2, 2])  # restarted
+    assert (now[:2, 0, 2] < -0.9).all()  # upright again

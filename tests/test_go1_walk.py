@@ -1,5 +1,5 @@
 """go1-walk: the zero-action baseline, the reward clip, the feet-air-time reward forms, and a
-bounded learning test (100 PPO iterations must beat standing still by a stated margin).
+bounded learning test (70 PPO iterations must beat standing still by a stated margin).
 
 Learning on go1-walk as a whole is measured by `benchmarks/go1_walk.py` (20 wall-clock
 minutes per method, the table in the README).
@@ -87,22 +87,24 @@ def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
-    """go1-walk's tuned PPO (1024 envs) with its default randomization for 100 iterations (2.46M
-    steps, about 4 minutes on this 2-core CPU) must track the commanded velocity clearly better
-    than standing still: its error at most 0.85 x the zero action's, over 32 deterministic
-    episodes of the benchmark's seed. Measured at this point of the 20-minute benchmark run
-    (checkpoints of iterations 80/90/100): 0.41-0.43 vs 0.57 m/s; that run goes on to 0.12 m/s
-    (README, "Quadruped on a CPU budget"). At 60 iterations it was still at standing still's
-    error: the wider default randomization costs the first minutes, not the last."""
+    """go1-walk's tuned PPO (1024 envs) for 70 iterations (1.72M steps, about 3 minutes on this
+    2-core CPU), trained without domain randomization (which costs the first minutes of
+    learning: with it, 100 iterations were needed to get as far), must track the commanded
+    velocity clearly better than standing still on the default, randomized task: its error at
+    most 0.75 x the zero action's over 32 deterministic episodes of the benchmark's seed.
+    Measured (seed 0): 0.33 vs 0.63 m/s (0.51 x) at 70 iterations, 0.58 x at 60, 0.87 x at 50
+    and standing still's error before. The 20-minute benchmark run with randomization goes on
+    to 0.12 m/s (README, "Quadruped on a CPU budget")."""
     from roboreal.agents.run_config import resolve_config
     from roboreal.agents.runner import train
 
     run = tmp_path / "run"
-    train(resolve_config("go1-walk", "ppo", seed=0, total_steps=100 * 1024 * 24), run, progress=False)
+    train(resolve_config("go1-walk", "ppo", ["env.randomization.enabled=false"], seed=0, total_steps=70 * 1024 * 24),
+          run, progress=False)
     module, info = load_policy(run, "last")
     errors = {}
     for name, policy in (("trained", module), ("zero", ZeroPolicy(info["action_size"]))):
-        env = make("go1-walk", num_envs=32, seed=12345)
+        env = make("go1-walk", num_envs=32, seed=12345)  # the default task, randomized
         errors[name] = evaluate(policy, env, obs_group=info["obs_group"])["velocity_tracking_error"]
         env.close()
-    assert errors["trained"] <= 0.85 * errors["zero"], errors
+    assert errors["trained"] <= 0.75 * errors["zero"], errors

@@ -431,7 +431,7 @@ def test_manifest_properties_not_names_decide_relative_and_wrap():
 
 
 def test_manifest_without_the_new_keys():
-    """Defaults (wrap false, relative_to none) for manifests that lack the keys; where a builder
+    """Defaults (wrap false, relative_to none, history 1) for manifests that lack the keys; where a builder
     before them read a term differently (name *_rel_pos, an unlimited hinge), it is refused
     with the fix, not silently read another way than the policy was trained."""
     for task, refused in (("go1-walk", None), ("panda-reach", None), ("panda-pick", "object_rel_pos.*relative_to"),
@@ -440,10 +440,10 @@ def test_manifest_without_the_new_keys():
         manifest = manifest_of(env)
         env.close()
         for t in manifest["observation"]["terms"]:
-            del t["wrap"], t["relative_to"]
+            del t["wrap"], t["relative_to"], t["history"]
         if refused is None:
             b = ObservationBuilder(manifest, env.robot)
-            assert not any(t.wrap or t.relative_to for t in b.terms)
+            assert not any(t.wrap or t.relative_to or t.history != 1 for t in b.terms)
         else:
             with pytest.raises(ObservationError, match=refused + ".*re-export"):
                 ObservationBuilder(manifest, env.robot)
@@ -478,3 +478,83 @@ def test_env_terms_are_declared_by_source():
         ObsTerm("joint_pos", "joint_states.position", fn=lambda: None)
     with pytest.raises(ObservationError, match="angle.*unknown relative_to"):
         ObsTerm("angle", "joint_states.position[hinge]", relative_to="hand")
+
+
+def test_history_terms_stack_alike_in_the_env_and_on_the_robot():
+    """A term with a history is its last H values, newest first, on both sides: the env stacks
+    them per control step and refills them on a new episode; the builder per `build` and
+    after `restart_history`. Six random states through both, then a restart."""
+    from roboreal.envs.registry import task_config
+
+    noisy = task_config("go1-walk", {}).observation_noise
+    history = {"base_ang_vel": 3, "joint_vel": 2, "last_action": 4}
+    env = roboreal.make("go1-walk", num_envs=1, observation_noise={k: 0.0 for k in noisy},
+                        randomization={"enabled": False}, observation_history=history)
+    manifest = manifest_of(env)
+    sizes = {t["name"]: (t["size"], t["history"]) for t in manifest["observation"]["terms"]}
+    assert sizes["base_ang_vel"] == (9, 3) and sizes["joint_vel"] == (24, 2) and sizes["last_action"] == (48, 4)
+    assert sizes["projected_gravity"] == (3, 1) and manifest["observation"]["size"] == 45 + 6 + 12 + 36
+    rng = np.random.default_rng(1)
+    spec = env.robot
+    b = ObservationBuilder(manifest, spec)
+    every = torch.ones(1, dtype=torch.bool)
+    frames = []
+    try:
+        for step in range(7):
+            qpos = env.home_qpos.double().numpy().copy()
+            qpos[2], qpos[3:7] = 0.3, random_quat(rng)
+            qpos[7:19] = rng.uniform(spec.lower, spec.upper)
+            qvel = rng.normal(0.0, 2.0, env.model.nv)
+            set_state(env, qpos, qvel)
+            env.actions[0] = torch.tensor(rng.uniform(-1, 1, 12), dtype=torch.float32)
+            restart = step in (0, 5)  # a new episode on the env; a start / reset on the robot
+            expected = env._compute_observations(new_episode=every if restart else None)["policy"][0].double().numpy()
+            names, pos, vel = joint_state_msg(env, qpos, qvel, rng)
+            b.set_joint_state(names, pos, vel, arrival=1.0 + step)
+            w, x, y, z = qpos[3:7]
+            b.set_imu((x, y, z, w), qvel[3:6], arrival=1.0 + step)
+            b.set_cmd_vel(*env.commands[0].double().numpy(), arrival=1.0 + step)
+            b.set_last_action(env.actions[0].double().numpy())
+            if restart:
+                b.restart_history()
+            got = b.build()
+            np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5, err_msg=f"step {step}")
+            frames.append(qvel[3:6] * 0.25)  # base_ang_vel's finished value (scale 0.25)
+            gyro = got[:9].reshape(3, 3)  # newest first, refilled on a restart
+            since = step - (5 if step >= 5 else 0)
+            want = [frames[max(step - i, step - since)] for i in range(3)]
+            np.testing.assert_allclose(gyro, np.array(want), atol=2e-5, err_msg=f"step {step}")
+            # term_values: each term's newest value, what the env's observation_terms gives
+            assert b.term_values()["base_ang_vel"].shape == (3,)
+            np.testing.assert_allclose(b.term_values()["base_ang_vel"], gyro[0], atol=2e-5)
+    finally:
+        env.close()
+
+
+def test_history_is_refused_where_it_cannot_hold():
+    from roboreal.config import ConfigError
+    from roboreal.policy_bundle import BundleError, check_layout
+
+    with pytest.raises(ConfigError, match=r"observation_history.base_lin_vel: go1-walk has no policy observation "
+                                          r"term 'base_lin_vel'"):
+        roboreal.make("go1-walk", num_envs=1, observation_history={"base_lin_vel": 3})
+    with pytest.raises(ConfigError, match=r"observation_history.joint_vel: history must be a whole number >= 1, "
+                                          r"not 0"):
+        roboreal.make("go1-walk", num_envs=1, observation_history={"joint_vel": 0})
+    env = make_env("go1-walk")
+    manifest = manifest_of(env)
+    env.close()
+    expected = [dict(t) for t in manifest["observation"]["terms"]]
+    # a bundle trained with a history, checked against a layout without one (or the other way)
+    manifest["observation"]["terms"][4] |= {"history": 3, "size": 36}
+    manifest["observation"]["size"] += 24
+    with pytest.raises(BundleError, match=r"observation term 4 differs: bundle has joint_vel \(36\), expected "
+                                          r"joint_vel \(12\)"):
+        check_layout(manifest, expected)
+    expected[4] |= {"size": 36}
+    with pytest.raises(BundleError, match=r"observation term 4 \(joint_vel\) history differs: bundle 3, expected 1"):
+        check_layout(manifest, expected)
+    manifest["observation"]["terms"][4]["size"] = 35  # not a whole number of steps
+    manifest["observation"]["size"] -= 1
+    with pytest.raises(ObservationError, match=r"joint_vel.*size 35 is not a whole number of its 3 history steps"):
+        ObservationBuilder(manifest, env.robot)

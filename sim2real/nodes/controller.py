@@ -109,6 +109,7 @@ class PolicyController:
         if self.waiting_for:
             return False
         self.chain.reset(b.robot_state(), now)
+        b.restart_history()
         self.started = True
         return True
 
@@ -117,6 +118,7 @@ class PolicyController:
         state = self.builder.robot_state() if self.builder.ready else None
         self.chain.reset(state, now if state is not None else None)
         self.builder.set_last_action(None)
+        self.builder.restart_history()
 
     def step(self, now: float, human: tuple[np.ndarray, float | None] | None = None) -> ControlStep:
         """One control step at `now` (the clock the readings' times are on). `human`: a

@@ -23,8 +23,10 @@ obtained on the robot:
 | ``object_pos`` | PoseStamped position of the tracked object |
 | ``object_vel`` | finite difference of successive object poses (by header stamp), or a tracker's estimate |
 
-Term properties come from the manifest: ``offset``, ``scale``, ``clip``, ``wrap`` and
-``relative_to`` (false / none where a manifest lacks them). A manifest written before
+Term properties come from the manifest: ``offset``, ``scale``, ``clip``, ``wrap``,
+``relative_to`` and ``history`` (false / none / 1 where a manifest lacks them). A term with
+a history H is the last H values `build` computed, newest first, as the env stacked them in
+training; `restart_history` (the controller's start and reset) refills all H with the next. A manifest written before
 ``wrap`` / ``relative_to`` existed, with a term the old builder wrapped (an unlimited hinge)
 or made relative by its name (``*_rel_pos``), is refused with the fix in the message,
 rather than read differently than the policy was trained.
@@ -54,6 +56,7 @@ from roboreal.control.observation import (
     finish,
     raw_value,
     single_joint,
+    stack_history,
 )
 from roboreal.robots.spec import RobotSpec
 from roboreal.sim2real.safety.types import RobotState
@@ -82,9 +85,15 @@ def applied_action(mapping, values: np.ndarray, previous: np.ndarray | None, act
 
 @dataclass(frozen=True)
 class _Term(Term):
-    """A manifest term (`roboreal.control.observation.Term`) with the size the manifest gives it."""
+    """A manifest term (`roboreal.control.observation.Term`) with the size the manifest gives it
+    (``history`` x `frame_size`)."""
 
     size: int = 0
+
+    @property
+    def frame_size(self) -> int:
+        """Values per control step (the manifest's size over the history length)."""
+        return self.size // self.history
 
 
 class ObservationBuilder:
@@ -135,6 +144,10 @@ class ObservationBuilder:
         self._readers: dict[str, Callable[[], np.ndarray]] = {}  # reading -> its current (1, k) value
         self.terms: list[_Term] = [self._make_term(t) for t in manifest["observation"]["terms"]]
         self.size = sum(t.size for t in self.terms)
+        # the last H values of each term with a history (newest first); refilled on the next build
+        # after `restart_history` (the start, a reset), as a new episode does in training
+        self._history = {t.name: np.zeros((1, t.history, t.frame_size)) for t in self.terms if t.history > 1}
+        self._history_restart = True
         if self.size != int(manifest["observation"]["size"]):
             raise ObservationError(f"observation terms add up to {self.size}, the manifest says "
                                    f"{manifest['observation']['size']}")
@@ -148,6 +161,10 @@ class ObservationBuilder:
                                    f"builders before them read this term with `{legacy}`; re-export the bundle "
                                    f"(roboreal export) or add `{legacy}` to the term")
         term = _Term.from_dict(t, size=size)  # unknown source / offset / relative_to: ObservationError naming it
+        if size % term.history:
+            raise ObservationError(f"observation term {name!r}: size {size} is not a whole number of its "
+                                   f"{term.history} history steps")
+        size = term.frame_size
         if not term.deployable:
             raise ObservationError(f"observation term {name!r}: source {term.source!r} cannot be built from robot "
                                    "messages")
@@ -205,7 +222,7 @@ class ObservationBuilder:
         elif reading == "cmd_vel":
             fn = lambda: self.cmd_vel[None]  # noqa: E731
         elif reading == "last_action":
-            size = self._last_action_size = term.size
+            size = self._last_action_size = term.frame_size
             fn = lambda: np.zeros((1, size)) if self.last_action is None else self.last_action[None]  # noqa: E731
         elif reading == "ee_pos":
             fk = self._forward_kinematics()
@@ -375,17 +392,31 @@ class ObservationBuilder:
         return {t.name: np.array(raw_value(t, readings)[0], dtype=np.float64) for t in self.terms}
 
     def term_values(self) -> dict[str, np.ndarray]:
-        """Each term as the policy sees it (after offset, scale, clip), (size,): what the
-        training env's `observation_terms()` gives for the same state."""
+        """Each term as the policy sees it (after offset, scale, clip), its newest value for a
+        term with a history (frame size,): what the training env's `observation_terms()`
+        gives for the same state."""
         readings = Readings(self._readers)
         return {t.name: np.array(finish(raw_value(t, readings), t, self.default_pose)[0], dtype=np.float64)
                 for t in self.terms}
 
     def build(self) -> np.ndarray:
-        """The observation vector (float64, `size`), exactly as the env computed it in training."""
+        """The observation vector (float64, `size`), exactly as the env computed it in training.
+        One call is one control step: each history term's values move on by one."""
         readings = Readings(self._readers)
-        parts = [finish(raw_value(t, readings), t, self.default_pose)[0] for t in self.terms]
+        restart = np.array([self._history_restart])
+        parts = []
+        for t in self.terms:
+            value = finish(raw_value(t, readings), t, self.default_pose)
+            if t.history > 1:
+                value = stack_history(self._history[t.name], value, fill=restart)
+            parts.append(value[0])
+        self._history_restart = False
         return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.zeros(0)
+
+    def restart_history(self) -> None:
+        """The next `build` fills every history term with its value then (the policy starts
+        afresh, as in a new training episode): on start and after a reset."""
+        self._history_restart = True
 
     def robot_state(self, command_time: float | None = None) -> RobotState:
         """The measured state for the safety chain: every spec joint (spec order), the IMU
