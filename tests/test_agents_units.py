@@ -366,6 +366,25 @@ def test_env_state_round_trip_through_the_custom_hook():
         assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
+def test_env_state_round_trip_keeps_the_observation_history():
+    """Exact resume of a MuJoCo task env whose policy sees a history: the stacked values are
+    state too (a resumed run would otherwise see a history refilled from one value)."""
+    from roboreal.agents.env_state import env_state_dict, load_env_state
+    from roboreal.envs import make
+
+    kwargs = dict(num_envs=3, observation_history={"joint_vel": 4, "base_ang_vel": 2})
+    a, b = make("go1-walk", seed=1, **kwargs), make("go1-walk", seed=2, **kwargs)
+    a.reset(), b.reset()
+    actions = torch.rand(20, 3, 12, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for t in range(8):
+        a.step(actions[t])
+    load_env_state(b, env_state_dict(a))
+    for t in range(8, 20):
+        oa, ob = a.step(actions[t])[0], b.step(actions[t])[0]
+        assert all(torch.equal(oa[k], ob[k]) for k in oa), t
+    a.close(), b.close()
+
+
 def test_ppo_privileged_teacher_reads_the_critic_group():
     """actor_group="critic": the actor (and the exported policy) read the privileged group,
     which the bundle check refuses on a real robot; an unknown group names the field."""
