@@ -27,7 +27,8 @@ def env_errors(run_dir: str, checkpoint: str, seed: int = 12345) -> dict[int, li
     from roboreal.envs import make
 
     module, info = load_policy(run_dir, checkpoint)
-    env = make(info["task"], num_envs=EPISODES, seed=seed, **{**(info["env"] or {}), "randomization": {"enabled": False}})
+    overrides = {**(info["env"] or {}), "randomization": {"enabled": False}}
+    env = make(info["task"], num_envs=EPISODES, seed=seed, **overrides)
     per_bucket = int(round(BUCKET_S / env.spec.control_dt))
     obs, _ = env.reset()
     out: dict[int, list[float]] = collections.defaultdict(list)

@@ -26,10 +26,10 @@ obtained on the robot:
 Term properties come from the manifest: ``offset``, ``scale``, ``clip``, ``wrap``,
 ``relative_to`` and ``history`` (false / none / 1 where a manifest lacks them). A term with
 a history H is the last H values `build` computed, newest first, as the env stacked them in
-training; `restart_history` (the controller's start and reset) refills all H with the next. A manifest written before
-``wrap`` / ``relative_to`` existed, with a term the old builder wrapped (an unlimited hinge)
-or made relative by its name (``*_rel_pos``), is refused with the fix in the message,
-rather than read differently than the policy was trained.
+training; `restart_history` (the controller's start and reset) refills all H with the next.
+A manifest written before ``wrap`` / ``relative_to`` existed, with a term the old builder
+wrapped (an unlimited hinge) or made relative by its name (``*_rel_pos``), is refused with
+the fix in the message, rather than read differently than the policy was trained.
 
 Readiness: `missing()` lists what has never been received that the observation or the
 safety chain needs (every spec joint's position and velocity, the gripper joints if a
