@@ -386,5 +386,13 @@ def stack_history(buffer: Any, frame: Any, fill: Any = None) -> Any:
         buffer[:, 1:] = buffer[:, :-1].copy() if isinstance(buffer, np.ndarray) else buffer[:, :-1].clone()
     buffer[:, 0] = frame
     if fill is not None:
-        buffer[fill] = frame[fill][:, None, :]
+        return fill_history(buffer, frame, fill)
+    return buffer.reshape(buffer.shape[0], -1)
+
+
+def fill_history(buffer: Any, frame: Any, rows: Any) -> Any:
+    """Fill the `rows` (N,) bool of `buffer` (N, H, k) with `frame` (N, k) in all H places (a
+    new episode: nothing came before its first value), in place; the other rows are kept.
+    Returns the (N, H x k) values the policy sees."""
+    buffer[rows] = frame[rows][:, None, :]
     return buffer.reshape(buffer.shape[0], -1)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings, SiteKinematics, Term, finish,
-                                          raw_value, stack_history, single_joint)
+                                          raw_value, fill_history, stack_history, single_joint)
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
 from roboreal.envs.randomization import RandomizationCfg, Randomizer
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
@@ -463,8 +463,7 @@ class MujocoTaskEnv(BatchedEnv):
                 if new_episode is None:  # a control step: every env's history moves on
                     values[i] = stack_history(buffer, values[i])
                 else:  # only the new episodes' histories restart; the others keep this step's
-                    buffer[new_episode] = values[i][new_episode][:, None, :]
-                    values[i] = buffer.reshape(self.num_envs, -1)
+                    values[i] = fill_history(buffer, values[i], new_episode)
         return values
 
     def _compute_observations(self, images: bool = True, new_episode: torch.Tensor | None = None) -> Obs:
