@@ -71,6 +71,34 @@ def test_termination_reward_is_paid_on_falls_and_never_at_the_time_limit():
     assert fell_seen and timed_out_seen
 
 
+def test_rate_limited_targets_move_as_the_safety_chain_lets_them():
+    """rate_limit_targets: each joint target moves at most safety.max_target_rate * control period
+    per step (the deployed chain's RateLimit), and reaches a held action's target in the end."""
+    actions = torch.ones(2, 12)
+    actions[1] = -1.0
+    limited = make("go1-walk", num_envs=2, seed=0, rate_limit_targets=True, randomization={"enabled": False})
+    plain = make("go1-walk", num_envs=2, seed=0, randomization={"enabled": False})
+    step = limited.robot.safety.max_target_rate * limited.control_dt
+    for env in (limited, plain):
+        env.reset()
+    wanted = plain.action_mapping.to_command(actions)
+    previous = limited.targets.clone()
+    plain_jumps = []
+    for flip in range(30):
+        a = actions if flip % 10 < 5 else -actions  # a bang-bang policy
+        before = plain.targets.clone()
+        _, _, terminated, truncated, _ = limited.step(a)
+        done = terminated | truncated  # a new episode starts again from the default pose
+        plain.step(a)
+        assert (limited.targets - previous)[~done].abs().max() <= step + 1e-6
+        previous = limited.targets.clone()
+        plain_jumps.append(float((plain.targets - before).abs().max()))
+    assert max(plain_jumps) > 1.5 * step  # without the limit the same actions jump further (0.5 rad vs 0.3)
+    for _ in range(60):  # held long enough, the limited target arrives where the action points
+        limited.step(actions)
+    assert torch.allclose(limited.targets, wanted, atol=1e-5)
+
+
 def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "cartpole-balance", "--algo", "ppo", "--num-envs", "8", "--steps", "400", "--run-dir",

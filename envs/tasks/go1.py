@@ -69,6 +69,10 @@ class Go1WalkCfg(TaskCfg):
     feet_air_time_reward: Literal["offset", "capped"] = "capped"
     contact_force_threshold: float = 1.0  # N, a foot touching the ground
     reward_dt_scaled: bool = True
+    # Each joint target within the robot's safety.max_target_rate * control period of the previous
+    # one, as the deployed safety chain's RateLimit holds it; off, the policy never meets that
+    # limit until it is on the robot (measured: benchmarks/go1_walk.py, README "Quadruped on a CPU budget")
+    rate_limit_targets: bool = False
     rewards: dict[str, float] = field(default_factory=lambda: {
         "tracking_lin_vel": 1.0,
         "tracking_ang_vel": 0.5,
@@ -114,6 +118,7 @@ class Go1WalkEnv(MujocoTaskEnv):
         self.last_contacts = torch.zeros(n, 4, dtype=torch.bool, device=self.device)
         self.last_joint_vel = torch.zeros(n, len(self.actuated), device=self.device)
         self.targets = self.default_joint_pos.repeat(n, 1)
+        self.max_target_step = self.robot.safety.max_target_rate * self.control_dt
         self.kp = torch.tensor(self.robot.array("kp"), dtype=torch.float32, device=self.device)
         self.kd = torch.tensor(self.robot.array("kd"), dtype=torch.float32, device=self.device)
         self.torque_limit = torch.tensor(self.robot.array("torque_limit"), dtype=torch.float32, device=self.device)
@@ -149,7 +154,10 @@ class Go1WalkEnv(MujocoTaskEnv):
         return forces > self.cfg.contact_force_threshold
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
-        self.targets = self.action_mapping.to_command(actions)
+        targets = self.action_mapping.to_command(actions)
+        if self.cfg.rate_limit_targets:  # the previous target is in the limits, so the result stays in them
+            targets = self.targets + (targets - self.targets).clamp(-self.max_target_step, self.max_target_step)
+        self.targets = targets
         return self.targets
 
     def _observation_terms(self) -> dict[str, list[ObsTerm]]:
