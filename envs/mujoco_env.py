@@ -31,7 +31,7 @@ import torch
 from roboreal.control.observation import (PRIVILEGED, ObservationError, Readings, SiteKinematics, Term, finish,
                                           raw_value, fill_history, stack_history, single_joint)
 from roboreal.envs.core import BatchedEnv, EnvSpec, EpisodeTracker, Obs
-from roboreal.envs.randomization import RandomizationCfg, Randomizer
+from roboreal.envs.randomization import RandomizationCfg, Randomizer, give_friction_to_targets
 from roboreal.envs.sim.backend import BACKENDS, BatchSim
 from roboreal.envs.sim.camera_renderer import RenderCfg, make_camera_renderer
 from roboreal.envs.sim.mujoco_backend import MujocoBatchSim
@@ -115,6 +115,7 @@ class MujocoTaskEnv(BatchedEnv):
         self.model = build_model(self.robot, tuple(cfg.cameras))
         check_needs(self.robot, self.needs, self.task_name or type(self).__name__, self.model)
         self.model.opt.timestep = cfg.physics_dt
+        give_friction_to_targets(cfg.randomization, self.model, target_aliases(self.robot, self.model))
         self.physics_dt = float(self.model.opt.timestep)
         self.control_dt = self.physics_dt * cfg.decimation
         self.max_episode_steps = max(1, int(round(cfg.episode_length_s / self.control_dt)))

@@ -13,7 +13,7 @@ C engine; per-world model arrays, written in place on the device, on MuJoCo Warp
 
 | parameter            | what it changes                                   | mujoco (C, CPU) | warp (MuJoCo Warp) |
 |----------------------|---------------------------------------------------|-----------------|--------------------|
-| friction             | sliding friction of the target geoms (absolute)  | yes | yes (`geom_friction`) |
+| friction             | sliding friction of the target geoms' contacts (absolute; see `give_friction_to_targets`) | yes | yes (`geom_friction`) |
 | mass_scale           | body mass and inertia scale                       | yes | yes (`body_mass`, `body_inertia`) |
 | added_mass           | kg added to target bodies (inertia scaled along)  | yes | yes (`body_mass`, `body_inertia`) |
 | com_offset           | body centre-of-mass shift, m, per axis            | yes | yes (`body_ipos`) |
@@ -172,6 +172,23 @@ def _ids(model: mujoco.MjModel, obj: mujoco.mjtObj, names: tuple[str, ...], coun
             raise ValueError(f"randomization targets: {n!r} is not a {what} of the model")
         out.append(i)
     return np.array(out, dtype=int)
+
+
+def give_friction_to_targets(cfg: RandomizationCfg, model: mujoco.MjModel,
+                             aliases: dict[str, str] | None = None) -> None:
+    """Make a friction range on some geoms (e.g. ``@floor``) the friction of their contacts.
+
+    MuJoCo gives a contact between two geoms of equal priority the larger of their two
+    frictions: a floor drawn at 0.4 under go1's feet (1.0) still gripped at 1.0, so a range
+    below what the targets touch was a no-op. The target geoms get a priority above every
+    other geom, so a contact with one of them takes its friction (and its other contact
+    parameters). Call before the simulation is built from `model` (both backends read
+    ``geom_priority`` from it); nothing changes without targets (every geom then gets the
+    same draw)."""
+    if not cfg.enabled or cfg.friction is None or not cfg.friction.targets:
+        return
+    ids = _ids(model, mujoco.mjtObj.mjOBJ_GEOM, cfg.friction.targets, model.ngeom, "geom", None, aliases)
+    model.geom_priority[ids] = int(model.geom_priority.max()) + 1
 
 
 class Randomizer:

@@ -216,6 +216,23 @@ def test_go1_randomization_is_on_by_default_and_inspectable():
     assert env.sim.models[2].geom_friction[floor, 0] == pytest.approx(got["friction"][0])
 
 
+@pytest.mark.parametrize("floor", [0.3, 1.5])
+def test_floor_friction_is_the_friction_of_the_feet_on_it(floor):
+    """A draw below what the feet have (go1: 1.0) must reach the contact: MuJoCo would otherwise
+    take the larger of the two geoms' frictions, and a slippery floor would grip like the feet."""
+    env = roboreal.make("go1-walk", num_envs=2, seed=0, randomization={
+        "enabled": True, "friction": {"range": [floor, floor], "targets": ["@floor"]}})
+    env.reset()
+    for _ in range(10):  # standing: every foot on the floor
+        env.step(torch.zeros(2, 12))
+    data = env.sim.data_for(1)
+    floor_id = env.model.geom("floor").id
+    feet = [c for c in data.contact[:data.ncon] if floor_id in (c.geom1, c.geom2)]
+    assert len(feet) >= 3
+    assert all(c.friction[0] == pytest.approx(floor) for c in feet)
+    assert env.sim.model_of(1).geom_friction[env.model.geom("FR_foot").id, 0] == pytest.approx(1.0)
+
+
 def test_panda_holds_pose_with_zero_action_and_goal_reward_is_consistent():
     env = roboreal.make("panda-reach-sparse", num_envs=2, seed=0)
     obs, _ = env.reset()
