@@ -87,20 +87,25 @@ def walk(bundle: Path, randomize: bool = False, seed: int = 0, log: Path | None 
             start_pose = probe.base_pose.copy()
             first_audit = len(audit)
             fell = False
+            yaw0 = _yaw(start_pose[3:7])
+            turned, last_yaw = 0.0, yaw0  # summed per sample: a turn past 180 degrees must not wrap
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 probe.send(np.array(command))
                 pose = probe.base_pose
                 if fallen(pose, spec.safety.tilt_limit):
                     fell = True
+                yaw = _yaw(pose[3:7])
+                turned += math.remainder(yaw - last_yaw, 2 * math.pi)
+                last_yaw = yaw
                 time.sleep(0.02)
             pose = probe.base_pose.copy()
-            yaw0 = _yaw(start_pose[3:7])
+            turned += math.remainder(_yaw(pose[3:7]) - last_yaw, 2 * math.pi)
             delta = pose[:2] - start_pose[:2]
             # the displacement in the heading the phase started with: forward and sideways
             forward = float(math.cos(yaw0) * delta[0] + math.sin(yaw0) * delta[1])
             lateral = float(-math.sin(yaw0) * delta[0] + math.cos(yaw0) * delta[1])
-            heading = math.degrees(math.remainder(_yaw(pose[3:7]) - yaw0, 2 * math.pi))
+            heading = math.degrees(turned)
             steps = audit[first_audit:]
             counts: dict[str, int] = {}
             for a in steps:
