@@ -120,9 +120,9 @@ def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
     learning: with it, 100 iterations were needed to get as far), must track the commanded
     velocity clearly better than standing still on the default, randomized task: its error at
     most 0.75 x the zero action's over 32 deterministic episodes of the benchmark's seed.
-    Measured (seed 0): 0.33 vs 0.63 m/s (0.51 x) at 70 iterations, 0.58 x at 60, 0.87 x at 50
+    Measured (seed 0): 0.33 vs 0.63 m/s (0.51 x) at 70 iterations, 0.49 x at 60, 0.68 x at 50
     and standing still's error before. The 20-minute benchmark run with randomization goes on
-    to 0.12 m/s (README, "Quadruped on a CPU budget")."""
+    to 0.125 m/s (README, "Quadruped on a CPU budget")."""
     from roboreal.agents.run_config import resolve_config
     from roboreal.agents.runner import train
 

@@ -170,6 +170,14 @@ def test_randomization_is_the_training_randomizer_seeded():
     assert np.allclose(h.gains[0], spec.array("kp") * kp_scale, rtol=1e-6)
     h.reset()
     assert np.allclose(h.gains[0], spec.array("kp") * kp_scale, rtol=1e-6)
+    # a floor range below the feet's friction (1.0) is the feet's contact friction, as in training
+    from roboreal.envs.randomization import RandomizationCfg, RangeTerm
+    slippery = SimRobot(spec, randomization=RandomizationCfg(friction=RangeTerm(range=(0.3, 0.3), targets=("@floor",))))
+    slippery.step(20)
+    d = slippery.data
+    floor = slippery.model.geom("floor").id
+    on_floor = [c for c in d.contact[:d.ncon] if floor in (c.geom1, c.geom2)]
+    assert on_floor and all(abs(c.friction[0] - 0.3) < 1e-6 for c in on_floor)
 
 
 # ----------------------------------------------------------------------------------------

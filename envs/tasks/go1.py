@@ -32,7 +32,7 @@ def _default_randomization() -> RandomizationCfg:
     # 8 s) 15 of 32 heavy sim2sim episodes fell, with these 8, and PPO learns as fast in 20 minutes.
     return RandomizationCfg(
         enabled=True,
-        friction=RangeTerm(range=(0.4, 1.25), mode="startup", targets=("@floor",)),  # the ground geom
+        friction=RangeTerm(range=(0.4, 1.25), mode="startup", targets=("@floor",)),  # the ground: its contacts take it
         mass_scale=RangeTerm(range=(0.85, 1.15), mode="startup"),  # every body
         added_mass=RangeTerm(range=(-1.0, 1.5), mode="startup", targets=("@base",)),  # robot.yaml sites.base_body
         com_offset=RangeTerm(range=(-0.02, 0.02), mode="startup", targets=("@base",)),

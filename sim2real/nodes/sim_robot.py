@@ -136,7 +136,7 @@ class SimRobot:
         this model); returns what was sampled."""
         import torch
 
-        from roboreal.envs.randomization import Randomizer, randomization_preset
+        from roboreal.envs.randomization import Randomizer, give_friction_to_targets, randomization_preset
         from roboreal.envs.sim.backend import RANDOMIZED_FIELDS
 
         if isinstance(cfg, str):
@@ -156,8 +156,10 @@ class SimRobot:
         m = self.model
         dofs = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j.name)]
                          for j in self.spec.actuated_joints])
+        aliases = target_aliases(self.spec, m)
+        give_friction_to_targets(cfg, m, aliases)  # as the training envs do: targets' friction is their contacts'
         randomizer = Randomizer(cfg, OneWorld(m), 1, seed, torch.device("cpu"), actuator_joint_ids=dofs,
-                                aliases=target_aliases(self.spec, m))
+                                aliases=aliases)
         randomizer.on_startup()
         return randomizer.describe(0)
 
