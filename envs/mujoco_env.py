@@ -115,7 +115,8 @@ class MujocoTaskEnv(BatchedEnv):
         self.model = build_model(self.robot, tuple(cfg.cameras))
         check_needs(self.robot, self.needs, self.task_name or type(self).__name__, self.model)
         self.model.opt.timestep = cfg.physics_dt
-        give_friction_to_targets(cfg.randomization, self.model, target_aliases(self.robot, self.model))
+        aliases = target_aliases(self.robot, self.model)  # the robot's parts by role, for randomization targets
+        give_friction_to_targets(cfg.randomization, self.model, aliases)
         self.physics_dt = float(self.model.opt.timestep)
         self.control_dt = self.physics_dt * cfg.decimation
         self.max_episode_steps = max(1, int(round(cfg.episode_length_s / self.control_dt)))
@@ -149,7 +150,7 @@ class MujocoTaskEnv(BatchedEnv):
         self.randomizer = Randomizer(cfg.randomization, self.sim, self.num_envs, seed, self.device,
                                      actuator_joint_ids=self.model.jnt_dofadr[
                                          [self._jid(j.name) for j in self.actuated]],
-                                     aliases=target_aliases(self.robot, self.model))
+                                     aliases=aliases)
         latency = cfg.randomization.action_latency if cfg.randomization.enabled else None
         self.max_latency = int(latency.range[1]) if latency is not None else 0
         self.action_history = torch.zeros(self.num_envs, self.max_latency + 1, self.action_size, device=self.device)
