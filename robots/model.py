@@ -39,7 +39,7 @@ third-party MJCF works unmodified:
 | ``gravity_compensation: true`` | ``gravcomp = 1`` on every body of the robot's joints and below |
 | ``sites.imu`` (a site or a body) | a site of that name at the body's origin (for a body); framequat, gyro and accelerometer sensors on it (``imu_quat``, ``imu_gyro``, ``imu_acc``) |
 | ``sites.end_effector`` (a site or a body) | a site of that name at the body's origin (for a body) |
-| ``sites.feet`` (sites, geoms or bodies) | a site of the foot's name around the foot geom (a body: its first geom); a ``touch`` sensor ``<foot>_touch`` on each foot site |
+| ``sites.feet`` (sites, geoms or bodies) | a site of the foot's name around the foot geom (a body: its first geom); on each foot site a ``touch`` sensor ``<foot>_touch`` and world-frame ``framepos`` / ``framelinvel`` sensors ``<foot>_pos`` / ``<foot>_vel`` (foot clearance and slip terms) |
 | a quadruped without a ground plane | a plane geom ``floor`` (or ``sites.floor``'s name) and a light |
 | a manipulator without a ``goal`` body | a mocap body ``goal`` (a marker sphere that collides with nothing) |
 | no ``home`` keyframe | ``home``: robot.yaml's default pose; a floating base is lifted so the lowest geom of the robot touches z = 0 |
@@ -282,6 +282,9 @@ def _build_with_additions(spec: "RobotSpec", cameras: tuple["CameraSpec", ...] =
 _OBJ = mujoco.mjtObj
 IMU_SENSORS = {"quat": mujoco.mjtSensor.mjSENS_FRAMEQUAT, "gyro": mujoco.mjtSensor.mjSENS_GYRO,
                "acc": mujoco.mjtSensor.mjSENS_ACCELEROMETER}
+# per foot site: contact force, and (world frame) position and linear velocity
+FOOT_SENSORS = {"touch": mujoco.mjtSensor.mjSENS_TOUCH, "pos": mujoco.mjtSensor.mjSENS_FRAMEPOS,
+                "vel": mujoco.mjtSensor.mjSENS_FRAMELINVEL}
 
 
 def added_elements(spec: "RobotSpec") -> list[str]:
@@ -323,16 +326,25 @@ def imu_sensor_slices(model: mujoco.MjModel, spec: "RobotSpec") -> dict[str, sli
     return found
 
 
-def foot_touch_slices(model: mujoco.MjModel, spec: "RobotSpec") -> list[slice]:
-    """The touch sensor of each foot (robot.yaml ``sites.feet`` order) in ``sensordata``."""
+def foot_sensor_slices(model: mujoco.MjModel, spec: "RobotSpec", kind: str = "touch") -> list[slice]:
+    """The `kind` sensor (`FOOT_SENSORS`: "touch", "pos" or "vel") of each foot (robot.yaml
+    ``sites.feet`` order) in ``sensordata``."""
+    typ = FOOT_SENSORS[kind]
     out = []
     for i, foot in enumerate(spec.sites.feet):
         site = mujoco.mj_name2id(model, _OBJ.mjOBJ_SITE, foot)
-        s = _sensors_on_site(model, site).get(int(mujoco.mjtSensor.mjSENS_TOUCH)) if site >= 0 else None
+        s = _sensors_on_site(model, site).get(int(typ)) if site >= 0 else None
         if s is None:
-            raise ConfigError(f"sites.feet[{i}]", f"{spec.model} has no touch sensor on foot site {foot!r}")
+            raise ConfigError(f"sites.feet[{i}]", f"{spec.model} has no {typ.name} sensor on foot site {foot!r}")
+        if kind != "touch" and int(model.sensor_reftype[s]) not in (-1, int(_OBJ.mjOBJ_UNKNOWN)):
+            raise ConfigError(f"sites.feet[{i}]", f"the {typ.name} sensor on foot site {foot!r} is not in the world frame")
         out.append(slice(int(model.sensor_adr[s]), int(model.sensor_adr[s] + model.sensor_dim[s])))
     return out
+
+
+def foot_touch_slices(model: mujoco.MjModel, spec: "RobotSpec") -> list[slice]:
+    """The touch sensor of each foot (robot.yaml ``sites.feet`` order) in ``sensordata``."""
+    return foot_sensor_slices(model, spec, "touch")
 
 
 def floor_geom(model: mujoco.MjModel, spec: "RobotSpec") -> str | None:
@@ -437,10 +449,12 @@ def _add_task_elements(spec: "RobotSpec", mspec: mujoco.MjSpec, m: mujoco.MjMode
         _site_for(mspec, m, spec.sites.end_effector, "sites.end_effector", added)
     for i, foot in enumerate(spec.sites.feet):
         site = _site_for(mspec, m, foot, f"sites.feet[{i}]", added, around_geom=True)
-        if site < 0 or int(mujoco.mjtSensor.mjSENS_TOUCH) not in _sensors_on_site(m, site):
-            name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"{foot}_touch")
-            mspec.add_sensor(name=name, type=mujoco.mjtSensor.mjSENS_TOUCH, objtype=_OBJ.mjOBJ_SITE, objname=foot)
-            added.append(f"sensor {name} (touch) on site {foot}")
+        have = _sensors_on_site(m, site) if site >= 0 else {}
+        for key, typ in FOOT_SENSORS.items():
+            if int(typ) not in have:
+                name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"{foot}_{key}")
+                mspec.add_sensor(name=name, type=typ, objtype=_OBJ.mjOBJ_SITE, objname=foot)
+                added.append(f"sensor {name} ({typ.name[7:].lower()}) on site {foot}")
     if spec.kind == "quadruped" and floor_geom(m, spec) is None:
         name = spec.sites.floor or "floor"
         mspec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], rgba=[0.5, 0.55, 0.6, 1])

@@ -1,5 +1,6 @@
-"""go1-walk: the zero-action baseline, the reward clip, the feet-air-time reward forms, and a
-bounded learning test (70 PPO iterations must beat standing still by a stated margin).
+"""go1-walk: the zero-action baseline, the reward clip, the feet-air-time reward forms, the
+foot clearance and slip terms, and a bounded learning test (60 PPO iterations must beat standing
+still by a stated margin).
 
 Learning on go1-walk as a whole is measured by `benchmarks/go1_walk.py` (20 wall-clock
 minutes per method, the table in the README).
@@ -50,6 +51,48 @@ def test_feet_air_time_reward_modes(mode, expected):
     assert (env.feet_air_time == 0).all()  # every foot touched down: the clocks restart
     with pytest.raises(Exception, match="feet_air_time_reward"):
         make("go1-walk", num_envs=1, feet_air_time_reward="longest")
+
+
+def test_foot_sensors_read_the_feet_and_the_clearance_and_slip_terms_follow_them():
+    """The foot position / velocity sensors are on the four foot sites (world frame); a foot that
+    moves sideways at the clearance target costs nothing, on the floor it costs target x sqrt(speed),
+    and only a foot in contact pays for sliding."""
+    import mujoco
+    import numpy as np
+
+    env = make("go1-walk", num_envs=2, seed=0, randomization={"enabled": False}, observation_noise={})
+    env.reset(seed=0)
+    for _ in range(25):  # half a second of zero actions: standing
+        env.step(torch.zeros(2, env.action_size))
+    assert (env._reward_feet_clearance() < 0.05).all() and (env._reward_feet_slip() < 1e-3).all()
+    # the sensors read the sites (they are computed before the physics step's integration: one
+    # 5 ms step behind qpos, which for a robot standing still is well under a millimetre)
+    data = mujoco.MjData(env.model)
+    data.qpos[:], data.qvel[:] = env.qpos[0].numpy(), env.qvel[0].numpy()
+    mujoco.mj_forward(env.model, data)
+    sites = [mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, f) for f in env.robot.sites.feet]
+    np.testing.assert_allclose(env._foot_readings(env.foot_position)[0].numpy(), data.site_xpos[sites], atol=1e-3)
+    assert env.foot_floor_height == pytest.approx(float(data.site_xpos[sites, 2].min()), abs=2e-3)
+
+    # hand-set readings: foot 0 moves at 1 m/s sideways, 0.08 m up; foot 1 the same on the floor;
+    # feet 2 and 3 slide at 0.5 m/s on the floor, only foot 3 touching it
+    position, velocity = env._foot_readings(env.foot_position), env._foot_readings(env.foot_velocity)
+    position[:, :, 2] = env.foot_floor_height
+    position[:, 0, 2] += env.cfg.foot_clearance_target
+    velocity[:] = 0.0
+    velocity[:, 0:2, 0] = 1.0
+    velocity[:, 2:4, 1] = 0.5
+    for slices, value in ((env.foot_position, position), (env.foot_velocity, velocity)):
+        for foot, s in enumerate(slices):
+            env.sensordata[:, s] = value[:, foot]
+    touching = torch.tensor([[False, False, False, True]] * 2)
+    from unittest.mock import PropertyMock, patch
+
+    with patch.object(type(env), "foot_contacts", new_callable=PropertyMock, return_value=touching):
+        slip = env._reward_feet_slip()
+    expected = env.cfg.foot_clearance_target * (1.0 + 2 * 0.5 ** 0.5)
+    assert torch.allclose(env._reward_feet_clearance(), torch.tensor([expected] * 2), atol=1e-5)
+    assert torch.allclose(slip, torch.tensor([0.25, 0.25]), atol=1e-6)
 
 
 def test_termination_reward_is_paid_on_falls_and_never_at_the_time_limit():

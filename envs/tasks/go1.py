@@ -19,7 +19,7 @@ import torch
 from roboreal.envs.math_utils import projected_gravity, quat_rotate_inverse
 from roboreal.envs.mujoco_env import MujocoTaskEnv, ObsTerm, TaskCfg
 from roboreal.envs.randomization import PushTerm, RandomizationCfg, RangeTerm
-from roboreal.robots.model import foot_touch_slices
+from roboreal.robots.model import foot_sensor_slices
 from roboreal.robots.needs import RobotNeeds
 from roboreal.control.action import ActionMapping
 
@@ -68,6 +68,9 @@ class Go1WalkCfg(TaskCfg):
     # (measured: with "offset" PPO settled on standing still; benchmarks/go1_walk.py)
     feet_air_time_reward: Literal["offset", "capped"] = "capped"
     contact_force_threshold: float = 1.0  # N, a foot touching the ground
+    # m above a foot on the floor (in the standing pose): the feet_clearance term wants a foot that
+    # moves sideways to be this high (MuJoCo Playground's Go1 joystick uses 0.1 for the foot centre)
+    foot_clearance_target: float = 0.08
     reward_dt_scaled: bool = True
     # Each joint target within the robot's safety.max_target_rate * control period of the previous
     # one, as the deployed safety chain's RateLimit holds it; off, the policy never meets that
@@ -85,6 +88,11 @@ class Go1WalkCfg(TaskCfg):
         "action_rate": -0.01,
         "feet_air_time": 1.0,
         "dof_pos_limits": -10.0,
+        # sum over feet of |height above the floor - foot_clearance_target| * sqrt(|horizontal
+        # velocity|): a foot that moves is lifted (Playground's Go1 joystick term); off by default
+        "feet_clearance": 0.0,
+        # sum over feet in contact of |horizontal velocity|^2; off by default
+        "feet_slip": 0.0,
         # 1 on a fall (any task has it); off: -200 (-4 per fall) learned slower and fell as often
         # under sim2sim's heavy preset (benchmarks/go1_walk.py, README "Quadruped on a CPU budget")
         "termination": 0.0,
@@ -124,11 +132,18 @@ class Go1WalkEnv(MujocoTaskEnv):
         self.torque_limit = torch.tensor(self.robot.array("torque_limit"), dtype=torch.float32, device=self.device)
         self.soft_lower = torch.tensor(self.robot.lower, dtype=torch.float32, device=self.device)
         self.soft_upper = torch.tensor(self.robot.upper, dtype=torch.float32, device=self.device)
-        self.foot_touch = foot_touch_slices(self.model, self.robot)
+        self.foot_touch = foot_sensor_slices(self.model, self.robot, "touch")
+        self.foot_position = foot_sensor_slices(self.model, self.robot, "pos")
+        self.foot_velocity = foot_sensor_slices(self.model, self.robot, "vel")
         self.has_trunk_touch = "trunk_touch" in self._sensor_slices
         key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")  # added at load if the MJCF lacks it
         self.home_qpos = torch.tensor(self.model.key_qpos[key], dtype=torch.float32, device=self.device)
         standing = float(self.home_qpos[2])
+        home = mujoco.MjData(self.model)
+        mujoco.mj_resetDataKeyframe(self.model, home, key)
+        mujoco.mj_forward(self.model, home)
+        # a foot on the floor: the lowest foot of the standing pose (go1's rear feet stand 1 cm above it)
+        self.foot_floor_height = min(float(home.sensordata[s][2]) for s in self.foot_position)
         c = self.cfg
         self.base_height_target = c.base_height_target if c.base_height_target is not None else 0.875 * standing
         self.fallen_height = c.fallen_base_height if c.fallen_base_height is not None else 0.375 * standing
@@ -152,6 +167,10 @@ class Go1WalkEnv(MujocoTaskEnv):
     def foot_contacts(self) -> torch.Tensor:
         forces = torch.cat([self.sensordata[:, s] for s in self.foot_touch], dim=-1)
         return forces > self.cfg.contact_force_threshold
+
+    def _foot_readings(self, slices: list[slice]) -> torch.Tensor:
+        """(N, 4, 3): one 3-vector sensor per foot."""
+        return torch.stack([self.sensordata[:, s] for s in slices], dim=1)
 
     def _action_to_ctrl(self, actions: torch.Tensor) -> torch.Tensor:
         targets = self.action_mapping.to_command(actions)
@@ -269,6 +288,15 @@ class Go1WalkEnv(MujocoTaskEnv):
         reward *= self.commands[:, :2].norm(dim=-1) > 0.1  # no reward for stepping in place
         self.feet_air_time *= ~contact
         return reward
+
+    def _reward_feet_clearance(self) -> torch.Tensor:
+        height = self._foot_readings(self.foot_position)[..., 2] - self.foot_floor_height
+        speed = self._foot_readings(self.foot_velocity)[..., :2].norm(dim=-1)
+        return ((height - self.cfg.foot_clearance_target).abs() * speed.sqrt()).sum(-1)
+
+    def _reward_feet_slip(self) -> torch.Tensor:
+        sliding = self._foot_readings(self.foot_velocity)[..., :2].square().sum(-1)
+        return (sliding * self.foot_contacts).sum(-1)
 
     def _reward_dof_pos_limits(self) -> torch.Tensor:
         q = self.joint_pos
