@@ -439,22 +439,12 @@ def _add_task_elements(spec: "RobotSpec", mspec: mujoco.MjSpec, m: mujoco.MjMode
     imu = spec.sites.imu
     if imu:
         imu_site = _site_for(mspec, m, imu, "sites.imu", added)
-        have = _sensors_on_site(m, imu_site) if imu_site >= 0 else {}
-        for key, typ in IMU_SENSORS.items():
-            if int(typ) not in have:
-                name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"imu_{key}")
-                mspec.add_sensor(name=name, type=typ, objtype=_OBJ.mjOBJ_SITE, objname=imu)
-                added.append(f"sensor {name} ({typ.name[7:].lower()}) on site {imu}")
+        _add_missing_sensors(mspec, m, imu, imu_site, IMU_SENSORS, "imu", added)
     if spec.sites.end_effector:
         _site_for(mspec, m, spec.sites.end_effector, "sites.end_effector", added)
     for i, foot in enumerate(spec.sites.feet):
         site = _site_for(mspec, m, foot, f"sites.feet[{i}]", added, around_geom=True)
-        have = _sensors_on_site(m, site) if site >= 0 else {}
-        for key, typ in FOOT_SENSORS.items():
-            if int(typ) not in have:
-                name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"{foot}_{key}")
-                mspec.add_sensor(name=name, type=typ, objtype=_OBJ.mjOBJ_SITE, objname=foot)
-                added.append(f"sensor {name} ({typ.name[7:].lower()}) on site {foot}")
+        _add_missing_sensors(mspec, m, foot, site, FOOT_SENSORS, foot, added)
     if spec.kind == "quadruped" and floor_geom(m, spec) is None:
         name = spec.sites.floor or "floor"
         mspec.worldbody.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05], rgba=[0.5, 0.55, 0.6, 1])
@@ -473,6 +463,18 @@ def _add_task_elements(spec: "RobotSpec", mspec: mujoco.MjSpec, m: mujoco.MjMode
         added.append("keyframe home (robot.yaml's default pose" + (", base lifted onto the floor)"
                                                                    if _free_base(m) >= 0 else ")"))
     return added
+
+
+def _add_missing_sensors(mspec: mujoco.MjSpec, m: mujoco.MjModel, site_name: str, site: int, sensors: dict,
+                         prefix: str, added: list[str]) -> None:
+    """Add to site `site_name` (id `site` in `m`, -1 when it was just added) each of `sensors`
+    (key -> type) it lacks, named ``<prefix>_<key>``."""
+    have = _sensors_on_site(m, site) if site >= 0 else {}
+    for key, typ in sensors.items():
+        if int(typ) not in have:
+            name = _free_name(m, _OBJ.mjOBJ_SENSOR, f"{prefix}_{key}")
+            mspec.add_sensor(name=name, type=typ, objtype=_OBJ.mjOBJ_SITE, objname=site_name)
+            added.append(f"sensor {name} ({typ.name[7:].lower()}) on site {site_name}")
 
 
 def _free_base(m: mujoco.MjModel) -> int:
