@@ -156,6 +156,49 @@ def test_play_policy_zero_evaluates_the_zero_action(tmp_path, capsys):
     assert f"mean return {expected['mean_return']:.2f}" in out
 
 
+def test_fall_sweep_counts_the_falls_with_their_causes(tmp_path, capsys):
+    """`benchmarks/go1_walk.py falls`: hard pushes (3 m/s every 0.3 s) knock an untrained
+    policy over, and every fall is reported with the termination terms that ended it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "go1_walk.py"
+    spec = importlib.util.spec_from_file_location("go1_walk_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = tmp_path / "run"
+    assert main(["train", "go1-walk", "--algo", "ppo", "--num-envs", "8", "--steps", "192", "--run-dir", str(run),
+                 "--no-progress", "--seed", "0"]) == 0
+    rows = bench.fall_sweep(run, frictions=(1.0,), push=(3.0, 0.3), envs=8, seconds=3.0)
+    assert [(r["friction"], r["push"]) for r in rows] == [(1.0, None), (1.0, [3.0, 0.3])]
+    pushed = rows[1]
+    assert pushed["falls"] > 0
+    assert sum(pushed["causes"].values()) == pushed["falls"]
+    assert all(set(c.split("+")) <= {"tilt", "base_contact"} for c in pushed["causes"])
+    assert pushed["nose_down"] <= pushed["falls"] and pushed["front_feet_only"] <= pushed["falls"]
+    bench.report_falls("run", rows, 8, 3.0)
+    assert f"| 1.00 | 3.0 m/s every 0.3 s | {pushed['falls']} |" in capsys.readouterr().out
+
+
+def test_the_heavy_parts_files_are_parts_of_the_heavy_preset():
+    """benchmarks/heavy_parts/heavy.yaml is sim2sim's heavy preset (less its camera widening), so the
+    falls each part file causes add up against the preset's own."""
+    from pathlib import Path
+
+    from roboreal.sim2real.simulated_driver import preset_conditions
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "heavy_parts"
+    rand, driver = preset_conditions("heavy")
+    rand.pop("camera_scale")
+    as_file = preset_conditions(folder / "heavy.yaml")
+    assert as_file == (rand, driver)
+    parts = sorted(folder.glob("*.yaml"))
+    assert len(parts) == 6
+    for path in parts:  # every part loads as a sim2sim preset, and each differs from heavy
+        part = preset_conditions(path)
+        assert path.name == "heavy.yaml" or part != (rand, driver), path.name
+
+
 @pytest.mark.slow
 def test_ppo_learns_to_track_velocity_on_go1_within_minutes(tmp_path):
     """go1-walk's tuned PPO (1024 envs) for 60 iterations (1.47M steps, 3-4 minutes on this
