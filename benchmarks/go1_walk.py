@@ -168,7 +168,21 @@ def _iteration_times(run_dir: Path) -> dict[int, float]:
 
 
 def score_file(run_dir: Path, default_randomization: bool = False) -> Path:
+    """Where a run's scores are: under the default randomization, a run that trained with it
+    has them in score.json."""
+    if default_randomization and _trained_with_default_randomization(run_dir):
+        return run_dir / "score.json"
     return run_dir / ("score_default_randomization.json" if default_randomization else "score.json")
+
+
+def _trained_with_default_randomization(run_dir: Path) -> bool:
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return False
+    env = (yaml.safe_load(config.read_text()) or {}).get("env") or {}
+    return not any(str(k).split(".")[0] == "randomization" for k in env)
 
 
 def score_run(run_dir: Path, every_s: float = 60.0, default_randomization: bool = False) -> dict:
