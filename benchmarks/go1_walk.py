@@ -34,13 +34,17 @@ TARGETS = (0.25, 0.15)
 LENGTH_TARGET = 950
 
 
+def _is_randomization_override(key: object) -> bool:
+    return str(key).split(".")[0] == "randomization"
+
+
 def eval_overrides(info: dict, default_randomization: bool = False) -> dict:
     """The task overrides to evaluate a run under: its training overrides, without those of the
     randomization when `default_randomization` (a run trained on wider ranges, scored under the
     task's default ones)."""
     env = dict(info["env"] or {})
     if default_randomization:
-        env = {k: v for k, v in env.items() if k.split(".")[0] != "randomization"}
+        env = {k: v for k, v in env.items() if not _is_randomization_override(k)}
     return env
 
 
@@ -170,9 +174,9 @@ def _iteration_times(run_dir: Path) -> dict[int, float]:
 def score_file(run_dir: Path, default_randomization: bool = False) -> Path:
     """Where a run's scores are: under the default randomization, a run that trained with it
     has them in score.json."""
-    if default_randomization and _trained_with_default_randomization(run_dir):
-        return run_dir / "score.json"
-    return run_dir / ("score_default_randomization.json" if default_randomization else "score.json")
+    if default_randomization and not _trained_with_default_randomization(run_dir):
+        return run_dir / "score_default_randomization.json"
+    return run_dir / "score.json"
 
 
 def _trained_with_default_randomization(run_dir: Path) -> bool:
@@ -182,7 +186,7 @@ def _trained_with_default_randomization(run_dir: Path) -> bool:
     if not config.is_file():
         return False
     env = (yaml.safe_load(config.read_text()) or {}).get("env") or {}
-    return not any(str(k).split(".")[0] == "randomization" for k in env)
+    return not any(_is_randomization_override(k) for k in env)
 
 
 def score_run(run_dir: Path, every_s: float = 60.0, default_randomization: bool = False) -> dict:
