@@ -273,10 +273,11 @@ def report(scores: list[dict], plot: Path | None = None) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for s in scores:
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        colors = plt.get_cmap("tab10" if len(scores) <= 10 else "tab20").colors  # one colour per run
+        for s, color in zip(scores, colors * (len(scores) // len(colors) + 1)):
             ax.plot([p["time_s"] / 60 for p in s["curve"]], [p["error"] for p in s["curve"]], marker="o", ms=3,
-                    label=s["name"])
+                    label=s["name"], color=color)
         if scores:
             ax.axhline(scores[0]["zero_action"]["error"], color="grey", ls=":", label="standing still")
         for target in TARGETS:
@@ -284,7 +285,7 @@ def report(scores: list[dict], plot: Path | None = None) -> None:
         ax.set_xlabel("wall-clock (min), 2-core CPU")
         ax.set_ylabel("velocity tracking error (m/s)")
         ax.set_title(f"go1-walk: {EPISODES} deterministic evaluation episodes per point")
-        ax.legend()
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not over them
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
         print(f"wrote {plot}")
