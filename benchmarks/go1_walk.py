@@ -128,14 +128,6 @@ def fall_sweep(run_dir: Path, checkpoint: str = "last", frictions: tuple[float, 
             else:
                 overrides["randomization.push"] = None
             env = make(info["task"], num_envs=envs, device="cpu", seed=EVAL_SEED, **overrides)
-            terms_now: dict = {}
-            task_terminations = env._terminations  # per-env terms: `info` carries only their means
-
-            def terminations() -> dict:
-                terms_now.update(task_terminations())
-                return terms_now
-
-            env._terminations = terminations
             obs, _ = env.reset()
             causes: dict[str, int] = {}
             falls = nose_down = front_feet_only = 0
@@ -145,7 +137,7 @@ def fall_sweep(run_dir: Path, checkpoint: str = "last", frictions: tuple[float, 
                     obs, _, terminated, _, _ = env.step(policy_action(module, obs, info["obs_group"]))
                     for i in terminated.nonzero().flatten().tolist():
                         falls += 1
-                        cause = "+".join(k for k, v in terms_now.items() if v[i])
+                        cause = "+".join(k for k, v in env.termination_terms.items() if v[i])
                         causes[cause] = causes.get(cause, 0) + 1
                         nose_down += int(gravity[i, 0] > 0.3)
                         front_feet_only += int(contacts[i, :2].all() and not contacts[i, 2:].any())

@@ -372,6 +372,7 @@ class MujocoTaskEnv(BatchedEnv):
             terminated |= v
         truncated = (self.episode_step >= self.max_episode_steps) & ~terminated
         self.terminated = terminated  # read by the `termination` reward term
+        self.termination_terms = terms  # per env, for tools that ask why an episode ended (info has the means)
         reward, reward_terms = self._compute_reward()
         obs = self._compute_observations()
         success = self._success()
