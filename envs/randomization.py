@@ -149,6 +149,9 @@ def randomization_preset(name: str) -> RandomizationCfg:
 MODEL_PARAMS = ("friction", "mass_scale", "added_mass", "com_offset", "kp_scale", "kd_scale", "motor_strength",
                 "joint_damping_scale", "armature_scale", "gravity_tilt")
 ENV_LAYER_PARAMS = ("action_latency",)  # applied by the env itself, whatever the backend
+FEATURE_PARAMS = MODEL_PARAMS + ENV_LAYER_PARAMS  # the columns of `Randomizer.features`, in order
+FEATURE_WIDTHS = {"com_offset": 3, "gravity_tilt": 2}
+FEATURE_WIDTH = sum(FEATURE_WIDTHS.get(name, 1) for name in FEATURE_PARAMS)
 
 
 def supported_parameters(sim) -> set[str]:
@@ -233,7 +236,7 @@ class Randomizer:
         }
         self.values: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
-            width = {"com_offset": 3, "gravity_tilt": 2}.get(name, 1)
+            width = FEATURE_WIDTHS.get(name, 1)
             self.values[name] = torch.zeros(num_envs, width, device=device)
         fields = {f for k in self.terms if k in MODEL_PARAMS for f in RANDOMIZED_FIELDS[k]}
         if fields:
@@ -414,6 +417,28 @@ class Randomizer:
             self._sample(name, ids)
             self._next_interval[name] += self.terms[name].interval_s
         self._apply(ids)
+
+    def features(self) -> torch.Tensor:
+        """(N, `FEATURE_WIDTH`) what every env drew, each parameter scaled to [-1, 1] over its
+        range (beyond 1 outside it; 0 for a parameter not randomized), in the fixed order of
+        `FEATURE_PARAMS`, so the width is the same whatever this config randomizes: a privileged
+        critic observation (legged_gym-style: the critic knows the friction, masses and gains
+        that the policy must infer)."""
+        columns = []
+        for name in FEATURE_PARAMS:
+            width = FEATURE_WIDTHS.get(name, 1)
+            term = self.terms.get(name)
+            if term is None:
+                columns.append(torch.zeros(self.num_envs, width, device=self.device))
+                continue
+            lo, hi = term.range
+            v = self.values[name]
+            if name == "gravity_tilt":  # (angle, azimuth): the azimuth is drawn in [-pi, pi]
+                scaled = torch.stack([(v[:, 0] - (lo + hi) / 2) / max((hi - lo) / 2, 1e-9), v[:, 1] / np.pi], dim=1)
+            else:
+                scaled = (v - (lo + hi) / 2) / max((hi - lo) / 2, 1e-9)
+            columns.append(scaled)
+        return torch.cat(columns, dim=1)
 
     def describe(self, env_id: int) -> dict[str, list[float]]:
         """What env `env_id` got, e.g. ``{"friction": [0.83], "action_latency": [1.0]}``."""

@@ -114,6 +114,43 @@ def test_termination_reward_is_paid_on_falls_and_never_at_the_time_limit():
     assert fell_seen and timed_out_seen
 
 
+def test_the_critic_reads_the_drawn_physics_scaled_to_its_ranges():
+    """critic_reads_physics: the critic group ends with what each robot drew (Randomizer.features),
+    -1 / +1 at the ends of a range, 0 for what is not randomized; the width stays the same
+    with randomization off (a checkpoint's critic fits any evaluation), the policy group unchanged."""
+    from roboreal.envs.randomization import FEATURE_PARAMS, FEATURE_WIDTH, FEATURE_WIDTHS
+
+    ranges = {"friction": {"range": [0.5, 1.5]}, "motor_strength": {"range": [0.8, 1.2]}}
+    env = make("go1-walk", num_envs=64, seed=1, critic_reads_physics=True,
+               randomization={"enabled": True, **ranges, "push": None})
+    plain = make("go1-walk", num_envs=64, seed=1, randomization={"enabled": True, **ranges, "push": None})
+    obs, _ = env.reset()
+    plain_obs, _ = plain.reset()
+    assert torch.equal(obs["policy"], plain_obs["policy"])
+    assert obs["critic"].shape[1] == plain_obs["critic"].shape[1] + FEATURE_WIDTH
+    physics = obs["critic"][:, -FEATURE_WIDTH:]
+    assert torch.equal(physics, env.randomizer.features())
+
+    first_column, start = {}, 0
+    for name in FEATURE_PARAMS:
+        first_column[name] = start
+        start += FEATURE_WIDTHS.get(name, 1)
+    drawn = {"friction": (1.0, 0.5), "motor_strength": (1.0, 0.2)}  # (middle, half width) of each range
+    for name, (middle, half) in drawn.items():
+        scaled = physics[:, first_column[name]]
+        assert torch.allclose(scaled, (env.randomizer.values[name][:, 0] - middle) / half, atol=1e-5)
+        assert scaled.abs().max() <= 1.0 and scaled.std() > 0.3  # spread over [-1, 1]
+    not_randomized = [name for name in FEATURE_PARAMS if name not in env.randomizer.terms]
+    assert "action_latency" in not_randomized and "gravity_tilt" in not_randomized
+    for name in not_randomized:
+        assert (physics[:, first_column[name]:first_column[name] + FEATURE_WIDTHS.get(name, 1)] == 0).all()
+
+    off = make("go1-walk", num_envs=2, seed=1, critic_reads_physics=True, randomization={"enabled": False})
+    off_obs, _ = off.reset()
+    assert off_obs["critic"].shape[1] == obs["critic"].shape[1]
+    assert (off_obs["critic"][:, -FEATURE_WIDTH:] == 0).all()
+
+
 def test_rate_limited_targets_move_as_the_safety_chain_lets_them():
     """rate_limit_targets: each joint target moves at most safety.max_target_rate * control period
     per step (the deployed chain's RateLimit), and reaches a held action's target in the end."""

@@ -76,6 +76,9 @@ class Go1WalkCfg(TaskCfg):
     # one, as the deployed safety chain's RateLimit holds it; off, the policy never meets that
     # limit until it is on the robot (measured: benchmarks/go1_walk.py, README "Quadruped on a CPU budget")
     rate_limit_targets: bool = False
+    # The critic also reads what the domain randomization drew for each robot (friction, masses,
+    # gains, motor strength, ...; `Randomizer.features`), as legged_gym-style privileged critics do
+    critic_reads_physics: bool = False
     rewards: dict[str, float] = field(default_factory=lambda: {
         "tracking_lin_vel": 1.0,
         "tracking_ang_vel": 0.5,
@@ -194,6 +197,8 @@ class Go1WalkEnv(MujocoTaskEnv):
             ObsTerm("base_height", "privileged", fn=lambda: self.qpos[:, 2:3]),
             ObsTerm("foot_contacts", "privileged", fn=lambda: self.foot_contacts.float()),
         ]
+        if self.cfg.critic_reads_physics:
+            critic.append(ObsTerm("randomized_physics", "privileged", fn=self.randomizer.features))
         return {"policy": policy, "critic": critic}
 
     def _readings(self) -> dict:
