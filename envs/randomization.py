@@ -432,11 +432,9 @@ class Randomizer:
                 columns.append(torch.zeros(self.num_envs, width, device=self.device))
                 continue
             lo, hi = term.range
-            v = self.values[name]
-            if name == "gravity_tilt":  # (angle, azimuth): the azimuth is drawn in [-pi, pi]
-                scaled = torch.stack([(v[:, 0] - (lo + hi) / 2) / max((hi - lo) / 2, 1e-9), v[:, 1] / np.pi], dim=1)
-            else:
-                scaled = (v - (lo + hi) / 2) / max((hi - lo) / 2, 1e-9)
+            scaled = (self.values[name] - (lo + hi) / 2) / max((hi - lo) / 2, 1e-9)
+            if name == "gravity_tilt":  # (angle, azimuth): the azimuth is drawn in [-pi, pi], not in the range
+                scaled[:, 1] = self.values[name][:, 1] / np.pi
             columns.append(scaled)
         return torch.cat(columns, dim=1)
 
