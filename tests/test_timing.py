@@ -93,3 +93,71 @@ def test_stamps_age_readings_and_refuse_bad_ones():
     assert "not finite" in tr.measured_at(stamp=float("nan"), ros_now=104.0, arrival=9.0)[1]
     lenient = StampTracker("Imu", 0.05, require_stamps=False)
     assert lenient.measured_at(stamp=0.0, ros_now=104.0, arrival=9.0) == (9.0, None)
+
+
+class _SimulatedNode:
+    """What `PolicyNodeLoop._spin_once` uses of the policy node, on a simulated clock: a joint
+    stream at 200 Hz that DDS holds until the node spins, and a record of every step's reading age."""
+
+    def __init__(self, clock: list[float]):
+        from types import SimpleNamespace
+
+        from roboreal.sim2real.nodes.policy_loop import PolicyNodeLoop
+
+        self.loop = PolicyNodeLoop()
+        self.clock = clock
+        self.loop.schedule, self.loop.dt = ControlSchedule(DT, "timer"), DT
+        self.loop.step_requested, self.loop.callbacks = False, 0
+        self.loop.limits = SimpleNamespace(watchdog=SimpleNamespace(joint_states=0.1))
+        self.measured = 0.0  # the newest joint reading the node has handled (one at start-up)
+        self.loop.builder = SimpleNamespace(joint_state_time=lambda: self.measured)
+        self.ages: list[tuple[float, float]] = []  # (step time, age of its joint reading)
+        self.loop._step = lambda now: self.ages.append((now, now - self.measured))
+
+    def spin_once(self, timeout_sec: float) -> None:
+        """Hand the node the oldest reading waiting (sent every 5 ms, held by DDS until now), or
+        wait up to `timeout_sec` for the next one."""
+        nxt = 0.005 * (int((self.measured or 0.0) / 0.005 + 1e-9) + 1)
+        if nxt > self.clock[0]:
+            if nxt > self.clock[0] + timeout_sec:
+                self.clock[0] += timeout_sec
+                return
+            self.clock[0] = nxt
+        self.measured = nxt
+        self.loop.callbacks += 1
+
+
+@pytest.mark.parametrize("stall_at", [0.25, 0.5])
+def test_a_stall_between_taking_the_messages_and_stepping_is_caught_up_before_the_step(monkeypatch, stall_at):
+    """The node can be stopped (SIGSTOP, a swapped-out page, a higher-priority process) after it
+    has drained the messages for a timer step and before the step runs. The step must then
+    first take what the sensors sent meanwhile, so the watchdog judges the sensors, not the
+    node's own absence (measured: this race put `test_policy_node`'s stalled-node test into
+    damping about once in six runs on a loaded machine)."""
+    from types import SimpleNamespace
+
+    from roboreal.sim2real.nodes import policy_loop
+
+    clock = [0.0]
+    stalled = []
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        if clock[0] >= stall_at and not stalled:  # the stop lands while the node waits for its tick
+            clock[0] += 0.15
+            stalled.append(clock[0])
+
+    def monotonic() -> float:  # every look at the clock costs 10 us (`_sleep_until` spins on it)
+        clock[0] += 1e-5
+        return clock[0]
+
+    monkeypatch.setattr(policy_loop, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep))
+    node = _SimulatedNode(clock)
+    node.loop.schedule.start(0.0)
+    while clock[0] < 1.0:
+        node.loop._spin_once(node)
+    assert stalled and len(node.ages) > 40
+    after = [(t, age) for t, age in node.ages if t >= stalled[0]]
+    assert after and after[0][1] < 0.05, f"the first step after the stall ran on a reading {after[0][1]:.3f} s old"
+    assert max(age for _, age in node.ages) < 0.05, node.ages
+    assert node.loop.schedule.overruns.late_steps >= 1  # the node's own stall is still reported as such

@@ -78,10 +78,18 @@ class PolicyNodeLoop:
             self._drain(executor)
         elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
             self._drain(executor)
+        ready = time.monotonic()
         if deadline_tick:
             _sleep_until(schedule.deadline)  # woken `lead` early to drain: now step on the tick
+            ready = max(ready, schedule.deadline)
         self.step_requested = False
         now = time.monotonic()
+        if now - ready > 0.5 * self.dt:
+            # stopped between taking the messages and stepping (a stall lands anywhere): what
+            # the sensors sent meanwhile comes first, as after a stall before the messages
+            self._catch_up(executor, 0.05)
+            self._drain(executor)
+            now = time.monotonic()
         try:
             self._step(now)
         finally:
