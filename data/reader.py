@@ -23,6 +23,7 @@ import numpy as np
 from roboreal.data.hdf5_format import (AUTO_SPLIT_ATTR, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, IMAGE_SHAPES_ATTR,
                                        DatasetError, demo_names, from_attr, from_json, is_image, train_valid_split)
 from roboreal.data.labels import label_source, step_labels
+from roboreal.data.journal import recover
 
 
 @dataclass
@@ -78,6 +79,7 @@ class DatasetReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: no such dataset file")
+        recover(self.path)  # a writer killed mid-commit: back to its last commit (a live writer's file is left alone)
         if not h5py.is_hdf5(self.path):  # no HDF5 signature: no point in waiting for a writer
             raise DatasetError(f"{self.path}: not a readable HDF5 file (no HDF5 signature)")
         for attempt in range(self.OPEN_ATTEMPTS):

@@ -2,27 +2,27 @@
 
 Crash safety: a running episode is buffered in memory; `end_episode` writes it whole into an
 *anonymous* HDF5 group, flushes, then links it into ``data`` under its name, updates
-``total`` and flushes (and ``fsync``\\ s) again. A writer killed mid-episode therefore loses
-only that episode: every finished episode is readable, the file is valid (no half-written
-demo is ever reachable), and the file can be reopened in append mode to continue. The only
-window that is not protected is the few milliseconds of writing the link and the ``total``
-attribute after an episode.
+``total`` and flushes (and ``fsync``\\ s) again: that flush is the episode's commit. HDF5
+rewrites its metadata in place, not atomically, so every write over committed bytes is first
+kept in an undo journal (``<file>-journal``, `roboreal.data.journal`). A writer killed at any
+moment (SIGKILL included) therefore loses at most the episode it was writing: the next
+`DatasetWriter` (``mode="a"``) or `DatasetReader` rolls the file back to its last commit,
+every finished episode is readable, and the file can be reopened in append mode to continue.
+A plain HDF5 reader (h5py, robomimic) that opens a killed writer's file before roboreal
+does sees it as it was left: readable, except after a kill in the few milliseconds of a commit.
 
 Readers while it records: not HDF5 SWMR *writing* (SWMR forbids creating groups once it is
 on, and every episode is a new group; a SWMR writer also needs the ``latest`` file format,
 whose "open for writing" flag makes a killed writer's file unreadable until ``h5clear``).
 Instead the writer opens the file *without* HDF5's file lock (a second writer is refused by
-an fcntl lock that readers never take), so any reader (h5py's defaults, robomimic's
+an fcntl lock that readers never take; `roboreal.data.journal.lock_for_writing`), so any reader (h5py's defaults, robomimic's
 ``swmr=True`` open, `DatasetReader`) can open it while it records. Between episodes nothing
 on disk changes and a reader sees every finished episode.
 """
 
 from __future__ import annotations
 
-import errno
 import math
-import os
-import struct
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -35,6 +35,7 @@ from roboreal.data.hdf5_format import (AUTO_SPLIT_ATTR, DEFAULT_SPLIT_SEED, DEFA
                                        IMAGE_COMPRESSION_LEVEL, IMAGE_SHAPES_ATTR, DatasetError, demo_names,
                                        from_json, is_image, shape_text, split_env_args, to_attr, to_json,
                                        train_valid_split)
+from roboreal.data.journal import JournaledFile
 
 
 def _np(x: Any, dtype=np.float32) -> np.ndarray:
@@ -100,23 +101,20 @@ class DatasetWriter:
         self.image_compression_level = int(image_compression_level)
         self.obs_groups = list(obs_groups) if obs_groups is not None else None
         existed = self.path.exists()
-        self._lock_fd: int | None = None
         if existed and mode == "x":
             raise DatasetError(f"{self.path}: cannot open for writing (the file exists and mode is 'x')")
-        if existed:  # before h5py opens (mode "w" truncates): a file another writer holds is left alone
-            self._lock_fd = _lock_for_writing(self.path)
+        appending = existed and mode == "a"
+        # HDF5's I/O goes through the undo journal, which also holds the writer's lock
+        # (`roboreal.data.journal`); no HDF5 file lock: readers (h5py defaults, robomimic) may
+        # open the file while it records
+        self._io: JournaledFile | None = None
         try:
-            # no HDF5 file lock: readers (h5py defaults, robomimic) may open the file while it records
-            self.file = h5py.File(self.path, mode, locking=False)
-        except OSError as e:
-            self._unlock()
+            self._io = JournaledFile(self.path, "a" if appending else ("w" if mode == "a" else mode), fsync=fsync)
+            self.file = h5py.File(self._io, "r+" if appending else "w")
+        except (OSError, ValueError) as e:
+            if self._io is not None:
+                self._io.close()
             raise DatasetError(f"{self.path}: cannot open for writing ({e})") from None
-        if self._lock_fd is None:
-            try:
-                self._lock_fd = _lock_for_writing(self.path)
-            except DatasetError:
-                self.file.close()
-                raise
         if "data" in self.file:
             self.data = self.file["data"]
             self.next_index = 1 + max((int(m.group(1)) for m in map(DEMO_NAME.match, self.data) if m), default=-1)
@@ -329,17 +327,9 @@ class DatasetWriter:
         self._sync()
 
     def _sync(self) -> None:
+        """Flush HDF5 and commit: the file as it is now is what a killed writer rolls back to."""
         self.file.flush()
-        if self.fsync:
-            try:
-                os.fsync(self.file.id.get_vfd_handle())
-            except (OSError, TypeError, ValueError):
-                pass
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the lock
-            self._lock_fd = None
+        self._io.commit()
 
     def close(self) -> None:
         """Write the default split (`write_default_split`) and close the file. An unfinished
@@ -351,36 +341,11 @@ class DatasetWriter:
             finally:
                 self._sync()
                 self.file.close()
-                self._unlock()
+                self._io.commit()  # what HDF5 wrote on closing
+                self._io.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _lock_for_writing(path: Path) -> int | None:
-    """An exclusive fcntl lock on `path`, so a second `DatasetWriter` is refused while HDF5's own
-    (flock) lock stays off for readers: Linux keeps the two kinds apart, and readers take no
-    fcntl lock. An open-file-description lock where there is one (a plain POSIX lock would
-    be dropped when this process closes any other descriptor of the file, as HDF5 does when
-    a reader opens it here). The kernel drops it when the writer dies. Returns the
-    descriptor holding it (None where files cannot be locked: then nothing is guarded)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        return None
-    fd = os.open(path, os.O_RDWR)
-    try:
-        if hasattr(fcntl, "F_OFD_SETLK") and struct.calcsize("P") == 8:  # struct flock of 64-bit Linux
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-        else:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise DatasetError(f"{path}: another DatasetWriter is writing this dataset (it holds the file's "
-                               f"write lock); readers may open it, a second writer may not") from None
-        return None
-    return fd
