@@ -129,8 +129,8 @@ def main() -> int:
             left = raw_intact(raw)
             if left is None or left < n:
                 lost_raw += 1
-                print(f"kill {k}: the file as left {'is unreadable' if left is None else f'has {left} of {n}'} "
-                      f"episodes; after the roll-back all {n} are intact")
+                print(f"kill {k}: the file as left {'is unreadable' if left is None else f'has {left} of {n} episodes'}"
+                      f"; after the roll-back all {n} are intact")
             path.unlink()
             raw.unlink()
     print(f"{args.kills} SIGKILLs at random moments ({'with 64x64 camera frames' if args.images else 'vector episodes'}"
