@@ -205,9 +205,11 @@ class JournaledFile:
         end = self.pos + len(data)
         if self.pos < self.committed:  # replaces committed bytes: keep them first
             self._keep(self.pos, min(end, self.committed))
-        written = os.pwrite(self.fd, data, self.pos)
-        self.pos += written
-        return written
+        done = 0
+        while done < len(data):  # a regular file takes it all at once; a signal could cut it short
+            done += os.pwrite(self.fd, data[done:], self.pos + done)
+        self.pos = end
+        return done
 
     def truncate(self, size: int | None = None) -> int:
         size = self.pos if size is None else size
