@@ -363,8 +363,9 @@ def mean_std(values: list[float | None]) -> str:
     xs = [float(v) for v in values if v is not None]
     if not xs:
         return "n/a"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.fmean(xs):.1f} ± {sd:.1f} (n={len(xs)})"
+    if len(xs) == 1:  # one seed has no spread to show
+        return f"{xs[0]:.1f} (n=1)"
+    return f"{statistics.fmean(xs):.1f} ± {statistics.stdev(xs):.1f} (n={len(xs)})"
 
 
 def table(rows: list[dict], envs: list[str], algos: list[str]) -> str:
