@@ -48,13 +48,20 @@ def journal_path(path: str | Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
 
+def _header_crc(size: int) -> int:
+    return zlib.crc32(_MAGIC + size.to_bytes(8, "little"))
+
+
+def _record_crc(offset: int, old: bytes) -> int:
+    return zlib.crc32(old, zlib.crc32(struct.pack("<QI", offset, len(old))))
+
+
 def _header(size: int) -> bytes:
-    return _HEADER.pack(_MAGIC, size, zlib.crc32(_MAGIC + size.to_bytes(8, "little")))
+    return _HEADER.pack(_MAGIC, size, _header_crc(size))
 
 
 def _record(offset: int, old: bytes) -> bytes:
-    crc = zlib.crc32(old, zlib.crc32(struct.pack("<QI", offset, len(old))))
-    return _RECORD.pack(offset, len(old), crc) + old
+    return _RECORD.pack(offset, len(old), _record_crc(offset, old)) + old
 
 
 def _read_journal(path: Path) -> tuple[int | None, list[tuple[int, bytes]]]:
@@ -63,13 +70,13 @@ def _read_journal(path: Path) -> tuple[int | None, list[tuple[int, bytes]]]:
     if len(raw) < _HEADER.size:
         return None, []
     magic, size, crc = _HEADER.unpack_from(raw)
-    if magic != _MAGIC or crc != zlib.crc32(_MAGIC + size.to_bytes(8, "little")):
+    if magic != _MAGIC or crc != _header_crc(size):
         return None, []
     records, pos = [], _HEADER.size
     while pos + _RECORD.size <= len(raw):
         offset, length, crc = _RECORD.unpack_from(raw, pos)
         old = raw[pos + _RECORD.size:pos + _RECORD.size + length]
-        if len(old) != length or crc != zlib.crc32(old, zlib.crc32(struct.pack("<QI", offset, length))):
+        if len(old) != length or crc != _record_crc(offset, old):
             break  # torn: killed while writing this record, before its overwrite began
         records.append((offset, old))
         pos += _RECORD.size + length

@@ -15,8 +15,9 @@ Readers while it records: not HDF5 SWMR *writing* (SWMR forbids creating groups 
 on, and every episode is a new group; a SWMR writer also needs the ``latest`` file format,
 whose "open for writing" flag makes a killed writer's file unreadable until ``h5clear``).
 Instead the writer opens the file *without* HDF5's file lock (a second writer is refused by
-an fcntl lock that readers never take; `roboreal.data.journal.lock_for_writing`), so any reader (h5py's defaults, robomimic's
-``swmr=True`` open, `DatasetReader`) can open it while it records. Between episodes nothing
+an fcntl lock that readers never take: `roboreal.data.journal.lock_for_writing`), so any
+reader (h5py's defaults, robomimic's ``swmr=True`` open, `DatasetReader`) can open it while
+it records. Between episodes nothing
 on disk changes and a reader sees every finished episode.
 """
 

@@ -71,11 +71,7 @@ class PolicyNodeLoop:
             return
         deadline_tick = not self.step_requested
         if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
-            # the node itself was away (a stall): what the sensors sent meanwhile may still be in
-            # DDS's hands; take it first, so that the watchdog judges the sensors on what they
-            # sent, not on how long this process slept
-            self._catch_up(executor, 0.05)
-            self._drain(executor)
+            self._after_stall(executor)
         elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
             self._drain(executor)
         ready = time.monotonic()
@@ -85,15 +81,19 @@ class PolicyNodeLoop:
         self.step_requested = False
         now = time.monotonic()
         if now - ready > 0.5 * self.dt:
-            # stopped between taking the messages and stepping (a stall lands anywhere): what
-            # the sensors sent meanwhile comes first, as after a stall before the messages
-            self._catch_up(executor, 0.05)
-            self._drain(executor)
+            self._after_stall(executor)  # stopped between taking the messages and stepping
             now = time.monotonic()
         try:
             self._step(now)
         finally:
             schedule.stepped(now, deadline_tick)
+
+    def _after_stall(self, executor: Any) -> None:
+        """The node itself was away (a stall, wherever it landed): what the sensors sent meanwhile
+        may still be in DDS's hands; take it first, so that the watchdog judges the sensors on
+        what they sent, not on how long this process slept."""
+        self._catch_up(executor, 0.05)
+        self._drain(executor)
 
     def _catch_up(self, executor: Any, limit: float) -> None:
         """After a stall: handle what DDS delivers until the joint reading is fresh again, DDS
