@@ -53,9 +53,17 @@ most that much. So a campaign can be stopped at any time and the same command co
 a run whose stored config.yaml differs from today's config is reported with a warning. The
 last.pt evaluation is cached in ``<run>/final_eval_last.json``.
 
+Run directories hold replay buffers and do not travel; results files do. ``--first-seed K``
+trains seeds K..N-1 only, and ``--merge FILE ...`` adds the rows of earlier results files
+(seeds trained on another day or machine) to the table and the output, each row naming the
+file it came from and each file's commands kept; ``--seeds 0`` trains nothing and prints the
+merged table.
+
     python benchmarks/standard_tasks.py                       # the full campaign (many hours)
     python benchmarks/standard_tasks.py --sac-steps 300000    # the CPU-feasible SAC budget
     python benchmarks/standard_tasks.py --envs Hopper-v5 --algos sac --seeds 5
+    python benchmarks/standard_tasks.py --algos sac --sac-steps 300000 --first-seed 1 --seeds 2 \
+        --merge docs/standard_tasks_sac.json --out docs/standard_tasks_sac.json   # add seed 1
     python benchmarks/standard_tasks.py --quick --envs Hopper-v5 --algos ppo sac --seeds 1
                                        # a few thousand steps per run: checks the code and
                                        # estimates the full campaign from measured steps/s
@@ -321,12 +329,12 @@ def print_estimate(rows: list[dict], envs: list[str], algos: list[str], seeds: i
             rate, extra = pooled(env, algo)
             per_run[label][env] = estimate_run_s(env, algo, steps, threads, rate) if rate else None
             if extra:
-                guessed.add(env)
+                guessed.add((label, env))
     print("\nEstimated duration of full runs on this machine (one run after another, from the measured "
           "steps/s of these runs; envs marked * extrapolated from another env's rate):")
     out: dict[str, Any] = {"per_run_s": per_run}
     for label, by_env in per_run.items():
-        parts = [f"{e}{'*' if e in guessed else ''} {fmt_duration(s)}" for e, s in by_env.items()]
+        parts = [f"{e}{'*' if (label, e) in guessed else ''} {fmt_duration(s)}" for e, s in by_env.items()]
         print(f"  {label:8s} per run: " + ", ".join(parts))
     known = lambda label: sum(s for s in per_run[label].values() if s)  # noqa: E731
     total_300k = 3 * (known("PPO 1M") + known(f"SAC {steps_label(CPU_SAC_STEPS)}"))
@@ -395,12 +403,46 @@ def table(rows: list[dict], envs: list[str], algos: list[str]) -> str:
 
 # ----------------------------------------------------------------------------------------------
 
+def merged_rows(paths: list[Path], envs: list[str], algos: list[str], budgets: dict[str, int]
+                ) -> tuple[list[dict], list[dict]]:
+    """Rows of earlier results files (runs whose directories are gone, e.g. other seeds trained
+    on another machine), for the selected envs and algorithms at today's budgets; with each
+    file's commands and note, so the merged table still says how every row was made."""
+    rows: list[dict] = []
+    sources: list[dict] = []
+    seen: dict[tuple, Path] = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            file_rows = data["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--merge {path}: not a standard_tasks results file ({type(e).__name__}: {e})")
+        commands = data.get("commands") or ([data["command"]] if data.get("command") else [])
+        for r in file_rows:
+            if r["env"] not in envs or r["algo"] not in algos or r["steps"] != budgets[r["algo"]]:
+                continue
+            key = (r["env"], r["algo"], r["seed"], r["steps"])
+            if key in seen:
+                raise SystemExit(f"--merge: {r['env']} {r['algo']} seed {r['seed']} at {r['steps']:,} steps is in "
+                                 f"both {seen[key]} and {path}")
+            seen[key] = path
+            rows.append({**r, "merged_from": str(path)})
+        sources.append({"file": str(path), "commands": commands, "note": data.get("note")})
+    return rows, sources
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--envs", nargs="+", default=list(ENVS), help="Gymnasium env ids (trained as gym:<id>)")
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per env and algorithm")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="train seeds K..N-1 only (the others' rows can come from an earlier results file, --merge)")
+    p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="RESULTS_JSON",
+                   help="add the rows of earlier results files (same envs, algorithms and budgets; a run "
+                        "trained now replaces its merged row): --seeds 0 trains nothing and prints their table")
     p.add_argument("--ppo-steps", type=int, default=1_000_000)
     p.add_argument("--sac-steps", type=int, default=1_000_000,
                    help=f"SAC env steps (published figures are at 1M; {CPU_SAC_STEPS:,} is the CPU-feasible budget)")
@@ -425,17 +467,23 @@ def main(argv: list[str] | None = None) -> int:
     budgets = {"ppo": QUICK_STEPS["ppo"] if args.quick else args.ppo_steps,
                "sac": QUICK_STEPS["sac"] if args.quick else args.sac_steps}
     print(f"runs: {runs_dir}   results: {out_path}   budgets: "
-          + ", ".join(f"{a} {budgets[a]:,} steps" for a in args.algos) + f"   seeds 0..{args.seeds - 1}"
+          + ", ".join(f"{a} {budgets[a]:,} steps" for a in args.algos) + (f"   seeds {args.first_seed}..{args.seeds - 1}" if args.seeds > args.first_seed else "   no seeds trained")
           + f"   {args.threads} torch thread(s) per run", flush=True)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    earlier, merged_sources = merged_rows(args.merge, args.envs, args.algos, budgets)
+    trained_now = {(e, a, seed) for e in args.envs for a in args.algos for seed in range(args.first_seed, args.seeds)}
+    earlier = [r for r in earlier if (r["env"], r["algo"], r["seed"]) not in trained_now]
+    for r in earlier:
+        print(f"  {r['env']} {r['algo']} seed {r['seed']}: from {r['merged_from']}; last.pt {r['final_return']:.1f}",
+              flush=True)
     rows: list[dict] = []
     t_all = time.perf_counter()
     for env in args.envs:
         for algo in args.algos:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.seeds):
                 t0 = time.perf_counter()
                 row = run_one(env, algo, seed, budgets[algo], runs_dir, args.threads, args.quick)
                 rows.append(row)
@@ -447,12 +495,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"({row['steps_per_s']:,.0f} steps/s); {time.perf_counter() - t0:.0f} s here",
                       flush=True)
                 with open(out_path, "w") as f:  # after every run: an interrupted campaign keeps its figures
-                    json.dump({"command": command, "quick": args.quick, "rows": rows}, f, indent=2)
+                    json.dump({"command": command, "quick": args.quick, "rows": earlier + rows,
+                               "merged": merged_sources}, f, indent=2)
+    rows = sorted(earlier + rows, key=lambda r: (r["env"], r["algo"], r["seed"]))
     print()
     print(table(rows, args.envs, args.algos))
-    estimate = print_estimate(rows, args.envs, args.algos, args.seeds, args.threads, args.ppo_steps, args.sac_steps)
+    trained = max(args.seeds - args.first_seed, 0)
+    estimate = print_estimate(rows, args.envs, args.algos, trained, args.threads, args.ppo_steps, args.sac_steps)
     with open(out_path, "w") as f:
-        json.dump({"command": command, "quick": args.quick, "rows": rows, "estimate": estimate,
+        json.dump({"command": command, "quick": args.quick, "rows": rows, "merged": merged_sources,
+                   "estimate": estimate,
                    "published": {f"{e}/{a}": v for (e, a), v in PUBLISHED.items()}, "sources": SOURCES,
                    "elapsed_s": round(time.perf_counter() - t_all, 1)}, f, indent=2)
     print(f"\nresults: {out_path}")
