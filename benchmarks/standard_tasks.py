@@ -427,7 +427,8 @@ def merged_rows(paths: list[Path], envs: list[str], algos: list[str], budgets: d
                 raise SystemExit(f"--merge: {r['env']} {r['algo']} seed {r['seed']} at {r['steps']:,} steps is in "
                                  f"both {seen[key]} and {path}")
             seen[key] = path
-            rows.append({**r, "merged_from": str(path)})
+            rows.append({"merged_from": str(path), **r})  # a row merged before keeps its first file
+        sources.extend(data.get("merged") or [])  # a merged file's own sources travel with its rows
         sources.append({"file": str(path), "commands": commands, "note": data.get("note")})
     return rows, sources
 
@@ -443,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="RESULTS_JSON",
                    help="add the rows of earlier results files (same envs, algorithms and budgets; a run "
                         "trained now replaces its merged row): --seeds 0 trains nothing and prints their table")
+    p.add_argument("--note", default=None, help="how the runs ran (what ran beside them, ...), kept in the results file")
     p.add_argument("--ppo-steps", type=int, default=1_000_000)
     p.add_argument("--sac-steps", type=int, default=1_000_000,
                    help=f"SAC env steps (published figures are at 1M; {CPU_SAC_STEPS:,} is the CPU-feasible budget)")
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({row['steps_per_s']:,.0f} steps/s); {time.perf_counter() - t0:.0f} s here",
                       flush=True)
                 with open(out_path, "w") as f:  # after every run: an interrupted campaign keeps its figures
-                    json.dump({"command": command, "quick": args.quick, "rows": earlier + rows,
+                    json.dump({"command": command, "note": args.note, "quick": args.quick, "rows": earlier + rows,
                                "merged": merged_sources}, f, indent=2)
     rows = sorted(earlier + rows, key=lambda r: (r["env"], r["algo"], r["seed"]))
     print()
@@ -503,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = max(args.seeds - args.first_seed, 0)
     estimate = print_estimate(rows, args.envs, args.algos, trained, args.threads, args.ppo_steps, args.sac_steps)
     with open(out_path, "w") as f:
-        json.dump({"command": command, "quick": args.quick, "rows": rows, "merged": merged_sources,
+        json.dump({"command": command, "note": args.note, "quick": args.quick, "rows": rows, "merged": merged_sources,
                    "estimate": estimate,
                    "published": {f"{e}/{a}": v for (e, a), v in PUBLISHED.items()}, "sources": SOURCES,
                    "elapsed_s": round(time.perf_counter() - t_all, 1)}, f, indent=2)

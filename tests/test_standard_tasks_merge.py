@@ -70,3 +70,17 @@ def test_a_file_that_is_not_a_results_file_is_refused_by_name(standard_tasks, tm
     bad.write_text(json.dumps({"runs": []}))
     with pytest.raises(SystemExit, match=r"--merge .*notes\.json: not a standard_tasks results file"):
         standard_tasks.merged_rows([bad], ["Hopper-v5"], ["sac"], {"ppo": 1_000_000, "sac": 300_000})
+
+
+def test_merging_a_merged_file_keeps_where_each_row_came_from(standard_tasks, tmp_path):
+    budgets = {"ppo": 1_000_000, "sac": 300_000}
+    seed0 = results(tmp_path / "seed0.json", [row("Hopper-v5", 0, 3401.2)], note="seed 0")
+    seed1 = results(tmp_path / "seed1.json", [row("Hopper-v5", 1, 3314.4)], note="seed 1")
+    rows, sources = standard_tasks.merged_rows([seed0, seed1], ["Hopper-v5"], ["sac"], budgets)
+    table_file = results(tmp_path / "table.json", rows, command="python benchmarks/standard_tasks.py --merge ...",
+                         merged=sources)  # what main writes
+    seed2 = results(tmp_path / "seed2.json", [row("Hopper-v5", 2, 3100.0)], note="seed 2")
+    rows, sources = standard_tasks.merged_rows([table_file, seed2], ["Hopper-v5"], ["sac"], budgets)
+    assert {r["seed"]: r["merged_from"] for r in rows} == {0: str(seed0), 1: str(seed1), 2: str(seed2)}
+    assert [(s["file"], s["note"]) for s in sources] == [(str(seed0), "seed 0"), (str(seed1), "seed 1"),
+                                                         (str(table_file), None), (str(seed2), "seed 2")]
