@@ -466,18 +466,18 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = args.runs_dir or Path("runs") / ("standard_tasks_quick" if args.quick else "standard_tasks")
     out_path = args.out or runs_dir / "results.json"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    train_seeds = range(args.first_seed, args.seeds)  # empty with --seeds 0: only merged rows
     budgets = {"ppo": QUICK_STEPS["ppo"] if args.quick else args.ppo_steps,
                "sac": QUICK_STEPS["sac"] if args.quick else args.sac_steps}
     print(f"runs: {runs_dir}   results: {out_path}   budgets: "
-          + ", ".join(f"{a} {budgets[a]:,} steps" for a in args.algos) + (f"   seeds {args.first_seed}..{args.seeds - 1}" if args.seeds > args.first_seed else "   no seeds trained")
+          + ", ".join(f"{a} {budgets[a]:,} steps" for a in args.algos) + (f"   seeds {train_seeds[0]}..{train_seeds[-1]}" if train_seeds else "   no seeds trained")
           + f"   {args.threads} torch thread(s) per run", flush=True)
 
     import torch
 
     torch.set_num_threads(args.threads)
     earlier, merged_sources = merged_rows(args.merge, args.envs, args.algos, budgets)
-    trained_now = {(e, a, seed) for e in args.envs for a in args.algos for seed in range(args.first_seed, args.seeds)}
-    earlier = [r for r in earlier if (r["env"], r["algo"], r["seed"]) not in trained_now]
+    earlier = [r for r in earlier if r["seed"] not in train_seeds]  # a run trained now replaces its merged row
     for r in earlier:
         print(f"  {r['env']} {r['algo']} seed {r['seed']}: from {r['merged_from']}; last.pt {r['final_return']:.1f}",
               flush=True)
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for env in args.envs:
         for algo in args.algos:
-            for seed in range(args.first_seed, args.seeds):
+            for seed in train_seeds:
                 t0 = time.perf_counter()
                 row = run_one(env, algo, seed, budgets[algo], runs_dir, args.threads, args.quick)
                 rows.append(row)
@@ -502,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = sorted(earlier + rows, key=lambda r: (r["env"], r["algo"], r["seed"]))
     print()
     print(table(rows, args.envs, args.algos))
-    trained = max(args.seeds - args.first_seed, 0)
-    estimate = print_estimate(rows, args.envs, args.algos, trained, args.threads, args.ppo_steps, args.sac_steps)
+    estimate = print_estimate(rows, args.envs, args.algos, len(train_seeds), args.threads, args.ppo_steps,
+                              args.sac_steps)
     with open(out_path, "w") as f:
         json.dump({"command": command, "note": args.note, "quick": args.quick, "rows": rows, "merged": merged_sources,
                    "estimate": estimate,

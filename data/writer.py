@@ -17,8 +17,7 @@ whose "open for writing" flag makes a killed writer's file unreadable until ``h5
 Instead the writer opens the file *without* HDF5's file lock (a second writer is refused by
 an fcntl lock that readers never take: `roboreal.data.journal.lock_for_writing`), so any
 reader (h5py's defaults, robomimic's ``swmr=True`` open, `DatasetReader`) can open it while
-it records. Between episodes nothing
-on disk changes and a reader sees every finished episode.
+it records. Between episodes nothing on disk changes and a reader sees every finished episode.
 """
 
 from __future__ import annotations
