@@ -263,6 +263,9 @@ def test_partial_and_malformed_joint_states():
     b.set_imu((0, 0, 0, 1), (0, 0, 0), arrival=2.0)
     assert b.ready
     assert b.joint_state_time() == 1.0  # the oldest joint reading is what the watchdog sees
+    assert b.watched_reading_time() == 1.0  # what a stalled node catches up on: joints and IMU
+    b.set_joint_state(names[:6], np.zeros(6), np.zeros(6), arrival=2.5)
+    assert b.watched_reading_time() == 2.0  # now the IMU is the oldest
     with pytest.raises(ValueError, match="12 names but 11 position"):
         b.set_joint_state(names, np.zeros(11), np.zeros(12), arrival=3.0)
     with pytest.raises(ValueError, match="more than once"):

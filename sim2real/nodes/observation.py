@@ -382,6 +382,14 @@ class ObservationBuilder:
         t = float(min(self.q_time[idx].min(), self.dq_time[idx].min()))
         return t if math.isfinite(t) else None
 
+    def watched_reading_time(self) -> float | None:
+        """Measurement time of the oldest reading the watchdog ages on the sensor timeouts: the
+        joints and, where the policy needs it, the IMU (None until each has arrived)."""
+        joints = self.joint_state_time()
+        if not self.needs_imu:
+            return joints
+        return None if joints is None or self.imu_time is None else min(joints, self.imu_time)
+
     def readings(self) -> dict[str, np.ndarray]:
         """The current value of every reading the terms use, (1, k) each (for diagnostics)."""
         return {name: np.array(fn(), dtype=np.float64) for name, fn in self._readers.items()}

@@ -12,6 +12,9 @@ from typing import Any
 
 import rclpy
 
+# After a stall, DDS's receive thread may run only some ms after this one (measured on a loaded
+# 2-core machine: 3 ms was too short, and a stalled node went to damping on fresh data).
+CATCH_UP_QUIET = 0.02  # s without news before the catch-up gives up on the sensors
 
 def make_executor(kind: str) -> Any:
     """rclpy's SingleThreadedExecutor ("single") or the C++ EventsExecutor ("events")."""
@@ -96,10 +99,11 @@ class PolicyNodeLoop:
         self._drain(executor)
 
     def _catch_up(self, executor: Any, limit: float) -> None:
-        """After a stall: handle what DDS delivers until the joint reading is fresh again, DDS
-        has had nothing more for 3 ms, or `limit` s have passed (the sensors then really are
-        silent, and the watchdog says so)."""
-        fresh = 0.5 * self.limits.watchdog.joint_states
+        """After a stall: handle what DDS delivers until the joint (and IMU) readings are fresh
+        again, DDS has had nothing more for `CATCH_UP_QUIET` s, or `limit` s have passed (the
+        sensors then really are silent, and the watchdog says so)."""
+        watchdog = self.limits.watchdog
+        fresh = 0.5 * min(t for t in (watchdog.joint_states, watchdog.imu) if t is not None)
         now = time.monotonic()
         end, last_news = now + limit, now
         while now < end:
@@ -108,10 +112,10 @@ class PolicyNodeLoop:
             now = time.monotonic()
             if self.callbacks != before:
                 last_news = now
-            measured = self.builder.joint_state_time()
+            measured = self.builder.watched_reading_time()
             if measured is not None and now - measured < fresh:
                 return
-            if now - last_news > 0.003:
+            if now - last_news > CATCH_UP_QUIET:
                 return
 
     def _drain(self, executor: Any, limit: int = 100) -> None:
