@@ -456,7 +456,8 @@ def test_a_stalled_node_is_an_overrun_not_a_sensor_timeout(bundles, tmp_path, tr
                 robot.call_reset()
                 robot.wait_mode("policy", 10, since=t)
         modes = [m for _, m in robot.get("mode", since=t0)]
-        assert "damping" not in modes, (modes, f"the fake robot's longest pause {robot.max_sensor_gap:.3f} s")
+        why = [line for line in node.output.splitlines() if "mode damping" in line or "after a stall" in line]
+        assert "damping" not in modes, (modes, f"the fake robot's longest pause {robot.max_sensor_gap:.3f} s", why[-6:])
         robot.wait_for(lambda: any(int(d.get("overruns", "0")) >= 5 for _, d in robot.get("diagnostics", since=t0)),
                        3, f"diagnostics counting the overruns: {robot.get('diagnostics', since=t0)[-1:]}")
         diag = [d for _, d in robot.get("diagnostics", since=t0)][-1]
