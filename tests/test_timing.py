@@ -114,6 +114,7 @@ class _SimulatedNode:
         self.ages: list[tuple[float, float]] = []  # (step time, age of its joint reading)
         self.deaf_until = 0.0
         self.cost = 0.0  # s of this node's time to handle one message
+        self.before_spin = lambda timeout_sec: None  # where a test makes a stall land in a spin
         self.loop._step = lambda now: self.ages.append((now, now - self.measured))
         self.warnings: list[str] = []
         logger = SimpleNamespace(warning=lambda text, **_: self.warnings.append(text))
@@ -123,6 +124,7 @@ class _SimulatedNode:
         """Hand the node the oldest reading waiting (sent every 5 ms, held by DDS until now, and
         until `deaf_until`: DDS's receive thread not yet scheduled), or wait up to `timeout_sec`
         for the next one."""
+        self.before_spin(timeout_sec)
         if self.clock[0] < self.deaf_until:
             self.clock[0] = min(self.clock[0] + timeout_sec, self.deaf_until)
             return
@@ -137,10 +139,11 @@ class _SimulatedNode:
         self.clock[0] += self.cost
 
 
+@pytest.mark.parametrize("stall_in", ["wait", "drain"])
 @pytest.mark.parametrize("stall_at, deaf_s, cost", [(0.25, 0.0, 0.0), (0.5, 0.0, 0.0), (0.5, 0.012, 0.0),
                                                      (0.5, 0.0, 0.002)])
 def test_a_stall_between_taking_the_messages_and_stepping_is_caught_up_before_the_step(monkeypatch, stall_at,
-                                                                                          deaf_s, cost):
+                                                                                          deaf_s, cost, stall_in):
     """The node can be stopped (SIGSTOP, a swapped-out page, a higher-priority process) after it
     has drained the messages for a timer step and before the step runs. The step must then
     first take what the sensors sent meanwhile, so the watchdog judges the sensors, not the
@@ -152,7 +155,10 @@ def test_a_stall_between_taking_the_messages_and_stepping_is_caught_up_before_th
     message with 3 messages per 5 ms): the 150 ms backlog takes more than 50 ms to work off,
     and a catch-up cut at 50 ms gave up with the readings 80 ms old (here `_drain` then
     finishes the job; on the real node DDS's receive thread is the bottleneck and the step
-    ran on readings over 100 ms old: damping)."""
+    ran on readings over 100 ms old: damping). `stall_in`: the stop lands while the node waits
+    for its tick, or while it drains the messages before it (a zero-timeout spin: the clean-clone
+    CI of 5ac3d28 went to damping on fresh data with no catch-up logged, because the stall
+    check then only looked at the wait)."""
     from types import SimpleNamespace
 
     from roboreal.sim2real.nodes import policy_loop
@@ -160,12 +166,19 @@ def test_a_stall_between_taking_the_messages_and_stepping_is_caught_up_before_th
     clock = [0.0]
     stalled = []
 
+    def stall() -> None:
+        clock[0] += 0.15
+        stalled.append(clock[0])
+        node.deaf_until = clock[0] + deaf_s
+
     def sleep(seconds: float) -> None:
         clock[0] += seconds
-        if clock[0] >= stall_at and not stalled:  # the stop lands while the node waits for its tick
-            clock[0] += 0.15
-            stalled.append(clock[0])
-            node.deaf_until = clock[0] + deaf_s
+        if stall_in == "wait" and clock[0] >= stall_at and not stalled:
+            stall()
+
+    def stall_in_drain(timeout_sec: float) -> None:
+        if stall_in == "drain" and timeout_sec == 0.0 and clock[0] >= stall_at and not stalled:
+            stall()
 
     def monotonic() -> float:  # every look at the clock costs 10 us (`_sleep_until` spins on it)
         clock[0] += 1e-5
@@ -174,6 +187,7 @@ def test_a_stall_between_taking_the_messages_and_stepping_is_caught_up_before_th
     monkeypatch.setattr(policy_loop, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep))
     node = _SimulatedNode(clock)
     node.cost = cost
+    node.before_spin = stall_in_drain
     node.loop.schedule.start(0.0)
     while clock[0] < 1.0:
         node.loop._spin_once(node)

@@ -73,18 +73,22 @@ class PolicyNodeLoop:
             executor.spin_once(timeout_sec=min(schedule.timeout(now), 0.05))
             return
         deadline_tick = not self.step_requested
+        taking = now  # from here until the step, only a stall of the node takes time
         if schedule.last_step is not None and now - schedule.last_step > 2 * self.dt:
             self._after_stall(executor)
         elif deadline_tick:  # a timer step: first what has arrived (an event step runs on its state at once)
             self._drain(executor)
-        ready = time.monotonic()
+        ready = taking
         if deadline_tick:
             _sleep_until(schedule.deadline)  # woken `lead` early to drain: now step on the tick
             ready = max(ready, schedule.deadline)
         self.step_requested = False
         now = time.monotonic()
         if now - ready > 0.5 * self.dt:
-            self._after_stall(executor)  # stopped between taking the messages and stepping
+            # stopped somewhere between starting to take the messages and stepping: in the drain
+            # (DDS's receive thread, stopped too, may not have handed over the backlog yet), in a
+            # catch-up, or in the wait for the tick
+            self._after_stall(executor)
             now = time.monotonic()
         try:
             self._step(now)
@@ -111,8 +115,10 @@ class PolicyNodeLoop:
         timeout = min(t for t in (watchdog.joint_states, watchdog.imu) if t is not None)
         fresh = 0.5 * timeout
         start = now = time.monotonic()
-        limit = timeout
-        end, last_news, handled, measured = now + limit, now, 0, None
+        end, last_news, handled = now + timeout, now, 0
+        measured = self.builder.watched_reading_time()
+        if measured is not None and now - measured < fresh:
+            return  # nothing to catch up on (a stall too short to matter, or one already caught up)
         while now < end:
             before = self.callbacks
             executor.spin_once(timeout_sec=min(0.002, end - now))
