@@ -116,20 +116,17 @@ class PolicyNodeLoop:
         fresh = 0.5 * timeout
         start = now = time.monotonic()
         end, last_news, handled = now + timeout, now, 0
-        measured = self.builder.watched_reading_time()
-        if measured is not None and now - measured < fresh:
-            return  # nothing to catch up on (a stall too short to matter, or one already caught up)
-        while now < end:
+        while True:
+            measured = self.builder.watched_reading_time()
+            if measured is not None and now - measured < fresh:
+                return  # fresh (at once: a stall too short to matter, or one already caught up)
+            if now >= end or now - last_news > CATCH_UP_QUIET:
+                break
             before = self.callbacks
             executor.spin_once(timeout_sec=min(0.002, end - now))
             now = time.monotonic()
             if self.callbacks != before:
                 last_news, handled = now, handled + self.callbacks - before
-            measured = self.builder.watched_reading_time()
-            if measured is not None and now - measured < fresh:
-                return
-            if now - last_news > CATCH_UP_QUIET:
-                break
         age = "none yet" if measured is None else f"{1e3 * (now - measured):.0f} ms old"
         self.get_logger().warning(
             f"after a stall of the node: {handled} messages in {1e3 * (now - start):.0f} ms, "
